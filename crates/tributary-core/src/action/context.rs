@@ -1,0 +1,264 @@
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::application::AppInfo;
+use crate::error::{BoxError, EmitError};
+use crate::hooks::{HookList, StreamItemInfo};
+
+/// Points from an application to the one it came from: the application it was
+/// forked from, or the application (and step) that spawned it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ParentPointer {
+    /// The parent's app id.
+    pub app_id: String,
+    /// The parent's sequence id (the step that spawned or was forked from).
+    pub sequence_id: u64,
+    /// The parent's action at that step, when known.
+    pub action: Option<String>,
+    /// The parent's partition key.
+    pub partition_key: Option<String>,
+}
+
+/// One intermediate output of an action, as handed to a [`StreamSink`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    /// The action that emitted it.
+    pub action: Arc<str>,
+    /// The sequence id of the step.
+    pub sequence_id: u64,
+    /// Its index among the step's outputs, from 0.
+    pub index: u64,
+    /// The output.
+    pub value: Value,
+}
+
+/// Where the intermediate outputs of an application's actions go.
+///
+/// The runtime installs one per subgraph to turn outputs into stream items;
+/// [`Application::stream_result`](crate::Application::stream_result) installs
+/// its own for the halt action. Awaiting `send` is the action's backpressure.
+#[async_trait]
+pub trait StreamSink: Send + Sync + 'static {
+    /// Deliver one output.
+    ///
+    /// # Errors
+    ///
+    /// [`EmitError`] when the consumer is gone.
+    async fn send(&self, item: Emitted) -> Result<(), EmitError>;
+}
+
+/// A type map that carries runtime services into actions (the runtime puts
+/// its handle here so actions can spawn children on it).
+#[derive(Clone, Default)]
+pub struct Extensions {
+    map: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl Extensions {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Insert a value, replacing any value of the same type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.map.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The value of type `T`, if present.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.map
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extensions")
+            .field("len", &self.map.len())
+            .finish()
+    }
+}
+
+/// What an action knows about the step it runs in, and how it streams.
+///
+/// Cheap to clone; a clone emits into the same stream.
+#[derive(Clone)]
+pub struct ActionContext {
+    pub(crate) app: Arc<AppInfo>,
+    pub(crate) sequence_id: u64,
+    pub(crate) action: Arc<str>,
+    pub(crate) sink: Option<Arc<dyn StreamSink>>,
+    pub(crate) hooks: HookList,
+    pub(crate) emitted: Arc<AtomicU64>,
+    pub(crate) extensions: Arc<Extensions>,
+}
+
+impl fmt::Debug for ActionContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActionContext")
+            .field("app_id", &self.app.app_id)
+            .field("sequence_id", &self.sequence_id)
+            .field("action", &self.action)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActionContext {
+    /// The application's id.
+    pub fn app_id(&self) -> &str {
+        &self.app.app_id
+    }
+
+    /// The application's partition key.
+    pub fn partition_key(&self) -> Option<&str> {
+        self.app.partition_key.as_deref()
+    }
+
+    /// The sequence id of this step.
+    pub fn sequence_id(&self) -> u64 {
+        self.sequence_id
+    }
+
+    /// The name of the running action.
+    pub fn action_name(&self) -> &str {
+        &self.action
+    }
+
+    /// The application this one was forked from, if any.
+    pub fn parent(&self) -> Option<&ParentPointer> {
+        self.app.parent.as_ref()
+    }
+
+    /// The application (and step) that spawned this one, if any.
+    pub fn spawning_parent(&self) -> Option<&ParentPointer> {
+        self.app.spawning_parent.as_ref()
+    }
+
+    /// The application's identity.
+    pub fn app(&self) -> &Arc<AppInfo> {
+        &self.app
+    }
+
+    /// Services the runtime made available to actions.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// How many outputs this step has emitted so far.
+    pub fn items_emitted(&self) -> u64 {
+        self.emitted.load(Ordering::Relaxed)
+    }
+
+    /// Emit one intermediate output of this action.
+    ///
+    /// Awaiting is the backpressure: it returns once the consumer (or the
+    /// runtime's mailbox) has room, and while the run is paused it waits.
+    /// Without a consumer (a plain `run`) the output goes to the stream-item
+    /// hooks only and this returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`EmitError`] when the consumer has gone away; returning it with `?`
+    /// ends the action.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if the future is dropped before it completes the
+    /// output may or may not have been delivered.
+    pub async fn emit(&self, value: impl Into<Value>) -> Result<(), EmitError> {
+        let value = value.into();
+        let index = self.emitted.fetch_add(1, Ordering::Relaxed);
+        if !self.hooks.is_empty() {
+            let info = StreamItemInfo {
+                app: &self.app,
+                sequence_id: self.sequence_id,
+                action: &self.action,
+                index,
+            };
+            for hook in self.hooks.iter() {
+                hook.on_stream_item(&info, &value);
+            }
+        }
+        match &self.sink {
+            Some(sink) => {
+                sink.send(Emitted {
+                    action: Arc::clone(&self.action),
+                    sequence_id: self.sequence_id,
+                    index,
+                    value,
+                })
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Run blocking or CPU-heavy work on the blocking thread pool and await
+    /// its result, so it never stalls the async threads. See
+    /// [`spawn_blocking`].
+    ///
+    /// # Errors
+    ///
+    /// When the closure panics.
+    pub async fn spawn_blocking<F, R>(&self, f: F) -> Result<R, BoxError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        spawn_blocking(f).await
+    }
+}
+
+/// Run `f` on tokio's blocking thread pool and await its result.
+///
+/// # Errors
+///
+/// When `f` panics, with the panic message.
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tributary_core::BoxError> {
+/// let sum = tributary_core::spawn_blocking(|| (0..1_000u64).sum::<u64>()).await?;
+/// assert_eq!(sum, 499_500);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn spawn_blocking<F, R>(f: F) -> Result<R, BoxError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        if e.is_panic() {
+            let payload = e.into_panic();
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            format!("blocking task panicked: {msg}").into()
+        } else {
+            BoxError::from("blocking task was cancelled")
+        }
+    })
+}

@@ -1,0 +1,274 @@
+use std::fmt;
+use std::sync::Arc;
+
+use super::{AppInfo, Application};
+use crate::action::{Extensions, ParentPointer, StreamSink};
+use crate::error::BuildError;
+use crate::graph::Graph;
+use crate::hooks::Hook;
+use crate::persistence::{Checkpoint, Persister, StepStatus};
+use crate::state::State;
+
+/// Builds an [`Application`].
+///
+/// # Examples
+///
+/// Resume after a failure: the failed action runs again, nothing else does.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use tributary_core::{action, default, Application, Graph, InMemoryPersister, RunOptions, State};
+///
+/// let persister = Arc::new(InMemoryPersister::new());
+/// let graph = Graph::builder()
+///     .action(action("a").run(|s, _, _| async move { Ok((json!({}), s)) }))
+///     .action(action("b").reads(["ok"]).run(|s: State, _, _| async move {
+///         if s.get("ok").is_none() { return Err("not yet".into()) }
+///         Ok((json!({}), s))
+///     }))
+///     .transition("a", "b", default())
+///     .entrypoint("a")
+///     .build()?;
+///
+/// let mut first = Application::builder(graph.clone())
+///     .app_id("job-1")
+///     .persister(persister.clone())
+///     .build()
+///     .await?;
+/// assert!(first.run(RunOptions::new()).await.is_err()); // `a` ran, `b` failed
+///
+/// let mut again = Application::builder(graph)
+///     .app_id("job-1")
+///     .state(State::new().set("ok", true)) // ignored: the checkpoint wins
+///     .persister(persister.clone())
+///     .resume()
+///     .build()
+///     .await?;
+/// assert_eq!(again.next_action(), Some("b"));
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "an application builder does nothing until `build` is awaited"]
+pub struct ApplicationBuilder {
+    graph: Graph,
+    app_id: Option<String>,
+    partition_key: Option<String>,
+    state: State,
+    entrypoint: Option<String>,
+    hooks: Vec<Arc<dyn Hook>>,
+    persister: Option<Arc<dyn Persister>>,
+    resume: bool,
+    fork: Option<(String, Option<u64>)>,
+    spawning_parent: Option<ParentPointer>,
+    sink: Option<Arc<dyn StreamSink>>,
+    extensions: Extensions,
+}
+
+impl fmt::Debug for ApplicationBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApplicationBuilder")
+            .field("graph", &self.graph)
+            .field("app_id", &self.app_id)
+            .field("resume", &self.resume)
+            .field("fork", &self.fork)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApplicationBuilder {
+    pub(super) fn new(graph: Graph) -> Self {
+        ApplicationBuilder {
+            graph,
+            app_id: None,
+            partition_key: None,
+            state: State::new(),
+            entrypoint: None,
+            hooks: Vec::new(),
+            persister: None,
+            resume: false,
+            fork: None,
+            spawning_parent: None,
+            sink: None,
+            extensions: Extensions::new(),
+        }
+    }
+
+    /// Set the app id (a random UUID otherwise).
+    pub fn app_id(mut self, app_id: impl Into<String>) -> Self {
+        self.app_id = Some(app_id.into());
+        self
+    }
+
+    /// Set the partition key.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+
+    /// The initial state of a fresh application (ignored when a checkpoint
+    /// is resumed or forked).
+    pub fn state(mut self, state: State) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Start a fresh application at `action` instead of the graph's
+    /// entrypoint.
+    pub fn entrypoint(mut self, action: impl Into<String>) -> Self {
+        self.entrypoint = Some(action.into());
+        self
+    }
+
+    /// Add a hook.
+    pub fn hook(self, hook: impl Hook) -> Self {
+        self.hook_arc(Arc::new(hook))
+    }
+
+    /// Add a hook already behind an `Arc` (to keep a handle to it).
+    pub fn hook_arc(mut self, hook: Arc<dyn Hook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
+    /// Save a checkpoint after every step.
+    pub fn persister(mut self, persister: Arc<dyn Persister>) -> Self {
+        self.persister = Some(persister);
+        self
+    }
+
+    /// Continue from this app id's latest checkpoint, if it has one.
+    pub fn resume(mut self) -> Self {
+        self.resume = true;
+        self
+    }
+
+    /// Start from the checkpoint of another application (`sequence_id`, or
+    /// its latest), under this application's own id.
+    pub fn fork_from(mut self, app_id: impl Into<String>, sequence_id: Option<u64>) -> Self {
+        self.fork = Some((app_id.into(), sequence_id));
+        self
+    }
+
+    /// Record the application (and step) that spawned this one.
+    pub fn spawning_parent(mut self, parent: ParentPointer) -> Self {
+        self.spawning_parent = Some(parent);
+        self
+    }
+
+    /// Send every action's intermediate outputs to `sink`.
+    pub fn stream_sink(mut self, sink: Arc<dyn StreamSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Make a service available to actions through
+    /// [`ActionContext::extensions`](crate::ActionContext::extensions).
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
+    /// Build the application, loading its checkpoint when resuming or
+    /// forking.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] for an unknown entrypoint, a resume or fork without a
+    /// persister, a fork from itself or from a missing checkpoint, a
+    /// checkpoint that names an unknown action, and persister failures.
+    pub async fn build(self) -> Result<Application, BuildError> {
+        let app_id = self
+            .app_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let fresh_start = match &self.entrypoint {
+            Some(name) => self
+                .graph
+                .index_of(name)
+                .ok_or_else(|| BuildError::UnknownEntrypoint(name.clone()))?,
+            None => self.graph.entrypoint_index(),
+        };
+
+        let mut parent = None;
+        let loaded = if let Some((source, sequence_id)) = &self.fork {
+            let persister = self.persister.as_ref().ok_or(BuildError::NoPersister)?;
+            if *source == app_id {
+                return Err(BuildError::ForkFromSelf(app_id));
+            }
+            let checkpoint = persister.load(source, *sequence_id).await?.ok_or_else(|| {
+                BuildError::ForkSourceMissing {
+                    app_id: source.clone(),
+                    sequence_id: *sequence_id,
+                }
+            })?;
+            parent = Some(ParentPointer {
+                app_id: source.clone(),
+                sequence_id: checkpoint.sequence_id,
+                action: Some(checkpoint.action.clone()),
+                partition_key: checkpoint.partition_key.clone(),
+            });
+            Some(checkpoint)
+        } else if self.resume {
+            let persister = self.persister.as_ref().ok_or(BuildError::NoPersister)?;
+            persister.load(&app_id, None).await?
+        } else {
+            None
+        };
+
+        let (state, next_seq, last_seq, next_action) = match loaded {
+            None => (self.state, 0, None, Some(fresh_start)),
+            Some(checkpoint) => {
+                let next = self.position_after(&app_id, &checkpoint)?;
+                let seq = checkpoint.sequence_id;
+                (checkpoint.state, seq + 1, Some(seq), next)
+            }
+        };
+
+        let info = Arc::new(AppInfo {
+            app_id,
+            partition_key: self.partition_key,
+            parent,
+            spawning_parent: self.spawning_parent,
+        });
+        for hook in &self.hooks {
+            hook.on_create(&info, &state);
+        }
+        Ok(Application {
+            graph: self.graph,
+            info,
+            state,
+            next_seq,
+            last_seq,
+            next_action,
+            hooks: self.hooks.into(),
+            persister: self.persister,
+            sink: self.sink,
+            extensions: Arc::new(self.extensions),
+        })
+    }
+
+    /// Where a loaded checkpoint continues: the next action after a completed
+    /// step, the same action after a failed one.
+    fn position_after(&self, app_id: &str, checkpoint: &Checkpoint) -> Result<Option<usize>, BuildError> {
+        let index = self.graph.index_of(&checkpoint.action).ok_or_else(|| {
+            BuildError::UnknownCheckpointAction {
+                app_id: checkpoint.app_id.clone(),
+                action: checkpoint.action.clone(),
+            }
+        })?;
+        match checkpoint.status {
+            StepStatus::Failed => Ok(Some(index)),
+            StepStatus::Completed => {
+                self.graph
+                    .next(index, &checkpoint.state)
+                    .map_err(|source| BuildError::Resume {
+                        app_id: app_id.to_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+}

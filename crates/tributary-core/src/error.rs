@@ -1,0 +1,266 @@
+//! Errors of the core: actions, graphs, applications and persistence.
+
+use serde_json::Value;
+
+use crate::state::json_type;
+
+/// A boxed error from user code (an action, a condition, a persister backend).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why an action's step failed. Every variant names the action.
+///
+/// When a step fails the application's state is left exactly as it was
+/// before the step.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActionError {
+    /// The action changed a key it did not declare in its writes.
+    #[error("action `{action}` wrote key `{key}`, which it does not declare in its writes")]
+    UndeclaredWrite {
+        /// The action.
+        action: String,
+        /// The key.
+        key: String,
+    },
+    /// A key the action declares in its writes is absent afterwards.
+    #[error("action `{action}` declares a write of key `{key}` but the key is missing afterwards")]
+    MissingWrite {
+        /// The action.
+        action: String,
+        /// The key.
+        key: String,
+    },
+    /// The action wrote a key beginning with `__`, reserved for the runtime.
+    #[error("action `{action}` wrote reserved key `{key}` (keys beginning `__` belong to the runtime)")]
+    ReservedKey {
+        /// The action.
+        action: String,
+        /// The key.
+        key: String,
+    },
+    /// The action's result was not a JSON object.
+    #[error("action `{action}` returned {found} as its result; a result must be a JSON object")]
+    ResultNotObject {
+        /// The action.
+        action: String,
+        /// The JSON type it returned.
+        found: &'static str,
+    },
+    /// A required input was not supplied.
+    #[error("action `{action}` requires input `{input}`, which was not given")]
+    MissingInput {
+        /// The action.
+        action: String,
+        /// The input.
+        input: String,
+    },
+    /// A transition condition out of the action needs a key the state lacks.
+    #[error("transition condition `{condition}` out of action `{action}` reads key `{key}`, which the state lacks")]
+    ConditionKeyMissing {
+        /// The action the transition leaves.
+        action: String,
+        /// The condition, as displayed.
+        condition: String,
+        /// The missing key.
+        key: String,
+    },
+    /// The action's own code returned an error.
+    #[error("action `{action}` failed: {source}")]
+    Failed {
+        /// The action.
+        action: String,
+        /// The error it returned.
+        #[source]
+        source: BoxError,
+    },
+    /// The action panicked. The panic was caught: the application is intact.
+    #[error("action `{action}` panicked: {message}")]
+    Panicked {
+        /// The action.
+        action: String,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+}
+
+impl ActionError {
+    /// The name of the action that failed.
+    pub fn action(&self) -> &str {
+        match self {
+            ActionError::UndeclaredWrite { action, .. }
+            | ActionError::MissingWrite { action, .. }
+            | ActionError::ReservedKey { action, .. }
+            | ActionError::ResultNotObject { action, .. }
+            | ActionError::MissingInput { action, .. }
+            | ActionError::ConditionKeyMissing { action, .. }
+            | ActionError::Failed { action, .. }
+            | ActionError::Panicked { action, .. } => action,
+        }
+    }
+
+    pub(crate) fn result_not_object(action: &str, value: &Value) -> Self {
+        ActionError::ResultNotObject {
+            action: action.to_owned(),
+            found: json_type(value),
+        }
+    }
+
+    pub(crate) fn panicked(action: &str, payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "non-string panic payload".to_owned()
+        };
+        ActionError::Panicked {
+            action: action.to_owned(),
+            message,
+        }
+    }
+}
+
+/// An error that refuses a graph at build time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// Two actions have the same name.
+    #[error("two actions are named `{0}`")]
+    DuplicateAction(String),
+    /// A transition names an action the graph does not have.
+    #[error("transition {from} -> {to} names unknown action `{unknown}`")]
+    UnknownAction {
+        /// The transition's source.
+        from: String,
+        /// The transition's target.
+        to: String,
+        /// The name that is not an action.
+        unknown: String,
+    },
+    /// More than one `default` transition leaves the same action.
+    #[error("action `{0}` has more than one default transition")]
+    DuplicateDefault(String),
+    /// No entrypoint was set.
+    #[error("the graph has no entrypoint")]
+    MissingEntrypoint,
+    /// The entrypoint is not an action of the graph.
+    #[error("entrypoint `{0}` is not an action of the graph")]
+    UnknownEntrypoint(String),
+    /// The graph has no actions.
+    #[error("the graph has no actions")]
+    Empty,
+}
+
+/// An error from a [`Persister`](crate::Persister) backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// The backend failed (I/O, connection, database).
+    #[error("persister backend failed: {0}")]
+    Backend(#[source] BoxError),
+    /// A stored checkpoint could not be decoded.
+    #[error("checkpoint of app `{app_id}` is corrupt: {reason}")]
+    Corrupt {
+        /// The application.
+        app_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl PersistError {
+    /// Wrap a backend error.
+    pub fn backend(err: impl Into<BoxError>) -> Self {
+        PersistError::Backend(err.into())
+    }
+}
+
+/// An error that refuses to build an [`Application`](crate::Application).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The entrypoint override is not an action of the graph.
+    #[error("entrypoint `{0}` is not an action of the graph")]
+    UnknownEntrypoint(String),
+    /// `resume` or `fork_from` was asked for without a persister.
+    #[error("resuming or forking needs a persister; set one with `persister`")]
+    NoPersister,
+    /// A fork names the application being built.
+    #[error("cannot fork app `{0}` from itself")]
+    ForkFromSelf(String),
+    /// The checkpoint to fork from does not exist.
+    #[error("no checkpoint of app `{app_id}`{} to fork from", .sequence_id.map(|s| format!(" at sequence {s}")).unwrap_or_default())]
+    ForkSourceMissing {
+        /// The application to fork from.
+        app_id: String,
+        /// The sequence id asked for, if any.
+        sequence_id: Option<u64>,
+    },
+    /// A checkpoint names an action the graph does not have.
+    #[error("checkpoint of app `{app_id}` is positioned at `{action}`, which is not an action of the graph")]
+    UnknownCheckpointAction {
+        /// The application.
+        app_id: String,
+        /// The action named by the checkpoint.
+        action: String,
+    },
+    /// Computing the next action of a resumed checkpoint failed.
+    #[error("cannot resume app `{app_id}`: {source}")]
+    Resume {
+        /// The application.
+        app_id: String,
+        /// Why.
+        #[source]
+        source: ActionError,
+    },
+    /// The persister failed while loading.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+}
+
+/// An error from running an [`Application`](crate::Application).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplicationError {
+    /// A step failed; the state is as it was before the step.
+    #[error("step {sequence_id} failed: {source}")]
+    Step {
+        /// The sequence id of the failed step.
+        sequence_id: u64,
+        /// Why it failed.
+        #[source]
+        source: ActionError,
+    },
+    /// Saving a checkpoint failed; the step's state change was not kept.
+    #[error("step {sequence_id} ({action}) ran but its checkpoint could not be saved: {source}")]
+    Persist {
+        /// The sequence id of the step.
+        sequence_id: u64,
+        /// The action of the step.
+        action: String,
+        /// Why the save failed.
+        #[source]
+        source: PersistError,
+    },
+    /// A halt list names an action the graph does not have.
+    #[error("halt list names unknown action `{0}`")]
+    UnknownHaltAction(String),
+}
+
+impl ApplicationError {
+    /// The action error behind a failed step, if this is one.
+    pub fn action_error(&self) -> Option<&ActionError> {
+        match self {
+            ApplicationError::Step { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Emitting a stream item failed because nobody is listening any more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the stream of action `{action}` was closed by its consumer")]
+pub struct EmitError {
+    /// The action that emitted.
+    pub action: String,
+}
