@@ -1,1 +1,9 @@
-//! tests
+//! tributary's integration tests: one binary, one module per topic.
+
+mod actions_validation;
+mod application_run;
+mod application_stream;
+mod graph_build;
+mod hooks_tracing;
+mod persistence_resume;
+mod state_ops;

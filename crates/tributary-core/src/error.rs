@@ -31,7 +31,9 @@ pub enum ActionError {
         key: String,
     },
     /// The action wrote a key beginning with `__`, reserved for the runtime.
-    #[error("action `{action}` wrote reserved key `{key}` (keys beginning `__` belong to the runtime)")]
+    #[error(
+        "action `{action}` wrote reserved key `{key}` (keys beginning `__` belong to the runtime)"
+    )]
     ReservedKey {
         /// The action.
         action: String,
@@ -55,7 +57,9 @@ pub enum ActionError {
         input: String,
     },
     /// A transition condition out of the action needs a key the state lacks.
-    #[error("transition condition `{condition}` out of action `{action}` reads key `{key}`, which the state lacks")]
+    #[error(
+        "transition condition `{condition}` out of action `{action}` reads key `{key}`, which the state lacks"
+    )]
     ConditionKeyMissing {
         /// The action the transition leaves.
         action: String,
@@ -197,7 +201,9 @@ pub enum BuildError {
         sequence_id: Option<u64>,
     },
     /// A checkpoint names an action the graph does not have.
-    #[error("checkpoint of app `{app_id}` is positioned at `{action}`, which is not an action of the graph")]
+    #[error(
+        "checkpoint of app `{app_id}` is positioned at `{action}`, which is not an action of the graph"
+    )]
     UnknownCheckpointAction {
         /// The application.
         app_id: String,

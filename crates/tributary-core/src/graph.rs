@@ -73,7 +73,12 @@ impl fmt::Debug for Graph {
         f.debug_struct("Graph")
             .field(
                 "actions",
-                &self.inner.actions.iter().map(|a| a.name()).collect::<Vec<_>>(),
+                &self
+                    .inner
+                    .actions
+                    .iter()
+                    .map(|a| a.name())
+                    .collect::<Vec<_>>(),
             )
             .field("entrypoint", &self.entrypoint())
             .finish()
@@ -124,13 +129,17 @@ impl Graph {
     /// Every transition, grouped by source action in action order, each
     /// group in insertion order.
     pub fn transitions(&self) -> impl Iterator<Item = Transition<'_>> + '_ {
-        self.inner.out.iter().enumerate().flat_map(move |(from, out)| {
-            out.iter().map(move |(condition, to)| Transition {
-                from: self.inner.actions[from].name(),
-                to: self.inner.actions[*to].name(),
-                condition,
+        self.inner
+            .out
+            .iter()
+            .enumerate()
+            .flat_map(move |(from, out)| {
+                out.iter().map(move |(condition, to)| Transition {
+                    from: self.inner.actions[from].name(),
+                    to: self.inner.actions[*to].name(),
+                    condition,
+                })
             })
-        })
     }
 
     /// Whether two handles share one graph.
@@ -208,13 +217,17 @@ impl GraphBuilder {
         to: impl Into<String>,
         condition: Condition,
     ) -> Self {
-        self.transitions
-            .push((from.into(), to.into(), condition));
+        self.transitions.push((from.into(), to.into(), condition));
         self
     }
 
     /// Add the same transition from each of `froms`.
-    pub fn transitions_from<I, K>(mut self, froms: I, to: impl Into<String>, condition: Condition) -> Self
+    pub fn transitions_from<I, K>(
+        mut self,
+        froms: I,
+        to: impl Into<String>,
+        condition: Condition,
+    ) -> Self
     where
         I: IntoIterator<Item = K>,
         K: Into<String>,

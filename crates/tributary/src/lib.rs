@@ -3,7 +3,6 @@
 //!
 //! This crate is the front door: it re-exports the concepts of
 //! `tributary-core` ([`State`], [`Action`], [`Graph`], [`Application`], ...).
-#![doc = include_str!("../../../README.md")]
 
 #[doc(inline)]
 pub use tributary_core::*;

@@ -115,7 +115,8 @@ impl ActionBuilder {
     }
 }
 
-type Body = Arc<dyn Fn(State, Inputs, ActionContext) -> BoxFuture<'static, ActionResult> + Send + Sync>;
+type Body =
+    Arc<dyn Fn(State, Inputs, ActionContext) -> BoxFuture<'static, ActionResult> + Send + Sync>;
 
 /// An action built from a closure by [`action`].
 #[derive(Clone)]

@@ -252,7 +252,11 @@ impl ApplicationBuilder {
 
     /// Where a loaded checkpoint continues: the next action after a completed
     /// step, the same action after a failed one.
-    fn position_after(&self, app_id: &str, checkpoint: &Checkpoint) -> Result<Option<usize>, BuildError> {
+    fn position_after(
+        &self,
+        app_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<Option<usize>, BuildError> {
         let index = self.graph.index_of(&checkpoint.action).ok_or_else(|| {
             BuildError::UnknownCheckpointAction {
                 app_id: checkpoint.app_id.clone(),

@@ -52,8 +52,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_core::Stream;
 use futures_util::FutureExt;
+use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument;
@@ -445,11 +445,19 @@ impl Application {
             reason,
         };
         match self.next_action() {
-            Some(next) if opts.halts_before(next) => Some(outcome(next, None, HaltReason::HaltBefore)),
-            _ if opts.halts_after(&record.action) => {
-                Some(outcome(&record.action, Some(&record.result), HaltReason::HaltAfter))
+            Some(next) if opts.halts_before(next) => {
+                Some(outcome(next, None, HaltReason::HaltBefore))
             }
-            None => Some(outcome(&record.action, Some(&record.result), HaltReason::GraphEnd)),
+            _ if opts.halts_after(&record.action) => Some(outcome(
+                &record.action,
+                Some(&record.result),
+                HaltReason::HaltAfter,
+            )),
+            None => Some(outcome(
+                &record.action,
+                Some(&record.result),
+                HaltReason::GraphEnd,
+            )),
             Some(_) => None,
         }
     }
@@ -513,24 +521,27 @@ impl Application {
     pub fn iterate(
         &mut self,
         opts: RunOptions,
-    ) -> impl Stream<Item = Result<StepRecord, ApplicationError>> + Send + '_ {
+    ) -> BoxStream<'_, Result<StepRecord, ApplicationError>> {
         let start = match self.check_halts(&opts) {
             Ok(()) => Ok((self, opts)),
             Err(e) => Err(e),
         };
-        futures_util::stream::unfold(Some(start), |next| async move {
-            match next? {
-                Err(e) => Some((Err(e), None)),
-                Ok((app, opts)) => match app.step(&opts.inputs).await {
+        Box::pin(futures_util::stream::unfold(
+            Some(start),
+            |next| async move {
+                match next? {
                     Err(e) => Some((Err(e), None)),
-                    Ok(None) => None,
-                    Ok(Some(record)) => {
-                        let more = app.halt_check(&opts, &record).is_none();
-                        Some((Ok(record), more.then_some(Ok((app, opts)))))
-                    }
-                },
-            }
-        })
+                    Ok((app, opts)) => match app.step(&opts.inputs).await {
+                        Err(e) => Some((Err(e), None)),
+                        Ok(None) => None,
+                        Ok(Some(record)) => {
+                            let more = app.halt_check(&opts, &record).is_none();
+                            Some((Ok(record), more.then_some(Ok((app, opts)))))
+                        }
+                    },
+                }
+            },
+        ))
     }
 
     /// Run to the halt action and stream its intermediate outputs.

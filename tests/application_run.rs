@@ -1,0 +1,220 @@
+//! Running an application: sequence ids, halting rules, iterate, inputs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tributary::{
+    Application, ApplicationError, Graph, HaltReason, Inputs, RunOptions, State, action, default,
+    when,
+};
+
+/// a -> b -> c -> (end); each appends its name to `trail`.
+fn chain() -> Graph {
+    let step = |name: &'static str| {
+        action(name)
+            .reads(["trail"])
+            .writes(["trail"])
+            .run(move |s: State, _, ctx| async move {
+                let s = s.append("trail", name)?;
+                Ok((json!({ "ran": name, "seq": ctx.sequence_id() }), s))
+            })
+    };
+    Graph::builder()
+        .action(step("a"))
+        .action(step("b"))
+        .action(step("c"))
+        .transition("a", "b", default())
+        .transition("b", "c", default())
+        .entrypoint("a")
+        .build()
+        .unwrap()
+}
+
+async fn app() -> Application {
+    Application::builder(chain())
+        .app_id("chain")
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sequence_ids_start_at_zero_and_increase_by_one() {
+    let mut app = app().await;
+    assert_eq!(app.sequence_id(), None);
+    let mut seqs = Vec::new();
+    while let Some(rec) = app.step(&Inputs::new()).await.unwrap() {
+        assert_eq!(rec.result["seq"], json!(rec.sequence_id));
+        seqs.push(rec.sequence_id);
+    }
+    assert_eq!(seqs, [0, 1, 2]);
+    assert_eq!(app.sequence_id(), Some(2));
+    assert_eq!(app.state().get("trail"), Some(&json!(["a", "b", "c"])));
+}
+
+#[tokio::test]
+async fn halt_after_returns_the_action_result() {
+    let mut app = app().await;
+    let out = app.run(RunOptions::after(["b"])).await.unwrap();
+    assert_eq!(out.action.as_deref(), Some("b"));
+    assert_eq!(out.result, Some(json!({ "ran": "b", "seq": 1 })));
+    assert_eq!(out.reason, HaltReason::HaltAfter);
+    assert_eq!(app.next_action(), Some("c"));
+}
+
+#[tokio::test]
+async fn halt_before_gives_no_result_and_does_not_run_the_action() {
+    let mut app = app().await;
+    let out = app.run(RunOptions::before(["c"])).await.unwrap();
+    assert_eq!(out.action.as_deref(), Some("c"));
+    assert_eq!(out.result, None);
+    assert_eq!(out.reason, HaltReason::HaltBefore);
+    assert_eq!(out.state.get("trail"), Some(&json!(["a", "b"])));
+}
+
+#[tokio::test]
+async fn halt_before_beats_halt_after() {
+    let mut app = app().await;
+    // After `b`, both hold: `b` is in halt_after and `c` in halt_before.
+    let out = app
+        .run(RunOptions::after(["b"]).halt_before(["c"]))
+        .await
+        .unwrap();
+    assert_eq!(out.reason, HaltReason::HaltBefore);
+    assert_eq!(out.result, None);
+    assert_eq!(out.action.as_deref(), Some("c"));
+}
+
+#[tokio::test]
+async fn the_first_action_runs_before_any_halt_check() {
+    let mut app = app().await;
+    let out = app.run(RunOptions::before(["a", "b"])).await.unwrap();
+    // `a` ran although it is in halt_before; the run halted before `b`.
+    assert_eq!(out.state.get("trail"), Some(&json!(["a"])));
+    assert_eq!(out.action.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn the_run_ends_when_no_transition_holds() {
+    let mut app = app().await;
+    let out = app.run(RunOptions::new()).await.unwrap();
+    assert_eq!(out.reason, HaltReason::GraphEnd);
+    assert_eq!(out.action.as_deref(), Some("c"));
+    // Nothing left: running again runs nothing.
+    let again = app.run(RunOptions::new()).await.unwrap();
+    assert_eq!((again.action, again.result), (None, None));
+    assert_eq!(app.sequence_id(), Some(2));
+}
+
+#[tokio::test]
+async fn unknown_halt_actions_are_refused_before_anything_runs() {
+    let mut app = app().await;
+    let err = app.run(RunOptions::after(["nope"])).await.unwrap_err();
+    assert!(matches!(err, ApplicationError::UnknownHaltAction(ref a) if a == "nope"));
+    assert_eq!(app.sequence_id(), None);
+    let first = app
+        .iterate(RunOptions::before(["ghost"]))
+        .next()
+        .await
+        .unwrap();
+    assert!(matches!(first, Err(ApplicationError::UnknownHaltAction(_))));
+}
+
+#[tokio::test]
+async fn iterate_yields_each_step_and_stops_at_the_halt() {
+    let mut app = app().await;
+    let steps: Vec<_> = app
+        .iterate(RunOptions::after(["b"]))
+        .map(|r| r.unwrap().action.to_string())
+        .collect()
+        .await;
+    assert_eq!(steps, ["a", "b"]);
+    let rest: Vec<_> = app
+        .iterate(RunOptions::new())
+        .map(|r| r.unwrap().sequence_id)
+        .collect()
+        .await;
+    assert_eq!(rest, [2]);
+}
+
+#[tokio::test]
+async fn iterate_stops_after_an_error() {
+    let graph = Graph::builder()
+        .action(action("ok").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("bad").run(|_s: State, _, _| async move {
+            Err::<(serde_json::Value, State), _>("no".into())
+        }))
+        .transition("ok", "bad", default())
+        .entrypoint("ok")
+        .build()
+        .unwrap();
+    let mut app = Application::builder(graph).build().await.unwrap();
+    let items: Vec<_> = app.iterate(RunOptions::new()).collect().await;
+    assert_eq!(items.len(), 2);
+    assert!(items[0].is_ok() && items[1].is_err());
+}
+
+#[tokio::test]
+async fn inputs_reach_every_step_that_declares_them() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let graph = Graph::builder()
+        .action(
+            action("loop")
+                .inputs(["step"])
+                .reads(["n"])
+                .writes(["n"])
+                .run(move |s: State, i, _| {
+                    let c = Arc::clone(&c);
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        let by: i64 = i.get_as("step")?;
+                        let s = s.increment("n", by)?;
+                        Ok((json!({}), s))
+                    }
+                }),
+        )
+        .action(action("stop").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .transition("loop", "stop", when("n", 9))
+        .transition("loop", "loop", default())
+        .entrypoint("loop")
+        .build()
+        .unwrap();
+    let mut app = Application::builder(graph)
+        .state(State::new().set("n", 0))
+        .build()
+        .await
+        .unwrap();
+    let out = app
+        .run(RunOptions::after(["stop"]).inputs(Inputs::new().with("step", 3)))
+        .await
+        .unwrap();
+    assert_eq!(out.state.get("n"), Some(&json!(9)));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_failed_step_uses_up_its_sequence_id_and_keeps_the_state() {
+    let graph =
+        Graph::builder()
+            .action(action("flaky").reads(["go"]).writes(["done"]).run(
+                |s: State, _, _| async move {
+                    if s.get("go") != Some(&json!(true)) {
+                        return Err("not yet".into());
+                    }
+                    Ok((json!({}), s.set("done", true)))
+                },
+            ))
+            .entrypoint("flaky")
+            .build()
+            .unwrap();
+    let mut app = Application::builder(graph).build().await.unwrap();
+    let err = app.step(&Inputs::new()).await.unwrap_err();
+    assert!(matches!(err, ApplicationError::Step { sequence_id: 0, .. }));
+    assert!(app.state().is_empty());
+    app.set_state(State::new().set("go", true));
+    let rec = app.step(&Inputs::new()).await.unwrap().unwrap();
+    assert_eq!(rec.sequence_id, 1);
+}

@@ -1,0 +1,164 @@
+//! Hooks fire in order; runs and steps are tracing spans.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tracing_subscriber::layer::SubscriberExt;
+use tributary::{
+    AppInfo, Application, ApplicationError, Graph, Hook, RunOptions, RunOutcome, State, StepInfo,
+    StepOutcome, StreamItemInfo, action, default,
+};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    fn push(&self, s: String) {
+        self.0.lock().unwrap().push(s);
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+impl Hook for Recorder {
+    fn on_create(&self, app: &AppInfo, _: &State) {
+        self.push(format!("create {}", app.app_id));
+    }
+    fn before_run(&self, _: &AppInfo, _: &State) {
+        self.push("before_run".into());
+    }
+    fn after_run(&self, _: &AppInfo, outcome: Result<&RunOutcome, &ApplicationError>) {
+        self.push(format!("after_run ok={}", outcome.is_ok()));
+    }
+    fn before_step(&self, step: &StepInfo<'_>) {
+        self.push(format!("before_step {} {}", step.sequence_id, step.action));
+    }
+    fn after_step(&self, step: &StepInfo<'_>, outcome: &StepOutcome<'_>) {
+        let what = match outcome {
+            StepOutcome::Completed { items, .. } => format!("completed items={items}"),
+            StepOutcome::Failed { .. } => "failed".into(),
+            StepOutcome::Abandoned { items } => format!("abandoned items={items}"),
+            _ => "other".into(),
+        };
+        self.push(format!("after_step {} {what}", step.action));
+    }
+    fn on_stream_item(&self, item: &StreamItemInfo<'_>, value: &Value) {
+        self.push(format!("item {} {} {value}", item.action, item.index));
+    }
+}
+
+fn graph() -> Graph {
+    Graph::builder()
+        .action(action("one").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("two").run(|s: State, _, ctx| async move {
+            ctx.emit("x").await?;
+            ctx.emit("y").await?;
+            Ok((json!({}), s))
+        }))
+        .transition("one", "two", default())
+        .entrypoint("one")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hooks_fire_in_lifecycle_order() {
+    let rec = Arc::new(Recorder::default());
+    let mut app = Application::builder(graph())
+        .app_id("h")
+        .hook_arc(rec.clone())
+        .build()
+        .await
+        .unwrap();
+    app.run(RunOptions::new()).await.unwrap();
+    assert_eq!(
+        rec.take(),
+        [
+            "create h",
+            "before_run",
+            "before_step 0 one",
+            "after_step one completed items=0",
+            "before_step 1 two",
+            "item two 0 \"x\"",
+            "item two 1 \"y\"",
+            "after_step two completed items=2",
+            "after_run ok=true",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_stream_step_is_reported() {
+    let rec = Arc::new(Recorder::default());
+    let chatty = Graph::single(action("chatty").run(|s: State, _, ctx| async move {
+        for i in 0..100 {
+            ctx.emit(i).await?;
+        }
+        Ok((json!({}), s))
+    }));
+    let mut app = Application::builder(chatty)
+        .hook_arc(rec.clone())
+        .build()
+        .await
+        .unwrap();
+    {
+        let mut stream = app
+            .stream_result(RunOptions::after(["chatty"]))
+            .await
+            .unwrap();
+        assert_eq!(stream.next().await, Some(json!(0)));
+    }
+    let log = rec.take();
+    let last = log.last().unwrap();
+    assert!(
+        last.starts_with("after_step chatty abandoned items="),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.starts_with("after_run")), "{log:?}");
+}
+
+/// Records the names of spans as they are created, with their fields.
+#[derive(Default, Clone)]
+struct SpanNames(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct V(String);
+        impl tracing::field::Visit for V {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={:?}", field.name(), value));
+            }
+        }
+        let mut v = V(attrs.metadata().name().to_owned());
+        attrs.record(&mut v);
+        self.0.lock().unwrap().push(v.0);
+    }
+}
+
+#[tokio::test]
+async fn every_run_and_step_is_a_tracing_span() {
+    let names = SpanNames::default();
+    let subscriber = tracing_subscriber::registry().with(names.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut app = Application::builder(graph())
+        .app_id("traced")
+        .build()
+        .await
+        .unwrap();
+    app.run(RunOptions::new()).await.unwrap();
+    assert_eq!(
+        *names.0.lock().unwrap(),
+        [
+            "tributary.run app_id=traced",
+            "tributary.step app_id=traced action=one sequence_id=0",
+            "tributary.step app_id=traced action=two sequence_id=1",
+        ]
+    );
+}
