@@ -104,19 +104,20 @@ async fn resume_after_a_failure_reruns_only_the_failed_action() {
         ],
         [1, 2, 1]
     );
-    // The retry continues the sequence: 0 a, 1 b (failed), 2 b, 3 c.
+    // The retry ran at the failed step's sequence id and replaced its
+    // checkpoint: 0 a, 1 b, 2 c, all completed.
     let seqs: Vec<_> = p
         .history("job")
         .iter()
-        .map(|c| (c.sequence_id, c.action.clone()))
+        .map(|c| (c.sequence_id, c.action.clone(), c.status))
         .collect();
+    let done = StepStatus::Completed;
     assert_eq!(
         seqs,
         [
-            (0, "a".into()),
-            (1, "b".into()),
-            (2, "b".into()),
-            (3, "c".into())
+            (0, "a".into(), done),
+            (1, "b".into(), done),
+            (2, "c".into(), done)
         ]
     );
 }

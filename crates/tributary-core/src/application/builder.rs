@@ -223,7 +223,12 @@ impl ApplicationBuilder {
             Some(checkpoint) => {
                 let next = self.position_after(&app_id, &checkpoint)?;
                 let seq = checkpoint.sequence_id;
-                (checkpoint.state, seq + 1, Some(seq), next)
+                // A failed step is retried at its own sequence id.
+                let next_seq = match checkpoint.status {
+                    StepStatus::Completed => seq + 1,
+                    StepStatus::Failed => seq,
+                };
+                (checkpoint.state, next_seq, Some(seq), next)
             }
         };
 

@@ -12,7 +12,8 @@
 //! `halt_before` (no result), or the action just run is in `halt_after`, or no
 //! transition holds. `halt_before` beats `halt_after`; the first action always
 //! runs before any halt check. Sequence ids start at 0 and increase by one
-//! per step (a failed step uses up its sequence id too).
+//! per completed step; a failed step is retried at the same sequence id, so
+//! its checkpoint (status failed) is replaced by the retry's.
 //!
 //! # Examples
 //!
@@ -263,8 +264,8 @@ impl Application {
         &self.graph
     }
 
-    /// The sequence id of the last step taken (completed or failed), `None`
-    /// before the first.
+    /// The sequence id of the last step attempted (completed, or failed and
+    /// due to be retried at this id), `None` before the first.
     pub fn sequence_id(&self) -> Option<u64> {
         self.last_seq
     }
@@ -305,7 +306,6 @@ impl Application {
         let action = Arc::clone(self.graph.action_at(index));
         let name: Arc<str> = Arc::from(action.name());
         let seq = self.next_seq;
-        self.next_seq += 1;
         self.last_seq = Some(seq);
         let span = tracing::info_span!(
             "tributary.step",
@@ -406,6 +406,7 @@ impl Application {
                 Ok((result, state, next)) => {
                     self.state = state.clone();
                     self.next_action = next;
+                    self.next_seq = seq + 1;
                     Ok(Some(StepRecord {
                         sequence_id: seq,
                         action: name,

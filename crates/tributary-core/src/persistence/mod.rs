@@ -61,8 +61,10 @@ pub struct Checkpoint {
 
 /// Saves and loads checkpoints.
 ///
-/// `save` is an upsert keyed by `(app_id, sequence_id)`. Implementations must
-/// be safe to call concurrently from many applications.
+/// `save` is an upsert keyed by `(app_id, sequence_id)`: a failed step is
+/// retried at the same sequence id and its retry's checkpoint replaces the
+/// failed one. Implementations must be safe to call concurrently from many
+/// applications.
 #[async_trait]
 pub trait Persister: Send + Sync + 'static {
     /// Save a checkpoint.
