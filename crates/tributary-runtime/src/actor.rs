@@ -101,8 +101,14 @@ impl Lane {
     }
 
     /// Hand a terminal item to the merger's control channel, never waiting.
-    fn push_terminal(&self, item: (ItemKind, Option<Arc<str>>, Option<Value>, Option<State>, Option<String>), slot: Option<TaskSlot>) {
-        let (kind, action, result, state, error) = item;
+    fn push_terminal(&self, report: Report, slot: Option<TaskSlot>) {
+        let Report {
+            kind,
+            action,
+            result,
+            state,
+            error,
+        } = report;
         let mut seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
         let item = self.item(*seq, kind, action, result, state, error);
         *seq += 1;
@@ -134,6 +140,27 @@ impl Lane {
     }
 }
 
+/// The parts of a terminal item.
+struct Report {
+    kind: ItemKind,
+    action: Option<Arc<str>>,
+    result: Option<Value>,
+    state: Option<State>,
+    error: Option<String>,
+}
+
+impl Report {
+    fn new(kind: ItemKind, action: Option<Arc<str>>, error: Option<String>) -> Self {
+        Report {
+            kind,
+            action,
+            result: None,
+            state: None,
+            error,
+        }
+    }
+}
+
 /// Turns a task's `ctx.emit` calls into `Token` items.
 struct TokenSink(Arc<Lane>);
 
@@ -149,7 +176,13 @@ impl StreamSink for TokenSink {
         self.0.wait_gates().await.map_err(|_| stopped())?;
         let action = Some(Arc::clone(&item.action));
         self.0
-            .send(ItemKind::Token, action, Some(item.value.clone()), None, None)
+            .send(
+                ItemKind::Token,
+                action,
+                Some(item.value.clone()),
+                None,
+                None,
+            )
             .await
             .map_err(|_| stopped())
     }
@@ -238,29 +271,40 @@ impl Actor {
         let lane = &self.lane;
         let slot = Some(self.slot.clone());
         let (kind, action, result, state, error) = match terminal {
-            Terminal::Final { action, result, state } => (ItemKind::Final, action, result, Some(state), None),
-            Terminal::Failed { action, error } => (ItemKind::Failed, action, None, None, Some(error)),
+            Terminal::Final {
+                action,
+                result,
+                state,
+            } => (ItemKind::Final, action, result, Some(state), None),
+            Terminal::Failed { action, error } => {
+                (ItemKind::Failed, action, None, None, Some(error))
+            }
             Terminal::Cancelled { action } => {
                 let reason = lane.cancel_reason(&self.control);
-                lane.push_terminal((ItemKind::Cancelled, action, None, None, Some(reason)), slot);
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
                 return ItemKind::Cancelled;
             }
         };
-        if lane.terminal_via_ctl {
-            lane.push_terminal((kind, action, result, state, error), slot);
+        if lane.terminal_via_ctl || kind == ItemKind::Failed {
+            // Failures never wait for mailbox room: fail-fast reacts to them.
+            let report = Report {
+                kind,
+                action,
+                result,
+                state,
+                error,
+            };
+            lane.push_terminal(report, slot);
             return kind;
         }
-        if kind == ItemKind::Failed {
-            // Failures must not wait for mailbox room either: fail-fast
-            // reacts to them.
-            lane.push_terminal((kind, action, result, state, error), slot);
-            return kind;
-        }
-        match lane.send(kind, action.clone(), result, state, slot.clone()).await {
+        match lane
+            .send(kind, action.clone(), result, state, slot.clone())
+            .await
+        {
             Ok(()) => kind,
             Err(Stopped) => {
                 let reason = lane.cancel_reason(&self.control);
-                lane.push_terminal((ItemKind::Cancelled, action, None, None, Some(reason)), slot);
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
                 ItemKind::Cancelled
             }
         }
@@ -295,12 +339,15 @@ impl Actor {
                 };
             }
         };
-        let nodes = self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
+        let nodes =
+            self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
         let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
         let mut failures = 0u32;
         loop {
             if lane.wait_gates().await.is_err() {
-                return Terminal::Cancelled { action: next_name(&app) };
+                return Terminal::Cancelled {
+                    action: next_name(&app),
+                };
             }
             let step = tokio::select! {
                 biased;
@@ -315,11 +362,19 @@ impl Actor {
                         let before: Arc<str> = Arc::from(before);
                         if nodes
                             && lane
-                                .send(ItemKind::NodeComplete, Some(Arc::clone(&record.action)), Some(record.result), Some(record.state.clone()), None)
+                                .send(
+                                    ItemKind::NodeComplete,
+                                    Some(Arc::clone(&record.action)),
+                                    Some(record.result),
+                                    Some(record.state.clone()),
+                                    None,
+                                )
                                 .await
                                 .is_err()
                         {
-                            return Terminal::Cancelled { action: Some(before) };
+                            return Terminal::Cancelled {
+                                action: Some(before),
+                            };
                         }
                         return Terminal::Final {
                             action: Some(before),
@@ -336,11 +391,19 @@ impl Actor {
                     }
                     if nodes
                         && lane
-                            .send(ItemKind::NodeComplete, Some(Arc::clone(&record.action)), Some(record.result), Some(record.state), None)
+                            .send(
+                                ItemKind::NodeComplete,
+                                Some(Arc::clone(&record.action)),
+                                Some(record.result),
+                                Some(record.state),
+                                None,
+                            )
                             .await
                             .is_err()
                     {
-                        return Terminal::Cancelled { action: next_name(&app) };
+                        return Terminal::Cancelled {
+                            action: next_name(&app),
+                        };
                     }
                 }
                 Ok(None) => {
@@ -417,11 +480,13 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         let lane = &self.lane;
         if !self.delivered {
-            let error = if lane.token.is_cancelled() { ItemKind::Cancelled } else { ItemKind::Failed };
-            lane.push_terminal(
-                (error, None, None, None, Some("the task's actor stopped unexpectedly".to_owned())),
-                Some(self.slot.clone()),
-            );
+            let error = if lane.token.is_cancelled() {
+                ItemKind::Cancelled
+            } else {
+                ItemKind::Failed
+            };
+            let why = Some("the task's actor stopped unexpectedly".to_owned());
+            lane.push_terminal(Report::new(error, None, why), Some(self.slot.clone()));
             lane.shared.update_progress(|p| {
                 p.running -= 1;
                 match error {

@@ -56,7 +56,9 @@ impl BlockingRuntime {
     ///
     /// When the tokio runtime cannot start.
     pub fn with_runtime(runtime: Runtime) -> std::io::Result<Self> {
-        let tokio = tokio::runtime::Builder::new_multi_thread().enable_time().build()?;
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .enable_time()
+            .build()?;
         Ok(BlockingRuntime { tokio, runtime })
     }
 

@@ -86,7 +86,9 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (1 for the first retry).
     pub fn backoff(&self, retry: u32) -> Duration {
         let factor = self.multiplier.saturating_pow(retry.saturating_sub(1));
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 }
 
@@ -141,7 +143,10 @@ impl fmt::Debug for RunConfig {
             .field("failure", &self.failure)
             .field("retry", &self.retry)
             .field("task_timeout", &self.task_timeout)
-            .field("intermediate_stream_outputs", &self.intermediate_stream_outputs)
+            .field(
+                "intermediate_stream_outputs",
+                &self.intermediate_stream_outputs,
+            )
             .field("intermediate_nodes", &self.intermediate_nodes)
             .field("mailbox_capacity", &self.mailbox_capacity)
             .field("max_concurrency", &self.max_concurrency)

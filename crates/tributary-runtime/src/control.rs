@@ -290,7 +290,10 @@ impl RunHandle {
     ///
     /// [`UnknownTask`] when no running task has this key.
     pub fn pause_task(&self, key: &str) -> Result<(), UnknownTask> {
-        let task = self.shared.task(key).ok_or_else(|| UnknownTask(key.to_owned()))?;
+        let task = self
+            .shared
+            .task(key)
+            .ok_or_else(|| UnknownTask(key.to_owned()))?;
         task.paused.send_replace(true);
         Ok(())
     }
@@ -301,7 +304,10 @@ impl RunHandle {
     ///
     /// [`UnknownTask`] when no running task has this key.
     pub fn resume_task(&self, key: &str) -> Result<(), UnknownTask> {
-        let task = self.shared.task(key).ok_or_else(|| UnknownTask(key.to_owned()))?;
+        let task = self
+            .shared
+            .task(key)
+            .ok_or_else(|| UnknownTask(key.to_owned()))?;
         task.paused.send_replace(false);
         Ok(())
     }
@@ -312,7 +318,10 @@ impl RunHandle {
     ///
     /// [`UnknownTask`] when no running task has this key.
     pub fn cancel_task(&self, key: &str) -> Result<(), UnknownTask> {
-        let task = self.shared.task(key).ok_or_else(|| UnknownTask(key.to_owned()))?;
+        let task = self
+            .shared
+            .task(key)
+            .ok_or_else(|| UnknownTask(key.to_owned()))?;
         task.cancel("cancelled through the run handle");
         Ok(())
     }
@@ -325,13 +334,13 @@ impl RunHandle {
     /// was cancelled.
     pub fn add_task(&self, task: TaskSpec) -> Result<(), AddTaskError> {
         if self.shared.root.is_cancelled() || self.shared.ended.load(Ordering::Acquire) {
-            return Err(AddTaskError(task));
+            return Err(AddTaskError(Box::new(task)));
         }
         self.shared
             .inbox
             .send(Inbox::Add(task))
             .map_err(|e| match e.0 {
-                Inbox::Add(task) => AddTaskError(task),
+                Inbox::Add(task) => AddTaskError(Box::new(task)),
                 Inbox::Exited => unreachable!("only an add was sent"),
             })
     }

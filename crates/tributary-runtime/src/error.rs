@@ -51,4 +51,4 @@ pub enum TaskError {
 /// `add_task` on a run that has ended.
 #[derive(Debug, thiserror::Error)]
 #[error("the run has ended; task `{}` was not added", .0.key())]
-pub struct AddTaskError(pub crate::TaskSpec);
+pub struct AddTaskError(pub Box<crate::TaskSpec>);

@@ -19,7 +19,11 @@
 pub fn child_app_id(parent_app_id: &str, parent_seq: u64, action: &str, task_key: &str) -> String {
     let seq = parent_seq.to_string();
     let parts = [parent_app_id, seq.as_str(), action, task_key];
-    format!("{:016x}{:016x}", fnv1a(&parts, 0xcbf2_9ce4_8422_2325), fnv1a(&parts, 0x8422_2325_cbf2_9ce4))
+    format!(
+        "{:016x}{:016x}",
+        fnv1a(&parts, 0xcbf2_9ce4_8422_2325),
+        fnv1a(&parts, 0x8422_2325_cbf2_9ce4)
+    )
 }
 
 /// FNV-1a over length-prefixed parts, so ("ab","c") and ("a","bc") differ.
@@ -27,7 +31,11 @@ fn fnv1a(parts: &[&str], offset: u64) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash = offset;
     for part in parts {
-        for byte in (part.len() as u64).to_le_bytes().iter().chain(part.as_bytes()) {
+        for byte in (part.len() as u64)
+            .to_le_bytes()
+            .iter()
+            .chain(part.as_bytes())
+        {
             hash ^= u64::from(*byte);
             hash = hash.wrapping_mul(PRIME);
         }

@@ -26,7 +26,10 @@ pub enum ItemKind {
 impl ItemKind {
     /// Whether this kind ends its task (`Final`, `Failed`, `Cancelled`).
     pub fn is_terminal(self) -> bool {
-        matches!(self, ItemKind::Final | ItemKind::Failed | ItemKind::Cancelled)
+        matches!(
+            self,
+            ItemKind::Final | ItemKind::Failed | ItemKind::Cancelled
+        )
     }
 }
 

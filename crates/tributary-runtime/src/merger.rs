@@ -287,7 +287,8 @@ impl RunStream {
                 task_key: item.task_key.to_string(),
                 error: item.error.clone().unwrap_or_default(),
             });
-            self.shared.cancel("another task failed and the run fails fast");
+            self.shared
+                .cancel("another task failed and the run fails fast");
         }
         self.decide(item);
     }
@@ -340,7 +341,11 @@ impl RunStream {
                     self.decide(&env.item);
                     self.emit(env);
                     let expected = self.received.get(&index).copied().unwrap_or(0);
-                    if self.parked.get(&index).is_some_and(|p| p.item.seq == expected) {
+                    if self
+                        .parked
+                        .get(&index)
+                        .is_some_and(|p| p.item.seq == expected)
+                    {
                         let parked = self.parked.remove(&index).expect("checked above");
                         self.emit(parked);
                     }
@@ -355,7 +360,11 @@ impl RunStream {
         let Some(lane) = self.lanes.front_mut() else {
             return false;
         };
-        if lane.terminal.as_ref().is_some_and(|t| t.item.seq == lane.received) {
+        if lane
+            .terminal
+            .as_ref()
+            .is_some_and(|t| t.item.seq == lane.received)
+        {
             let terminal = lane.terminal.take().expect("checked above");
             self.lanes.pop_front();
             self.emit(terminal);
@@ -393,7 +402,11 @@ impl RunStream {
             if lane.done || lane.buffered.is_some() {
                 continue;
             }
-            if lane.terminal.as_ref().is_some_and(|t| t.item.seq == lane.received) {
+            if lane
+                .terminal
+                .as_ref()
+                .is_some_and(|t| t.item.seq == lane.received)
+            {
                 lane.buffered = lane.terminal.take();
                 progressed = true;
                 continue;

@@ -180,7 +180,11 @@ impl Runtime {
             return;
         };
         let at = {
-            let mut next = self.inner.next_start.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = self
+                .inner
+                .next_start
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let at = next.map_or(now, |n| n.max(now));
             *next = Some(at + interval);
@@ -224,7 +228,9 @@ impl Runtime {
             None => CancellationToken::new(),
         };
         let gate = Arc::new(watch::Sender::new(false));
-        let gates = parent.map_or_else(GateChain::default, |p| p.gates.clone()).with(Arc::clone(&gate));
+        let gates = parent
+            .map_or_else(GateChain::default, |p| p.gates.clone())
+            .with(Arc::clone(&gate));
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (mail_tx, mail_rx) = mpsc::channel(config.mailbox_capacity);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
@@ -244,7 +250,15 @@ impl Runtime {
             shared: Arc::clone(&shared),
         };
         let stream = RunStream::new(Arc::clone(&shared), &config, mail_rx, ctl_rx);
-        let supervisor = Supervisor::new(Arc::clone(&shared), config, source, inbox_rx, mail_tx, ctl_tx, run_id());
+        let supervisor = Supervisor::new(
+            Arc::clone(&shared),
+            config,
+            source,
+            inbox_rx,
+            mail_tx,
+            ctl_tx,
+            run_id(),
+        );
         shared.tracker.spawn(supervisor.run());
         (handle, stream)
     }

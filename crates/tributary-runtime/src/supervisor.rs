@@ -143,7 +143,12 @@ impl Supervisor {
                 pending.push(p);
             }
             for p in pending.drain(..) {
-                let reason = self.shared.reason.get().cloned().unwrap_or_else(|| "cancelled".into());
+                let reason = self
+                    .shared
+                    .reason
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| "cancelled".into());
                 self.report(p, ItemKind::Cancelled, reason);
             }
         }

@@ -218,7 +218,11 @@ impl ParallelAction {
 
     /// One subgraph over many states: task `j` runs `subgraph` on the `j`-th
     /// state `states` yields (task key `"{j}"`).
-    pub fn map_states<F, I>(name: impl Into<String>, subgraph: Subgraph, states: F) -> ParallelBuilder
+    pub fn map_states<F, I>(
+        name: impl Into<String>,
+        subgraph: Subgraph,
+        states: F,
+    ) -> ParallelBuilder
     where
         F: Fn(&State, &Inputs) -> Result<I, BoxError> + Send + Sync + 'static,
         I: IntoIterator<Item = State>,
@@ -240,7 +244,11 @@ impl ParallelAction {
 
     /// Many subgraphs over one state: task `i` runs the `i`-th subgraph on
     /// the state `state` returns (task key `"{i}"`).
-    pub fn map_actions<F>(name: impl Into<String>, subgraphs: Vec<Subgraph>, state: F) -> ParallelBuilder
+    pub fn map_actions<F>(
+        name: impl Into<String>,
+        subgraphs: Vec<Subgraph>,
+        state: F,
+    ) -> ParallelBuilder
     where
         F: Fn(&State, &Inputs) -> Result<State, BoxError> + Send + Sync + 'static,
     {
@@ -274,7 +282,8 @@ impl ParallelAction {
         Self::builder(
             name,
             Arc::new(move |parent, inputs| {
-                let states: Arc<Vec<State>> = Arc::new(states(parent, inputs)?.into_iter().collect());
+                let states: Arc<Vec<State>> =
+                    Arc::new(states(parent, inputs)?.into_iter().collect());
                 let subgraphs = Arc::clone(&subgraphs);
                 let inputs = inputs.clone();
                 let n = states.len();
@@ -294,7 +303,10 @@ impl ParallelAction {
         I: IntoIterator<Item = TaskSpec>,
         I::IntoIter: Send + 'static,
     {
-        Self::builder(name, Arc::new(move |s, i| Ok(TaskSource::iter(tasks(s, i)?))))
+        Self::builder(
+            name,
+            Arc::new(move |s, i| Ok(TaskSource::iter(tasks(s, i)?))),
+        )
     }
 
     /// Tasks you build, from an async stream.
@@ -303,7 +315,10 @@ impl ParallelAction {
         F: Fn(&State, &Inputs) -> Result<S, BoxError> + Send + Sync + 'static,
         S: Stream<Item = TaskSpec> + Send + 'static,
     {
-        Self::builder(name, Arc::new(move |s, i| Ok(TaskSource::stream(tasks(s, i)?))))
+        Self::builder(
+            name,
+            Arc::new(move |s, i| Ok(TaskSource::stream(tasks(s, i)?))),
+        )
     }
 }
 
@@ -334,10 +349,12 @@ impl ParallelBuilder {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
-        self.action.inputs.extend(names.into_iter().map(|n| InputSpec {
-            name: n.into(),
-            required: true,
-        }));
+        self.action
+            .inputs
+            .extend(names.into_iter().map(|n| InputSpec {
+                name: n.into(),
+                required: true,
+            }));
         self
     }
 
