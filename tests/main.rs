@@ -11,5 +11,6 @@ mod runtime_control;
 mod runtime_merge;
 mod runtime_parallel;
 mod runtime_policies;
+mod runtime_props;
 mod state_ops;
 mod support;

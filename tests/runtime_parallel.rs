@@ -397,3 +397,68 @@ async fn child_ids_are_stable_across_parent_reruns_and_differ_between_invocation
     again.run(RunOptions::new()).await.unwrap();
     assert_eq!(runs.get(), 4);
 }
+
+#[tokio::test]
+async fn the_persister_cascades_to_children_unless_overridden_or_turned_off() {
+    let child = || tagger("c");
+    let states = |_s: &State, _: &tributary::Inputs| Ok(vec![State::new().set("item", 1)]);
+    let parent_store = Arc::new(InMemoryPersister::new());
+    let child_store = Arc::new(InMemoryPersister::new());
+    let count = |p: &Arc<InMemoryPersister>| {
+        let p = Arc::clone(p);
+        async move {
+            tributary::Persister::list_app_ids(&*p, None)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let build = |map: ParallelAction, id: &'static str| {
+        let store = parent_store.clone();
+        async move {
+            let mut app = Application::builder(Graph::single(map))
+                .app_id(id)
+                .persister(store)
+                .build()
+                .await
+                .unwrap();
+            app.run(RunOptions::new()).await.unwrap();
+        }
+    };
+
+    // Cascade: the child checkpoints next to its parent.
+    build(
+        ParallelAction::map_states("m", child(), states).build(),
+        "a",
+    )
+    .await;
+    assert_eq!(count(&parent_store).await, 2);
+    // Override: the child checkpoints to its own persister.
+    let config = RunConfig::new().persister(child_store.clone());
+    build(
+        ParallelAction::map_states("m", child(), states)
+            .config(config)
+            .build(),
+        "b",
+    )
+    .await;
+    assert_eq!(
+        (count(&parent_store).await, count(&child_store).await),
+        (3, 1)
+    );
+    // Off: the child is not persisted at all.
+    build(
+        ParallelAction::map_states("m", child(), states)
+            .cascade(false)
+            .build(),
+        "c",
+    )
+    .await;
+    assert_eq!(
+        (count(&parent_store).await, count(&child_store).await),
+        (4, 1)
+    );
+    // The child id is derived from the parent, its step and the task key.
+    let child_id = tributary::child_app_id("b", 0, "m", "0");
+    assert!(!child_store.history(&child_id).is_empty());
+}
