@@ -288,3 +288,47 @@ async fn progress_counts_follow_the_run() {
         (5, 0, 5, 0, 0, 0)
     );
 }
+
+/// Records task spawns and ends.
+#[derive(Default)]
+struct TaskLog(std::sync::Mutex<Vec<String>>);
+
+impl tributary::Hook for TaskLog {
+    fn on_task_spawn(&self, app: &tributary::AppInfo, key: &str) {
+        assert!(!app.app_id.is_empty());
+        self.0.lock().unwrap().push(format!("spawn {key}"));
+    }
+    fn on_task_complete(&self, _: &tributary::AppInfo, key: &str, end: &tributary::TaskEnd<'_>) {
+        let end = match end {
+            tributary::TaskEnd::Completed => "completed".to_owned(),
+            tributary::TaskEnd::Cancelled(why) => format!("cancelled: {why}"),
+            other => format!("{other:?}"),
+        };
+        self.0.lock().unwrap().push(format!("end {key} {end}"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn task_hooks_fire_on_spawn_and_completion() {
+    let (started, live) = (Count::default(), Live::default());
+    let graph = ticking(3, started, live);
+    let log = Arc::new(TaskLog::default());
+    let config = RunConfig::new().hook(log.clone()).max_concurrency(1);
+    let (handle, stream) = Runtime::new().run(tasks(2, &graph), config);
+    handle
+        .progress()
+        .wait_for(|p| p.running == 1)
+        .await
+        .unwrap();
+    let finished = stream.outcomes().await.unwrap();
+    assert_eq!(finished.len(), 2);
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        [
+            "spawn t0",
+            "end t0 completed",
+            "spawn t1",
+            "end t1 completed"
+        ]
+    );
+}

@@ -1,12 +1,12 @@
 //! The subgraph actor: runs one task's application step by step.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tributary_core::{Application, EmitError, Emitted, State, StreamSink};
+use tributary_core::{AppInfo, Application, EmitError, Emitted, State, StreamSink, TaskEnd};
 
 use crate::config::{MergeMode, RunConfig};
 use crate::control::{GateChain, Inbox, RunHandle, RunShared, TaskControl, TaskRuntime, TaskSlot};
@@ -191,6 +191,7 @@ impl StreamSink for TokenSink {
 /// One task's actor.
 pub(crate) struct Actor {
     lane: Arc<Lane>,
+    info: OnceLock<Arc<AppInfo>>,
     config: Arc<RunConfig>,
     spec: TaskSpec,
     control: TaskControl,
@@ -226,6 +227,7 @@ impl Actor {
         });
         Actor {
             lane,
+            info: OnceLock::new(),
             config,
             spec,
             control,
@@ -254,7 +256,17 @@ impl Actor {
             },
             None => self.body().await,
         };
-        let kind = self.deliver(terminal).await;
+        let (kind, why) = self.deliver(terminal).await;
+        if let Some(info) = self.info.get() {
+            let end = match kind {
+                ItemKind::Final => TaskEnd::Completed,
+                ItemKind::Failed => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
+                _ => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
+            };
+            for hook in &self.config.hooks {
+                hook.on_task_complete(info, &self.spec.key, &end);
+            }
+        }
         self.lane.shared.update_progress(|p| {
             p.running -= 1;
             match kind {
@@ -266,8 +278,9 @@ impl Actor {
         guard.delivered = true;
     }
 
-    /// Hand the terminal item over; returns the kind actually delivered.
-    async fn deliver(&self, terminal: Terminal) -> ItemKind {
+    /// Hand the terminal item over; returns the kind actually delivered and
+    /// the error or cancellation reason.
+    async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<String>) {
         let lane = &self.lane;
         let slot = Some(self.slot.clone());
         let (kind, action, result, state, error) = match terminal {
@@ -281,8 +294,11 @@ impl Actor {
             }
             Terminal::Cancelled { action } => {
                 let reason = lane.cancel_reason(&self.control);
-                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
-                return ItemKind::Cancelled;
+                lane.push_terminal(
+                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
+                    slot,
+                );
+                return (ItemKind::Cancelled, Some(reason));
             }
         };
         if lane.terminal_via_ctl || kind == ItemKind::Failed {
@@ -292,20 +308,23 @@ impl Actor {
                 action,
                 result,
                 state,
-                error,
+                error: error.clone(),
             };
             lane.push_terminal(report, slot);
-            return kind;
+            return (kind, error);
         }
         match lane
             .send(kind, action.clone(), result, state, slot.clone())
             .await
         {
-            Ok(()) => kind,
+            Ok(()) => (kind, None),
             Err(Stopped) => {
                 let reason = lane.cancel_reason(&self.control);
-                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
-                ItemKind::Cancelled
+                lane.push_terminal(
+                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
+                    slot,
+                );
+                (ItemKind::Cancelled, Some(reason))
             }
         }
     }
@@ -339,6 +358,10 @@ impl Actor {
                 };
             }
         };
+        let _ = self.info.set(Arc::clone(app.info()));
+        for hook in &self.config.hooks {
+            hook.on_task_spawn(app.info(), &spec.key);
+        }
         let nodes =
             self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
         let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
