@@ -10,3 +10,21 @@
 pub use tributary_core::*;
 #[doc(inline)]
 pub use tributary_runtime::*;
+
+/// The guide, whose examples are compiled and run as doctests.
+pub mod guide {
+    #[doc = include_str!("../../../docs/getting-started.md")]
+    pub mod getting_started {}
+    #[doc = include_str!("../../../docs/concepts.md")]
+    pub mod concepts {}
+    #[doc = include_str!("../../../docs/parallelism.md")]
+    pub mod parallelism {}
+    #[doc = include_str!("../../../docs/streaming.md")]
+    pub mod streaming {}
+    #[doc = include_str!("../../../docs/policies.md")]
+    pub mod policies {}
+    #[doc = include_str!("../../../docs/control.md")]
+    pub mod control {}
+    #[doc = include_str!("../../../docs/architecture.md")]
+    pub mod architecture {}
+}
