@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -173,7 +172,10 @@ pub(crate) struct RunShared {
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) tracker: TaskTracker,
     pub(crate) inbox: mpsc::UnboundedSender<Inbox>,
-    pub(crate) ended: AtomicBool,
+    /// Whether `add_task` is still accepted. `add_task` holds this lock while
+    /// it checks and sends, and the supervisor while it decides to end, so
+    /// an accepted task is never lost.
+    pub(crate) accepting: Mutex<bool>,
 }
 
 impl RunShared {
@@ -333,7 +335,12 @@ impl RunHandle {
     /// [`AddTaskError`], giving the task back, when the run has ended or
     /// was cancelled.
     pub fn add_task(&self, task: TaskSpec) -> Result<(), AddTaskError> {
-        if self.shared.root.is_cancelled() || self.shared.ended.load(Ordering::Acquire) {
+        let accepting = self
+            .shared
+            .accepting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !*accepting || self.shared.root.is_cancelled() {
             return Err(AddTaskError(Box::new(task)));
         }
         self.shared

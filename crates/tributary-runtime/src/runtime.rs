@@ -244,7 +244,7 @@ impl Runtime {
             progress: watch::Sender::new(Progress::default()),
             tracker: TaskTracker::new(),
             inbox: inbox_tx,
-            ended: Default::default(),
+            accepting: Mutex::new(true),
         });
         let handle = RunHandle {
             shared: Arc::clone(&shared),

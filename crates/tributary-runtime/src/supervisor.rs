@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -119,7 +118,10 @@ impl Supervisor {
             if pending.is_empty() {
                 if self.source_done && self.queue.is_empty() {
                     if self.live == 0 {
-                        break false;
+                        if self.close_if_idle() {
+                            break false;
+                        }
+                        continue;
                     }
                     tokio::select! {
                         biased;
@@ -133,7 +135,11 @@ impl Supervisor {
                 break true;
             }
         };
-        self.shared.ended.store(true, Ordering::Release);
+        *self
+            .shared
+            .accepting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = false;
         if cancelled {
             // Tasks taken but not started, and those added but not taken,
             // end as cancelled so that every known task reports.
@@ -155,6 +161,20 @@ impl Supervisor {
         let _ = self.ctl.send(Ctl::Closed {
             total: self.next_index,
         });
+    }
+
+    /// Stop accepting `add_task` if nothing is left to do, atomically with
+    /// respect to `add_task`: a task added just before is picked up instead.
+    fn close_if_idle(&mut self) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let mut accepting = shared.accepting.lock().unwrap_or_else(|e| e.into_inner());
+        self.drain_inbox();
+        if self.queue.is_empty() && self.live == 0 {
+            *accepting = false;
+            true
+        } else {
+            false
+        }
     }
 
     /// Take up to `n` tasks: added ones first, then from the source.
