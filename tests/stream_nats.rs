@@ -202,3 +202,63 @@ async fn a_consumer_resolves_file_proxies_from_a_producer_in_another_process() {
     );
     stream.delete().await;
 }
+
+#[tokio::test]
+async fn a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch_up() {
+    use async_nats::jetstream::stream;
+    use tributary_stream::{Publisher, Subscriber, TransportError};
+    let Some(test_stream) = TestStream::new(
+        "a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch_up",
+    ) else {
+        return;
+    };
+    // The operator's stream: at most two messages not yet acknowledged.
+    let client = async_nats::connect(&test_stream.url).await.unwrap();
+    async_nats::jetstream::new(client)
+        .create_stream(stream::Config {
+            name: test_stream.name.clone(),
+            subjects: vec![format!("{}.>", test_stream.prefix)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_messages: 2,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let publisher = test_stream
+        .publisher()
+        .await
+        .with_backpressure_timeout(Duration::from_millis(300));
+    let mut sub = test_stream
+        .subscriber("c", NatsSubscriberOptions::default())
+        .await;
+
+    publisher.publish("t", "one".into()).await.unwrap();
+    publisher.publish("t", "two".into()).await.unwrap();
+    let err = publisher.publish("t", "three".into()).await.unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Backpressure { topic, .. } if topic == "t"),
+        "{err:?}"
+    );
+
+    let d = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&d.message[..], b"one");
+    sub.ack(d.id).await.unwrap();
+    publisher.publish("t", "three".into()).await.unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        rest.push(d.message.clone());
+        sub.ack(d.id).await.unwrap();
+    }
+    assert_eq!(rest, ["two", "three"]);
+    test_stream.delete().await;
+}

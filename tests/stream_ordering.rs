@@ -181,3 +181,55 @@ async fn close_flushes_a_partial_batch_before_the_end_of_stream() {
     }
     assert_eq!(seen, [0, 1, 2, 3]);
 }
+
+#[tokio::test]
+async fn the_consumer_is_a_stream_of_proxies() {
+    use futures_util::StreamExt;
+    let broker = MemoryBroker::new(16);
+    let memory = MemoryConnector::new();
+    let mut producer = StreamProducer::builder(broker.publisher(), Json)
+        .default_store(Store::new(memory.clone(), Json))
+        .batch_size(2)
+        .build();
+    let registry = ConnectorRegistry::new().with_connector(memory.clone());
+    let consumer =
+        StreamConsumer::<u32>::builder(broker.subscriber(["t"]).unwrap(), registry, Json).build();
+    for i in 0..5 {
+        producer.send("t", i).await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let items: Vec<_> = tokio::time::timeout(WAIT, consumer.into_stream().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(memory.len(), 5, "a stream of proxies fetched nothing");
+    let seqs: Vec<u64> = items.iter().map(|i| i.as_ref().unwrap().seq).collect();
+    assert_eq!(seqs, [0, 0, 1, 1, 2]);
+    let mut values = Vec::new();
+    for item in items {
+        values.push(item.unwrap().payload.into_value().await.unwrap());
+    }
+    assert_eq!(values, [0, 1, 2, 3, 4]);
+    assert!(memory.is_empty());
+}
+
+#[tokio::test]
+async fn a_new_memory_subscriber_continues_where_a_dropped_one_stopped() {
+    use tributary_stream::{Publisher, Subscriber};
+    let broker = MemoryBroker::new(16);
+    let publisher = broker.publisher();
+    for m in ["a", "b", "c"] {
+        publisher.publish("t", m.into()).await.unwrap();
+    }
+    let mut first = broker.subscriber(["t"]).unwrap();
+    let err = broker.subscriber(["t"]).unwrap_err();
+    assert_eq!(err.to_string(), "topic `t` already has a subscriber");
+    let d = first.next().await.unwrap().unwrap();
+    assert_eq!(&d.message[..], b"a");
+    drop(first);
+    let mut second = broker.subscriber(["t"]).unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..2 {
+        rest.push(second.next().await.unwrap().unwrap().message);
+    }
+    assert_eq!(rest, ["b", "c"]);
+}

@@ -89,6 +89,7 @@ impl MemoryBroker {
             }
         }
         Ok(MemorySubscriber {
+            broker: self.clone(),
             topics,
             rxs,
             start: 0,
@@ -116,8 +117,13 @@ impl Publisher for MemoryPublisher {
 }
 
 /// Receives from a [`MemoryBroker`].
+///
+/// Dropping it gives its topics back to the broker with the messages still
+/// queued, so a new subscriber continues where it stopped (messages it had
+/// already received are not delivered again).
 #[derive(Debug)]
 pub struct MemorySubscriber {
+    broker: MemoryBroker,
     topics: Vec<String>,
     rxs: Vec<mpsc::Receiver<Bytes>>,
     start: usize,
@@ -157,5 +163,13 @@ impl Subscriber for MemorySubscriber {
 
     async fn ack(&mut self, _id: u64) -> Result<(), TransportError> {
         Ok(())
+    }
+}
+
+impl Drop for MemorySubscriber {
+    fn drop(&mut self) {
+        for (topic, rx) in self.topics.iter().zip(self.rxs.drain(..)) {
+            self.broker.with_topic(topic, |q| q.rx = Some(rx));
+        }
     }
 }

@@ -55,16 +55,28 @@ async fn stream(
 }
 
 /// Publishes to the JetStream stream `stream` on subjects `<prefix>.<topic>`,
-/// creating the stream if it does not exist.
+/// creating the stream if it does not exist (an existing stream keeps its
+/// configuration).
 ///
 /// `publish` returns once JetStream acknowledged the message (it is
-/// persisted). A stream created beforehand with `max_messages` and the
-/// `discard new` policy makes JetStream refuse publishes while consumers
-/// lag; the producer then keeps the batch buffered and reports the error.
+/// persisted). For backpressure, create the stream beforehand with
+/// work-queue (or interest) retention, `max_messages` and the *discard new*
+/// policy: JetStream then refuses publishes while consumers have that many
+/// messages unacknowledged, and the publisher waits, retrying, for up to
+/// [`with_backpressure_timeout`](Self::with_backpressure_timeout) before it
+/// fails with [`TransportError::Backpressure`].
 #[derive(Debug, Clone)]
 pub struct NatsPublisher {
     js: jetstream::Context,
     prefix: String,
+    backpressure_timeout: Duration,
+}
+
+// JetStream refuses a message because the stream is at its limits.
+fn stream_full(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED)
 }
 
 impl NatsPublisher {
@@ -82,7 +94,15 @@ impl NatsPublisher {
         Ok(Self {
             js,
             prefix: prefix.to_owned(),
+            backpressure_timeout: Duration::ZERO,
         })
+    }
+
+    /// How long a publish retries while the stream is full (default: not
+    /// at all).
+    pub fn with_backpressure_timeout(mut self, timeout: Duration) -> Self {
+        self.backpressure_timeout = timeout;
+        self
     }
 }
 
@@ -90,13 +110,31 @@ impl NatsPublisher {
 impl Publisher for NatsPublisher {
     async fn publish(&self, topic: &str, message: Bytes) -> Result<(), TransportError> {
         check_topic(topic)?;
-        let ack = self
-            .js
-            .publish(format!("{}.{}", self.prefix, topic), message)
-            .await
-            .map_err(|e| backend(topic, e))?;
-        ack.await.map_err(|e| backend(topic, e))?;
-        Ok(())
+        let subject = format!("{}.{}", self.prefix, topic);
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let ack = self
+                .js
+                .publish(subject.clone(), message.clone())
+                .await
+                .map_err(|e| backend(topic, e))?;
+            match ack.await {
+                Ok(_) => return Ok(()),
+                Err(e) if stream_full(&e) => {
+                    let waited = started.elapsed();
+                    if waited >= self.backpressure_timeout {
+                        return Err(TransportError::Backpressure {
+                            topic: topic.to_owned(),
+                            waited,
+                        });
+                    }
+                    tokio::time::sleep(pause.min(self.backpressure_timeout - waited)).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(backend(topic, e)),
+            }
+        }
     }
 }
 
@@ -234,11 +272,16 @@ impl Subscriber for NatsSubscriber {
             .inflight
             .get(&id)
             .ok_or(TransportError::UnknownDelivery { id })?;
-        message.ack().await.map_err(|e| TransportError::Backend {
-            backend: "nats",
-            topic: message.subject.to_string(),
-            source: e,
-        })?;
+        // Wait for the server to confirm, so an acknowledged message is
+        // gone before the consumer moves on.
+        message
+            .double_ack()
+            .await
+            .map_err(|e| TransportError::Backend {
+                backend: "nats",
+                topic: message.subject.to_string(),
+                source: e,
+            })?;
         self.inflight.remove(&id);
         Ok(())
     }
