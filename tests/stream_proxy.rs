@@ -215,3 +215,52 @@ async fn a_file_key_cannot_leave_its_directory() {
         );
     }
 }
+
+/// Fails every put after the first `ok` ones.
+#[derive(Debug)]
+struct FailsAfter {
+    inner: MemoryConnector,
+    ok: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Connector for FailsAfter {
+    fn descriptor(&self) -> ConnectorDescriptor {
+        self.inner.descriptor()
+    }
+    async fn put(&self, data: bytes::Bytes) -> Result<Key, ConnectorError> {
+        use std::sync::atomic::Ordering;
+        if self.ok.load(Ordering::SeqCst) == 0 {
+            return Err(ConnectorError::InvalidConfig {
+                kind: "test".into(),
+                reason: "disk full".into(),
+            });
+        }
+        self.ok.fetch_sub(1, Ordering::SeqCst);
+        self.inner.put(data).await
+    }
+    async fn get(&self, key: &Key) -> Result<Option<bytes::Bytes>, ConnectorError> {
+        self.inner.get(key).await
+    }
+    async fn exists(&self, key: &Key) -> Result<bool, ConnectorError> {
+        self.inner.exists(key).await
+    }
+    async fn evict(&self, key: &Key) -> Result<(), ConnectorError> {
+        self.inner.evict(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_put_that_fails_halfway_leaves_nothing_behind() {
+    let memory = MemoryConnector::new();
+    let connector = FailsAfter {
+        inner: memory.clone(),
+        ok: 2.into(),
+    };
+    let data = (0..4u8).map(|i| bytes::Bytes::from(vec![i])).collect();
+    assert!(connector.put_batch(data).await.is_err());
+    assert!(
+        memory.is_empty(),
+        "the two objects stored before the failure were evicted"
+    );
+}

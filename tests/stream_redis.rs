@@ -311,3 +311,38 @@ async fn a_consumer_resolves_proxies_from_a_producer_in_another_process() {
     }
     assert_eq!(seen, COUNT);
 }
+
+#[tokio::test]
+async fn a_redis_kind_builds_connectors_only_for_trusted_servers() {
+    use tributary_stream::{Connector, ConnectorDescriptor, Proxy, ResolveError};
+    let Some((url, prefix, _cleanup)) =
+        setup("a_redis_kind_builds_connectors_only_for_trusted_servers")
+    else {
+        return;
+    };
+    let objects = RedisConnector::new(&url, prefix.clone()).unwrap();
+    let key = objects.put(bytes::Bytes::from_static(b"42")).await.unwrap();
+    let registry = ConnectorRegistry::new().with_kind(
+        RedisConnector::KIND,
+        RedisConnector::kind_for_urls([url.clone()]),
+    );
+
+    let p: Proxy<u32> =
+        Proxy::unbound(key.clone(), objects.descriptor(), false).bind(&registry, Json);
+    assert_eq!(*p.resolve().await.unwrap(), 42);
+
+    let elsewhere = ConnectorDescriptor::new(
+        RedisConnector::KIND,
+        serde_json::json!({ "url": "redis://127.0.0.1:6390", "prefix": prefix }),
+    );
+    let p: Proxy<u32> = Proxy::unbound(key, elsewhere, false).bind(&registry, Json);
+    let err = p.resolve().await.unwrap_err();
+    assert!(matches!(err, ResolveError::Connector { .. }), "{err:?}");
+    assert!(
+        std::error::Error::source(&err)
+            .unwrap()
+            .to_string()
+            .contains("not trusted"),
+        "{err:?}"
+    );
+}

@@ -287,7 +287,9 @@ impl<T: Send + Sync + 'static> StreamConsumer<T> {
     ///
     /// Cancel safe: a cancelled call loses no item. At worst the
     /// acknowledgement of the batch just finished is lost, and the batch
-    /// is delivered again later and skipped as a duplicate.
+    /// is delivered again later and skipped as a duplicate; or, when it is
+    /// cancelled while evicting the object of a filtered event, that object
+    /// stays in its store.
     pub async fn next(&mut self) -> Option<Result<Item<T>, ConsumerError>> {
         loop {
             if let Some(e) = self.pending_error.take() {

@@ -96,13 +96,27 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
 
     /// Stores several objects, returning their keys in order.
     ///
+    /// All or nothing: when one object cannot be stored, those already
+    /// stored by this call are evicted again before the error is returned
+    /// (the default implementation does so; overrides must too).
+    ///
     /// # Errors
     ///
-    /// When the backend fails; objects already stored may remain.
+    /// When the backend fails.
     async fn put_batch(&self, data: Vec<Bytes>) -> Result<Vec<Key>, ConnectorError> {
         let mut keys = Vec::with_capacity(data.len());
         for d in data {
-            keys.push(self.put(d).await?);
+            match self.put(d).await {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    for key in &keys {
+                        if let Err(evict) = self.evict(key).await {
+                            tracing::warn!(%key, error = %evict, "cannot evict an object of a failed batch");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(keys)
     }
@@ -198,12 +212,18 @@ impl ConnectorRegistry {
     }
 
     /// Trusts exactly this shared connector.
-    pub fn with_shared(self, connector: Arc<dyn Connector>) -> Self {
+    ///
+    /// The registry this returns is a new one: clones of `self` made before
+    /// do not trust `connector`.
+    pub fn with_shared(mut self, connector: Arc<dyn Connector>) -> Self {
         let id = connector.descriptor().identity();
-        self.instances
+        let mut instances = self
+            .instances
             .lock()
             .expect("registry lock poisoned")
-            .insert(id, connector);
+            .clone();
+        instances.insert(id, connector);
+        self.instances = Arc::new(Mutex::new(instances));
         self
     }
 
