@@ -346,3 +346,35 @@ async fn a_redis_kind_builds_connectors_only_for_trusted_servers() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_read_loses_no_message() {
+    let Some((url, prefix, _cleanup)) = setup("a_cancelled_read_loses_no_message") else {
+        return;
+    };
+    let publisher = RedisPublisher::connect(&url, prefix.clone()).await.unwrap();
+    let mut sub = subscriber(&url, &prefix, "c").await;
+    publisher.publish("t", "first".into()).await.unwrap();
+    let d = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&d.message[..], b"first");
+    sub.ack(d.id).await.unwrap();
+    // Start a blocking read for new entries and drop it: Redis hands the
+    // next entry to that abandoned read, i.e. to this consumer's pending
+    // list, and the reply never reaches us.
+    // (A timeout, as a `select!` with a timer would do: long enough for the
+    // command to reach Redis.)
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), sub.next()).await;
+    assert!(cancelled.is_err(), "nothing was published yet");
+    publisher.publish("t", "m".into()).await.unwrap();
+    let d = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&d.message[..], b"m");
+    sub.ack(d.id).await.unwrap();
+}
