@@ -17,4 +17,5 @@ mod stream_nats;
 mod stream_ordering;
 mod stream_proxy;
 mod stream_redis;
+mod stream_schedules;
 mod stream_support;

@@ -244,3 +244,37 @@ async fn an_undecodable_message_is_reported_and_skipped() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_producer_whose_first_batch_is_not_full_keeps_the_topic_open() {
+    let broker = MemoryBroker::new(64);
+    let mut slow = StreamProducer::builder(broker.publisher(), Json)
+        .id("slow")
+        .batch_size(10)
+        .build();
+    let mut quick = StreamProducer::builder(broker.publisher(), Json)
+        .id("quick")
+        .build();
+    let mut consumer = StreamConsumer::<u32>::builder(
+        broker.subscriber(["t"]).unwrap(),
+        ConnectorRegistry::new(),
+        Json,
+    )
+    .build();
+    slow.send("t", 1).await.unwrap(); // buffered, but announced
+    quick.send("t", 2).await.unwrap();
+    quick.close().await.unwrap();
+    assert_eq!(take(&mut consumer, 1).await, [("quick".to_owned(), 2)]);
+    assert!(
+        consumer.next().now_or_never().is_none(),
+        "`slow` has sent to the topic and not closed it"
+    );
+    slow.close().await.unwrap();
+    assert_eq!(take(&mut consumer, 1).await, [("slow".to_owned(), 1)]);
+    assert!(
+        tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

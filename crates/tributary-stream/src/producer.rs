@@ -56,6 +56,7 @@ struct TopicState<T> {
     buffer: Vec<T>,
     options: Vec<SendOptions>,
     seq: u64,
+    announced: bool,
     closing: bool,
     ended: bool,
 }
@@ -66,6 +67,7 @@ impl<T> Default for TopicState<T> {
             buffer: Vec::new(),
             options: Vec::new(),
             seq: 0,
+            announced: false,
             closing: false,
             ended: false,
         }
@@ -169,7 +171,10 @@ impl<T: Send + Sync + 'static> ProducerBuilder<T> {
 /// Batches carry the producer's id and a sequence number per topic.
 /// [`close_topic`](Self::close_topic) and [`close`](Self::close) end a topic
 /// *for this producer*: a consumer ends the topic when every producer that
-/// wrote to it has closed it.
+/// wrote to it has closed it. So that a consumer knows about a producer from
+/// its first send on, and not only from its first full batch, the first
+/// send to a topic that does not fill a batch publishes an empty batch that
+/// announces the producer.
 ///
 /// If a publish fails, the objects stored for it are evicted again (those
 /// whose eviction fails too are named in [`ProducerError::Publish`]) and the
@@ -315,7 +320,32 @@ impl<T: Send + Sync + 'static> StreamProducer<T> {
         state.options.push(options);
         if state.buffer.len() >= self.batch_size {
             self.flush_topic(topic).await?;
+        } else if !state.announced {
+            self.announce(topic).await?;
         }
+        Ok(())
+    }
+
+    /// Publishes an empty batch so that consumers know this producer writes
+    /// to `topic` before its first batch is full.
+    async fn announce(&mut self, topic: &str) -> Result<(), ProducerError> {
+        let state = self.topics.get_mut(topic).expect("topic state exists");
+        let batch = EventBatch {
+            topic: topic.to_owned(),
+            producer: self.id.clone(),
+            seq: state.seq,
+            events: Vec::new(),
+        };
+        self.publisher
+            .publish(topic, batch.to_bytes())
+            .await
+            .map_err(|source| ProducerError::Publish {
+                topic: topic.to_owned(),
+                orphaned: Vec::new(),
+                source,
+            })?;
+        state.seq += 1;
+        state.announced = true;
         Ok(())
     }
 
@@ -443,6 +473,7 @@ impl<T: Send + Sync + 'static> StreamProducer<T> {
                 state.buffer.clear();
                 state.options.clear();
                 state.seq += 1;
+                state.announced = true;
                 state.ended |= end;
                 Ok(())
             }
