@@ -41,21 +41,21 @@ pub async fn run(chunks: usize, chunk_size: usize, workers: usize, dir: &Path) -
     let files = FileConnector::new(dir)?;
 
     // Producer: chunks to the file store, events to the broker.
-    let mut producer = StreamProducer::builder(broker.publisher(), Raw)
+    let mut stream = StreamProducer::builder(broker.publisher(), Raw)
         .default_store(Store::new(files.clone(), Raw))
         .batch_size(4)
         .build();
-    let produce = async move {
+    let producer = tokio::spawn(async move {
         for i in 0..chunks {
             let chunk = vec![(i % 256) as u8; chunk_size];
             let metadata = serde_json::json!({ "chunk": i });
             let options =
                 SendOptions::new().metadata(metadata.as_object().cloned().unwrap_or_default());
-            producer.send_with("chunks", chunk, options).await?;
+            stream.send_with("chunks", chunk, options).await?;
         }
-        producer.close().await?;
+        stream.close().await?;
         anyhow::Ok(())
-    };
+    });
 
     // Workers: each trusts only the chunk store's connector.
     let registry = ConnectorRegistry::new().with_connector(files.clone());
@@ -99,7 +99,8 @@ pub async fn run(chunks: usize, chunk_size: usize, workers: usize, dir: &Path) -
         anyhow::Ok(seen) // dropping the senders ends the workers
     };
 
-    let ((), seen) = tokio::try_join!(produce, dispatch)?;
+    let seen = dispatch.await?;
+    producer.await.context("producer panicked")??;
     let mut summary = Summary {
         bytes_seen_by_dispatcher: seen,
         ..Summary::default()
