@@ -378,3 +378,56 @@ async fn a_cancelled_read_loses_no_message() {
     assert_eq!(&d.message[..], b"m");
     sub.ack(d.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_proxy_sent_to_another_process_is_resolved_there() {
+    use tokio::io::AsyncWriteExt;
+    let Some((url, prefix, _cleanup)) = setup("a_proxy_sent_to_another_process_is_resolved_there")
+    else {
+        return;
+    };
+    let store = Store::new(RedisConnector::new(&url, prefix.clone()).unwrap(), Raw);
+    let mut lines = String::new();
+    let mut expected = String::new();
+    for i in 0..3u8 {
+        let object = vec![i + 1; 10_000 * (usize::from(i) + 1)];
+        let sum: u64 = object.iter().map(|b| u64::from(*b)).sum();
+        expected += &format!("{} {sum}\n", object.len());
+        let proxy = store.proxy(object, true).await.unwrap();
+        let wire = serde_json::to_string(&proxy).unwrap();
+        assert!(wire.len() < 512, "only the reference travels: {wire}");
+        lines += &wire;
+        lines.push('\n');
+    }
+
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_stream_peer"))
+        .args(["resolve", &url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = worker.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(WAIT, worker.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "worker failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+
+    let mut conn = redis_conn(&url).await;
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "the worker's resolves evicted the objects: {left:?}"
+    );
+}

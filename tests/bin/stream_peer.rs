@@ -4,7 +4,12 @@
 //! ```text
 //! stream_peer redis <redis-url> <prefix> <topic> <count> <size>
 //! stream_peer nats <nats-url> <stream> <subject-prefix> <topic> <dir> <count> <size>
+//! stream_peer resolve <redis-url>
 //! ```
+//! In `resolve` mode it is a worker instead: it reads serialized
+//! `Proxy<Vec<u8>>`s from stdin, one per line, resolves each through a
+//! registry that trusts Redis connectors on `<redis-url>`, and prints the
+//! length and byte sum of each object.
 //! Chunk `i` is `size` bytes of value `i % 251`; its metadata has `index`
 //! and `sum` (the sum of its bytes) so the consumer can check what it
 //! resolved.
@@ -70,6 +75,20 @@ async fn main() -> Result<()> {
                 tributary_stream::NatsPublisher::connect(&url, &stream, &prefix).await?;
             let store = Store::new(FileConnector::new(dir)?, Raw);
             produce(publisher, store, &topic, arg(&args, 6)?, arg(&args, 7)?).await
+        }
+        Some("resolve") => {
+            let url: String = arg(&args, 1)?;
+            let registry = tributary_stream::ConnectorRegistry::new().with_kind(
+                tributary_stream::RedisConnector::KIND,
+                tributary_stream::RedisConnector::kind_for_urls([url]),
+            );
+            for line in std::io::stdin().lines() {
+                let proxy: tributary_stream::Proxy<Vec<u8>> = serde_json::from_str(&line?)?;
+                let object = proxy.bind(&registry, Raw).into_value().await?;
+                let sum: u64 = object.iter().map(|b| u64::from(*b)).sum();
+                println!("{} {sum}", object.len());
+            }
+            Ok(())
         }
         other => bail!("unknown mode {other:?}"),
     }
