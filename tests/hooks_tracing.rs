@@ -142,19 +142,37 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
     }
 }
 
+/// Installs one global recorder for the whole test binary: a scoped
+/// subscriber races with other tests over tracing's callsite cache.
+fn global_spans() -> &'static SpanNames {
+    static SPANS: std::sync::OnceLock<SpanNames> = std::sync::OnceLock::new();
+    SPANS.get_or_init(|| {
+        let names = SpanNames::default();
+        let subscriber = tracing_subscriber::registry().with(names.clone());
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        names
+    })
+}
+
 #[tokio::test]
 async fn every_run_and_step_is_a_tracing_span() {
-    let names = SpanNames::default();
-    let subscriber = tracing_subscriber::registry().with(names.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let names = global_spans();
     let mut app = Application::builder(graph())
         .app_id("traced")
         .build()
         .await
         .unwrap();
     app.run(RunOptions::new()).await.unwrap();
+    let mine: Vec<String> = names
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.contains("app_id=traced"))
+        .cloned()
+        .collect();
     assert_eq!(
-        *names.0.lock().unwrap(),
+        mine,
         [
             "tributary.run app_id=traced",
             "tributary.step app_id=traced action=one sequence_id=0",

@@ -51,6 +51,24 @@ pub trait Hook: Send + Sync + 'static {
 
     /// An action emitted an intermediate output.
     fn on_stream_item(&self, item: &StreamItemInfo<'_>, value: &Value) {}
+
+    /// The runtime spawned a task running this application.
+    fn on_task_spawn(&self, app: &AppInfo, task_key: &str) {}
+
+    /// A task of the runtime ended.
+    fn on_task_complete(&self, app: &AppInfo, task_key: &str, end: &TaskEnd<'_>) {}
+}
+
+/// How a runtime task ended, as its hooks are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskEnd<'a> {
+    /// It reached its halt point.
+    Completed,
+    /// It failed; the error.
+    Failed(&'a str),
+    /// It was cancelled; the reason.
+    Cancelled(&'a str),
 }
 
 impl std::fmt::Debug for dyn Hook {

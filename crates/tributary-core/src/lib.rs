@@ -74,7 +74,7 @@ pub use error::{
 #[doc(inline)]
 pub use graph::{Graph, GraphBuilder, Transition};
 #[doc(inline)]
-pub use hooks::{Hook, StepInfo, StepOutcome, StreamItemInfo};
+pub use hooks::{Hook, StepInfo, StepOutcome, StreamItemInfo, TaskEnd};
 #[doc(inline)]
 pub use persistence::{Checkpoint, InMemoryPersister, Persister, StepStatus};
 #[doc(inline)]

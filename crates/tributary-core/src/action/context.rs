@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::application::AppInfo;
 use crate::error::{BoxError, EmitError};
-use crate::hooks::{HookList, StreamItemInfo};
+use crate::hooks::{Hook, HookList, StreamItemInfo};
+use crate::persistence::Persister;
 
 /// Points from an application to the one it came from: the application it was
 /// forked from, or the application (and step) that spawned it.
@@ -105,6 +106,7 @@ pub struct ActionContext {
     pub(crate) hooks: HookList,
     pub(crate) emitted: Arc<AtomicU64>,
     pub(crate) extensions: Arc<Extensions>,
+    pub(crate) persister: Option<Arc<dyn Persister>>,
 }
 
 impl fmt::Debug for ActionContext {
@@ -156,6 +158,18 @@ impl ActionContext {
     /// Services the runtime made available to actions.
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
+    }
+
+    /// The application's persister, if it has one (parallel actions cascade
+    /// it to their children).
+    pub fn persister(&self) -> Option<&Arc<dyn Persister>> {
+        self.persister.as_ref()
+    }
+
+    /// The application's hooks (parallel actions cascade them to their
+    /// children).
+    pub fn hooks(&self) -> &[Arc<dyn Hook>] {
+        &self.hooks
     }
 
     /// How many outputs this step has emitted so far.

@@ -147,6 +147,15 @@ impl RunOptions {
         &self.inputs
     }
 
+    /// The first action named in a halt list that `graph` does not have.
+    pub fn unknown_action(&self, graph: &Graph) -> Option<&str> {
+        self.halt_after
+            .iter()
+            .chain(&self.halt_before)
+            .find(|a| !graph.contains(a))
+            .map(String::as_str)
+    }
+
     /// Whether `action` is in the halt-after list.
     pub fn halts_after(&self, action: &str) -> bool {
         self.halt_after.iter().any(|a| a == action)
@@ -346,6 +355,7 @@ impl Application {
                         hooks: Arc::clone(&self.hooks),
                         emitted: Arc::clone(&emitted),
                         extensions: Arc::clone(&self.extensions),
+                        persister: self.persister.clone(),
                     };
                     let run = action.run(self.state.clone(), step_inputs, ctx);
                     match AssertUnwindSafe(run).catch_unwind().await {
@@ -426,13 +436,8 @@ impl Application {
     }
 
     fn check_halts(&self, opts: &RunOptions) -> Result<(), ApplicationError> {
-        match opts
-            .halt_after
-            .iter()
-            .chain(&opts.halt_before)
-            .find(|a| !self.graph.contains(a))
-        {
-            Some(unknown) => Err(ApplicationError::UnknownHaltAction(unknown.clone())),
+        match opts.unknown_action(&self.graph) {
+            Some(unknown) => Err(ApplicationError::UnknownHaltAction(unknown.to_owned())),
             None => Ok(()),
         }
     }

@@ -1,0 +1,292 @@
+//! How a run merges, completes, fails, retries and limits its tasks.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary_core::{Hook, ParentPointer, Persister};
+
+use crate::policy::{CompletionPolicy, JoinAll};
+
+/// How the items of a run's tasks are merged into the one stream the
+/// consumer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MergeMode {
+    /// Every item in arrival order; items of one task stay in order.
+    #[default]
+    AsCompleted,
+    /// Round by round: round `r` holds the `r`-th item (`seq == r`) of every
+    /// task of the cohort, in task order, emitted once every still-running
+    /// task has produced its `r`-th item; a finished task leaves an empty
+    /// slot. Each task streams into its own small channel, so a fast task
+    /// never forces unbounded buffering.
+    ///
+    /// Which tasks a round covers: with a concurrency limit `c` (the run's
+    /// `max_concurrency`, capped by the runtime's budget) tasks are zipped
+    /// in cohorts of `c` in task order: tasks `0..c` together, then, once
+    /// all of them have finished, tasks `c..2c`, and so on. Without a limit
+    /// the whole run is one cohort. A cohort starts only when all its tasks
+    /// can hold a slot at once, so zip never deadlocks on the budget.
+    Zip,
+    /// All items of task 0, then all of task 1, ...; later tasks run ahead
+    /// into small per-task channels (bounded) and then wait.
+    Ordered,
+    /// One terminal item (`Final`, `Failed` or `Cancelled`) per task, in
+    /// completion order. Tokens and node items are not even produced.
+    FinalOnly,
+}
+
+/// What a run does when a task fails (after its retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Cancel every other task and surface the error
+    /// ([`RunError::TaskFailed`](crate::RunError::TaskFailed)).
+    #[default]
+    FailFast,
+    /// Report the failure and go on; reducers see it as a failed task.
+    Continue,
+}
+
+/// Retries of a failing step, with exponential backoff. The task resumes
+/// from its last checkpoint: the failed step runs again, nothing before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per step in all (1 means no retry).
+    pub max_attempts: u32,
+    /// Wait before the first retry.
+    pub initial_backoff: Duration,
+    /// Factor applied to the wait after each retry.
+    pub multiplier: u32,
+    /// Longest wait.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// No retries.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        initial_backoff: Duration::ZERO,
+        multiplier: 1,
+        max_backoff: Duration::ZERO,
+    };
+
+    /// Up to `max_attempts` attempts per step, waiting `initial_backoff`,
+    /// then twice that, ... up to 30 s.
+    pub fn exponential(max_attempts: u32, initial_backoff: Duration) -> Self {
+        RetryPolicy {
+            max_attempts: max_attempts.max(1),
+            initial_backoff,
+            multiplier: 2,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+
+    /// The wait before retry number `retry` (1 for the first retry).
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = self.multiplier.saturating_pow(retry.saturating_sub(1));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::NONE
+    }
+}
+
+type PolicyFactory = Arc<dyn Fn() -> Box<dyn CompletionPolicy> + Send + Sync>;
+
+/// The settings of one run. Cheap to clone.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tributary_runtime::{FailurePolicy, MergeMode, QuickExit, RetryPolicy, RunConfig};
+///
+/// let config = RunConfig::new()
+///     .merge_mode(MergeMode::AsCompleted)
+///     .policy(QuickExit)
+///     .failure_policy(FailurePolicy::Continue)
+///     .retry(RetryPolicy::exponential(3, Duration::from_millis(100)))
+///     .task_timeout(Duration::from_secs(30))
+///     .max_concurrency(8);
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RunConfig {
+    pub(crate) merge_mode: MergeMode,
+    pub(crate) policy: PolicyFactory,
+    pub(crate) failure: FailurePolicy,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) intermediate_stream_outputs: bool,
+    pub(crate) intermediate_nodes: bool,
+    pub(crate) mailbox_capacity: usize,
+    pub(crate) task_channel_capacity: usize,
+    pub(crate) max_concurrency: Option<usize>,
+    pub(crate) persister: Option<Arc<dyn Persister>>,
+    pub(crate) hooks: Vec<Arc<dyn Hook>>,
+    pub(crate) spawning_parent: Option<ParentPointer>,
+    pub(crate) partition_key: Option<String>,
+}
+
+impl fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunConfig")
+            .field("merge_mode", &self.merge_mode)
+            .field("failure", &self.failure)
+            .field("retry", &self.retry)
+            .field("task_timeout", &self.task_timeout)
+            .field(
+                "intermediate_stream_outputs",
+                &self.intermediate_stream_outputs,
+            )
+            .field("intermediate_nodes", &self.intermediate_nodes)
+            .field("mailbox_capacity", &self.mailbox_capacity)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("persister", &self.persister.is_some())
+            .field("hooks", &self.hooks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            merge_mode: MergeMode::AsCompleted,
+            policy: Arc::new(|| Box::new(JoinAll)),
+            failure: FailurePolicy::FailFast,
+            retry: RetryPolicy::NONE,
+            task_timeout: None,
+            intermediate_stream_outputs: true,
+            intermediate_nodes: true,
+            mailbox_capacity: 256,
+            task_channel_capacity: 4,
+            max_concurrency: None,
+            persister: None,
+            hooks: Vec::new(),
+            spawning_parent: None,
+            partition_key: None,
+        }
+    }
+}
+
+impl RunConfig {
+    /// The defaults: `AsCompleted`, `JoinAll`, fail-fast, no retries, no
+    /// timeout, both intermediate switches on, a mailbox of 256 items.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How items are merged.
+    pub fn merge_mode(mut self, mode: MergeMode) -> Self {
+        self.merge_mode = mode;
+        self
+    }
+
+    /// When the run completes. Each run gets its own copy of `policy`.
+    pub fn policy<P: CompletionPolicy + Clone + Sync>(mut self, policy: P) -> Self {
+        self.policy = Arc::new(move || Box::new(policy.clone()));
+        self
+    }
+
+    /// What a failed task does to the run.
+    pub fn failure_policy(mut self, failure: FailurePolicy) -> Self {
+        self.failure = failure;
+        self
+    }
+
+    /// Retries of failing steps.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Fail a task that runs longer than `timeout` (all its steps and
+    /// retries together).
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether `Token` items (intermediate outputs of actions) are streamed.
+    pub fn intermediate_stream_outputs(mut self, on: bool) -> Self {
+        self.intermediate_stream_outputs = on;
+        self
+    }
+
+    /// Whether `NodeComplete` items of non-halt nodes are streamed.
+    pub fn intermediate_nodes(mut self, on: bool) -> Self {
+        self.intermediate_nodes = on;
+        self
+    }
+
+    /// Capacity of the shared mailbox (`AsCompleted`, `FinalOnly`): when it
+    /// is full, producers wait for the consumer.
+    ///
+    /// # Panics
+    ///
+    /// When `capacity` is 0.
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        assert!(capacity > 0, "mailbox capacity must be at least 1");
+        self.mailbox_capacity = capacity;
+        self
+    }
+
+    /// Capacity of each task's own channel (`Zip`, `Ordered`).
+    ///
+    /// # Panics
+    ///
+    /// When `capacity` is 0.
+    pub fn task_channel_capacity(mut self, capacity: usize) -> Self {
+        assert!(capacity > 0, "task channel capacity must be at least 1");
+        self.task_channel_capacity = capacity;
+        self
+    }
+
+    /// At most `n` tasks of this run alive at once (on top of the runtime's
+    /// shared budget).
+    ///
+    /// # Panics
+    ///
+    /// When `n` is 0.
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        assert!(n > 0, "max concurrency must be at least 1");
+        self.max_concurrency = Some(n);
+        self
+    }
+
+    /// Checkpoint every task's steps and resume tasks from their checkpoints.
+    pub fn persister(mut self, persister: Arc<dyn Persister>) -> Self {
+        self.persister = Some(persister);
+        self
+    }
+
+    /// Add a hook (a tracker) to every task's application.
+    pub fn hook(mut self, hook: Arc<dyn Hook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
+    /// Record `parent` as the spawning parent of every task.
+    pub fn spawning_parent(mut self, parent: ParentPointer) -> Self {
+        self.spawning_parent = Some(parent);
+        self
+    }
+
+    /// The partition key of every task's application.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Self {
+        self.partition_key = Some(key.into());
+        self
+    }
+
+    pub(crate) fn make_policy(&self) -> Box<dyn CompletionPolicy> {
+        (self.policy)()
+    }
+}

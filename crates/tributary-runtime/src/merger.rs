@@ -1,0 +1,492 @@
+//! The merger: the consumer's side of a run.
+//!
+//! The merger runs inside the consumer's `poll_next`: items go from a task
+//! straight into the mailbox (or the task's own channel) and from there to
+//! the consumer, with no extra hop through a task of its own. It applies the
+//! merge mode, the completion policy and the failure policy, and ends the
+//! stream once every task has reported its terminal item.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+
+use crate::config::{FailurePolicy, MergeMode, RunConfig};
+use crate::control::{Progress, RunHandle, RunShared};
+use crate::error::RunError;
+use crate::item::{ItemKind, StreamItem};
+use crate::mailbox::{Ctl, Envelope};
+use crate::policy::{CompletionPolicy, Decision};
+use crate::task::TaskOutcome;
+
+pub(crate) const HANDLE_CANCEL: &str = "cancelled through the run handle";
+
+/// One round of a [`MergeMode::Zip`] run: the `index`-th item of every task
+/// of the cohort, in task order; `None` for a task that already ended.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Round {
+    /// The zip cohort (tasks `cohort * c .. (cohort + 1) * c` for a limit `c`).
+    pub cohort: u64,
+    /// The round's number within its cohort, from 0 (`seq` of its items).
+    pub index: u64,
+    /// One slot per task of the cohort, in task order.
+    pub slots: Vec<Option<StreamItem>>,
+}
+
+/// How a run ended, from [`RunStream::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// The final counts.
+    pub progress: Progress,
+    /// Whether the completion policy finished the run (quick exit, first-N,
+    /// ...) rather than every task running to its end.
+    pub finished_by_policy: bool,
+}
+
+struct LaneState {
+    index: u64,
+    cohort: u64,
+    rx: Option<mpsc::Receiver<Envelope>>,
+    received: u64,
+    terminal: Option<Envelope>,
+    buffered: Option<Envelope>,
+    done: bool,
+}
+
+/// The stream of a run's items, merged by its [`MergeMode`]. Reading it
+/// drives the run; dropping it cancels the run.
+///
+/// # Cancel safety
+///
+/// `next()` (through `StreamExt`) is cancel safe: an item is only taken
+/// from the run when it is returned, so it can sit in a `select!` loop.
+pub struct RunStream {
+    shared: Arc<RunShared>,
+    mode: MergeMode,
+    failure: FailurePolicy,
+    policy: Box<dyn CompletionPolicy>,
+    mail: mpsc::Receiver<Envelope>,
+    ctl: mpsc::UnboundedReceiver<Ctl>,
+    ctl_open: bool,
+    total: Option<u64>,
+    terminals: u64,
+    out: VecDeque<StreamItem>,
+    received: HashMap<u64, u64>,
+    parked: HashMap<u64, Envelope>,
+    lanes: VecDeque<LaneState>,
+    sealed: u64,
+    round: u64,
+    rounds: VecDeque<Round>,
+    error: Option<RunError>,
+    finished_by_policy: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for RunStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunStream")
+            .field("mode", &self.mode)
+            .field("total", &self.total)
+            .field("terminals", &self.terminals)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunStream {
+    pub(crate) fn new(
+        shared: Arc<RunShared>,
+        config: &RunConfig,
+        mail: mpsc::Receiver<Envelope>,
+        ctl: mpsc::UnboundedReceiver<Ctl>,
+    ) -> Self {
+        RunStream {
+            shared,
+            mode: config.merge_mode,
+            failure: config.failure,
+            policy: config.make_policy(),
+            mail,
+            ctl,
+            ctl_open: true,
+            total: None,
+            terminals: 0,
+            out: VecDeque::new(),
+            received: HashMap::new(),
+            parked: HashMap::new(),
+            lanes: VecDeque::new(),
+            sealed: 0,
+            round: 0,
+            rounds: VecDeque::new(),
+            error: None,
+            finished_by_policy: false,
+            done: false,
+        }
+    }
+
+    /// A handle to the run.
+    pub fn handle(&self) -> RunHandle {
+        RunHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Read the run to its end, dropping the items, and say how it ended.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::TaskFailed`] when a task failed under the fail-fast
+    /// policy; [`RunError::Cancelled`] when the run was cancelled through
+    /// its handle.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, in that the items read so far are simply gone and the
+    /// stream can no longer be used (it is consumed).
+    pub async fn finish(mut self) -> Result<RunSummary, RunError> {
+        while futures_util::StreamExt::next(&mut self).await.is_some() {}
+        self.summary()
+    }
+
+    /// Read the run to its end and return every task's outcome in task
+    /// order, whatever order they completed in. Buffers one outcome per
+    /// task; for runs too large for that, fold items as they come instead.
+    ///
+    /// # Errors
+    ///
+    /// As [`finish`](Self::finish).
+    pub async fn outcomes(mut self) -> Result<Vec<TaskOutcome>, RunError> {
+        let mut outcomes = Vec::new();
+        while let Some(item) = futures_util::StreamExt::next(&mut self).await {
+            if let Some(outcome) = TaskOutcome::from_item(&item) {
+                outcomes.push(outcome);
+            }
+        }
+        self.summary()?;
+        outcomes.sort_by_key(|o| o.index);
+        Ok(outcomes)
+    }
+
+    /// The next round of a [`MergeMode::Zip`] run (do not mix with `next`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn next_round(&mut self) -> Option<Round> {
+        std::future::poll_fn(|cx| self.poll_next_round(cx)).await
+    }
+
+    fn poll_next_round(&mut self, cx: &mut Context<'_>) -> Poll<Option<Round>> {
+        loop {
+            if let Some(round) = self.rounds.pop_front() {
+                return Poll::Ready(Some(round));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if !self.drive(cx) {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// How the run ended so far: its error, or a summary.
+    pub(crate) fn summary(&self) -> Result<RunSummary, RunError> {
+        if let Some(error) = &self.error {
+            return Err(error.clone());
+        }
+        if self.shared.reason.get().map(String::as_str) == Some(HANDLE_CANCEL) {
+            return Err(RunError::Cancelled);
+        }
+        Ok(RunSummary {
+            progress: *self.shared.progress.borrow(),
+            finished_by_policy: self.finished_by_policy,
+        })
+    }
+
+    // ===== driving =====
+
+    /// Make progress; returns whether anything changed.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progressed = false;
+        while self.ctl_open {
+            match self.ctl.poll_recv(cx) {
+                Poll::Ready(Some(ctl)) => {
+                    self.on_ctl(ctl);
+                    progressed = true;
+                }
+                Poll::Ready(None) => self.ctl_open = false,
+                Poll::Pending => break,
+            }
+        }
+        progressed |= match self.mode {
+            MergeMode::AsCompleted | MergeMode::FinalOnly => self.poll_mail(cx),
+            MergeMode::Ordered => self.poll_ordered(cx),
+            MergeMode::Zip => self.poll_zip(cx),
+        };
+        if !self.done && self.total == Some(self.terminals) && self.parked.is_empty() {
+            self.done = true;
+            progressed = true;
+        }
+        progressed
+    }
+
+    fn on_ctl(&mut self, ctl: Ctl) {
+        match ctl {
+            Ctl::Closed { total } => self.total = Some(total),
+            Ctl::Seal { cohort } => self.sealed = self.sealed.max(cohort + 1),
+            Ctl::Register { index, cohort, rx } => {
+                let lane = LaneState {
+                    index,
+                    cohort,
+                    rx,
+                    received: 0,
+                    terminal: None,
+                    buffered: None,
+                    done: false,
+                };
+                let at = self.lanes.partition_point(|l| l.index < index);
+                self.lanes.insert(at, lane);
+            }
+            Ctl::Terminal(env) => {
+                self.on_arrival(&env.item);
+                match self.mode {
+                    MergeMode::AsCompleted | MergeMode::FinalOnly => {
+                        let index = env.item.task_index;
+                        if self.received.get(&index).copied().unwrap_or(0) == env.item.seq {
+                            self.emit(env);
+                        } else {
+                            self.parked.insert(index, env);
+                        }
+                    }
+                    MergeMode::Ordered | MergeMode::Zip => {
+                        let index = env.item.task_index;
+                        if let Some(lane) = self.lanes.iter_mut().find(|l| l.index == index) {
+                            lane.terminal = Some(env);
+                        } else if let Some(slot) = env.slot {
+                            slot.release_all();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A terminal item arrived: the completion and failure policies decide.
+    fn on_arrival(&mut self, item: &StreamItem) {
+        if item.kind == ItemKind::Failed
+            && self.failure == FailurePolicy::FailFast
+            && !self.finished_by_policy
+            && self.error.is_none()
+        {
+            self.error = Some(RunError::TaskFailed {
+                task_key: item.task_key.to_string(),
+                error: item.error.clone().unwrap_or_default(),
+            });
+            self.shared
+                .cancel("another task failed and the run fails fast");
+        }
+        self.decide(item);
+    }
+
+    fn decide(&mut self, item: &StreamItem) {
+        match self.policy.on_item(item) {
+            Decision::Continue => {}
+            Decision::Finish => {
+                if !self.finished_by_policy && self.error.is_none() {
+                    self.finished_by_policy = true;
+                    self.shared.cancel("the completion policy finished the run");
+                }
+            }
+            Decision::CancelTask(key) => {
+                if let Some(task) = self.shared.task(&key) {
+                    task.cancel("cancelled by the completion policy");
+                }
+            }
+        }
+    }
+
+    /// Hand an item to the consumer.
+    fn emit(&mut self, env: Envelope) {
+        let item = self.account(env);
+        self.out.push_back(item);
+    }
+
+    /// The bookkeeping of handing an item over: a terminal item releases its
+    /// task's slot and counts towards the end of the run.
+    fn account(&mut self, env: Envelope) -> StreamItem {
+        if env.item.is_terminal() {
+            if let Some(slot) = env.slot {
+                slot.release_all();
+            }
+            self.terminals += 1;
+            self.received.remove(&env.item.task_index);
+        }
+        env.item
+    }
+
+    fn poll_mail(&mut self, cx: &mut Context<'_>) -> bool {
+        match self.mail.poll_recv(cx) {
+            Poll::Ready(Some(env)) => {
+                let index = env.item.task_index;
+                if env.item.is_terminal() {
+                    self.on_arrival(&env.item);
+                    self.emit(env);
+                } else {
+                    *self.received.entry(index).or_insert(0) += 1;
+                    self.decide(&env.item);
+                    self.emit(env);
+                    let expected = self.received.get(&index).copied().unwrap_or(0);
+                    if self
+                        .parked
+                        .get(&index)
+                        .is_some_and(|p| p.item.seq == expected)
+                    {
+                        let parked = self.parked.remove(&index).expect("checked above");
+                        self.emit(parked);
+                    }
+                }
+                true
+            }
+            Poll::Ready(None) | Poll::Pending => false,
+        }
+    }
+
+    fn poll_ordered(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(lane) = self.lanes.front_mut() else {
+            return false;
+        };
+        if lane
+            .terminal
+            .as_ref()
+            .is_some_and(|t| t.item.seq == lane.received)
+        {
+            let terminal = lane.terminal.take().expect("checked above");
+            self.lanes.pop_front();
+            self.emit(terminal);
+            return true;
+        }
+        let Some(rx) = &mut lane.rx else {
+            return false;
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(env)) => {
+                lane.received += 1;
+                self.decide(&env.item);
+                self.emit(env);
+                true
+            }
+            Poll::Ready(None) => {
+                lane.rx = None;
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    fn poll_zip(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(cohort) = self.lanes.front().map(|l| l.cohort) else {
+            return false;
+        };
+        if cohort >= self.sealed {
+            return false;
+        }
+        let members = self.lanes.iter().take_while(|l| l.cohort == cohort).count();
+        let mut progressed = false;
+        let mut complete = true;
+        for lane in self.lanes.iter_mut().take(members) {
+            if lane.done || lane.buffered.is_some() {
+                continue;
+            }
+            if lane
+                .terminal
+                .as_ref()
+                .is_some_and(|t| t.item.seq == lane.received)
+            {
+                lane.buffered = lane.terminal.take();
+                progressed = true;
+                continue;
+            }
+            match lane.rx.as_mut().map(|rx| rx.poll_recv(cx)) {
+                Some(Poll::Ready(Some(env))) => {
+                    lane.buffered = Some(env);
+                    progressed = true;
+                }
+                Some(Poll::Ready(None)) => {
+                    lane.rx = None;
+                    progressed = true;
+                    complete = false;
+                }
+                Some(Poll::Pending) | None => complete = false,
+            }
+        }
+        if !complete {
+            return progressed;
+        }
+        let mut slots = Vec::with_capacity(members);
+        let mut taken = Vec::new();
+        for lane in self.lanes.iter_mut().take(members) {
+            match lane.buffered.take() {
+                None => slots.push(None),
+                Some(env) => {
+                    lane.received += 1;
+                    lane.done |= env.item.is_terminal();
+                    slots.push(Some(env.item.clone()));
+                    taken.push(env);
+                }
+            }
+        }
+        for env in taken {
+            if !env.item.is_terminal() {
+                self.decide(&env.item);
+            }
+            self.account(env);
+        }
+        self.rounds.push_back(Round {
+            cohort,
+            index: self.round,
+            slots,
+        });
+        self.round += 1;
+        if self.lanes.iter().take(members).all(|l| l.done) {
+            self.lanes.drain(..members);
+            self.round = 0;
+        }
+        true
+    }
+}
+
+impl Stream for RunStream {
+    type Item = StreamItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
+        let this = &mut *self;
+        loop {
+            if let Some(item) = this.out.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if let Some(round) = this.rounds.pop_front() {
+                this.out.extend(round.slots.into_iter().flatten());
+                continue;
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if !this.drive(cx) {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl Drop for RunStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.cancel("the run's stream was dropped");
+        }
+    }
+}

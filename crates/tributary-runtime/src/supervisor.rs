@@ -1,0 +1,352 @@
+//! The supervisor: pulls tasks lazily, applies the limits, spawns one actor
+//! per task.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::actor::Actor;
+use crate::config::{MergeMode, RunConfig};
+use crate::control::{Inbox, RunShared, TaskControl, TaskSlot};
+use crate::error::TaskError;
+use crate::ids::child_app_id;
+use crate::item::{ItemKind, StreamItem};
+use crate::mailbox::{Ctl, Envelope};
+use crate::task::{TaskSource, TaskSpec};
+
+pub(crate) struct Supervisor {
+    shared: Arc<RunShared>,
+    config: Arc<RunConfig>,
+    source: TaskSource,
+    inbox: mpsc::UnboundedReceiver<Inbox>,
+    mail: mpsc::Sender<Envelope>,
+    ctl: mpsc::UnboundedSender<Ctl>,
+    run_id: String,
+    run_limit: Option<Arc<Semaphore>>,
+    queue: VecDeque<TaskSpec>,
+    source_done: bool,
+    live: u64,
+    next_index: u64,
+    cohort: u64,
+}
+
+/// A task taken from the source, with its position in task order.
+struct Pulled {
+    index: u64,
+    spec: TaskSpec,
+}
+
+enum Wait {
+    Ready,
+    Cancelled,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        shared: Arc<RunShared>,
+        config: RunConfig,
+        source: TaskSource,
+        inbox: mpsc::UnboundedReceiver<Inbox>,
+        mail: mpsc::Sender<Envelope>,
+        ctl: mpsc::UnboundedSender<Ctl>,
+        run_id: String,
+    ) -> Self {
+        Supervisor {
+            run_limit: config.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            shared,
+            config: Arc::new(config),
+            source,
+            inbox,
+            mail,
+            ctl,
+            run_id,
+            queue: VecDeque::new(),
+            source_done: false,
+            live: 0,
+            next_index: 0,
+            cohort: 0,
+        }
+    }
+
+    fn per_task_channels(&self) -> bool {
+        matches!(self.config.merge_mode, MergeMode::Zip | MergeMode::Ordered)
+    }
+
+    /// How many tasks start together: a zip cohort, otherwise one.
+    fn batch_size(&self) -> usize {
+        if self.config.merge_mode != MergeMode::Zip {
+            return 1;
+        }
+        let run = self.config.max_concurrency.unwrap_or(usize::MAX);
+        let budget = self.shared.runtime.max_concurrency().unwrap_or(usize::MAX);
+        run.min(budget)
+    }
+
+    fn handle(&mut self, msg: Inbox) {
+        match msg {
+            Inbox::Add(spec) => self.queue.push_back(spec),
+            Inbox::Exited => self.live -= 1,
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        while let Ok(msg) = self.inbox.try_recv() {
+            self.handle(msg);
+        }
+    }
+
+    fn pulled(&mut self, spec: TaskSpec) -> Pulled {
+        let index = self.next_index;
+        self.next_index += 1;
+        self.shared.update_progress(|p| p.total += 1);
+        Pulled { index, spec }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut pending: Vec<Pulled> = Vec::new();
+        let cancelled = loop {
+            self.drain_inbox();
+            if self.shared.root.is_cancelled() {
+                break true;
+            }
+            match self.next_batch(self.batch_size(), &mut pending).await {
+                Wait::Cancelled => break true,
+                Wait::Ready => {}
+            }
+            if pending.is_empty() {
+                if self.source_done && self.queue.is_empty() {
+                    if self.live == 0 {
+                        break false;
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = self.shared.root.cancelled() => break true,
+                        msg = self.inbox.recv() => if let Some(msg) = msg { self.handle(msg) },
+                    }
+                }
+                continue;
+            }
+            if let Wait::Cancelled = self.start(&mut pending).await {
+                break true;
+            }
+        };
+        self.shared.ended.store(true, Ordering::Release);
+        if cancelled {
+            // Tasks taken but not started, and those added but not taken,
+            // end as cancelled so that every known task reports.
+            let queued: Vec<TaskSpec> = self.queue.drain(..).collect();
+            for spec in queued {
+                let p = self.pulled(spec);
+                pending.push(p);
+            }
+            for p in pending.drain(..) {
+                let reason = self
+                    .shared
+                    .reason
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| "cancelled".into());
+                self.report(p, ItemKind::Cancelled, reason);
+            }
+        }
+        let _ = self.ctl.send(Ctl::Closed {
+            total: self.next_index,
+        });
+    }
+
+    /// Take up to `n` tasks: added ones first, then from the source.
+    async fn next_batch(&mut self, n: usize, batch: &mut Vec<Pulled>) -> Wait {
+        while batch.len() < n {
+            if let Some(spec) = self.queue.pop_front() {
+                let p = self.pulled(spec);
+                batch.push(p);
+                continue;
+            }
+            if self.source_done {
+                break;
+            }
+            let next = match self.source.try_next() {
+                Ok(next) => next,
+                Err(()) => {
+                    // An async source: wait for it, but keep serving the inbox
+                    // and a cancellation.
+                    tokio::select! {
+                        biased;
+                        _ = self.shared.root.cancelled() => return Wait::Cancelled,
+                        msg = self.inbox.recv() => {
+                            if let Some(msg) = msg { self.handle(msg) }
+                            // Start what we have (a zip cohort waits for more).
+                            if !batch.is_empty() && n == 1 { break }
+                            continue;
+                        }
+                        next = self.source.next() => next,
+                    }
+                }
+            };
+            match next {
+                Some(spec) => {
+                    let p = self.pulled(spec);
+                    batch.push(p);
+                }
+                None => self.source_done = true,
+            }
+        }
+        Wait::Ready
+    }
+
+    async fn acquire(
+        root: CancellationToken,
+        sem: Option<Arc<Semaphore>>,
+        n: usize,
+    ) -> Result<Vec<Option<OwnedSemaphorePermit>>, ()> {
+        let Some(sem) = sem else {
+            return Ok((0..n).map(|_| None).collect());
+        };
+        let n32 = u32::try_from(n).map_err(|_| ())?;
+        let mut permit = match Arc::clone(&sem).try_acquire_many_owned(n32) {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                biased;
+                _ = root.cancelled() => return Err(()),
+                p = sem.acquire_many_owned(n32) => p.map_err(|_| ())?,
+            },
+        };
+        let mut permits = Vec::with_capacity(n);
+        for _ in 1..n {
+            permits.push(permit.split(1));
+        }
+        permits.push(Some(permit));
+        Ok(permits)
+    }
+
+    /// Start the tasks of `batch` (one, or a zip cohort) once the gates are
+    /// open and they all hold a slot.
+    async fn start(&mut self, batch: &mut Vec<Pulled>) -> Wait {
+        if !self.shared.gates.is_open() {
+            tokio::select! {
+                biased;
+                _ = self.shared.root.cancelled() => return Wait::Cancelled,
+                _ = self.shared.gates.wait_open() => {}
+            }
+        }
+        let n = batch.len();
+        let root = self.shared.root.clone();
+        let Ok(run_permits) = Self::acquire(root.clone(), self.run_limit.clone(), n).await else {
+            return Wait::Cancelled;
+        };
+        let budget = self.shared.runtime.budget().cloned();
+        let Ok(budget_permits) = Self::acquire(root, budget.clone(), n).await else {
+            return Wait::Cancelled;
+        };
+        let cohort = self.cohort;
+        for ((p, rp), bp) in batch.drain(..).zip(run_permits).zip(budget_permits) {
+            if !self.shared.runtime.is_unpaced() {
+                tokio::select! {
+                    biased;
+                    _ = self.shared.root.cancelled() => {
+                        let reason = self.shared.reason.get().cloned().unwrap_or_else(|| "cancelled".into());
+                        self.report(p, ItemKind::Cancelled, reason);
+                        continue;
+                    }
+                    _ = self.shared.runtime.pace() => {}
+                }
+            }
+            let slot = TaskSlot::new(budget.clone(), bp, rp);
+            self.spawn(p, slot, cohort);
+        }
+        if self.config.merge_mode == MergeMode::Zip {
+            let _ = self.ctl.send(Ctl::Seal { cohort });
+            self.cohort += 1;
+        }
+        Wait::Ready
+    }
+
+    fn app_id(&self, spec: &TaskSpec) -> Arc<str> {
+        match &spec.app_id {
+            Some(id) => Arc::from(id.as_str()),
+            None => Arc::from(child_app_id(&self.run_id, 0, "task", &spec.key)),
+        }
+    }
+
+    fn spawn(&mut self, p: Pulled, slot: TaskSlot, cohort: u64) {
+        let control = {
+            let mut tasks = self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            if tasks.contains_key(&p.spec.key) {
+                None
+            } else {
+                let control = TaskControl::new(&self.shared.root);
+                tasks.insert(Arc::clone(&p.spec.key), control.clone());
+                Some(control)
+            }
+        };
+        let Some(control) = control else {
+            let error = TaskError::DuplicateKey(p.spec.key.to_string()).to_string();
+            slot.release_all();
+            self.report_in(p, ItemKind::Failed, error, cohort);
+            return;
+        };
+        let out = if self.per_task_channels() {
+            let (tx, rx) = mpsc::channel(self.config.task_channel_capacity);
+            let _ = self.ctl.send(Ctl::Register {
+                index: p.index,
+                cohort,
+                rx: Some(rx),
+            });
+            tx
+        } else {
+            self.mail.clone()
+        };
+        self.live += 1;
+        let app_id = self.app_id(&p.spec);
+        let actor = Actor::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.config),
+            p.index,
+            p.spec,
+            app_id,
+            control,
+            slot,
+            out,
+            self.ctl.clone(),
+        );
+        self.shared.tracker.spawn(actor.run());
+    }
+
+    fn report(&mut self, p: Pulled, kind: ItemKind, error: String) {
+        let cohort = self.cohort;
+        self.report_in(p, kind, error, cohort);
+    }
+
+    /// Report a task that never got an actor.
+    fn report_in(&mut self, p: Pulled, kind: ItemKind, error: String, cohort: u64) {
+        if self.per_task_channels() {
+            let _ = self.ctl.send(Ctl::Register {
+                index: p.index,
+                cohort,
+                rx: None,
+            });
+        }
+        let app_id = self.app_id(&p.spec);
+        self.shared.update_progress(|pr| match kind {
+            ItemKind::Failed => pr.failed += 1,
+            _ => pr.cancelled += 1,
+        });
+        let _ = self.ctl.send(Ctl::Terminal(Envelope {
+            item: StreamItem {
+                task_key: p.spec.key,
+                task_index: p.index,
+                app_id,
+                action: None,
+                seq: 0,
+                kind,
+                result: None,
+                state_update: None,
+                error: Some(error),
+            },
+            slot: None,
+        }));
+    }
+}
