@@ -1,0 +1,264 @@
+//! NATS JetStream: transport, redelivery, and a producer in another process.
+
+use std::time::Duration;
+
+use tributary_stream::{
+    ConnectorRegistry, FileConnector, Json, NatsPublisher, NatsSubscriber, NatsSubscriberOptions,
+    Payload, Raw, SendOptions, Store, StreamConsumer, StreamProducer,
+};
+
+use crate::stream_support::{TempDir, WAIT, service_url};
+
+const VAR: &str = "TRIBUTARY_NATS_URL";
+
+/// A unique JetStream stream, deleted at the end of the test.
+struct TestStream {
+    url: String,
+    name: String,
+    prefix: String,
+}
+
+impl TestStream {
+    fn new(test: &str) -> Option<Self> {
+        let url = service_url(VAR, test)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Some(Self {
+            url,
+            name: format!("TRIB_{id}"),
+            prefix: format!("trib.{id}"),
+        })
+    }
+
+    async fn delete(self) {
+        if let Ok(client) = async_nats::connect(&self.url).await {
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(&self.name)
+                .await;
+        }
+    }
+
+    async fn publisher(&self) -> NatsPublisher {
+        NatsPublisher::connect(&self.url, &self.name, &self.prefix)
+            .await
+            .unwrap()
+    }
+
+    async fn subscriber(&self, durable: &str, options: NatsSubscriberOptions) -> NatsSubscriber {
+        NatsSubscriber::connect(&self.url, &self.name, &self.prefix, durable, ["t"], options)
+            .await
+            .unwrap()
+    }
+}
+
+async fn send_three(stream: &TestStream, store: Store<u32>, evict: bool) {
+    let mut producer = StreamProducer::builder(stream.publisher().await, Json)
+        .default_store(store)
+        .build();
+    for i in 0..3u32 {
+        producer
+            .send_with("t", i, SendOptions::new().evict(evict))
+            .await
+            .unwrap();
+    }
+    producer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_travel_through_jetstream_and_objects_through_files() {
+    let Some(stream) = TestStream::new("events_travel_through_jetstream_and_objects_through_files")
+    else {
+        return;
+    };
+    let dir = TempDir::new();
+    let files = FileConnector::new(&dir.0).unwrap();
+    send_three(&stream, Store::new(files.clone(), Json), true).await;
+    let registry = ConnectorRegistry::new().with_connector(files);
+    let sub = stream
+        .subscriber("c", NatsSubscriberOptions::default())
+        .await;
+    let mut consumer = StreamConsumer::<u32>::builder(sub, registry, Json).build();
+    let mut values = Vec::new();
+    while let Some(item) = tokio::time::timeout(WAIT, consumer.next()).await.unwrap() {
+        values.push(item.unwrap().payload.into_value().await.unwrap());
+    }
+    assert_eq!(values, [0, 1, 2]);
+    assert_eq!(
+        std::fs::read_dir(&dir.0).unwrap().count(),
+        0,
+        "objects evicted on resolve"
+    );
+    stream.delete().await;
+}
+
+#[tokio::test]
+async fn an_unacknowledged_batch_is_delivered_again_after_ack_wait() {
+    let Some(stream) = TestStream::new("an_unacknowledged_batch_is_delivered_again_after_ack_wait")
+    else {
+        return;
+    };
+    let dir = TempDir::new();
+    let files = FileConnector::new(&dir.0).unwrap();
+    send_three(&stream, Store::new(files.clone(), Json), false).await;
+    let registry = ConnectorRegistry::new().with_connector(files);
+    let options = NatsSubscriberOptions::default().ack_wait(Duration::from_secs(1));
+
+    let mut first = StreamConsumer::<u32>::builder(
+        stream.subscriber("c", options.clone()).await,
+        registry.clone(),
+        Json,
+    )
+    .build();
+    let item = tokio::time::timeout(WAIT, first.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.payload.into_value().await.unwrap(), 0);
+    drop(first); // crash before acknowledging
+
+    let mut again =
+        StreamConsumer::<u32>::builder(stream.subscriber("c", options).await, registry, Json)
+            .build();
+    let mut values = Vec::new();
+    while let Some(item) = tokio::time::timeout(WAIT, again.next()).await.unwrap() {
+        values.push(item.unwrap().payload.into_value().await.unwrap());
+    }
+    assert_eq!(values, [0, 1, 2], "batch 0 is delivered again");
+    stream.delete().await;
+}
+
+#[tokio::test]
+async fn an_invalid_nats_topic_is_refused_by_name() {
+    let Some(stream) = TestStream::new("an_invalid_nats_topic_is_refused_by_name") else {
+        return;
+    };
+    let publisher = stream.publisher().await;
+    let err = tributary_stream::Publisher::publish(&publisher, "a.b", "x".into())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`a.b`"), "{err}");
+    stream.delete().await;
+}
+
+#[tokio::test]
+async fn a_consumer_resolves_file_proxies_from_a_producer_in_another_process() {
+    let Some(stream) =
+        TestStream::new("a_consumer_resolves_file_proxies_from_a_producer_in_another_process")
+    else {
+        return;
+    };
+    const COUNT: usize = 5;
+    const SIZE: usize = 64 * 1024;
+    let root = TempDir::new();
+    let objects = root.0.join("objects");
+    let status = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_stream_peer"))
+            .args([
+                "nats",
+                &stream.url,
+                &stream.name,
+                &stream.prefix,
+                "t",
+                objects.to_str().unwrap(),
+                &COUNT.to_string(),
+                &SIZE.to_string(),
+            ])
+            .status(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "producer process failed: {status}");
+
+    // This process never opened the producer's store: it trusts file
+    // connectors under `root` and builds them from the events.
+    let registry =
+        ConnectorRegistry::new().with_kind(FileConnector::KIND, FileConnector::kind_under(&root.0));
+    let sub = stream
+        .subscriber("c", NatsSubscriberOptions::default())
+        .await;
+    let mut consumer = StreamConsumer::<Vec<u8>>::builder(sub, registry, Raw).build();
+    let mut seen = 0;
+    while let Some(item) = tokio::time::timeout(WAIT, consumer.next()).await.unwrap() {
+        let item = item.unwrap();
+        let index = item.metadata["index"].as_u64().unwrap() as usize;
+        let sum = item.metadata["sum"].as_u64().unwrap();
+        let Payload::Proxy(proxy) = item.payload else {
+            panic!("expected a proxy")
+        };
+        assert!(!proxy.is_resolved());
+        let chunk = proxy.into_value().await.unwrap();
+        assert_eq!(index, seen, "in order");
+        assert_eq!(chunk.len(), SIZE);
+        assert_eq!(chunk.iter().map(|b| u64::from(*b)).sum::<u64>(), sum);
+        seen += 1;
+    }
+    assert_eq!(seen, COUNT);
+    assert_eq!(
+        std::fs::read_dir(&objects).unwrap().count(),
+        0,
+        "evicted on resolve"
+    );
+    stream.delete().await;
+}
+
+#[tokio::test]
+async fn a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch_up() {
+    use async_nats::jetstream::stream;
+    use tributary_stream::{Publisher, Subscriber, TransportError};
+    let Some(test_stream) = TestStream::new(
+        "a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch_up",
+    ) else {
+        return;
+    };
+    // The operator's stream: at most two messages not yet acknowledged.
+    let client = async_nats::connect(&test_stream.url).await.unwrap();
+    async_nats::jetstream::new(client)
+        .create_stream(stream::Config {
+            name: test_stream.name.clone(),
+            subjects: vec![format!("{}.>", test_stream.prefix)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_messages: 2,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let publisher = test_stream
+        .publisher()
+        .await
+        .with_backpressure_timeout(Duration::from_millis(300));
+    let mut sub = test_stream
+        .subscriber("c", NatsSubscriberOptions::default())
+        .await;
+
+    publisher.publish("t", "one".into()).await.unwrap();
+    publisher.publish("t", "two".into()).await.unwrap();
+    let err = publisher.publish("t", "three".into()).await.unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Backpressure { topic, .. } if topic == "t"),
+        "{err:?}"
+    );
+
+    let d = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&d.message[..], b"one");
+    sub.ack(d.id).await.unwrap();
+    publisher.publish("t", "three".into()).await.unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        rest.push(d.message.clone());
+        sub.ack(d.id).await.unwrap();
+    }
+    assert_eq!(rest, ["two", "three"]);
+    test_stream.delete().await;
+}
