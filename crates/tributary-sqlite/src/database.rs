@@ -1,0 +1,353 @@
+//! The database handle and its writer thread.
+//!
+//! Every database handle owns one SQLite connection on a dedicated thread
+//! (the writer), fed by an unbounded channel. Async callers send a job and
+//! await a oneshot reply; hooks send and return at once. The writer takes
+//! every job waiting in the channel and runs the writes among them in one
+//! transaction (group commit): fifty applications checkpointing at once cost
+//! a handful of commits, not fifty fsyncs, and no tokio worker thread ever
+//! blocks on SQLite.
+//!
+//! A dedicated thread rather than `spawn_blocking` per call: one connection
+//! serialises this process's writes (so they never contend for SQLite's
+//! write lock among themselves), the batches need one owner, and the
+//! tracker's hooks, which are synchronous and may run outside any tokio
+//! runtime, need somewhere to hand their records without waiting.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::error::SqliteError;
+use crate::schema;
+
+/// Most jobs the writer takes into one batch.
+const MAX_BATCH: usize = 512;
+
+type WriteFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
+type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
+type Reply = oneshot::Sender<Result<(), SqliteError>>;
+
+enum Job {
+    /// A write, run inside the batch's transaction. With a reply, the caller
+    /// learns the outcome once the batch has committed; without one (the
+    /// tracker's records), a failure is kept for the next flush.
+    Write(WriteFn, Option<Reply>),
+    /// A read, run after every earlier write has committed.
+    Read(ReadFn),
+    /// Answered once every earlier job is done, with the first failure of a
+    /// reply-less write since the last flush.
+    Flush(Reply),
+}
+
+/// A handle to a tributary SQLite database: the connection owned by its
+/// writer thread. Clones share the writer.
+///
+/// The persister and the tracker can share one `Database` (one connection,
+/// one writer thread) or each open their own; both are safe.
+///
+/// When the last clone is dropped, the writer finishes every job already
+/// handed to it and the drop waits for it, so nothing handed over is lost.
+/// That wait is as short as the last batch; [`Database::close`] does it
+/// without blocking an async thread.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    sender: Option<mpsc::Sender<Job>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Open the database at `path`, creating it and its parent directories
+    /// if needed, and migrate its schema. The file may be shared with other
+    /// handles and other processes.
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteError::NotADatabase`] or [`SqliteError::Corrupt`] for a file
+    /// SQLite cannot read, [`SqliteError::SchemaTooNew`] for a database of a
+    /// newer tributary, [`SqliteError::Foreign`] for another application's
+    /// database, [`SqliteError::CreateDir`] and [`SqliteError::Sqlite`] for
+    /// I/O failures.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future lets the writer thread open the file
+    /// and stop again.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, SqliteError> {
+        let path = path.as_ref().to_path_buf();
+        let opener = path.clone();
+        Self::start(path, move || schema::open_read_write(&opener)).await
+    }
+
+    /// A private in-memory database, gone when the last clone is dropped
+    /// (tests, throwaway runs).
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteError::Sqlite`] if SQLite cannot allocate it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn open_in_memory() -> Result<Self, SqliteError> {
+        Self::start(PathBuf::from(":memory:"), || {
+            schema::open_read_write(Path::new(":memory:"))
+        })
+        .await
+    }
+
+    async fn start(
+        path: PathBuf,
+        open: impl FnOnce() -> Result<Connection, SqliteError> + Send + 'static,
+    ) -> Result<Self, SqliteError> {
+        let (sender, receiver) = mpsc::channel();
+        let (opened_tx, opened_rx) = oneshot::channel();
+        let worker_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("tributary-sqlite".into())
+            .spawn(move || match open() {
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+                Ok(conn) => {
+                    if opened_tx.send(Ok(())).is_ok() {
+                        Writer::new(conn, worker_path).run(receiver);
+                    }
+                }
+            })
+            .map_err(|source| SqliteError::Spawn {
+                path: path.clone(),
+                source: source.into(),
+            })?;
+        let inner = Inner {
+            path: path.clone(),
+            sender: Some(sender),
+            thread: Mutex::new(Some(thread)),
+        };
+        match opened_rx.await {
+            Ok(Ok(())) => Ok(Database {
+                inner: Arc::new(inner),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SqliteError::WriterStopped { path }),
+        }
+    }
+
+    /// The database file (`:memory:` for an in-memory database).
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Wait until every job handed to the writer so far is written.
+    ///
+    /// # Errors
+    ///
+    /// The first failure of a tracker record since the last flush, or
+    /// [`SqliteError::WriterStopped`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses nothing; the records are
+    /// written anyway.
+    pub async fn flush(&self) -> Result<(), SqliteError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Job::Flush(reply))?;
+        done.await.map_err(|_| self.stopped())?
+    }
+
+    /// Flush, then drop this handle; when it was the last one, wait (off the
+    /// async threads) for the writer thread to finish.
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: whatever was handed over is written anyway.
+    pub async fn close(self) -> Result<(), SqliteError> {
+        let flushed = self.flush().await;
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            // The last handle: dropping it joins the writer, which has
+            // nothing left to do after the flush.
+            let (done_tx, done_rx) = oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                drop(inner);
+                let _ = done_tx.send(());
+            });
+            let _ = done_rx.await;
+        }
+        flushed
+    }
+
+    pub(crate) fn stopped(&self) -> SqliteError {
+        SqliteError::WriterStopped {
+            path: self.inner.path.clone(),
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<(), SqliteError> {
+        self.inner
+            .sender
+            .as_ref()
+            .expect("the sender lives as long as the handle")
+            .send(job)
+            .map_err(|_| self.stopped())
+    }
+
+    /// Run `write` in the writer's next transaction and wait for its commit.
+    pub(crate) async fn write(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), SqliteError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Job::Write(Box::new(write), Some(reply)))?;
+        done.await.map_err(|_| self.stopped())?
+    }
+
+    /// Hand `write` to the writer without waiting (the tracker's records).
+    pub(crate) fn write_detached(
+        &self,
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) {
+        if self.send(Job::Write(Box::new(write), None)).is_err() {
+            tracing::warn!(path = %self.inner.path.display(), "tributary-sqlite: writer stopped, record dropped");
+        }
+    }
+
+    /// Run `read` on the writer's connection, after every earlier write.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, SqliteError> {
+        let (reply, done) = oneshot::channel();
+        let path = self.inner.path.clone();
+        self.send(Job::Read(Box::new(move |conn| {
+            let _ = reply.send(read(conn).map_err(|e| SqliteError::sqlite(&path, e)));
+        })))?;
+        done.await.map_err(|_| self.stopped())?
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what it holds and stop.
+        drop(self.sender.take());
+        let thread = self.thread.get_mut().map(Option::take).unwrap_or(None);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ===== the writer thread =====
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    /// The first failure of a reply-less write since the last flush.
+    detached_error: Option<SqliteError>,
+}
+
+impl Writer {
+    fn new(conn: Connection, path: PathBuf) -> Self {
+        Writer {
+            conn,
+            path,
+            detached_error: None,
+        }
+    }
+
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        let mut batch = Vec::new();
+        while let Ok(first) = jobs.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(&mut batch);
+        }
+    }
+
+    /// Run the batch in order; consecutive writes share one transaction,
+    /// which commits before any read or flush that follows them.
+    fn run_batch(&mut self, batch: &mut Vec<Job>) {
+        let mut writes: Vec<(WriteFn, Option<Reply>)> = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Job::Write(write, reply) => writes.push((write, reply)),
+                Job::Read(read) => {
+                    self.commit_writes(&mut writes);
+                    read(&self.conn);
+                }
+                Job::Flush(reply) => {
+                    self.commit_writes(&mut writes);
+                    let _ = reply.send(self.detached_error.take().map_or(Ok(()), Err));
+                }
+            }
+        }
+        self.commit_writes(&mut writes);
+    }
+
+    fn commit_writes(&mut self, writes: &mut Vec<(WriteFn, Option<Reply>)>) {
+        if writes.is_empty() {
+            return;
+        }
+        let path = self.path.clone();
+        let err = |e| SqliteError::sqlite(&path, e);
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let committed = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)
+            .and_then(|tx| {
+                for (write, reply) in writes.drain(..) {
+                    // A failed statement leaves the transaction usable: the
+                    // other writes of the batch still commit.
+                    outcomes.push((write(&tx).map_err(err), reply));
+                }
+                tx.commit().map_err(err)
+            });
+        // Writes never started (BEGIN failed) fail with the same error.
+        let unstarted = writes.drain(..).map(|(_, reply)| (Ok(()), reply));
+        let all: Vec<_> = outcomes.into_iter().chain(unstarted).collect();
+        for (outcome, reply) in all {
+            let outcome = match (&committed, outcome) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), outcome) => outcome,
+            };
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(outcome);
+                }
+                None => {
+                    if let Err(e) = outcome {
+                        tracing::warn!(error = %e, "tributary-sqlite: a tracking record was not written");
+                        self.detached_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+    }
+}
