@@ -6,4 +6,8 @@ mod application_stream;
 mod graph_build;
 mod hooks_tracing;
 mod persistence_resume;
+mod sqlite_concurrency;
+mod sqlite_crash_resume;
+mod sqlite_errors;
+mod sqlite_persistence;
 mod state_ops;
