@@ -10,4 +10,5 @@ mod sqlite_concurrency;
 mod sqlite_crash_resume;
 mod sqlite_errors;
 mod sqlite_persistence;
+mod sqlite_tracker;
 mod state_ops;
