@@ -269,3 +269,66 @@ async fn dropping_the_last_handle_writes_everything_handed_over() {
             .all(|r| r.status == RunStatus::Completed && r.steps == 1)
     );
 }
+
+#[tokio::test]
+async fn a_resumed_and_a_forked_application_are_tracked_with_their_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tributary_sqlite::Database::open(dir.path().join("t.db"))
+        .await
+        .unwrap();
+    let persister = std::sync::Arc::new(tributary_sqlite::SqlitePersister::new(db.clone()));
+    let tracker = SqliteTracker::new(db.clone());
+    let graph = Graph::builder()
+        .action(action("a").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("b").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .transition("a", "b", default())
+        .entrypoint("a")
+        .build()
+        .unwrap();
+    let build = |id: &str| {
+        Application::builder(graph.clone())
+            .app_id(id)
+            .persister(persister.clone())
+            .hook(tracker.clone())
+    };
+    build("orig")
+        .build()
+        .await
+        .unwrap()
+        .run(RunOptions::after(["a"]))
+        .await
+        .unwrap();
+    // Resumed: the same run goes on at sequence 1.
+    build("orig")
+        .resume()
+        .build()
+        .await
+        .unwrap()
+        .run(RunOptions::new())
+        .await
+        .unwrap();
+    build("fork")
+        .fork_from("orig", Some(0))
+        .build()
+        .await
+        .unwrap()
+        .run(RunOptions::new())
+        .await
+        .unwrap();
+    tracker.flush().await.unwrap();
+
+    let reader = RunReader::open(db.path()).unwrap();
+    let orig = reader.run("orig").unwrap().unwrap();
+    assert_eq!((orig.status, orig.steps), (RunStatus::Completed, 2));
+    let fork = reader.run("fork").unwrap().unwrap();
+    let parent = fork.parent.unwrap();
+    assert_eq!((parent.app_id.as_str(), parent.sequence_id), ("orig", 0));
+    assert!(fork.spawning_parent.is_none());
+    let seqs: Vec<(u64, String)> = reader
+        .steps("fork")
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.sequence_id, s.action))
+        .collect();
+    assert_eq!(seqs, [(1, "b".to_owned())]);
+}

@@ -317,22 +317,31 @@ impl Writer {
         let path = self.path.clone();
         let err = |e| SqliteError::sqlite(&path, e);
         let mut outcomes = Vec::with_capacity(writes.len());
+        let mut pending = writes.drain(..);
         let committed = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)
             .and_then(|tx| {
-                for (write, reply) in writes.drain(..) {
-                    // A failed statement leaves the transaction usable: the
-                    // other writes of the batch still commit.
-                    outcomes.push((write(&tx).map_err(err), reply));
+                for (write, reply) in pending.by_ref() {
+                    let outcome = write(&tx).map_err(err);
+                    // Most failed statements leave the transaction usable,
+                    // so the other writes of the batch still commit; a few
+                    // (disk full, I/O errors) roll it back, and then the
+                    // whole batch has failed.
+                    let rolled_back = outcome.is_err() && tx.is_autocommit();
+                    outcomes.push((outcome, reply));
+                    if rolled_back {
+                        let e = outcomes.last().and_then(|(o, _)| o.clone().err());
+                        return Err(e.expect("the failed outcome was just pushed"));
+                    }
                 }
                 tx.commit().map_err(err)
             });
-        // Writes never started (BEGIN failed) fail with the same error.
-        let unstarted = writes.drain(..).map(|(_, reply)| (Ok(()), reply));
-        let all: Vec<_> = outcomes.into_iter().chain(unstarted).collect();
-        for (outcome, reply) in all {
+        // Writes never run (BEGIN or an earlier write failed) share the
+        // batch's error.
+        let unrun: Vec<_> = pending.map(|(_, reply)| (Ok(()), reply)).collect();
+        for (outcome, reply) in outcomes.into_iter().chain(unrun) {
             let outcome = match (&committed, outcome) {
                 (Err(e), _) => Err(e.clone()),
                 (Ok(()), outcome) => outcome,
@@ -349,5 +358,65 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn count(db: &Database) -> i64 {
+        db.read(|conn| conn.query_row("SELECT COUNT(*) FROM scratch", [], |r| r.get(0)))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_alone_and_a_flush_reports_detached_failures_once() {
+        let db = Database::open_in_memory().await.unwrap();
+        db.write(|tx| tx.execute_batch("CREATE TABLE scratch (x INTEGER PRIMARY KEY)"))
+            .await
+            .unwrap();
+        for x in 0..10 {
+            db.write_detached(move |tx| {
+                tx.execute("INSERT INTO scratch VALUES (?1)", [x]).map(drop)
+            });
+        }
+        // A duplicate key: this write fails, the others of its batch commit.
+        db.write_detached(|tx| tx.execute("INSERT INTO scratch VALUES (3)", []).map(drop));
+        let awaited = db
+            .write(|tx| tx.execute("INSERT INTO nowhere VALUES (1)", []).map(drop))
+            .await
+            .unwrap_err();
+        assert!(
+            awaited.to_string().contains("no such table: nowhere"),
+            "{awaited}"
+        );
+        let detached = db.flush().await.unwrap_err();
+        assert!(
+            detached.to_string().contains("UNIQUE constraint failed"),
+            "{detached}"
+        );
+        // Reported once.
+        db.flush().await.unwrap();
+        assert_eq!(count(&db).await, 10);
+    }
+
+    #[tokio::test]
+    async fn close_writes_everything_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Database::open(&path).await.unwrap();
+        db.write(|tx| tx.execute_batch("CREATE TABLE scratch (x INTEGER PRIMARY KEY)"))
+            .await
+            .unwrap();
+        for x in 0..1000 {
+            db.write_detached(move |tx| {
+                tx.execute("INSERT INTO scratch VALUES (?1)", [x]).map(drop)
+            });
+        }
+        db.close().await.unwrap();
+        let db = Database::open(&path).await.unwrap();
+        assert_eq!(count(&db).await, 1000);
     }
 }

@@ -119,7 +119,9 @@ impl SqlitePersister {
 impl Persister for SqlitePersister {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
         let sequence_id = i64::try_from(checkpoint.sequence_id).map_err(PersistError::backend)?;
-        let state = serde_json::to_string(&checkpoint.state).map_err(PersistError::backend)?;
+        // The state is encoded on the writer thread, off the async threads
+        // (a `State` clone is cheap).
+        let state = checkpoint.state.clone();
         let row = (
             checkpoint.app_id.clone(),
             checkpoint.partition_key.clone(),
@@ -130,6 +132,8 @@ impl Persister for SqlitePersister {
         self.db
             .write(move |tx| {
                 let (app_id, partition_key, action, status) = row;
+                let state = serde_json::to_string(&state)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 tx.prepare_cached(
                     "INSERT INTO checkpoints
                          (app_id, sequence_id, partition_key, action, status, state, saved_at)

@@ -35,7 +35,6 @@ const MIGRATIONS: &[&str] = &[
         saved_at      INTEGER NOT NULL,
         PRIMARY KEY (app_id, sequence_id)
     ) WITHOUT ROWID;
-    CREATE INDEX checkpoints_by_partition ON checkpoints (partition_key, app_id);
 
     CREATE TABLE apps (
         app_id               TEXT    NOT NULL PRIMARY KEY,
