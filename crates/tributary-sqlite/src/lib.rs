@@ -96,3 +96,12 @@ pub(crate) fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
+
+// The guides' examples are tested with the crate's.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/persistence.md")]
+struct PersistenceGuide;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/tracking.md")]
+struct TrackingGuide;
