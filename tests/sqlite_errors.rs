@@ -128,3 +128,27 @@ async fn a_directory_that_cannot_be_created_is_named() {
             .contains(&blocker.join("sub").display().to_string())
     );
 }
+
+#[tokio::test]
+async fn a_database_with_damaged_pages_is_reported_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(SqlitePersister::open(&path).await.unwrap());
+    // Keep the 100-byte header (a valid SQLite file, schema version 1) and
+    // scribble over the schema page that follows it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in &mut bytes[100..4096] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let err = SqlitePersister::open(&path).await.unwrap_err();
+    assert!(matches!(err, SqliteError::Corrupt { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("SQLite database {} is corrupt", path.display())
+    );
+    let err = RunReader::open(&path)
+        .and_then(|r| r.runs().map(drop))
+        .unwrap_err();
+    assert!(matches!(err, SqliteError::Corrupt { .. }), "{err:?}");
+}

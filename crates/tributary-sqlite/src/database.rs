@@ -48,6 +48,17 @@ enum Job {
 /// A handle to a tributary SQLite database: the connection owned by its
 /// writer thread. Clones share the writer.
 ///
+/// Every operation is a job sent to a dedicated thread that owns the
+/// connection; async callers await a reply, hooks don't wait at all, and no
+/// tokio worker thread ever blocks on SQLite. The writer runs all the writes
+/// waiting in its channel in one transaction (group commit). It is a
+/// dedicated thread rather than `spawn_blocking` per call because one
+/// connection keeps this process's writes from contending for SQLite's
+/// lock, batching needs one owner, and synchronous hooks (which may run
+/// outside a tokio runtime) need a place to hand records to. The channel is
+/// unbounded so that a hook never blocks: a writer slower than the steps it
+/// records lets the queue grow.
+///
 /// The persister and the tracker can share one `Database` (one connection,
 /// one writer thread) or each open their own; both are safe.
 ///
@@ -252,7 +263,9 @@ impl Drop for Inner {
         // Closing the channel lets the writer finish what it holds and stop.
         drop(self.sender.take());
         let thread = self.thread.get_mut().map(Option::take).unwrap_or(None);
-        if let Some(thread) = thread {
+        // Joining from the writer itself (a job that held the last handle)
+        // would never return; the writer then stops on its own.
+        if let Some(thread) = thread.filter(|t| t.thread().id() != std::thread::current().id()) {
             let _ = thread.join();
         }
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use serde::Serialize;
 use serde_json::Value;
 use tributary_core::ParentPointer;
@@ -270,25 +270,6 @@ impl RunReader {
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         let rows = stmt.query_map(params, run_from_row).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
-    }
-
-    /// Whether the database holds anything about `app_id` (a tracked run or
-    /// a checkpoint).
-    ///
-    /// # Errors
-    ///
-    /// [`SqliteError`] when SQLite fails.
-    pub fn knows(&self, app_id: &str) -> Result<bool, SqliteError> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM apps WHERE app_id = ?1
-                 UNION ALL SELECT 1 FROM checkpoints WHERE app_id = ?1 LIMIT 1",
-                [app_id],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|found| found.is_some())
-            .map_err(self.err())
     }
 }
 
