@@ -34,8 +34,9 @@ async fn fifty_applications_checkpoint_at_once_and_nothing_is_lost() {
     let path = dir.path().join("t.db");
     // Two handles on the same file (two connections, two writer threads):
     // they contend for SQLite's lock as separate processes would.
-    let first = Database::open(&path).await.unwrap();
-    let second = Database::open(&path).await.unwrap();
+    // Opened at once, they also race to create and migrate the new file.
+    let (first, second) = tokio::join!(Database::open(&path), Database::open(&path));
+    let (first, second) = (first.unwrap(), second.unwrap());
     let graph = chain_graph(STEPS, Duration::ZERO, None);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..APPS {

@@ -106,6 +106,19 @@ impl SqliteError {
     }
 }
 
+impl SqliteError {
+    /// Whether SQLite refused because another connection held a lock.
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            SqliteError::Sqlite { source, .. } if matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        )
+    }
+}
+
 impl From<SqliteError> for tributary_core::PersistError {
     fn from(err: SqliteError) -> Self {
         tributary_core::PersistError::backend(err)

@@ -6,7 +6,7 @@
 //! transaction, so two processes opening a new file at once migrate it once.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -90,9 +90,31 @@ pub(crate) fn open_read_write(path: &Path) -> Result<Connection, SqliteError> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags).map_err(err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    // Setting up a new file takes locks that SQLite will not wait for: two
+    // connections both switching a fresh file to WAL would deadlock, so one
+    // of them gets SQLITE_BUSY at once, whatever the busy timeout. Retry,
+    // within the same bound.
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut attempt: u64 = 0;
+    loop {
+        match set_up(&mut conn, path) {
+            Err(e) if e.is_busy() && Instant::now() < deadline => {
+                attempt += 1;
+                // Spread the retries of racing processes apart.
+                let jitter = (attempt * 7 + u64::from(std::process::id())) % 20;
+                std::thread::sleep(Duration::from_millis(5 + jitter));
+            }
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(conn),
+        }
+    }
+}
+
+fn set_up(conn: &mut Connection, path: &Path) -> Result<(), SqliteError> {
+    let err = |e| SqliteError::sqlite(path, e);
     // Reading the header first tells a non-database file apart before any
     // pragma tries to change it.
-    check_header(&conn, path)?;
+    check_header(conn, path)?;
     // WAL: readers never block the writer and a commit is one append. It
     // cannot change inside a transaction, so it comes before the migration.
     let _mode: String = conn
@@ -102,8 +124,7 @@ pub(crate) fn open_read_write(path: &Path) -> Result<Connection, SqliteError> {
     // group commit in the writer thread keeps the cost of the fsync low.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
-    migrate(&mut conn, path)?;
-    Ok(conn)
+    migrate(conn, path)
 }
 
 /// Open an existing database for reading only; never creates or migrates.
