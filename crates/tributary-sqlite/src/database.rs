@@ -16,8 +16,8 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -74,7 +74,7 @@ pub struct Database {
 struct Inner {
     path: PathBuf,
     sender: Option<mpsc::Sender<Job>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Database {
@@ -148,14 +148,16 @@ impl Database {
                 path: path.clone(),
                 source: source.into(),
             })?;
-        let inner = Inner {
-            path: path.clone(),
-            sender: Some(sender),
-            thread: Mutex::new(Some(thread)),
-        };
+        // The handle exists only once the file is open: dropping this future
+        // earlier detaches the thread, which opens the file, finds nobody
+        // waiting and stops, without blocking anyone.
         match opened_rx.await {
             Ok(Ok(())) => Ok(Database {
-                inner: Arc::new(inner),
+                inner: Arc::new(Inner {
+                    path,
+                    sender: Some(sender),
+                    thread: Some(thread),
+                }),
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(SqliteError::WriterStopped { path }),
@@ -262,7 +264,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel lets the writer finish what it holds and stop.
         drop(self.sender.take());
-        let thread = self.thread.get_mut().map(Option::take).unwrap_or(None);
+        let thread = self.thread.take();
         // Joining from the writer itself (a job that held the last handle)
         // would never return; the writer then stops on its own.
         if let Some(thread) = thread.filter(|t| t.thread().id() != std::thread::current().id()) {
