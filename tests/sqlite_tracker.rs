@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tributary::{
     ActionContext, Application, Graph, Inputs, ParentPointer, RunOptions, State, action, default,
 };
-use tributary_sqlite::{RunReader, RunStatus, SqliteTracker, StepState};
+use tributary_sqlite::{RunReader, RunStatus, SqliteTracker, TrackedStepStatus};
 
 fn pointer(ctx: &ActionContext) -> ParentPointer {
     ParentPointer {
@@ -140,8 +140,8 @@ async fn the_tracker_records_steps_timing_errors_items_and_the_tree() {
     assert_eq!(
         summary,
         [
-            (0, "prepare", StepState::Completed),
-            (1, "fan_out", StepState::Completed)
+            (0, "prepare", TrackedStepStatus::Completed),
+            (1, "fan_out", TrackedStepStatus::Completed)
         ]
     );
     assert_eq!(steps[1].result, Some(json!({ "failures": 1 })));
@@ -180,11 +180,14 @@ async fn the_tracker_records_steps_timing_errors_items_and_the_tree() {
 
     // A leaf step: timing, item count, result; the failed one: its error.
     let ok = &reader.steps("root/child-0").unwrap()[0];
-    assert_eq!((ok.status, ok.items), (StepState::Completed, 2));
+    assert_eq!((ok.status, ok.items), (TrackedStepStatus::Completed, 2));
     assert!(ok.duration_micros().unwrap() >= 20_000, "{ok:?}");
     assert_eq!(ok.result, Some(json!({ "out": 1 })));
     let failed = &reader.steps("root/child-1").unwrap()[0];
-    assert_eq!((failed.status, failed.items), (StepState::Failed, 2));
+    assert_eq!(
+        (failed.status, failed.items),
+        (TrackedStepStatus::Failed, 2)
+    );
     assert_eq!(
         failed.error.as_deref(),
         Some("action `work` failed: leaf gave up")
@@ -241,7 +244,10 @@ async fn an_abandoned_step_and_a_halted_run_are_recorded() {
     );
     let steps = reader.steps("dropped").unwrap();
     assert_eq!(steps.len(), 2);
-    assert_eq!((steps[1].status, steps[1].items), (StepState::Abandoned, 1));
+    assert_eq!(
+        (steps[1].status, steps[1].items),
+        (TrackedStepStatus::Abandoned, 1)
+    );
     assert!(reader.run("nobody").unwrap().is_none());
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
-use tributary_sqlite::{RunReader, RunSummary, StepState};
+use tributary_sqlite::{RunReader, RunSummary, TrackedStepStatus};
 
 use crate::{CliError, Format, write_json};
 
@@ -70,7 +70,7 @@ fn observed(run: &RunSummary, steps: &[tributary_sqlite::TrackedStep]) -> RunGra
             }
         };
         nodes[index].runs += 1;
-        if step.status == StepState::Failed {
+        if step.status == TrackedStepStatus::Failed {
             nodes[index].failed += 1;
         }
         if let Some(from) = previous {

@@ -82,7 +82,7 @@ pub use error::SqliteError;
 #[doc(inline)]
 pub use persister::SqlitePersister;
 #[doc(inline)]
-pub use runs::{RunReader, RunStatus, RunSummary, StepState, TrackedStep};
+pub use runs::{RunReader, RunStatus, RunSummary, TrackedStep, TrackedStepStatus};
 #[doc(inline)]
 pub use tracker::SqliteTracker;
 

@@ -21,6 +21,13 @@ use crate::now_micros;
 ///
 /// Clones share the same database handle.
 ///
+/// # Cancel safety
+///
+/// The trait's methods are cancel safe: once polled, a `save` has handed
+/// its checkpoint to the writer, which commits it even if the future is
+/// then dropped (the caller just does not learn the outcome); `load` and
+/// `list_app_ids` only read.
+///
 /// # Examples
 ///
 /// ```

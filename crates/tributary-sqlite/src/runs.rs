@@ -37,7 +37,7 @@ pub enum RunStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum StepState {
+pub enum TrackedStepStatus {
     /// Started, not ended (or its process died).
     Running,
     /// Completed; its state change was kept.
@@ -85,7 +85,7 @@ string_enum!(RunStatus {
     Abandoned => "abandoned",
 });
 
-string_enum!(StepState {
+string_enum!(TrackedStepStatus {
     Running => "running",
     Completed => "completed",
     Failed => "failed",
@@ -132,7 +132,7 @@ pub struct TrackedStep {
     /// Its action.
     pub action: String,
     /// How it ended.
-    pub status: StepState,
+    pub status: TrackedStepStatus,
     /// When it started.
     pub started_at: i64,
     /// When it ended.

@@ -12,7 +12,7 @@ use tributary_core::{
 use crate::database::Database;
 use crate::error::SqliteError;
 use crate::now_micros;
-use crate::runs::{RunStatus, StepState};
+use crate::runs::{RunStatus, TrackedStepStatus};
 
 /// A [`Hook`] that records every step of every application it is attached
 /// to in a SQLite database: the application (id, partition key, fork and
@@ -211,27 +211,27 @@ impl Hook for SqliteTracker {
                     state,
                     items,
                 } => (
-                    StepState::Completed,
+                    TrackedStepStatus::Completed,
                     Some((*result).clone()),
                     Some((*state).clone()),
                     None,
                     *items,
                 ),
                 StepOutcome::Failed { error, items } => (
-                    StepState::Failed,
+                    TrackedStepStatus::Failed,
                     None,
                     Some(step.state.clone()),
                     Some(error.to_string()),
                     *items,
                 ),
                 StepOutcome::Abandoned { items } => {
-                    (StepState::Abandoned, None, None, None, *items)
+                    (TrackedStepStatus::Abandoned, None, None, None, *items)
                 }
-                _ => (StepState::Abandoned, None, None, None, 0),
+                _ => (TrackedStepStatus::Abandoned, None, None, None, 0),
             };
         let app_status = match status {
-            StepState::Failed => Some(RunStatus::Failed),
-            StepState::Abandoned => Some(RunStatus::Abandoned),
+            TrackedStepStatus::Failed => Some(RunStatus::Failed),
+            TrackedStepStatus::Abandoned => Some(RunStatus::Abandoned),
             _ => None,
         };
         self.db.write_detached(move |tx| {
