@@ -237,7 +237,10 @@ impl Hook for SqliteTracker {
         self.db.write_detached(move |tx| {
             row.insert_if_missing(tx, now)?;
             let result = result.map(|r| r.to_string());
-            let state = state.map(|s| State::to_json(&s).to_string());
+            let state = state
+                .map(|s| serde_json::to_string(&s))
+                .transpose()
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             tx.prepare_cached(
                 "INSERT INTO steps (app_id, sequence_id, partition_key, action, status,
                      started_at, ended_at, result, state, error, items)
