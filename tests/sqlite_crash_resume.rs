@@ -81,8 +81,9 @@ async fn a_killed_process_resumes_without_rerunning_finished_steps() {
     let db = dir.path().join("t.db");
     let log = dir.path().join("exec.log");
 
-    // First run: kill it with SIGKILL once three steps are done.
-    let mut child = spawn(&db, "job", &log, 100);
+    // First run: kill it with SIGKILL once three steps are done (250 ms a
+    // step leaves it more than a second of work to be killed in).
+    let mut child = spawn(&db, "job", &log, 250);
     let rx = lines(&mut child);
     let mut done = Vec::new();
     while done.len() < 3 {
