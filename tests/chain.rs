@@ -31,7 +31,9 @@ pub fn chain_graph(steps: usize, delay: Duration, exec_log: Option<PathBuf>) -> 
                             .create(true)
                             .append(true)
                             .open(log)?;
-                        writeln!(file, "{} {name}", ctx.app_id())?;
+                        // One write call: a process killed mid-line must
+                        // not leave half a line for the next one to extend.
+                        file.write_all(format!("{} {name}\n", ctx.app_id()).as_bytes())?;
                     }
                     if delay.is_zero() {
                         tokio::task::yield_now().await;

@@ -113,7 +113,12 @@ async fn a_killed_process_resumes_without_rerunning_finished_steps() {
         assert_eq!(runs[finished], 1, "{finished} ran again: {runs:?}");
     }
     // Every step ran; at most the step in flight at the kill ran twice.
-    assert_eq!(runs.len(), STEPS);
+    assert_eq!(
+        runs.len(),
+        STEPS,
+        "{runs:?}\nlog: {}\nresumed: {printed:?}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     assert!(runs.values().filter(|&&n| n > 1).count() <= 1, "{runs:?}");
 
     // The checkpoints are one per step, all completed.
