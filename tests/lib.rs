@@ -1,1 +1,3 @@
 //! Helpers shared by tributary's integration tests.
+
+pub mod chain;

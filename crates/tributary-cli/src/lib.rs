@@ -1,0 +1,285 @@
+//! The `tributary` command: inspect the runs a
+//! [`SqliteTracker`](tributary_sqlite::SqliteTracker) recorded.
+//!
+//! ```text
+//! tributary runs                          # every run: id, partition, status, steps, duration, start
+//! tributary show <app-id>                 # one run, step by step
+//! tributary tree <app-id>                 # the subgraphs it spawned, as a tree
+//! tributary export <app-id> --format dot  # its actions and observed transitions (mermaid or dot)
+//! ```
+//!
+//! The database is `--db PATH`, else `$TRIBUTARY_DB`, else
+//! `.tributary/tributary.db` in the current directory. Output is a
+//! human-readable table; `--json` prints JSON for scripts. Errors are one
+//! line on stderr and a non-zero exit.
+//!
+//! The logic lives here, in a library, so it can be tested without a
+//! process: [`run`] takes the parsed [`Cli`] and a writer.
+//!
+//! # Examples
+//!
+//! ```
+//! use clap::Parser;
+//! use tributary_cli::{Cli, CliError, run};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let cli = Cli::parse_from(["tributary", "--db", &dir.path().join("none.db").display().to_string(), "runs"]);
+//! let mut out = Vec::new();
+//! let err = run(&cli, &mut out).unwrap_err();
+//! assert!(matches!(err, CliError::Database(_)));
+//! assert!(err.to_string().starts_with("no tributary database at"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod export;
+mod render;
+mod tree;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use tributary_core::ParentPointer;
+use tributary_sqlite::{RunReader, RunSummary, SqliteError};
+
+use crate::render::{Align, Table, format_duration, format_time, truncate};
+
+/// Where the database is when neither `--db` nor `TRIBUTARY_DB` says.
+pub const DEFAULT_DB: &str = ".tributary/tributary.db";
+
+/// The command line of `tributary`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tributary",
+    version,
+    about = "Inspect the runs recorded by tributary's SQLite tracker"
+)]
+pub struct Cli {
+    /// The tracker's database [default: .tributary/tributary.db]
+    #[arg(long, env = "TRIBUTARY_DB", global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Print JSON instead of a table
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List runs: app id, partition key, status, step count, duration, start
+    Runs {
+        /// Only the runs of this partition key
+        #[arg(long, value_name = "KEY")]
+        partition: Option<String>,
+    },
+    /// Show one run step by step
+    Show {
+        /// The run's app id
+        app_id: String,
+    },
+    /// Draw the tree of subgraphs a run spawned, with their statuses
+    Tree {
+        /// The root's app id
+        app_id: String,
+    },
+    /// Export a run's actions and observed transitions as a graph
+    Export {
+        /// The run's app id
+        app_id: String,
+        /// The graph language
+        #[arg(long, value_enum, default_value_t = Format::Mermaid)]
+        format: Format,
+    },
+}
+
+/// A graph language for `export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+}
+
+/// Why a command failed. Displayed as one line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The database could not be opened or read.
+    #[error(transparent)]
+    Database(#[from] SqliteError),
+    /// No run has this app id.
+    #[error("no run with app id `{app_id}` in {}", path.display())]
+    UnknownApp {
+        /// The app id asked for.
+        app_id: String,
+        /// The database.
+        path: PathBuf,
+    },
+    /// Writing the output failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] io::Error),
+}
+
+impl CliError {
+    /// Whether the reader of the output went away (`tributary runs | head`):
+    /// not worth an error message.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl Cli {
+    /// The database this command line names.
+    pub fn db_path(&self) -> PathBuf {
+        self.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
+    }
+}
+
+/// Run `cli`, writing its output to `out`.
+///
+/// # Errors
+///
+/// [`CliError`] for a missing, corrupt or newer database, an unknown app
+/// id, or a failed write.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    let reader = RunReader::open(cli.db_path())?;
+    match &cli.command {
+        Command::Runs { partition } => runs(&reader, partition.as_deref(), cli.json, out),
+        Command::Show { app_id } => show(&reader, app_id, cli.json, out),
+        Command::Tree { app_id } => tree::tree(&reader, &find(&reader, app_id)?, cli.json, out),
+        Command::Export { app_id, format } => {
+            let run = find(&reader, app_id)?;
+            export::export(&reader, &run, *format, cli.json, out)
+        }
+    }
+}
+
+fn find(reader: &RunReader, app_id: &str) -> Result<RunSummary, CliError> {
+    reader.run(app_id)?.ok_or_else(|| CliError::UnknownApp {
+        app_id: app_id.to_owned(),
+        path: reader.path().to_path_buf(),
+    })
+}
+
+fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), CliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn runs(
+    reader: &RunReader,
+    partition: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let runs: Vec<RunSummary> = reader
+        .runs()?
+        .into_iter()
+        .filter(|r| partition.is_none() || r.partition_key.as_deref() == partition)
+        .collect();
+    if json {
+        return write_json(out, &runs);
+    }
+    if runs.is_empty() {
+        writeln!(out, "no runs in {}", reader.path().display())?;
+        return Ok(());
+    }
+    let mut table = Table::new([
+        ("APP ID", Align::Left),
+        ("PARTITION", Align::Left),
+        ("STATUS", Align::Left),
+        ("STEPS", Align::Right),
+        ("DURATION", Align::Right),
+        ("STARTED", Align::Left),
+    ]);
+    for run in &runs {
+        table.row([
+            run.app_id.clone(),
+            run.partition_key.clone().unwrap_or_else(|| "-".into()),
+            run.status.to_string(),
+            run.steps.to_string(),
+            run.duration_micros().map_or("-".into(), format_duration),
+            format_time(run.started_at.unwrap_or(run.created_at)),
+        ]);
+    }
+    table.write(out)?;
+    Ok(())
+}
+
+fn pointer_text(p: &ParentPointer) -> String {
+    match &p.action {
+        Some(action) => format!("{} step {} ({action})", p.app_id, p.sequence_id),
+        None => format!("{} step {}", p.app_id, p.sequence_id),
+    }
+}
+
+fn show(reader: &RunReader, app_id: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let run = find(reader, app_id)?;
+    let steps = reader.steps(app_id)?;
+    let children = reader.children(app_id)?;
+    if json {
+        let children: Vec<&str> = children.iter().map(|c| c.app_id.as_str()).collect();
+        return write_json(
+            out,
+            &json!({ "run": run, "steps": steps, "children": children }),
+        );
+    }
+    let mut head = Table::plain();
+    head.row(["app id".into(), run.app_id.clone()]);
+    if let Some(key) = &run.partition_key {
+        head.row(["partition".into(), key.clone()]);
+    }
+    head.row(["status".into(), run.status.to_string()]);
+    head.row(["steps".into(), run.steps.to_string()]);
+    head.row(["created".into(), format_time(run.created_at)]);
+    if let Some(d) = run.duration_micros() {
+        head.row(["duration".into(), format_duration(d)]);
+    }
+    if let Some(p) = &run.parent {
+        head.row(["forked from".into(), pointer_text(p)]);
+    }
+    if let Some(p) = &run.spawning_parent {
+        head.row(["spawned by".into(), pointer_text(p)]);
+    }
+    if !children.is_empty() {
+        head.row(["children".into(), children.len().to_string()]);
+    }
+    head.write(out)?;
+    if steps.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let mut table = Table::new([
+        ("SEQ", Align::Right),
+        ("ACTION", Align::Left),
+        ("STATUS", Align::Left),
+        ("DURATION", Align::Right),
+        ("ITEMS", Align::Right),
+        ("RESULT / ERROR", Align::Left),
+    ]);
+    for step in &steps {
+        let detail = match (&step.error, &step.result) {
+            (Some(error), _) => error.clone(),
+            (None, Some(result)) => result.to_string(),
+            (None, None) => String::new(),
+        };
+        table.row([
+            step.sequence_id.to_string(),
+            step.action.clone(),
+            step.status.to_string(),
+            step.duration_micros().map_or("-".into(), format_duration),
+            step.items.to_string(),
+            truncate(&detail, 72),
+        ]);
+    }
+    table.write(out)?;
+    Ok(())
+}

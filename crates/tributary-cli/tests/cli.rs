@@ -1,0 +1,385 @@
+//! The `tributary` binary on a database the SQLite tracker wrote: runs,
+//! show, tree and export, as tables and as JSON, and its error cases.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tributary_core::{
+    ActionContext, Application, Graph, ParentPointer, RunOptions, State, action, default,
+};
+use tributary_sqlite::{Database, SqlitePersister, SqliteTracker};
+
+fn spawned_by(ctx: &ActionContext) -> ParentPointer {
+    ParentPointer {
+        app_id: ctx.app_id().to_owned(),
+        sequence_id: ctx.sequence_id(),
+        action: Some(ctx.action_name().to_owned()),
+        partition_key: ctx.partition_key().map(str::to_owned),
+    }
+}
+
+/// `summarize` streams one token per word; it fails for a topic "fail".
+fn leaf() -> Graph {
+    Graph::builder()
+        .action(
+            action("search")
+                .reads(["topic"])
+                .writes(["hits"])
+                .run(|s: State, _, _| async move { Ok((json!({ "hits": 2 }), s.set("hits", 2))) }),
+        )
+        .action(
+            action("summarize")
+                .reads(["topic"])
+                .writes(["summary"])
+                .run(|s: State, _, ctx| async move {
+                    let topic: String = s.get_as("topic")?;
+                    if topic == "fail" {
+                        return Err::<(Value, State), _>("no sources for `fail`".into());
+                    }
+                    for word in ["all", "about", topic.as_str()] {
+                        ctx.emit(word).await?;
+                    }
+                    Ok((json!({ "summary": topic }), s.set("summary", topic.clone())))
+                }),
+        )
+        .transition("search", "summarize", default())
+        .entrypoint("search")
+        .build()
+        .unwrap()
+}
+
+/// `plan -> research -> research -> write`: `research` loops once, spawning
+/// a child per topic each time.
+fn root(tracker: SqliteTracker) -> Graph {
+    Graph::builder()
+        .action(
+            action("plan")
+                .writes(["round"])
+                .run(|s: State, _, _| async move { Ok((json!({}), s.set("round", 0))) }),
+        )
+        .action(action("research").reads(["round"]).writes(["round"]).run(
+            move |s: State, _, ctx| {
+                let tracker = tracker.clone();
+                async move {
+                    let round: u64 = s.get_as("round")?;
+                    let topics: &[&str] = if round == 0 {
+                        &["rust", "fail"]
+                    } else {
+                        &["tokio"]
+                    };
+                    for topic in topics {
+                        let mut child = Application::builder(leaf())
+                            .app_id(format!("job/{topic}"))
+                            .partition_key("team-a")
+                            .state(State::new().set("topic", *topic))
+                            .spawning_parent(spawned_by(&ctx))
+                            .hook(tracker.clone())
+                            .build()
+                            .await?;
+                        let _ = child.run(RunOptions::new()).await;
+                    }
+                    Ok((json!({ "round": round + 1 }), s.set("round", round + 1)))
+                }
+            },
+        ))
+        .action(action("write").run(|s, _, _| async move { Ok((json!({ "ok": true }), s)) }))
+        .transition("research", "research", tributary_core::when("round", 1))
+        .transition("research", "write", default())
+        .transition("plan", "research", default())
+        .entrypoint("plan")
+        .build()
+        .unwrap()
+}
+
+/// A database with `job` (4 steps, three children, one failed) and an
+/// unrelated `solo` run in another partition.
+async fn fixture(dir: &Path) -> PathBuf {
+    let path = dir.join("tributary.db");
+    let db = Database::open(&path).await.unwrap();
+    let tracker = SqliteTracker::new(db.clone());
+    let persister = Arc::new(SqlitePersister::new(db.clone()));
+    let mut job = Application::builder(root(tracker.clone()))
+        .app_id("job")
+        .partition_key("team-a")
+        .persister(persister.clone())
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    job.run(RunOptions::new()).await.unwrap();
+    let mut solo = Application::builder(leaf())
+        .app_id("solo")
+        .partition_key("team-b")
+        .state(State::new().set("topic", "sqlite"))
+        .hook(tracker)
+        .build()
+        .await
+        .unwrap();
+    solo.run(RunOptions::new()).await.unwrap();
+    db.close().await.unwrap();
+    path
+}
+
+fn tributary(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("TRIBUTARY_DB")
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_str(&stdout(out)).expect("--json prints JSON")
+}
+
+/// Asserts `out` failed with exactly one line on stderr, and returns it.
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err.trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn runs_lists_every_run_as_a_table_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path()).await;
+
+    let table = stdout(&tributary(&db, &["runs"]));
+    println!("{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 6, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "APP",
+            "ID",
+            "PARTITION",
+            "STATUS",
+            "STEPS",
+            "DURATION",
+            "STARTED"
+        ]
+    );
+    let row = |id: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap()
+            .split_whitespace()
+            .collect()
+    };
+    assert_eq!(row("job")[..4], ["job", "team-a", "completed", "4"]);
+    assert_eq!(row("job/fail")[..4], ["job/fail", "team-a", "failed", "2"]);
+    assert_eq!(row("solo")[..4], ["solo", "team-b", "completed", "2"]);
+
+    let runs = json_of(&tributary(&db, &["runs", "--json"]));
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["app_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["job", "job/rust", "job/fail", "job/tokio", "solo"]);
+    assert_eq!(runs[2]["status"], "failed");
+    assert_eq!(runs[1]["spawning_parent"]["app_id"], "job");
+
+    let team_b = json_of(&tributary(
+        &db,
+        &["--json", "runs", "--partition", "team-b"],
+    ));
+    assert_eq!(team_b.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn show_prints_a_run_step_by_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path()).await;
+
+    let text = stdout(&tributary(&db, &["show", "job/fail"]));
+    println!("{text}");
+    let spawned: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("spawned by"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(spawned, ["spawned", "by", "job", "step", "1", "(research)"]);
+    let steps: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("SEQ"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(steps.len(), 2, "{text}");
+    assert_eq!(steps[0][..3], ["0", "search", "completed"]);
+    assert_eq!(steps[1][..3], ["1", "summarize", "failed"]);
+    assert!(text.contains("action `summarize` failed: no sources for `fail`"));
+
+    let shown = json_of(&tributary(&db, &["show", "job", "--json"]));
+    assert_eq!(shown["run"]["steps"], 4);
+    assert_eq!(
+        shown["children"],
+        json!(["job/rust", "job/fail", "job/tokio"])
+    );
+    let actions: Vec<&str> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["plan", "research", "research", "write"]);
+    let rust = json_of(&tributary(&db, &["show", "job/rust", "--json"]));
+    assert_eq!(rust["steps"][1]["items"], 3);
+    assert_eq!(rust["steps"][1]["result"], json!({ "summary": "rust" }));
+}
+
+#[tokio::test]
+async fn tree_draws_the_spawned_subgraphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path()).await;
+
+    let text = stdout(&tributary(&db, &["tree", "job"]));
+    println!("{text}");
+    let shape: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut parts = l.split("  ");
+            format!("{} {}", parts.next().unwrap(), parts.next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "job [completed]",
+            "├── job/rust [completed]",
+            "├── job/fail [failed]",
+            "└── job/tokio [completed]",
+        ]
+    );
+    assert!(text.contains("(from step 2 research)"), "{text}");
+
+    let tree = json_of(&tributary(&db, &["tree", "job", "--json"]));
+    assert_eq!(tree["app_id"], "job");
+    assert_eq!(tree["children"].as_array().unwrap().len(), 3);
+    assert_eq!(tree["children"][1]["status"], "failed");
+    assert_eq!(tree["children"][2]["spawning_parent"]["sequence_id"], 2);
+}
+
+#[tokio::test]
+async fn export_gives_mermaid_and_dot_of_the_observed_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path()).await;
+
+    let mermaid = stdout(&tributary(&db, &["export", "job", "--format", "mermaid"]));
+    println!("{mermaid}");
+    assert_eq!(
+        mermaid,
+        "flowchart LR\n    start((\"job\"))\n    n0[\"plan ×1\"]\n    n1[\"research ×2\"]\n    n2[\"write ×1\"]\n    start --> n0\n    n0 --> n1\n    n1 --> n1\n    n1 --> n2\n"
+    );
+    let dot = stdout(&tributary(&db, &["export", "job/fail", "--format", "dot"]));
+    println!("{dot}");
+    assert!(dot.starts_with("digraph \"job/fail\" {\n"), "{dot}");
+    assert!(dot.contains("\"summarize\" [label=\"summarize ×1 (1 failed)\", color=red];"));
+    assert!(dot.contains("\"search\" -> \"summarize\";"));
+    assert!(dot.trim_end().ends_with('}'));
+
+    let graph = json_of(&tributary(&db, &["export", "job", "--json"]));
+    assert_eq!(graph["entry"], "plan");
+    assert_eq!(
+        graph["edges"],
+        json!([
+            { "from": "plan", "to": "research", "count": 1 },
+            { "from": "research", "to": "research", "count": 1 },
+            { "from": "research", "to": "write", "count": 1 },
+        ])
+    );
+}
+
+#[tokio::test]
+async fn errors_are_one_line_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path()).await;
+
+    let unknown = one_line_error(&tributary(&db, &["show", "ghost"]));
+    assert_eq!(
+        unknown,
+        format!("tributary: no run with app id `ghost` in {}", db.display())
+    );
+    one_line_error(&tributary(&db, &["tree", "ghost"]));
+    one_line_error(&tributary(&db, &["export", "ghost", "--format", "dot"]));
+
+    let missing = dir.path().join("missing.db");
+    let err = one_line_error(&tributary(&missing, &["runs"]));
+    assert_eq!(
+        err,
+        format!("tributary: no tributary database at {}", missing.display())
+    );
+    assert!(!missing.exists(), "the command never creates a database");
+
+    let corrupt = dir.path().join("corrupt.db");
+    std::fs::write(&corrupt, "not sqlite at all\n".repeat(100)).unwrap();
+    let err = one_line_error(&tributary(&corrupt, &["runs"]));
+    assert_eq!(
+        err,
+        format!("tributary: {} is not a SQLite database", corrupt.display())
+    );
+
+    // A database written by a newer schema: user_version (header bytes
+    // 60..64) beyond what this build knows.
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[60..64].copy_from_slice(&7u32.to_be_bytes());
+    std::fs::write(&db, bytes).unwrap();
+    let err = one_line_error(&tributary(&db, &["runs"]));
+    assert!(
+        err.contains("has schema version 7, newer than version"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_database_comes_from_the_environment_or_the_default_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture(dir.path()).await;
+    let from_env = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["runs", "--json"])
+        .env("TRIBUTARY_DB", &db)
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&from_env).as_array().unwrap().len(), 5);
+
+    // No flag, no variable: `.tributary/tributary.db` under the working
+    // directory.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join(".tributary")).unwrap();
+    std::fs::copy(&db, work.path().join(".tributary/tributary.db")).unwrap();
+    let default = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["runs", "--json"])
+        .env_remove("TRIBUTARY_DB")
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&default).as_array().unwrap().len(), 5);
+
+    let usage = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["export", "job", "--format", "png"])
+        .output()
+        .unwrap();
+    assert!(!usage.status.success());
+}

@@ -1,0 +1,214 @@
+//! The schema, its migrations, and opening a connection.
+//!
+//! The schema version lives in `PRAGMA user_version` and the file is marked
+//! as tributary's with `PRAGMA application_id`. Opening a database for
+//! writing runs every migration it lacks, in one `BEGIN IMMEDIATE`
+//! transaction, so two processes opening a new file at once migrate it once.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::SqliteError;
+
+/// The newest schema version this build knows.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a tributary database ("Trib").
+const APPLICATION_ID: i64 = 0x5472_6962;
+
+/// How long a connection waits for another connection's lock.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: checkpoints, and the tracker's applications and steps.
+    "
+    CREATE TABLE checkpoints (
+        app_id        TEXT    NOT NULL,
+        sequence_id   INTEGER NOT NULL,
+        partition_key TEXT,
+        action        TEXT    NOT NULL,
+        status        TEXT    NOT NULL CHECK (status IN ('completed', 'failed')),
+        state         TEXT    NOT NULL,
+        saved_at      INTEGER NOT NULL,
+        PRIMARY KEY (app_id, sequence_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE apps (
+        app_id               TEXT    NOT NULL PRIMARY KEY,
+        partition_key        TEXT,
+        status               TEXT    NOT NULL,
+        created_at           INTEGER NOT NULL,
+        updated_at           INTEGER NOT NULL,
+        parent_app_id        TEXT,
+        parent_sequence_id   INTEGER,
+        parent_action        TEXT,
+        parent_partition_key TEXT,
+        spawn_app_id         TEXT,
+        spawn_sequence_id    INTEGER,
+        spawn_action         TEXT,
+        spawn_partition_key  TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX apps_by_spawning_parent ON apps (spawn_app_id, spawn_sequence_id);
+
+    CREATE TABLE steps (
+        app_id             TEXT    NOT NULL,
+        sequence_id        INTEGER NOT NULL,
+        partition_key      TEXT,
+        action             TEXT    NOT NULL,
+        status             TEXT    NOT NULL,
+        started_at         INTEGER NOT NULL,
+        ended_at           INTEGER,
+        result             TEXT,
+        state              TEXT,
+        error              TEXT,
+        items              INTEGER NOT NULL DEFAULT 0,
+        parent_app_id      TEXT,
+        parent_sequence_id INTEGER,
+        spawn_app_id       TEXT,
+        spawn_sequence_id  INTEGER,
+        PRIMARY KEY (app_id, sequence_id)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// Open (creating if needed) the database at `path` for reading and
+/// writing: WAL mode, a busy timeout, and the schema migrated to
+/// [`SCHEMA_VERSION`]. Blocking: call it off the async threads.
+pub(crate) fn open_read_write(path: &Path) -> Result<Connection, SqliteError> {
+    let err = |e| SqliteError::sqlite(path, e);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| SqliteError::CreateDir {
+            path: dir.to_path_buf(),
+            source: source.into(),
+        })?;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    // Setting up a new file takes locks that SQLite will not wait for: two
+    // connections both switching a fresh file to WAL would deadlock, so one
+    // of them gets SQLITE_BUSY at once, whatever the busy timeout. Retry,
+    // within the same bound.
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut attempt: u64 = 0;
+    loop {
+        match set_up(&mut conn, path) {
+            Err(e) if e.is_busy() && Instant::now() < deadline => {
+                attempt += 1;
+                // Spread the retries of racing processes apart.
+                let jitter = (attempt * 7 + u64::from(std::process::id())) % 20;
+                std::thread::sleep(Duration::from_millis(5 + jitter));
+            }
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(conn),
+        }
+    }
+}
+
+fn set_up(conn: &mut Connection, path: &Path) -> Result<(), SqliteError> {
+    let err = |e| SqliteError::sqlite(path, e);
+    // Reading the header first tells a non-database file apart before any
+    // pragma tries to change it.
+    check_header(conn, path)?;
+    // WAL: readers never block the writer and a commit is one append. It
+    // cannot change inside a transaction, so it comes before the migration.
+    let _mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(err)?;
+    // FULL: a commit survives power loss, not only a crash of the process;
+    // group commit in the writer thread keeps the cost of the fsync low.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    migrate(conn, path)
+}
+
+/// Open an existing database for reading only; never creates or migrates.
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, SqliteError> {
+    let err = |e| SqliteError::sqlite(path, e);
+    if !path.is_file() {
+        return Err(SqliteError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    match check_header(&conn, path)? {
+        0 => Err(SqliteError::Uninitialized {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(conn),
+    }
+}
+
+/// Read the schema version and application id; refuse a newer schema and a
+/// database of another application. Returns the schema version.
+fn check_header(conn: &Connection, path: &Path) -> Result<i64, SqliteError> {
+    let err = |e| SqliteError::sqlite(path, e);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(err)?;
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(err)?;
+    let foreign = || SqliteError::Foreign {
+        path: path.to_path_buf(),
+    };
+    if app_id != 0 && app_id != APPLICATION_ID {
+        return Err(foreign());
+    }
+    if version > SCHEMA_VERSION {
+        return Err(SqliteError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if app_id == 0 && version != 0 {
+        return Err(foreign());
+    }
+    Ok(version)
+}
+
+/// Bring the schema to [`SCHEMA_VERSION`] in one immediate transaction.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), SqliteError> {
+    let err = |e| SqliteError::sqlite(path, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    // Read again under the lock: another process may have migrated since.
+    let version = check_header(&tx, path)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version == 0 {
+        let tables: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(err)?;
+        if tables > 0 {
+            return Err(SqliteError::Foreign {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    for migration in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(migration).map_err(err)?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(err)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err)?;
+    tx.commit().map_err(err)
+}
+
+// Every version has its migration.
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);

@@ -1,0 +1,329 @@
+//! [`SqliteTracker`]: a hook that records every application and step.
+
+use std::path::Path;
+
+use rusqlite::params;
+use serde_json::Value;
+use tributary_core::{
+    AppInfo, ApplicationError, HaltReason, Hook, ParentPointer, RunOutcome, State, StepInfo,
+    StepOutcome,
+};
+
+use crate::database::Database;
+use crate::error::SqliteError;
+use crate::now_micros;
+use crate::runs::{RunStatus, TrackedStepStatus};
+
+/// A [`Hook`] that records every step of every application it is attached
+/// to in a SQLite database: the application (id, partition key, fork and
+/// spawning-parent pointers, last status) and each step (sequence id,
+/// action, start and end time, result, state, error, status, number of
+/// intermediate outputs). [`RunReader`](crate::RunReader) and the
+/// `tributary` command read it back.
+///
+/// Hooks are synchronous, so the tracker never touches SQLite on the
+/// caller's thread: it takes the time, hands the record to the database's
+/// writer thread and returns. [`flush`](Self::flush) waits until everything
+/// handed over so far is written; dropping the last handle to the database
+/// writes the rest before it returns.
+///
+/// Attach one clone to every application of a run (children included:
+/// their `spawning_parent` pointer builds the tree). Clones share the
+/// database.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use serde_json::json;
+/// use tributary_core::{Application, Graph, RunOptions, State, action};
+/// use tributary_sqlite::{RunReader, RunStatus, SqliteTracker};
+///
+/// let dir = tempfile::tempdir()?;
+/// let db = dir.path().join("tributary.db");
+/// let tracker = SqliteTracker::open(&db).await?;
+/// let graph = Graph::single(action("hello").writes(["greeting"]).run(|s: State, _, _| async move {
+///     Ok((json!({}), s.set("greeting", "hi")))
+/// }));
+/// let mut app = Application::builder(graph)
+///     .app_id("job-1")
+///     .hook(tracker.clone())
+///     .build()
+///     .await?;
+/// app.run(RunOptions::new()).await?;
+/// tracker.flush().await?;
+///
+/// let runs = RunReader::open(&db)?;
+/// let run = runs.run("job-1")?.unwrap();
+/// assert_eq!((run.status, run.steps), (RunStatus::Completed, 1));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteTracker {
+    db: Database,
+}
+
+impl SqliteTracker {
+    /// Open (or create, with its parent directories) the database at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::open`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, SqliteError> {
+        Ok(Self::new(Database::open(path).await?))
+    }
+
+    /// A tracker on an open database (to share it with a persister).
+    pub fn new(db: Database) -> Self {
+        SqliteTracker { db }
+    }
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Wait until every record handed over so far is written.
+    ///
+    /// # Errors
+    ///
+    /// The first record that could not be written since the last flush.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the records are written whether or not this is awaited.
+    pub async fn flush(&self) -> Result<(), SqliteError> {
+        self.db.flush().await
+    }
+
+    fn upsert_app_status(&self, app: &AppInfo, status: RunStatus) {
+        let row = AppRow::new(app);
+        let now = now_micros();
+        self.db.write_detached(move |tx| {
+            row.insert_if_missing(tx, now)?;
+            tx.prepare_cached("UPDATE apps SET status = ?2, updated_at = ?3 WHERE app_id = ?1")?
+                .execute(params![row.app_id, status.as_str(), now])
+                .map(drop)
+        });
+    }
+}
+
+impl Hook for SqliteTracker {
+    fn on_create(&self, app: &AppInfo, _state: &State) {
+        let row = AppRow::new(app);
+        let now = now_micros();
+        self.db.write_detached(move |tx| {
+            // A resumed application keeps its creation time and status; its
+            // pointers are refreshed when it has new ones.
+            tx.prepare_cached(
+                "INSERT INTO apps (app_id, partition_key, status, created_at, updated_at,
+                     parent_app_id, parent_sequence_id, parent_action, parent_partition_key,
+                     spawn_app_id, spawn_sequence_id, spawn_action, spawn_partition_key)
+                 VALUES (?1, ?2, 'created', ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (app_id) DO UPDATE SET
+                     partition_key = excluded.partition_key,
+                     updated_at = excluded.updated_at,
+                     parent_app_id = COALESCE(excluded.parent_app_id, parent_app_id),
+                     parent_sequence_id = IIF(excluded.parent_app_id IS NULL, parent_sequence_id, excluded.parent_sequence_id),
+                     parent_action = IIF(excluded.parent_app_id IS NULL, parent_action, excluded.parent_action),
+                     parent_partition_key = IIF(excluded.parent_app_id IS NULL, parent_partition_key, excluded.parent_partition_key),
+                     spawn_app_id = COALESCE(excluded.spawn_app_id, spawn_app_id),
+                     spawn_sequence_id = IIF(excluded.spawn_app_id IS NULL, spawn_sequence_id, excluded.spawn_sequence_id),
+                     spawn_action = IIF(excluded.spawn_app_id IS NULL, spawn_action, excluded.spawn_action),
+                     spawn_partition_key = IIF(excluded.spawn_app_id IS NULL, spawn_partition_key, excluded.spawn_partition_key)",
+            )?
+            .execute(params![
+                row.app_id,
+                row.partition_key,
+                now,
+                row.parent.as_ref().map(|p| &p.app_id),
+                row.parent.as_ref().map(|p| seq(p.sequence_id)),
+                row.parent.as_ref().and_then(|p| p.action.as_ref()),
+                row.parent.as_ref().and_then(|p| p.partition_key.as_ref()),
+                row.spawn.as_ref().map(|p| &p.app_id),
+                row.spawn.as_ref().map(|p| seq(p.sequence_id)),
+                row.spawn.as_ref().and_then(|p| p.action.as_ref()),
+                row.spawn.as_ref().and_then(|p| p.partition_key.as_ref()),
+            ])
+            .map(drop)
+        });
+    }
+
+    fn before_run(&self, app: &AppInfo, _state: &State) {
+        self.upsert_app_status(app, RunStatus::Running);
+    }
+
+    fn after_run(&self, app: &AppInfo, outcome: Result<&RunOutcome, &ApplicationError>) {
+        let status = match outcome {
+            Ok(out) if out.reason == HaltReason::GraphEnd => RunStatus::Completed,
+            Ok(_) => RunStatus::Halted,
+            Err(_) => RunStatus::Failed,
+        };
+        self.upsert_app_status(app, status);
+    }
+
+    fn before_step(&self, step: &StepInfo<'_>) {
+        let row = AppRow::new(step.app);
+        let (sequence_id, action) = (seq(step.sequence_id), step.action.to_owned());
+        let now = now_micros();
+        self.db.write_detached(move |tx| {
+            row.insert_if_missing(tx, now)?;
+            tx.prepare_cached(
+                "INSERT INTO steps (app_id, sequence_id, partition_key, action, status,
+                     started_at, parent_app_id, parent_sequence_id, spawn_app_id, spawn_sequence_id)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (app_id, sequence_id) DO UPDATE SET
+                     partition_key = excluded.partition_key, action = excluded.action,
+                     status = 'running', started_at = excluded.started_at, ended_at = NULL,
+                     result = NULL, state = NULL, error = NULL, items = 0",
+            )?
+            .execute(params![
+                row.app_id,
+                sequence_id,
+                row.partition_key,
+                action,
+                now,
+                row.parent.as_ref().map(|p| &p.app_id),
+                row.parent.as_ref().map(|p| seq(p.sequence_id)),
+                row.spawn.as_ref().map(|p| &p.app_id),
+                row.spawn.as_ref().map(|p| seq(p.sequence_id)),
+            ])
+            .map(drop)
+        });
+    }
+
+    fn after_step(&self, step: &StepInfo<'_>, outcome: &StepOutcome<'_>) {
+        let now = now_micros();
+        let row = AppRow::new(step.app);
+        let (sequence_id, action) = (seq(step.sequence_id), step.action.to_owned());
+        // Clones only here (a `State` clone is cheap); the JSON is encoded on
+        // the writer thread.
+        let (status, result, state, error, items): (_, Option<Value>, Option<State>, _, _) =
+            match outcome {
+                StepOutcome::Completed {
+                    result,
+                    state,
+                    items,
+                } => (
+                    TrackedStepStatus::Completed,
+                    Some((*result).clone()),
+                    Some((*state).clone()),
+                    None,
+                    *items,
+                ),
+                StepOutcome::Failed { error, items } => (
+                    TrackedStepStatus::Failed,
+                    None,
+                    Some(step.state.clone()),
+                    Some(error.to_string()),
+                    *items,
+                ),
+                StepOutcome::Abandoned { items } => {
+                    (TrackedStepStatus::Abandoned, None, None, None, *items)
+                }
+                _ => (TrackedStepStatus::Abandoned, None, None, None, 0),
+            };
+        let app_status = match status {
+            TrackedStepStatus::Failed => Some(RunStatus::Failed),
+            TrackedStepStatus::Abandoned => Some(RunStatus::Abandoned),
+            _ => None,
+        };
+        self.db.write_detached(move |tx| {
+            row.insert_if_missing(tx, now)?;
+            let result = result.map(|r| r.to_string());
+            let state = state
+                .map(|s| serde_json::to_string(&s))
+                .transpose()
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.prepare_cached(
+                "INSERT INTO steps (app_id, sequence_id, partition_key, action, status,
+                     started_at, ended_at, result, state, error, items)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (app_id, sequence_id) DO UPDATE SET
+                     status = excluded.status, ended_at = excluded.ended_at,
+                     result = excluded.result, state = excluded.state,
+                     error = excluded.error, items = excluded.items",
+            )?
+            .execute(params![
+                row.app_id,
+                sequence_id,
+                row.partition_key,
+                action,
+                status.as_str(),
+                now,
+                result,
+                state,
+                error,
+                i64::try_from(items).unwrap_or(i64::MAX),
+            ])?;
+            match app_status {
+                Some(s) => tx
+                    .prepare_cached(
+                        "UPDATE apps SET status = ?2, updated_at = ?3 WHERE app_id = ?1",
+                    )?
+                    .execute(params![row.app_id, s.as_str(), now])?,
+                None => tx
+                    .prepare_cached("UPDATE apps SET updated_at = ?2 WHERE app_id = ?1")?
+                    .execute(params![row.app_id, now])?,
+            };
+            Ok(())
+        });
+    }
+}
+
+/// The identity of an application, owned so it can cross to the writer.
+struct AppRow {
+    app_id: String,
+    partition_key: Option<String>,
+    parent: Option<ParentPointer>,
+    spawn: Option<ParentPointer>,
+}
+
+impl AppRow {
+    fn new(app: &AppInfo) -> Self {
+        AppRow {
+            app_id: app.app_id.clone(),
+            partition_key: app.partition_key.clone(),
+            parent: app.parent.clone(),
+            spawn: app.spawning_parent.clone(),
+        }
+    }
+
+    /// Record the application if `on_create` never did (the tracker was
+    /// attached some other way).
+    fn insert_if_missing(&self, tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+        tx.prepare_cached(
+            "INSERT INTO apps (app_id, partition_key, status, created_at, updated_at,
+                 parent_app_id, parent_sequence_id, parent_action, parent_partition_key,
+                 spawn_app_id, spawn_sequence_id, spawn_action, spawn_partition_key)
+             VALUES (?1, ?2, 'created', ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (app_id) DO NOTHING",
+        )?
+        .execute(params![
+            self.app_id,
+            self.partition_key,
+            now,
+            self.parent.as_ref().map(|p| &p.app_id),
+            self.parent.as_ref().map(|p| seq(p.sequence_id)),
+            self.parent.as_ref().and_then(|p| p.action.as_ref()),
+            self.parent.as_ref().and_then(|p| p.partition_key.as_ref()),
+            self.spawn.as_ref().map(|p| &p.app_id),
+            self.spawn.as_ref().map(|p| seq(p.sequence_id)),
+            self.spawn.as_ref().and_then(|p| p.action.as_ref()),
+            self.spawn.as_ref().and_then(|p| p.partition_key.as_ref()),
+        ])
+        .map(drop)
+    }
+}
+
+/// A sequence id as SQLite's signed integer (ids beyond `i64::MAX` never
+/// occur in practice and are clamped).
+fn seq(sequence_id: u64) -> i64 {
+    i64::try_from(sequence_id).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,340 @@
+//! The SQLite tracker records every application and step: timing, results,
+//! errors, item counts, statuses, and the spawning-parent links that make
+//! the tree of nested applications.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tributary::{
+    ActionContext, Application, Graph, Inputs, ParentPointer, RunOptions, State, action, default,
+};
+use tributary_sqlite::{RunReader, RunStatus, SqliteTracker, TrackedStepStatus};
+
+fn pointer(ctx: &ActionContext) -> ParentPointer {
+    ParentPointer {
+        app_id: ctx.app_id().to_owned(),
+        sequence_id: ctx.sequence_id(),
+        action: Some(ctx.action_name().to_owned()),
+        partition_key: ctx.partition_key().map(str::to_owned),
+    }
+}
+
+/// A leaf: `work` emits two items and waits 20 ms; it fails when the state
+/// says so.
+fn leaf_graph() -> Graph {
+    Graph::builder()
+        .action(
+            action("work")
+                .reads(["fail"])
+                .writes(["out"])
+                .run(|s: State, _, ctx| async move {
+                    ctx.emit("token-1").await?;
+                    ctx.emit("token-2").await?;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if s.get("fail") == Some(&json!(true)) {
+                        return Err::<(Value, State), _>("leaf gave up".into());
+                    }
+                    Ok((json!({ "out": 1 }), s.set("out", 1)))
+                }),
+        )
+        .entrypoint("work")
+        .build()
+        .unwrap()
+}
+
+/// A node that spawns children in its `fan_out` step: one leaf per entry of
+/// `children` (`true` means the leaf fails), and, for `nested`, a grandchild
+/// under the first child.
+fn fan_out_graph(tracker: SqliteTracker) -> Graph {
+    Graph::builder()
+        .action(action("prepare").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(
+            action("fan_out")
+                .reads(["children"])
+                .writes(["failures"])
+                .run(move |s: State, _, ctx| {
+                    let tracker = tracker.clone();
+                    async move {
+                        let children: Vec<bool> = s.get_as("children")?;
+                        let mut failures = 0;
+                        for (i, fail) in children.into_iter().enumerate() {
+                            let mut child = Application::builder(leaf_graph())
+                                .app_id(format!("{}/child-{i}", ctx.app_id()))
+                                .partition_key("tenant")
+                                .state(State::new().set("fail", fail))
+                                .spawning_parent(pointer(&ctx))
+                                .hook(tracker.clone())
+                                .build()
+                                .await?;
+                            if child.run(RunOptions::new()).await.is_err() {
+                                failures += 1;
+                            }
+                            if i == 0 && ctx.app_id() == "root" {
+                                let mut grandchild = Application::builder(leaf_graph())
+                                    .app_id(format!("{}/child-0/grandchild", ctx.app_id()))
+                                    .partition_key("tenant")
+                                    .spawning_parent(ParentPointer {
+                                        app_id: format!("{}/child-0", ctx.app_id()),
+                                        sequence_id: 0,
+                                        action: Some("work".into()),
+                                        partition_key: Some("tenant".into()),
+                                    })
+                                    .hook(tracker.clone())
+                                    .build()
+                                    .await?;
+                                grandchild.run(RunOptions::new()).await?;
+                            }
+                        }
+                        Ok((json!({ "failures": failures }), s.set("failures", failures)))
+                    }
+                }),
+        )
+        .transition("prepare", "fan_out", default())
+        .entrypoint("prepare")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_records_steps_timing_errors_items_and_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    let mut root = Application::builder(fan_out_graph(tracker.clone()))
+        .app_id("root")
+        .partition_key("tenant")
+        .state(State::new().set("children", json!([false, true, false])))
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    let out = root.run(RunOptions::new()).await.unwrap();
+    assert_eq!(out.state.get("failures"), Some(&json!(1)));
+    tracker.flush().await.unwrap();
+
+    let reader = RunReader::open(&path).unwrap();
+    let runs = reader.runs().unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.app_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "root",
+            "root/child-0",
+            "root/child-0/grandchild",
+            "root/child-1",
+            "root/child-2"
+        ]
+    );
+
+    // The root: two steps, completed, with results and states.
+    let root_run = reader.run("root").unwrap().unwrap();
+    assert_eq!(root_run.status, RunStatus::Completed);
+    assert_eq!(root_run.steps, 2);
+    assert_eq!(root_run.partition_key.as_deref(), Some("tenant"));
+    assert!(root_run.spawning_parent.is_none());
+    let steps = reader.steps("root").unwrap();
+    let summary: Vec<_> = steps
+        .iter()
+        .map(|s| (s.sequence_id, s.action.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, "prepare", TrackedStepStatus::Completed),
+            (1, "fan_out", TrackedStepStatus::Completed)
+        ]
+    );
+    assert_eq!(steps[1].result, Some(json!({ "failures": 1 })));
+    assert_eq!(steps[1].state.as_ref().unwrap()["failures"], json!(1));
+    // fan_out ran four leaves of at least 20 ms each.
+    assert!(steps[1].duration_micros().unwrap() >= 80_000, "{steps:?}");
+
+    // The children hang off the fan_out step, in order.
+    let children = reader.children("root").unwrap();
+    let ids: Vec<&str> = children.iter().map(|r| r.app_id.as_str()).collect();
+    assert_eq!(ids, ["root/child-0", "root/child-1", "root/child-2"]);
+    for child in &children {
+        let spawn = child.spawning_parent.as_ref().unwrap();
+        assert_eq!(
+            (
+                spawn.app_id.as_str(),
+                spawn.sequence_id,
+                spawn.action.as_deref()
+            ),
+            ("root", 1, Some("fan_out"))
+        );
+    }
+    let statuses: Vec<RunStatus> = children.iter().map(|c| c.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Completed
+        ]
+    );
+    let grandchildren = reader.children("root/child-0").unwrap();
+    assert_eq!(grandchildren.len(), 1);
+    assert_eq!(grandchildren[0].app_id, "root/child-0/grandchild");
+    assert!(reader.children("root/child-1").unwrap().is_empty());
+
+    // A leaf step: timing, item count, result; the failed one: its error.
+    let ok = &reader.steps("root/child-0").unwrap()[0];
+    assert_eq!((ok.status, ok.items), (TrackedStepStatus::Completed, 2));
+    assert!(ok.duration_micros().unwrap() >= 20_000, "{ok:?}");
+    assert_eq!(ok.result, Some(json!({ "out": 1 })));
+    let failed = &reader.steps("root/child-1").unwrap()[0];
+    assert_eq!(
+        (failed.status, failed.items),
+        (TrackedStepStatus::Failed, 2)
+    );
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("action `work` failed: leaf gave up")
+    );
+    assert!(failed.result.is_none());
+    assert!(failed.ended_at.unwrap() >= failed.started_at);
+}
+
+#[tokio::test]
+async fn an_abandoned_step_and_a_halted_run_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    let graph = Graph::builder()
+        .action(action("quick").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("slow").run(|s, _, ctx| async move {
+            ctx.emit("partial").await?;
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok((json!({}), s))
+        }))
+        .transition("quick", "slow", default())
+        .entrypoint("quick")
+        .build()
+        .unwrap();
+
+    let mut halted = Application::builder(graph.clone())
+        .app_id("halted")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    halted.run(RunOptions::after(["quick"])).await.unwrap();
+
+    let mut app = Application::builder(graph)
+        .app_id("dropped")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    app.step(&Inputs::new()).await.unwrap();
+    // The step future is dropped before `slow` ends.
+    let cut = tokio::time::timeout(Duration::from_millis(50), app.step(&Inputs::new())).await;
+    assert!(cut.is_err());
+    tracker.flush().await.unwrap();
+
+    let reader = RunReader::open(&path).unwrap();
+    assert_eq!(
+        reader.run("halted").unwrap().unwrap().status,
+        RunStatus::Halted
+    );
+    assert_eq!(
+        reader.run("dropped").unwrap().unwrap().status,
+        RunStatus::Abandoned
+    );
+    let steps = reader.steps("dropped").unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        (steps[1].status, steps[1].items),
+        (TrackedStepStatus::Abandoned, 1)
+    );
+    assert!(reader.run("nobody").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_writes_everything_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    for i in 0..20 {
+        let mut app = Application::builder(leaf_graph())
+            .app_id(format!("app-{i}"))
+            .hook(tracker.clone())
+            .build()
+            .await
+            .unwrap();
+        app.run(RunOptions::new()).await.unwrap();
+    }
+    // No flush: the drop of the last handle waits for the writer.
+    drop(tracker);
+    let reader = RunReader::open(&path).unwrap();
+    let runs = reader.runs().unwrap();
+    assert_eq!(runs.len(), 20);
+    assert!(
+        runs.iter()
+            .all(|r| r.status == RunStatus::Completed && r.steps == 1)
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_and_a_forked_application_are_tracked_with_their_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tributary_sqlite::Database::open(dir.path().join("t.db"))
+        .await
+        .unwrap();
+    let persister = std::sync::Arc::new(tributary_sqlite::SqlitePersister::new(db.clone()));
+    let tracker = SqliteTracker::new(db.clone());
+    let graph = Graph::builder()
+        .action(action("a").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("b").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .transition("a", "b", default())
+        .entrypoint("a")
+        .build()
+        .unwrap();
+    let build = |id: &str| {
+        Application::builder(graph.clone())
+            .app_id(id)
+            .persister(persister.clone())
+            .hook(tracker.clone())
+    };
+    build("orig")
+        .build()
+        .await
+        .unwrap()
+        .run(RunOptions::after(["a"]))
+        .await
+        .unwrap();
+    // Resumed: the same run goes on at sequence 1.
+    build("orig")
+        .resume()
+        .build()
+        .await
+        .unwrap()
+        .run(RunOptions::new())
+        .await
+        .unwrap();
+    build("fork")
+        .fork_from("orig", Some(0))
+        .build()
+        .await
+        .unwrap()
+        .run(RunOptions::new())
+        .await
+        .unwrap();
+    tracker.flush().await.unwrap();
+
+    let reader = RunReader::open(db.path()).unwrap();
+    let orig = reader.run("orig").unwrap().unwrap();
+    assert_eq!((orig.status, orig.steps), (RunStatus::Completed, 2));
+    let fork = reader.run("fork").unwrap().unwrap();
+    let parent = fork.parent.unwrap();
+    assert_eq!((parent.app_id.as_str(), parent.sequence_id), ("orig", 0));
+    assert!(fork.spawning_parent.is_none());
+    let seqs: Vec<(u64, String)> = reader
+        .steps("fork")
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.sequence_id, s.action))
+        .collect();
+    assert_eq!(seqs, [(1, "b".to_owned())]);
+}
