@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
@@ -19,29 +19,38 @@ fn example(name: &str) -> PathBuf {
 /// Run example `name`; it must exit 0 within two minutes and print every
 /// line of `expect`.
 fn run(name: &str, expect: &[&str]) {
+    run_with(name, &[], expect);
+}
+
+/// Run example `name` with `args`; it must exit 0 within two minutes and
+/// print every line of `expect`. Returns its standard output.
+fn run_with(name: &str, args: &[&str], expect: &[&str]) -> String {
     let path = example(name);
     assert!(
         path.exists(),
         "example {name} is not built at {}",
         path.display()
     );
-    let mut child = Command::new(&path)
+    let child = Command::new(&path)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the example starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if child.try_wait().expect("wait works").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
+    let pid = child.id();
+    // Collect the output on a thread so a chatty example never blocks on a
+    // full pipe, and bound the wait.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.expect("output is readable"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             panic!("example {name} did not finish within two minutes");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output is readable");
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -54,6 +63,7 @@ fn run(name: &str, expect: &[&str]) {
             "example {name} did not print {line:?}:\n{stdout}"
         );
     }
+    stdout.into_owned()
 }
 
 #[test]
@@ -87,4 +97,104 @@ fn service_loop() {
 #[test]
 fn sync_blocking() {
     run("sync_blocking", &["total: 20 words"]);
+}
+
+#[test]
+fn streams_dispatch() {
+    run_with("streams_dispatch", &[], &[]);
+}
+
+/// A fresh database path under the system temp dir.
+fn temp_db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tributary-example-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("t.db")
+}
+
+/// The report an example run printed (the lines after the blank line that
+/// precede `# topic`).
+fn report_of(stdout: &str) -> String {
+    stdout
+        .split("\n\n")
+        .find(|block| block.starts_with("# "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn deep_research_runs_to_its_report_and_names_its_tree() {
+    let db = temp_db("full");
+    let db_arg = db.to_str().unwrap();
+    let out = run_with(
+        "deep_research",
+        &[
+            "--db",
+            db_arg,
+            "--subtopics",
+            "4",
+            "--speed",
+            "0.05",
+            "--merge",
+            "ordered",
+        ],
+        &[
+            "starting research-",
+            "subtopic 3: summarised",
+            "# how rivers shape cities",
+            "stored in",
+            "tree research-",
+        ],
+    );
+    assert_eq!(report_of(&out).lines().count(), 5, "{out}");
+    // Run again: it is complete and says so without redoing anything.
+    run_with(
+        "deep_research",
+        &["--db", db_arg, "--subtopics", "4"],
+        &["is already complete"],
+    );
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+#[test]
+fn deep_research_resumes_after_a_cancel_with_the_same_report() {
+    let uninterrupted = temp_db("uninterrupted");
+    let full = run_with(
+        "deep_research",
+        &[
+            "--db",
+            uninterrupted.to_str().unwrap(),
+            "--subtopics",
+            "5",
+            "--speed",
+            "0.05",
+        ],
+        &["# how rivers shape cities"],
+    );
+    let db = temp_db("resume");
+    let db_arg = db.to_str().unwrap();
+    run_with(
+        "deep_research",
+        &[
+            "--db",
+            db_arg,
+            "--subtopics",
+            "5",
+            "--speed",
+            "0.05",
+            "--cancel-after",
+            "100",
+        ],
+        &[
+            "cancelled by --cancel-after",
+            "run the same command again to resume",
+        ],
+    );
+    let resumed = run_with(
+        "deep_research",
+        &["--db", db_arg, "--subtopics", "5", "--speed", "0.05"],
+        &["resuming research-"],
+    );
+    assert_eq!(report_of(&resumed), report_of(&full), "{resumed}");
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+    let _ = std::fs::remove_dir_all(uninterrupted.parent().unwrap());
 }

@@ -42,3 +42,11 @@ fn fnv1a(parts: &[&str], offset: u64) -> u64 {
     }
     hash
 }
+
+/// A 64-bit finalizer, so that inputs differing in one byte give ids that
+/// differ everywhere.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -11,6 +11,12 @@ pub use tributary_core::*;
 #[doc(inline)]
 pub use tributary_runtime::*;
 
+/// SQLite persistence and tracking, the embedded default (feature `sqlite`,
+/// on by default): [`sqlite::SqlitePersister`], [`sqlite::SqliteTracker`],
+/// [`sqlite::RunReader`].
+#[cfg(feature = "sqlite")]
+pub use tributary_sqlite as sqlite;
+
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {
     #[doc = include_str!("../../../docs/getting-started.md")]
