@@ -21,8 +21,8 @@ pub fn child_app_id(parent_app_id: &str, parent_seq: u64, action: &str, task_key
     let parts = [parent_app_id, seq.as_str(), action, task_key];
     format!(
         "{:016x}{:016x}",
-        fnv1a(&parts, 0xcbf2_9ce4_8422_2325),
-        fnv1a(&parts, 0x8422_2325_cbf2_9ce4)
+        mix(fnv1a(&parts, 0xcbf2_9ce4_8422_2325)),
+        mix(fnv1a(&parts, 0x8422_2325_cbf2_9ce4))
     )
 }
 
