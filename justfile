@@ -11,7 +11,7 @@ lint:
 
 # Run tributary's main job on the embedded defaults
 demo:
-    cargo run -p tributary-examples --example quickstart
+    cargo run -p tributary-examples --example deep_research
 
 # Run the quick benchmark suite
 bench:

@@ -1,10 +1,76 @@
-//! tributary runs many small subgraph applications (state machines of
-//! actions over a JSON state) in parallel and streams what they produce.
+//! tributary runs many small **subgraph applications** (state machines of
+//! actions over a JSON state) in parallel, one actor per subgraph, and
+//! streams what they produce (tokens, node results, state updates, final
+//! results) back to one consumer as it happens.
 //!
-//! This crate is the front door. It re-exports the concepts of
-//! `tributary-core` ([`State`], [`Action`], [`Graph`], [`Application`], ...)
-//! and the runtime of `tributary-runtime` ([`Runtime`], [`RunConfig`],
-//! [`RunHandle`], [`RunStream`], [`StreamItem`], [`ParallelAction`], ...).
+//! - Build applications from [`action()`]s, [`Graph`]s and [`State`]; run one
+//!   with [`Application`] ([`step`](Application::step),
+//!   [`run`](Application::run), [`stream_result`](Application::stream_result)).
+//! - Run many with a [`Runtime`]: give it a [`TaskSource`] and a
+//!   [`RunConfig`] ([`MergeMode`], [`CompletionPolicy`], [`FailurePolicy`],
+//!   retries, timeouts, limits), read the [`RunStream`] in a `select!` loop
+//!   and hold the [`RunHandle`] to pause, resume, cancel, add tasks and watch
+//!   progress.
+//! - Fan out inside a graph with a [`ParallelAction`] (`map_states`,
+//!   `map_actions`, `map_actions_and_states`, task-based) and reduce the
+//!   children's final states in task order.
+//! - Persist every step and resume after a crash with the SQLite
+//!   [`sqlite::SqlitePersister`] (the embedded default), and inspect runs
+//!   recorded by the [`sqlite::SqliteTracker`] with the `tributary` command.
+//!
+//! # Examples
+//!
+//! Three simulated models answer; the first complete answer wins and the
+//! others are cancelled:
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use serde_json::json;
+//! use tributary::{action, Graph, ItemKind, QuickExit, RunConfig, Runtime, State, TaskSpec};
+//!
+//! let model = |ms: u64| Graph::single(action("answer").run(move |s: State, _, ctx| async move {
+//!     for word in ["rivers", "flow", "downhill"] {
+//!         tokio::time::sleep(Duration::from_millis(ms)).await;
+//!         ctx.emit(word).await?;                  // each token streams live
+//!     }
+//!     Ok((json!({ "ms_per_token": ms }), s))
+//! }));
+//! let tasks = vec![
+//!     TaskSpec::new("large", model(200)),
+//!     TaskSpec::new("small", model(5)),
+//!     TaskSpec::new("medium", model(50)),
+//! ];
+//! let (_handle, mut stream) = Runtime::new().run(tasks, RunConfig::new().policy(QuickExit));
+//! let (mut winner, mut cancelled) = (None, 0);
+//! while let Some(item) = stream.next().await {
+//!     match item.kind {
+//!         ItemKind::Token => println!("{}: {}", item.task_key, item.result.unwrap()),
+//!         ItemKind::Final => winner = Some(item.task_key),
+//!         ItemKind::Cancelled => cancelled += 1,
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(winner.as_deref(), Some("small"));
+//! assert_eq!(cancelled, 2);
+//! # }
+//! ```
+//!
+//! # The guide
+//!
+//! [getting started](guide::getting_started), [concepts](guide::concepts),
+//! [parallelism](guide::parallelism), [streaming and merge
+//! modes](guide::streaming), [policies](guide::policies),
+//! [control](guide::control), [architecture](guide::architecture), and in
+//! the repository `docs/persistence.md`, `docs/tracking.md` and
+//! `docs/streams.md`.
+//!
+//! # Features
+//!
+//! - `sqlite` (default): the SQLite persister and tracker, as
+//!   [`sqlite`].
 
 #[doc(inline)]
 pub use tributary_core::*;

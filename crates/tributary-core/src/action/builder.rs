@@ -10,7 +10,7 @@ use crate::state::State;
 
 /// Start building an action named `name` from a closure.
 ///
-/// See the [module documentation](crate::action) for an example.
+/// See the [`action` module](mod@crate::action) for an example.
 pub fn action(name: impl Into<String>) -> ActionBuilder {
     ActionBuilder {
         name: name.into(),

@@ -212,7 +212,16 @@ pub struct StepRecord {
     pub items: u64,
 }
 
-/// A graph, a state and a position. See the [module docs](self).
+/// A graph, a state and a position, run one action at a time.
+///
+/// Each [`step`](Application::step) runs the next action, validates its
+/// writes, picks the next action by the transitions, saves a checkpoint when
+/// a persister is set, and fires the hooks. After each step a run stops if
+/// the next action is in `halt_before` (no result), or the action just run is
+/// in `halt_after`, or no transition holds; `halt_before` beats `halt_after`
+/// and the first action always runs before any halt check. Sequence ids
+/// start at 0 and grow by one per completed step; a failed step is retried
+/// at the same sequence id.
 pub struct Application {
     graph: Graph,
     info: Arc<AppInfo>,

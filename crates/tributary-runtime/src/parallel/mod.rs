@@ -162,7 +162,8 @@ enum Reducer {
 }
 
 /// An action that runs subgraph applications in parallel. Built by
-/// [`ParallelBuilder::build`]; see the [module docs](self).
+/// [`ParallelBuilder::build`]; see [`ParallelAction::map_states`] and its
+/// siblings for the ways to say what runs.
 #[derive(Clone)]
 pub struct ParallelAction {
     name: String,
