@@ -384,14 +384,23 @@ async fn main() -> anyhow::Result<()> {
     };
 
     if let Some(ms) = args.pause_after {
-        let (h, pause_for) = (handle.clone(), args.pause_for);
+        let (h, pause_for, bars) = (handle.clone(), args.pause_for, multi.clone());
+        let note = move |line: &str| {
+            if fancy {
+                bars.println(line).ok();
+            } else {
+                println!("{line}");
+            }
+        };
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             h.pause();
-            eprintln!("-- paused for {pause_for} ms --");
+            note(&format!(
+                "-- paused for {pause_for} ms: no step starts, tokens wait --"
+            ));
             tokio::time::sleep(Duration::from_millis(pause_for)).await;
             h.resume();
-            eprintln!("-- resumed --");
+            note("-- resumed --");
         });
     }
     let cancel_at = args
@@ -425,18 +434,18 @@ async fn main() -> anyhow::Result<()> {
         };
         match (item.kind, item.action.as_deref()) {
             (ItemKind::Token, Some("plan")) => {
-                say(format!("plan: {}", item.result.unwrap_or_default()))
+                let word = item
+                    .result
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                say(format!("plan: {word}"))
             }
             (ItemKind::Token, Some("research")) => {
                 let child: StreamItem = serde_json::from_value(item.result.unwrap_or_default())?;
                 show_child(&child, &mut bars, &multi, &style, &say);
             }
-            (ItemKind::Token, Some("report")) => say(item
-                .result
-                .unwrap_or_default()
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()),
+            (ItemKind::NodeComplete, Some("research")) => say("writing the report...".into()),
             (ItemKind::Final, _) => {
                 report = item.state_update.and_then(|s| s.get("report").cloned())
             }
