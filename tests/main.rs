@@ -6,6 +6,7 @@ mod application_stream;
 mod graph_build;
 mod hooks_tracing;
 mod persistence_resume;
+mod persister_contract;
 mod runtime_blocking;
 mod runtime_control;
 mod runtime_merge;
