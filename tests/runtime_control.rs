@@ -121,12 +121,18 @@ async fn after_cancel_resolves_no_task_is_alive_and_nothing_runs_again() {
     assert_eq!(started.get(), after, "a step started after cancel resolved");
     // Every task reports Cancelled; the stream ends; finish says why.
     let items: Vec<StreamItem> = stream.by_ref().collect().await;
+    let odd: Vec<_> = items
+        .iter()
+        .filter(|i| i.is_terminal() && i.kind != ItemKind::Cancelled)
+        .map(|i| (i.task_index, i.kind, i.error.clone()))
+        .collect();
     assert_eq!(
         items
             .iter()
             .filter(|i| i.kind == ItemKind::Cancelled)
             .count(),
-        50
+        50,
+        "other terminals: {odd:?}"
     );
     assert_eq!(stream.finish().await.unwrap_err(), RunError::Cancelled);
     assert!(handle.add_task(TaskSpec::new("late", graph)).is_err());

@@ -437,6 +437,14 @@ impl Actor {
                     };
                 }
                 Err(error) => {
+                    // A step that failed because the task was cancelled
+                    // while it ran (its `ctx.emit` saw the cancellation
+                    // first) is a cancellation, not a failure.
+                    if lane.token.is_cancelled() {
+                        return Terminal::Cancelled {
+                            action: next_name(&app),
+                        };
+                    }
                     failures += 1;
                     if failures >= self.config.retry.max_attempts {
                         return Terminal::Failed {
