@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use tributary::{
     Application, Graph, ParallelAction, RunOptions, State, StepStatus, Subgraph, action, default,
 };
-use tributary_sqlite::{Database, RunReader, SqlitePersister, SqliteTracker};
+use tributary_sqlite::{
+    Database, RunReader, RunStatus, SqlitePersister, SqliteTracker, TrackedStepStatus,
+};
 
 const CHILDREN: usize = 20;
 const STEPS: usize = 4;
@@ -265,16 +267,58 @@ async fn rerun_parents_never_rerun_finished_child_steps_and_end_like_an_uninterr
     );
     drop(persister);
 
-    // The tracker saw every child under the parent's `map` step.
+    // The tracker saw every child under the parent's `map` step, and every
+    // attempt of every step: one per start of its body.
     let reader = RunReader::open(&flaky_db).unwrap();
+    let parent_run = reader.run(PARENT).unwrap().unwrap();
+    assert_eq!(
+        (parent_run.status, parent_run.steps, parent_run.attempts),
+        (RunStatus::Completed, 3, runs as u64 + 2),
+        "`map` ran once per run of the parent"
+    );
     let children = reader.children(PARENT).unwrap();
     assert_eq!(children.len(), CHILDREN);
-    assert!(children.iter().all(|c| {
-        c.spawning_parent
-            .as_ref()
-            .map(|p| (p.sequence_id, p.action.as_deref()))
-            == Some((MAP_SEQ, Some("map")))
-    }));
+    for run in &children {
+        let pointer = run.spawning_parent.as_ref().unwrap();
+        assert_eq!(
+            (
+                pointer.app_id.as_str(),
+                pointer.sequence_id,
+                pointer.action.as_deref()
+            ),
+            (PARENT, MAP_SEQ, Some("map"))
+        );
+        let child: usize = (0..CHILDREN)
+            .find(|c| tributary::child_app_id(PARENT, MAP_SEQ, "map", &c.to_string()) == run.app_id)
+            .unwrap();
+        let started: usize = (0..STEPS).map(|s| ledger[&(child, s)].started).sum();
+        assert_eq!(
+            (run.status, run.steps, run.attempts),
+            (RunStatus::Completed, STEPS as u64, started as u64),
+            "child {child}"
+        );
+        // A step's attempt is recorded `failed` when it failed, or
+        // `abandoned` when a sibling's failure cancelled it first (even
+        // mid-save of its own checkpoint); the last attempt of each
+        // sequence id never failed, as every step succeeded in the end.
+        let steps = reader.steps(&run.app_id).unwrap();
+        let failed = steps
+            .iter()
+            .filter(|s| s.status == TrackedStepStatus::Failed)
+            .count();
+        let planned: usize = (0..STEPS).map(|s| ledger[&(child, s)].failed).sum();
+        assert!(failed <= planned, "child {child}: {steps:?}");
+        for (i, step) in steps.iter().enumerate() {
+            let last = steps
+                .get(i + 1)
+                .is_none_or(|n| n.sequence_id != step.sequence_id);
+            assert!(
+                step.status != TrackedStepStatus::Running
+                    && !(last && step.status == TrackedStepStatus::Failed),
+                "child {child}: {steps:?}"
+            );
+        }
+    }
 
     // An uninterrupted run, on a fresh database, ends in the same state.
     let clean_ledger = Ledger::default();
