@@ -4,8 +4,9 @@
 //!
 //! In one process, a parent whose parallel action maps 20 multi-step
 //! children, with steps failing at random (seeded), is rebuilt and rerun
-//! until it succeeds. Across processes, a helper running a parent of 12
-//! children is killed with SIGKILL and restarted on the same file.
+//! until it succeeds (and `tributary tree` draws what the tracker recorded
+//! of it). Across processes, a helper running a parent of 12 children is
+//! killed with SIGKILL and restarted on the same file.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -320,6 +321,54 @@ async fn rerun_parents_never_rerun_finished_child_steps_and_end_like_an_uninterr
         }
     }
 
+    // `tributary tree` draws the parent with its 20 children, each hanging
+    // off step 1 (`map`), completed, four steps.
+    let tree = |json: bool| {
+        let cli = tributary_cli::Cli {
+            db: Some(flaky_db.clone()),
+            json,
+            command: tributary_cli::Command::Tree {
+                app_id: PARENT.to_owned(),
+            },
+        };
+        let mut out = Vec::new();
+        tributary_cli::run(&cli, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let drawn: Value = serde_json::from_str(&tree(true)).unwrap();
+    assert_eq!(
+        (&drawn["app_id"], &drawn["status"], &drawn["steps"]),
+        (&json!(PARENT), &json!("completed"), &json!(3))
+    );
+    let nodes = drawn["children"].as_array().unwrap();
+    assert_eq!(nodes.len(), CHILDREN);
+    for node in nodes {
+        assert_eq!(node["status"], "completed", "{node}");
+        assert_eq!(node["steps"], STEPS, "{node}");
+        assert_eq!(node["children"], json!([]), "{node}");
+        assert_eq!(
+            node["spawning_parent"],
+            json!({ "app_id": PARENT, "sequence_id": MAP_SEQ, "action": "map", "partition_key": null })
+        );
+    }
+    let text = tree(false);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), CHILDREN + 1, "{text}");
+    assert!(
+        lines[0].starts_with("crash-parent  [completed]  3 steps"),
+        "{text}"
+    );
+    for (i, line) in lines[1..].iter().enumerate() {
+        let branch = if i + 1 == CHILDREN {
+            "└── "
+        } else {
+            "├── "
+        };
+        assert!(line.starts_with(branch), "{text}");
+        assert!(line.contains("  [completed]  4 steps  "), "{text}");
+        assert!(line.ends_with("  (from step 1 map)"), "{text}");
+    }
+
     // An uninterrupted run, on a fresh database, ends in the same state.
     let clean_ledger = Ledger::default();
     let (clean, clean_runs) =
@@ -477,6 +526,17 @@ async fn a_killed_parent_process_never_reruns_checkpointed_child_steps() {
         );
     }
     assert!(!after.is_empty());
+
+    // The tracker, on the same file, saw the parent and its children end
+    // (whatever records the kill cut off).
+    let reader = RunReader::open(&db).unwrap();
+    assert_eq!(
+        reader.run(PARENT).unwrap().unwrap().status,
+        RunStatus::Completed
+    );
+    let tracked = reader.children(PARENT).unwrap();
+    assert_eq!(tracked.len(), PROCESS_CHILDREN);
+    assert!(tracked.iter().all(|c| c.status == RunStatus::Completed));
 
     // An uninterrupted run on a fresh database ends in the same state.
     let clean = final_line(spawn_parent(

@@ -423,3 +423,68 @@ async fn every_attempt_of_a_retried_step_is_recorded() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_attempt_left_running_by_a_dead_process_is_abandoned_when_the_step_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    let hang = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let h = hang.clone();
+    let graph = Graph::single(action("work").run(move |s: State, _, _| {
+        let hang = h.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok((json!({}), s))
+        }
+    }));
+    let mut app = Application::builder(graph.clone())
+        .app_id("died")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    // A process that dies mid-step never ends the step: leak its future,
+    // so that not even the abandon guard runs.
+    let inputs = Inputs::new();
+    let mut step = Box::pin(app.step(&inputs));
+    assert!(futures_util::poll!(step.as_mut()).is_pending());
+    std::mem::forget(step);
+    tracker.flush().await.unwrap();
+    let reader = RunReader::open(&path).unwrap();
+    let statuses = |reader: &RunReader| -> Vec<(u64, u32, TrackedStepStatus)> {
+        reader
+            .steps("died")
+            .unwrap()
+            .iter()
+            .map(|s| (s.sequence_id, s.attempt, s.status))
+            .collect()
+    };
+    assert_eq!(statuses(&reader), [(0, 0, TrackedStepStatus::Running)]);
+
+    // The next process runs the step again: a new attempt, and the old one
+    // is marked abandoned.
+    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut again = Application::builder(graph)
+        .app_id("died")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    again.run(RunOptions::new()).await.unwrap();
+    tracker.flush().await.unwrap();
+    assert_eq!(
+        statuses(&reader),
+        [
+            (0, 0, TrackedStepStatus::Abandoned),
+            (0, 1, TrackedStepStatus::Completed)
+        ]
+    );
+    let run = reader.run("died").unwrap().unwrap();
+    assert_eq!(
+        (run.status, run.steps, run.attempts),
+        (RunStatus::Completed, 1, 2)
+    );
+}

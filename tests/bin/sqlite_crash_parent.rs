@@ -4,7 +4,8 @@
 //! sleeps `STEP_MS * (1 + 5 i)` ms in each step (so they finish at very
 //! different times), then appends the line `i sK` to `EXEC_LOG` (one `write`
 //! call, append mode) and completes the step. At the end it prints the
-//! parent's final state as JSON on its last stdout line.
+//! parent's final state as JSON on its last stdout line. A SQLite tracker
+//! on the same file records the run.
 //!
 //! Usage: `sqlite_crash_parent DB EXEC_LOG CHILDREN STEP_MS`
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 use tributary::{Application, Graph, ParallelAction, RunOptions, State, Subgraph, action, default};
-use tributary_sqlite::SqlitePersister;
+use tributary_sqlite::{Database, SqlitePersister, SqliteTracker};
 
 /// Steps of each child.
 const STEPS: usize = 4;
@@ -110,15 +111,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let children: u64 = children.parse().context("CHILDREN")?;
     let step_ms: u64 = step_ms.parse().context("STEP_MS")?;
-    let persister = Arc::new(SqlitePersister::open(db).await?);
+    let db = Database::open(db).await?;
+    let persister = Arc::new(SqlitePersister::new(db.clone()));
+    let tracker = SqliteTracker::new(db.clone());
     let graph = parent(PathBuf::from(exec_log), children, step_ms)?;
     let mut app = Application::builder(graph)
         .app_id("crash-parent")
         .persister(persister)
+        .hook(tracker.clone())
         .resume()
         .build()
         .await?;
     let out = app.run(RunOptions::new()).await?;
+    tracker.flush().await?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", out.state.to_json())?;
     stdout.flush()?;
