@@ -14,6 +14,7 @@ mod runtime_parallel;
 mod runtime_policies;
 mod runtime_props;
 mod sqlite_concurrency;
+mod sqlite_crash_children;
 mod sqlite_crash_resume;
 mod sqlite_errors;
 mod sqlite_persistence;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tributary::{
-    ActionContext, Application, Graph, Inputs, ParentPointer, RunOptions, State, action, default,
+    ActionContext, Application, Graph, Inputs, ParentPointer, RetryPolicy, RunConfig, RunOptions,
+    Runtime, State, TaskSpec, action, default,
 };
 use tributary_sqlite::{RunReader, RunStatus, SqliteTracker, TrackedStepStatus};
 
@@ -337,4 +338,153 @@ async fn a_resumed_and_a_forked_application_are_tracked_with_their_parent() {
         .map(|s| (s.sequence_id, s.action))
         .collect();
     assert_eq!(seqs, [(1, "b".to_owned())]);
+}
+
+#[tokio::test]
+async fn every_attempt_of_a_retried_step_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tributary_sqlite::Database::open(dir.path().join("t.db"))
+        .await
+        .unwrap();
+    let persister = std::sync::Arc::new(tributary_sqlite::SqlitePersister::new(db.clone()));
+    let tracker = SqliteTracker::new(db.clone());
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let graph = Graph::builder()
+        .action(action("first").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("flaky").writes(["ok"]).run(move |s: State, _, _| {
+            let tries = tries.clone();
+            async move {
+                let n = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n < 2 {
+                    return Err::<(Value, State), _>(format!("try {n} failed").into());
+                }
+                Ok((json!({ "tries": n + 1 }), s.set("ok", true)))
+            }
+        }))
+        .transition("first", "flaky", default())
+        .entrypoint("first")
+        .build()
+        .unwrap();
+    let config = RunConfig::new()
+        .retry(RetryPolicy::exponential(3, Duration::from_millis(1)))
+        .persister(persister.clone())
+        .hook(std::sync::Arc::new(tracker.clone()));
+    let (_h, stream) = Runtime::new().run(vec![TaskSpec::new("t", graph)], config);
+    let outcomes = stream.outcomes().await.unwrap();
+    assert!(outcomes[0].is_completed());
+    tracker.flush().await.unwrap();
+
+    let reader = RunReader::open(db.path()).unwrap();
+    let runs = reader.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    // Two steps (sequence ids), four attempts.
+    assert_eq!(
+        (run.status, run.steps, run.attempts),
+        (RunStatus::Completed, 2, 4)
+    );
+    let steps = reader.steps(&run.app_id).unwrap();
+    let summary: Vec<_> = steps
+        .iter()
+        .map(|s| (s.sequence_id, s.attempt, s.action.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, 0, "first", TrackedStepStatus::Completed),
+            (1, 0, "flaky", TrackedStepStatus::Failed),
+            (1, 1, "flaky", TrackedStepStatus::Failed),
+            (1, 2, "flaky", TrackedStepStatus::Completed),
+        ]
+    );
+    assert_eq!(
+        steps[1].error.as_deref(),
+        Some("action `flaky` failed: try 0 failed")
+    );
+    assert_eq!(
+        steps[2].error.as_deref(),
+        Some("action `flaky` failed: try 1 failed")
+    );
+    assert_eq!(steps[3].result, Some(json!({ "tries": 3 })));
+    assert!(steps[3].error.is_none());
+    // Each attempt has its own timing, in order.
+    for pair in steps.windows(2) {
+        assert!(pair[0].ended_at.unwrap() <= pair[1].started_at, "{steps:?}");
+    }
+    // The checkpoints keep one row per sequence id: the retry replaced the
+    // failures.
+    let history = persister.history(&run.app_id).await.unwrap();
+    let statuses: Vec<_> = history.iter().map(|c| (c.sequence_id, c.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            (0, tributary::StepStatus::Completed),
+            (1, tributary::StepStatus::Completed)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_attempt_left_running_by_a_dead_process_is_abandoned_when_the_step_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    let hang = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let h = hang.clone();
+    let graph = Graph::single(action("work").run(move |s: State, _, _| {
+        let hang = h.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok((json!({}), s))
+        }
+    }));
+    let mut app = Application::builder(graph.clone())
+        .app_id("died")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    // A process that dies mid-step never ends the step: leak its future,
+    // so that not even the abandon guard runs.
+    let inputs = Inputs::new();
+    let mut step = Box::pin(app.step(&inputs));
+    assert!(futures_util::poll!(step.as_mut()).is_pending());
+    std::mem::forget(step);
+    tracker.flush().await.unwrap();
+    let reader = RunReader::open(&path).unwrap();
+    let statuses = |reader: &RunReader| -> Vec<(u64, u32, TrackedStepStatus)> {
+        reader
+            .steps("died")
+            .unwrap()
+            .iter()
+            .map(|s| (s.sequence_id, s.attempt, s.status))
+            .collect()
+    };
+    assert_eq!(statuses(&reader), [(0, 0, TrackedStepStatus::Running)]);
+
+    // The next process runs the step again: a new attempt, and the old one
+    // is marked abandoned.
+    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut again = Application::builder(graph)
+        .app_id("died")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    again.run(RunOptions::new()).await.unwrap();
+    tracker.flush().await.unwrap();
+    assert_eq!(
+        statuses(&reader),
+        [
+            (0, 0, TrackedStepStatus::Abandoned),
+            (0, 1, TrackedStepStatus::Completed)
+        ]
+    );
+    let run = reader.run("died").unwrap().unwrap();
+    assert_eq!(
+        (run.status, run.steps, run.attempts),
+        (RunStatus::Completed, 1, 2)
+    );
 }

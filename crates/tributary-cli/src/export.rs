@@ -13,9 +13,9 @@ use crate::{CliError, Format, write_json};
 #[derive(Debug, Serialize)]
 struct ActionNode {
     action: String,
-    /// How many steps ran it.
+    /// How many step attempts ran it (retries included).
     runs: u64,
-    /// How many of them failed.
+    /// How many of those attempts failed.
     failed: u64,
 }
 
@@ -56,7 +56,7 @@ pub(crate) fn export(
 fn observed(run: &RunSummary, steps: &[tributary_sqlite::TrackedStep]) -> RunGraph {
     let mut nodes: Vec<ActionNode> = Vec::new();
     let mut edges: BTreeMap<(usize, usize), u64> = BTreeMap::new();
-    let mut previous: Option<usize> = None;
+    let mut previous: Option<(u64, usize)> = None;
     for step in steps {
         let index = match nodes.iter().position(|n| n.action == step.action) {
             Some(i) => i,
@@ -73,10 +73,13 @@ fn observed(run: &RunSummary, steps: &[tributary_sqlite::TrackedStep]) -> RunGra
         if step.status == TrackedStepStatus::Failed {
             nodes[index].failed += 1;
         }
-        if let Some(from) = previous {
-            *edges.entry((from, index)).or_default() += 1;
+        match previous {
+            // A retry at the same sequence id is no transition.
+            Some((seq, _)) if seq == step.sequence_id => {}
+            Some((_, from)) => *edges.entry((from, index)).or_default() += 1,
+            None => {}
         }
-        previous = Some(index);
+        previous = Some((step.sequence_id, index));
     }
     RunGraph {
         app_id: run.app_id.clone(),

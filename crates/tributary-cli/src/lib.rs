@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! tributary runs                          # every run: id, partition, status, steps, duration, start
-//! tributary show <app-id>                 # one run, step by step
+//! tributary show <app-id>                 # one run, step by step (every attempt of a retried step)
 //! tributary tree <app-id>                 # the subgraphs it spawned, as a tree
 //! tributary export <app-id> --format dot  # its actions and observed transitions (mermaid or dot)
 //! ```
@@ -238,7 +238,15 @@ fn show(reader: &RunReader, app_id: &str, json: bool, out: &mut dyn Write) -> Re
         head.row(["partition".into(), key.clone()]);
     }
     head.row(["status".into(), run.status.to_string()]);
-    head.row(["steps".into(), run.steps.to_string()]);
+    // Steps are sequence ids; a retried step adds attempts, not steps.
+    head.row([
+        "steps".into(),
+        match run.attempts.saturating_sub(run.steps) {
+            0 => run.steps.to_string(),
+            1 => format!("{} (1 retry)", run.steps),
+            n => format!("{} ({n} retries)", run.steps),
+        },
+    ]);
     head.row(["created".into(), format_time(run.created_at)]);
     if let Some(d) = run.duration_micros() {
         head.row(["duration".into(), format_duration(d)]);
@@ -259,6 +267,7 @@ fn show(reader: &RunReader, app_id: &str, json: bool, out: &mut dyn Write) -> Re
     writeln!(out)?;
     let mut table = Table::new([
         ("SEQ", Align::Right),
+        ("ATTEMPT", Align::Right),
         ("ACTION", Align::Left),
         ("STATUS", Align::Left),
         ("DURATION", Align::Right),
@@ -273,6 +282,7 @@ fn show(reader: &RunReader, app_id: &str, json: bool, out: &mut dyn Write) -> Re
         };
         table.row([
             step.sequence_id.to_string(),
+            step.attempt.to_string(),
             step.action.clone(),
             step.status.to_string(),
             step.duration_micros().map_or("-".into(), format_duration),

@@ -228,8 +228,8 @@ async fn show_prints_a_run_step_by_step() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(steps.len(), 2, "{text}");
-    assert_eq!(steps[0][..3], ["0", "search", "completed"]);
-    assert_eq!(steps[1][..3], ["1", "summarize", "failed"]);
+    assert_eq!(steps[0][..4], ["0", "0", "search", "completed"]);
+    assert_eq!(steps[1][..4], ["1", "0", "summarize", "failed"]);
     assert!(text.contains("action `summarize` failed: no sources for `fail`"));
 
     let shown = json_of(&tributary(&db, &["show", "job", "--json"]));
@@ -248,6 +248,103 @@ async fn show_prints_a_run_step_by_step() {
     let rust = json_of(&tributary(&db, &["show", "job/rust", "--json"]));
     assert_eq!(rust["steps"][1]["items"], 3);
     assert_eq!(rust["steps"][1]["result"], json!({ "summary": "rust" }));
+}
+
+/// A database with `flaky`, whose `fetch` step failed once and was retried
+/// at the same sequence id by a resumed rerun.
+async fn retried_fixture(dir: &Path) -> PathBuf {
+    let path = dir.join("retried.db");
+    let db = Database::open(&path).await.unwrap();
+    let tracker = SqliteTracker::new(db.clone());
+    let persister = Arc::new(SqlitePersister::new(db.clone()));
+    let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let graph = Graph::builder()
+        .action(action("plan").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("fetch").writes(["page"]).run(move |s: State, _, _| {
+            let tries = tries.clone();
+            async move {
+                if tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return Err::<(Value, State), _>("connection reset".into());
+                }
+                Ok((json!({ "page": 1 }), s.set("page", 1)))
+            }
+        }))
+        .transition("plan", "fetch", default())
+        .entrypoint("plan")
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let mut app = Application::builder(graph.clone())
+            .app_id("flaky")
+            .persister(persister.clone())
+            .hook(tracker.clone())
+            .resume()
+            .build()
+            .await
+            .unwrap();
+        let _ = app.run(RunOptions::new()).await;
+    }
+    db.close().await.unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_retried_step_shows_its_failed_attempt_then_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = retried_fixture(dir.path()).await;
+
+    let runs = stdout(&tributary(&db, &["runs"]));
+    let row: Vec<&str> = runs.lines().nth(1).unwrap().split_whitespace().collect();
+    // Steps count sequence ids: the retry is not a third step.
+    assert_eq!(row[..4], ["flaky", "-", "completed", "2"], "{runs}");
+
+    let text = stdout(&tributary(&db, &["show", "flaky"]));
+    println!("{text}");
+    let steps_line: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("steps"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(steps_line, ["steps", "2", "(1", "retry)"]);
+    let steps: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("SEQ"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(steps.len(), 3, "{text}");
+    assert_eq!(steps[0][..4], ["0", "0", "plan", "completed"]);
+    assert_eq!(steps[1][..4], ["1", "0", "fetch", "failed"]);
+    assert_eq!(steps[2][..4], ["1", "1", "fetch", "completed"]);
+    assert!(steps[1].join(" ").contains("connection reset"), "{text}");
+
+    let shown = json_of(&tributary(&db, &["show", "flaky", "--json"]));
+    assert_eq!(
+        (
+            shown["run"]["steps"].clone(),
+            shown["run"]["attempts"].clone()
+        ),
+        (json!(2), json!(3))
+    );
+    assert_eq!(shown["steps"][1]["attempt"], 0);
+    assert_eq!(
+        shown["steps"][1]["error"],
+        "action `fetch` failed: connection reset"
+    );
+    assert_eq!(shown["steps"][2]["attempt"], 1);
+    assert_eq!(shown["steps"][2]["result"], json!({ "page": 1 }));
+
+    // The retry is no transition: `fetch` ran twice, one edge leads to it.
+    let graph = json_of(&tributary(&db, &["export", "flaky", "--json"]));
+    assert_eq!(
+        graph["edges"],
+        json!([{ "from": "plan", "to": "fetch", "count": 1 }])
+    );
+    assert_eq!(
+        graph["nodes"][1],
+        json!({ "action": "fetch", "runs": 2, "failed": 1 })
+    );
 }
 
 #[tokio::test]

@@ -31,6 +31,8 @@ pub enum RunStatus {
     /// A step was abandoned (its future dropped: the run was cancelled or
     /// its consumer stopped reading).
     Abandoned,
+    /// The runtime cancelled the task running it.
+    Cancelled,
 }
 
 /// How a tracked step ended, or that it has not.
@@ -83,6 +85,7 @@ string_enum!(RunStatus {
     Halted => "halted",
     Failed => "failed",
     Abandoned => "abandoned",
+    Cancelled => "cancelled",
 });
 
 string_enum!(TrackedStepStatus {
@@ -102,8 +105,12 @@ pub struct RunSummary {
     pub partition_key: Option<String>,
     /// Its last known status.
     pub status: RunStatus,
-    /// How many steps were recorded.
+    /// How many steps were recorded: distinct sequence ids, so a step
+    /// retried at its sequence id counts once.
     pub steps: u64,
+    /// How many step attempts were recorded: every start of a step,
+    /// retries included (at least `steps`).
+    pub attempts: u64,
     /// When it was first built.
     pub created_at: i64,
     /// When its first recorded step started.
@@ -129,6 +136,9 @@ impl RunSummary {
 pub struct TrackedStep {
     /// The step's sequence id.
     pub sequence_id: u64,
+    /// Which attempt at this sequence id, from 0: a failed step is retried
+    /// at the same sequence id, and each retry is the next attempt.
+    pub attempt: u32,
     /// Its action.
     pub action: String,
     /// How it ended.
@@ -169,6 +179,7 @@ const RUN_COLUMNS: &str = "
     a.app_id, a.partition_key, a.status, a.created_at,
     a.parent_app_id, a.parent_sequence_id, a.parent_action, a.parent_partition_key,
     a.spawn_app_id, a.spawn_sequence_id, a.spawn_action, a.spawn_partition_key,
+    (SELECT COUNT(DISTINCT sequence_id) FROM steps s WHERE s.app_id = a.app_id),
     (SELECT COUNT(*) FROM steps s WHERE s.app_id = a.app_id),
     (SELECT MIN(started_at) FROM steps s WHERE s.app_id = a.app_id),
     (SELECT MAX(ended_at) FROM steps s WHERE s.app_id = a.app_id)";
@@ -231,7 +242,8 @@ impl RunReader {
         self.query_runs(&sql, params![app_id])
     }
 
-    /// The steps of `app_id`, in sequence order.
+    /// The steps of `app_id`, every attempt of each, ordered by sequence id
+    /// and attempt: a failed attempt comes before the retry that followed.
     ///
     /// # Errors
     ///
@@ -240,22 +252,25 @@ impl RunReader {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT sequence_id, action, status, started_at, ended_at, result, state, error, items
-                 FROM steps WHERE app_id = ?1 ORDER BY sequence_id",
+                "SELECT sequence_id, attempt, action, status, started_at, ended_at, result, state,
+                     error, items
+                 FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
             )
             .map_err(self.err())?;
         let rows = stmt
             .query_map([app_id], |row| {
                 Ok(TrackedStep {
                     sequence_id: get_u64(row, 0)?,
-                    action: row.get(1)?,
-                    status: get_parsed(row, 2)?,
-                    started_at: row.get(3)?,
-                    ended_at: row.get(4)?,
-                    result: get_json(row, 5)?,
-                    state: get_json(row, 6)?,
-                    error: row.get(7)?,
-                    items: get_u64(row, 8)?,
+                    attempt: u32::try_from(get_u64(row, 1)?)
+                        .map_err(|e| bad_column(1, e.to_string()))?,
+                    action: row.get(2)?,
+                    status: get_parsed(row, 3)?,
+                    started_at: row.get(4)?,
+                    ended_at: row.get(5)?,
+                    result: get_json(row, 6)?,
+                    state: get_json(row, 7)?,
+                    error: row.get(8)?,
+                    items: get_u64(row, 9)?,
                 })
             })
             .map_err(self.err())?;
@@ -296,8 +311,9 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
         parent: pointer(4)?,
         spawning_parent: pointer(8)?,
         steps: get_u64(row, 12)?,
-        started_at: row.get(13)?,
-        ended_at: row.get(14)?,
+        attempts: get_u64(row, 13)?,
+        started_at: row.get(14)?,
+        ended_at: row.get(15)?,
     })
 }
 

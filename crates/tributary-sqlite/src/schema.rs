@@ -53,9 +53,12 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX apps_by_spawning_parent ON apps (spawn_app_id, spawn_sequence_id);
 
+    -- One row per attempt of a step: a failed step is retried at the same
+    -- sequence id, and each retry is a new attempt (0, 1, ...).
     CREATE TABLE steps (
         app_id             TEXT    NOT NULL,
         sequence_id        INTEGER NOT NULL,
+        attempt            INTEGER NOT NULL DEFAULT 0,
         partition_key      TEXT,
         action             TEXT    NOT NULL,
         status             TEXT    NOT NULL,
@@ -69,7 +72,7 @@ const MIGRATIONS: &[&str] = &[
         parent_sequence_id INTEGER,
         spawn_app_id       TEXT,
         spawn_sequence_id  INTEGER,
-        PRIMARY KEY (app_id, sequence_id)
+        PRIMARY KEY (app_id, sequence_id, attempt)
     ) WITHOUT ROWID;
     ",
 ];

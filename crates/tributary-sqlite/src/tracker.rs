@@ -6,7 +6,7 @@ use rusqlite::params;
 use serde_json::Value;
 use tributary_core::{
     AppInfo, ApplicationError, HaltReason, Hook, ParentPointer, RunOutcome, State, StepInfo,
-    StepOutcome,
+    StepOutcome, TaskEnd,
 };
 
 use crate::database::Database;
@@ -20,6 +20,11 @@ use crate::runs::{RunStatus, TrackedStepStatus};
 /// action, start and end time, result, state, error, status, number of
 /// intermediate outputs). [`RunReader`](crate::RunReader) and the
 /// `tributary` command read it back.
+///
+/// A failed step is retried at the same sequence id; the tracker keeps every
+/// attempt (numbered from 0), so the failure and its error stay on record
+/// next to the retry that followed. An attempt left `running` by a process
+/// that died is marked `abandoned` when the step starts again.
 ///
 /// Hooks are synchronous, so the tracker never touches SQLite on the
 /// caller's thread: it takes the time, hands the record to the database's
@@ -168,20 +173,43 @@ impl Hook for SqliteTracker {
         self.upsert_app_status(app, status);
     }
 
+    fn on_task_spawn(&self, app: &AppInfo, _task_key: &str) {
+        // The runtime runs a task's steps without `run`: its task is its run.
+        self.upsert_app_status(app, RunStatus::Running);
+    }
+
+    fn on_task_complete(&self, app: &AppInfo, _task_key: &str, end: &TaskEnd<'_>) {
+        let status = match end {
+            TaskEnd::Completed => RunStatus::Completed,
+            TaskEnd::Failed(_) => RunStatus::Failed,
+            _ => RunStatus::Cancelled,
+        };
+        self.upsert_app_status(app, status);
+    }
+
     fn before_step(&self, step: &StepInfo<'_>) {
         let row = AppRow::new(step.app);
         let (sequence_id, action) = (seq(step.sequence_id), step.action.to_owned());
         let now = now_micros();
         self.db.write_detached(move |tx| {
             row.insert_if_missing(tx, now)?;
+            // Records reach the writer in the order the hooks ran, so an
+            // earlier attempt still `running` when a new one starts never
+            // got its `after_step`: its process died mid-step.
             tx.prepare_cached(
-                "INSERT INTO steps (app_id, sequence_id, partition_key, action, status,
+                "UPDATE steps SET status = 'abandoned'
+                 WHERE app_id = ?1 AND sequence_id = ?2 AND status = 'running'",
+            )?
+            .execute(params![row.app_id, sequence_id])?;
+            // Every start is a new attempt: a retry at the same sequence id
+            // keeps the rows of the attempts before it.
+            tx.prepare_cached(
+                "INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action, status,
                      started_at, parent_app_id, parent_sequence_id, spawn_app_id, spawn_sequence_id)
-                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (app_id, sequence_id) DO UPDATE SET
-                     partition_key = excluded.partition_key, action = excluded.action,
-                     status = 'running', started_at = excluded.started_at, ended_at = NULL,
-                     result = NULL, state = NULL, error = NULL, items = 0",
+                 VALUES (?1, ?2,
+                     (SELECT COALESCE(MAX(attempt) + 1, 0) FROM steps
+                      WHERE app_id = ?1 AND sequence_id = ?2),
+                     ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 row.app_id,
@@ -234,6 +262,7 @@ impl Hook for SqliteTracker {
             TrackedStepStatus::Abandoned => Some(RunStatus::Abandoned),
             _ => None,
         };
+        let retried = status == TrackedStepStatus::Completed;
         self.db.write_detached(move |tx| {
             row.insert_if_missing(tx, now)?;
             let result = result.map(|r| r.to_string());
@@ -241,33 +270,61 @@ impl Hook for SqliteTracker {
                 .map(|s| serde_json::to_string(&s))
                 .transpose()
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            tx.prepare_cached(
-                "INSERT INTO steps (app_id, sequence_id, partition_key, action, status,
-                     started_at, ended_at, result, state, error, items)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (app_id, sequence_id) DO UPDATE SET
-                     status = excluded.status, ended_at = excluded.ended_at,
-                     result = excluded.result, state = excluded.state,
-                     error = excluded.error, items = excluded.items",
-            )?
-            .execute(params![
-                row.app_id,
-                sequence_id,
-                row.partition_key,
-                action,
-                status.as_str(),
-                now,
-                result,
-                state,
-                error,
-                i64::try_from(items).unwrap_or(i64::MAX),
-            ])?;
+            // The step's latest attempt, the one its `before_step` started.
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE steps SET status = ?3, ended_at = ?4, result = ?5, state = ?6,
+                         error = ?7, items = ?8
+                     WHERE app_id = ?1 AND sequence_id = ?2 AND attempt =
+                         (SELECT MAX(attempt) FROM steps WHERE app_id = ?1 AND sequence_id = ?2)",
+                )?
+                .execute(params![
+                    row.app_id,
+                    sequence_id,
+                    status.as_str(),
+                    now,
+                    result,
+                    state,
+                    error,
+                    i64::try_from(items).unwrap_or(i64::MAX),
+                ])?;
+            if updated == 0 {
+                // No `before_step` was recorded (the tracker was attached
+                // mid-step): the end is all there is.
+                tx.prepare_cached(
+                    "INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action,
+                         status, started_at, ended_at, result, state, error, items)
+                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    row.app_id,
+                    sequence_id,
+                    row.partition_key,
+                    action,
+                    status.as_str(),
+                    now,
+                    result,
+                    state,
+                    error,
+                    i64::try_from(items).unwrap_or(i64::MAX),
+                ])?;
+            }
             match app_status {
                 Some(s) => tx
                     .prepare_cached(
                         "UPDATE apps SET status = ?2, updated_at = ?3 WHERE app_id = ?1",
                     )?
                     .execute(params![row.app_id, s.as_str(), now])?,
+                // A completed step after a failed or abandoned one (a retry
+                // by the runtime, which runs steps without `run`): the
+                // application is running again.
+                None if retried => tx
+                    .prepare_cached(
+                        "UPDATE apps SET updated_at = ?2,
+                             status = IIF(status IN ('failed', 'abandoned'), 'running', status)
+                         WHERE app_id = ?1",
+                    )?
+                    .execute(params![row.app_id, now])?,
                 None => tx
                     .prepare_cached("UPDATE apps SET updated_at = ?2 WHERE app_id = ?1")?
                     .execute(params![row.app_id, now])?,
