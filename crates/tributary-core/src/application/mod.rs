@@ -313,7 +313,7 @@ impl Application {
             return Ok(None);
         };
         let action = Arc::clone(self.graph.action_at(index));
-        let name: Arc<str> = Arc::from(action.name());
+        let name: Arc<str> = Arc::clone(self.graph.name_at(index));
         let seq = self.next_seq;
         self.last_seq = Some(seq);
         let span = tracing::info_span!(
