@@ -192,7 +192,15 @@ impl RunShared {
     }
 
     pub(crate) fn update_progress(&self, f: impl FnOnce(&mut Progress)) {
-        self.progress.send_modify(f);
+        // Notify only when someone watches: waking the watch's notifiers
+        // for every task start and end costs more than the task itself.
+        // The count is read under the write lock, and a receiver that
+        // subscribes later reads the value under the read lock, so no
+        // subscriber misses an update.
+        self.progress.send_if_modified(|p| {
+            f(p);
+            self.progress.receiver_count() > 0
+        });
     }
 }
 
