@@ -17,13 +17,57 @@
 /// assert_eq!(a.len(), 32);
 /// ```
 pub fn child_app_id(parent_app_id: &str, parent_seq: u64, action: &str, task_key: &str) -> String {
-    let seq = parent_seq.to_string();
-    let parts = [parent_app_id, seq.as_str(), action, task_key];
-    format!(
-        "{:016x}{:016x}",
-        fnv1a(&parts, 0xcbf2_9ce4_8422_2325),
-        fnv1a(&parts, 0x8422_2325_cbf2_9ce4)
-    )
+    ChildIds::new(parent_app_id, parent_seq, action).id(task_key)
+}
+
+/// The ids of every child of one (parent, sequence id, action): the hash of
+/// the common prefix is computed once, so each child hashes only its key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChildIds {
+    prefix: [u64; 2],
+}
+
+impl ChildIds {
+    pub(crate) fn new(parent_app_id: &str, parent_seq: u64, action: &str) -> Self {
+        let mut digits = [0u8; 20];
+        let seq = decimal(parent_seq, &mut digits);
+        let parts = [parent_app_id, seq, action];
+        ChildIds {
+            prefix: [
+                fnv1a(&parts, 0xcbf2_9ce4_8422_2325),
+                fnv1a(&parts, 0x8422_2325_cbf2_9ce4),
+            ],
+        }
+    }
+
+    /// [`child_app_id`] of the child with `task_key`.
+    pub(crate) fn id(&self, task_key: &str) -> String {
+        // Hex-encoded by hand: `format!` costs more than the hashing, and
+        // this runs once per task.
+        let mut id = String::with_capacity(32);
+        for offset in self.prefix {
+            let hash = fnv1a(&[task_key], offset);
+            for shift in (0..16).rev() {
+                let nibble = ((hash >> (shift * 4)) & 0xf) as u8;
+                id.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+            }
+        }
+        id
+    }
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).expect("ascii digits")
 }
 
 /// FNV-1a over length-prefixed parts, so ("ab","c") and ("a","bc") differ.
@@ -41,4 +85,27 @@ fn fnv1a(parts: &[&str], offset: u64) -> u64 {
         }
     }
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_written_hex_matches_format() {
+        for (parent, seq, action, key) in [
+            ("p", 0, "a", "k"),
+            ("", u64::MAX, "", ""),
+            ("run-1", 42, "map", "17"),
+        ] {
+            let seq_s = seq.to_string();
+            let parts = [parent, seq_s.as_str(), action, key];
+            let expected = format!(
+                "{:016x}{:016x}",
+                fnv1a(&parts, 0xcbf2_9ce4_8422_2325),
+                fnv1a(&parts, 0x8422_2325_cbf2_9ce4)
+            );
+            assert_eq!(child_app_id(parent, seq, action, key), expected);
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::actor::Actor;
 use crate::config::{MergeMode, RunConfig};
 use crate::control::{Inbox, RunShared, TaskControl, TaskSlot};
 use crate::error::TaskError;
-use crate::ids::child_app_id;
+use crate::ids::ChildIds;
 use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::{Ctl, Envelope};
 use crate::task::{TaskSource, TaskSpec};
@@ -24,7 +24,7 @@ pub(crate) struct Supervisor {
     inbox: mpsc::UnboundedReceiver<Inbox>,
     mail: mpsc::Sender<Envelope>,
     ctl: mpsc::UnboundedSender<Ctl>,
-    run_id: String,
+    ids: ChildIds,
     run_limit: Option<Arc<Semaphore>>,
     queue: VecDeque<TaskSpec>,
     source_done: bool,
@@ -62,7 +62,7 @@ impl Supervisor {
             inbox,
             mail,
             ctl,
-            run_id,
+            ids: ChildIds::new(&run_id, 0, "task"),
             queue: VecDeque::new(),
             source_done: false,
             live: 0,
@@ -267,7 +267,7 @@ impl Supervisor {
     fn app_id(&self, spec: &TaskSpec) -> Arc<str> {
         match &spec.app_id {
             Some(id) => Arc::from(id.as_str()),
-            None => Arc::from(child_app_id(&self.run_id, 0, "task", &spec.key)),
+            None => Arc::from(self.ids.id(&spec.key)),
         }
     }
 

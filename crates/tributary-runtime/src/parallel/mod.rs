@@ -69,7 +69,7 @@ use tributary_core::{
 
 use crate::config::RunConfig;
 use crate::control::TaskRuntime;
-use crate::ids::child_app_id;
+use crate::ids::ChildIds;
 use crate::runtime::Runtime;
 use crate::task::{TaskOutcome, TaskSource, TaskSpec};
 
@@ -425,12 +425,11 @@ impl Action for ParallelAction {
 
     async fn run(&self, state: State, inputs: Inputs, ctx: ActionContext) -> ActionResult {
         let source = (self.tasks)(&state, &inputs)?;
-        let (parent_id, parent_seq) = (ctx.app_id().to_owned(), ctx.sequence_id());
-        let name = self.name.clone();
+        let ids = ChildIds::new(ctx.app_id(), ctx.sequence_id(), &self.name);
         let source = source.map(move |spec| match spec.app_id {
             Some(_) => spec,
             None => {
-                let id = child_app_id(&parent_id, parent_seq, &name, &spec.key);
+                let id = ids.id(&spec.key);
                 spec.app_id(id)
             }
         });
