@@ -256,7 +256,7 @@ impl Actor {
             },
             None => self.body().await,
         };
-        let (kind, why) = self.deliver(terminal).await;
+        let (kind, why) = Box::pin(self.deliver(terminal)).await;
         if let Some(info) = self.info.get() {
             let end = match kind {
                 ItemKind::Final => TaskEnd::Completed,
@@ -345,7 +345,9 @@ impl Actor {
         if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
             return Terminal::Cancelled { action: None };
         }
-        let mut app = match self.build().await {
+        // Boxed: the builder's future is large and done with before the
+        // first step, so it would only bloat every suspended task.
+        let mut app = match Box::pin(self.build()).await {
             Ok(app) => app,
             Err(error) => {
                 return Terminal::Failed {
