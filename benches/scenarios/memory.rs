@@ -167,6 +167,11 @@ pub(crate) async fn run_child(what: &str, n: u64) -> Value {
             let r = crate::workloads::tributary_map(&rt, &g, n as usize).await;
             json!({ "us_per_subgraph": t.elapsed().as_secs_f64() * 1e6 / n as f64, "finals": r.finals })
         }
+        "map-cpu-bare" => {
+            let t = std::time::Instant::now();
+            let r = crate::workloads::bare_map(n as usize, None).await;
+            json!({ "us_per_subgraph": t.elapsed().as_secs_f64() * 1e6 / n as f64, "finals": r.finals })
+        }
         other => panic!("unknown child measurement {other}"),
     }
 }
