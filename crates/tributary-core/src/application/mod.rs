@@ -378,22 +378,20 @@ impl Application {
                     Ok((_, state, _)) => (StepStatus::Completed, state.clone()),
                     Err(_) => (StepStatus::Failed, self.state.clone()),
                 };
-                let checkpoint = Checkpoint {
-                    app_id: self.info.app_id.clone(),
-                    partition_key: self.info.partition_key.clone(),
-                    sequence_id: seq,
-                    action: name.to_string(),
+                // Boxed: the checkpoint would otherwise take room in every
+                // step's future, with or without a persister.
+                let saved = Box::pin(save_checkpoint(
+                    persister.as_ref(),
+                    &self.info,
+                    seq,
+                    &name,
                     status,
                     state,
-                };
-                if let Err(source) = persister.save(&checkpoint).await {
-                    // The guard reports the step as abandoned: nothing was kept.
-                    return Err(ApplicationError::Persist {
-                        sequence_id: seq,
-                        action: name.to_string(),
-                        source,
-                    });
-                }
+                ))
+                .await;
+                // On error the guard reports the step as abandoned: nothing
+                // was kept.
+                saved?;
             }
 
             let items = emitted.load(Ordering::Relaxed);
@@ -601,6 +599,33 @@ impl Application {
         }
         Ok(StreamResult::live(self, opts))
     }
+}
+
+/// Save the checkpoint of step `seq`.
+async fn save_checkpoint(
+    persister: &dyn Persister,
+    info: &AppInfo,
+    seq: u64,
+    action: &str,
+    status: StepStatus,
+    state: State,
+) -> Result<(), ApplicationError> {
+    let checkpoint = Checkpoint {
+        app_id: info.app_id.clone(),
+        partition_key: info.partition_key.clone(),
+        sequence_id: seq,
+        action: action.to_owned(),
+        status,
+        state,
+    };
+    persister
+        .save(&checkpoint)
+        .await
+        .map_err(|source| ApplicationError::Persist {
+            sequence_id: seq,
+            action: action.to_owned(),
+            source,
+        })
 }
 
 /// Tells the hooks a step was abandoned if it is dropped while armed.
