@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::{AppInfo, Application, EmitError, Emitted, State, StreamSink, TaskEnd};
 
 use crate::config::{MergeMode, RunConfig};
-use crate::control::{GateChain, Inbox, RunHandle, RunShared, TaskControl, TaskRuntime, TaskSlot};
+use crate::control::{
+    Gate, GateChain, Inbox, RunHandle, RunShared, TaskControl, TaskRuntime, TaskSlot,
+};
 use crate::error::TaskError;
 use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::{Ctl, Envelope};
@@ -132,8 +134,7 @@ impl Lane {
 
     fn cancel_reason(&self, control: &TaskControl) -> String {
         control
-            .reason
-            .get()
+            .reason()
             .or_else(|| self.shared.reason.get())
             .cloned()
             .unwrap_or_else(|| "the enclosing task was cancelled".to_owned())
@@ -220,7 +221,7 @@ impl Actor {
             ctl,
             next_seq: Mutex::new(0),
             token: control.token.clone(),
-            gates: shared.gates.with(Arc::clone(&control.paused)),
+            gates: shared.gates.with(Gate::Task(Arc::clone(&control.shared))),
             tokens: config.intermediate_stream_outputs && !final_only,
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
             shared,
@@ -235,7 +236,15 @@ impl Actor {
         }
     }
 
-    pub(crate) async fn run(self) {
+    /// The actor's task. A plain `fn` returning an `async move` block: an
+    /// `async fn` taking `self` by value keeps two copies of `self` in its
+    /// future, and this future lives as long as the task.
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        async move { self.run_inner().await }
+    }
+
+    async fn run_inner(&self) {
         let mut guard = ExitGuard {
             lane: Arc::clone(&self.lane),
             slot: self.slot.clone(),
@@ -243,7 +252,8 @@ impl Actor {
         };
         self.lane.shared.update_progress(|p| p.running += 1);
         let terminal = match self.config.task_timeout {
-            Some(after) => match tokio::time::timeout(after, self.body()).await {
+            // Boxed: only tasks with a timeout pay for the timer's room.
+            Some(after) => match Box::pin(tokio::time::timeout(after, self.body())).await {
                 Ok(terminal) => terminal,
                 Err(_) => Terminal::Failed {
                     action: None,
