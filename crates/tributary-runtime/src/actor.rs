@@ -448,6 +448,15 @@ impl Actor {
                         state: app.state().clone(),
                     };
                 }
+                Err(_) if lane.token.is_cancelled() => {
+                    // Cancelled while the step ran: its action saw the
+                    // cancellation (an emit that could not be delivered)
+                    // before this select did. That is a cancellation, not a
+                    // failure.
+                    return Terminal::Cancelled {
+                        action: next_name(&app),
+                    };
+                }
                 Err(error) => {
                     failures += 1;
                     if failures >= self.config.retry.max_attempts {
