@@ -147,12 +147,22 @@ async fn every_run_and_step_is_a_tracing_span() {
     let names = SpanNames::default();
     let subscriber = tracing_subscriber::registry().with(names.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    let mut app = Application::builder(graph())
-        .app_id("traced")
-        .build()
-        .await
-        .unwrap();
-    app.run(RunOptions::new()).await.unwrap();
+    // Other tests may be registering the same callsites at this moment,
+    // with no subscriber, and cache that nobody is interested. Run once so
+    // that every callsite is registered, recompute the cached interest now
+    // that this subscriber exists, and check a second run.
+    let run = || async {
+        let mut app = Application::builder(graph())
+            .app_id("traced")
+            .build()
+            .await
+            .unwrap();
+        app.run(RunOptions::new()).await.unwrap();
+    };
+    run().await;
+    tracing::callsite::rebuild_interest_cache();
+    names.0.lock().unwrap().clear();
+    run().await;
     assert_eq!(
         *names.0.lock().unwrap(),
         [
