@@ -159,9 +159,13 @@ pub(crate) async fn run_child(what: &str, n: u64) -> Value {
                 "items": items,
             })
         }
-        "map-cpu" => {
+        "map-cpu" | "map-cpu-unlimited" => {
             // For profilers: the map_cpu workload alone, `n` subgraphs.
-            let rt = Runtime::new();
+            let rt = if what == "map-cpu" {
+                Runtime::new()
+            } else {
+                Runtime::builder().unlimited().build()
+            };
             let g = two_steps(None);
             let t = std::time::Instant::now();
             let r = crate::workloads::tributary_map(&rt, &g, n as usize).await;
