@@ -257,6 +257,11 @@ impl Supervisor {
             let slot = TaskSlot::new(budget.clone(), bp, rp);
             self.spawn(p, slot, cohort);
         }
+        // Spawning never waits while slots are free, so without this the
+        // supervisor would start thousands of tasks before the first one
+        // ran: give the worker to the tasks now and then (tokio's
+        // cooperative budget, one unit per start).
+        tokio::task::consume_budget().await;
         if self.config.merge_mode == MergeMode::Zip {
             let _ = self.ctl.send(Ctl::Seal { cohort });
             self.cohort += 1;
