@@ -2,7 +2,7 @@
 //! bare-tokio baseline doing the same work in the same process run.
 //!
 //! ```text
-//! cargo run --release -p tributary-benches -- <scenario|all> [--quick] [--repeats N]
+//! cargo run --release -p tributary-benches -- <scenario|all> [--quick] [--repeats N] [--consumer main|task]
 //! ```
 //!
 //! Prints one JSON line per measurement: the scenario, its parameters, the
@@ -37,6 +37,7 @@ const SCENARIOS: &[&str] = &[
 pub(crate) struct Opts {
     pub(crate) quick: bool,
     repeats: Option<usize>,
+    consumer_task: bool,
 }
 
 impl Opts {
@@ -69,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     let mut opts = Opts {
         quick: false,
         repeats: None,
+        consumer_task: false,
     };
     let mut chosen = Vec::new();
     let mut it = args.iter();
@@ -79,10 +81,15 @@ fn main() -> anyhow::Result<()> {
                 let n = it.next().context("--repeats needs a number")?;
                 opts.repeats = Some(n.parse().context("--repeats needs a number")?);
             }
+            "--consumer" => match it.next().map(String::as_str) {
+                Some("main") => opts.consumer_task = false,
+                Some("task") => opts.consumer_task = true,
+                _ => bail!("--consumer takes `main` or `task`"),
+            },
             "all" => chosen.extend(SCENARIOS.iter().copied()),
             "-h" | "--help" => {
                 println!(
-                    "usage: tributary-bench <scenario|all>... [--quick] [--repeats N]\nscenarios: {}",
+                    "usage: tributary-bench <scenario|all>... [--quick] [--repeats N] [--consumer main|task]\nscenarios: {}",
                     SCENARIOS.join(", ")
                 );
                 return Ok(());
@@ -96,17 +103,28 @@ fn main() -> anyhow::Result<()> {
     if chosen.is_empty() {
         bail!("name a scenario or `all` (try --help)");
     }
+    report::set_consumer(if opts.consumer_task { "task" } else { "main" });
     let rt = runtime()?;
     let started = Instant::now();
     for scenario in chosen {
         let t = Instant::now();
+        // The consumer runs where `#[tokio::main]` runs it (the thread that
+        // blocks on the runtime), or with `--consumer task` in a task on a
+        // worker, as a consumer inside a service would.
+        let on_worker = |f: futures_util::future::BoxFuture<'static, ()>| {
+            if opts.consumer_task {
+                rt.block_on(rt.spawn(f)).expect("the scenario runs")
+            } else {
+                rt.block_on(f)
+            }
+        };
         match scenario {
-            "map_cpu" => rt.block_on(map::map_cpu(&opts)),
-            "map_io" => rt.block_on(map::map_io(&opts)),
-            "merge" => rt.block_on(merge::merge(&opts)),
-            "first_item" => rt.block_on(merge::first_item(&opts)),
-            "pause" => rt.block_on(control::pause(&opts)),
-            "cancel" => rt.block_on(control::cancel(&opts)),
+            "map_cpu" => on_worker(Box::pin(async move { map::map_cpu(&opts).await })),
+            "map_io" => on_worker(Box::pin(async move { map::map_io(&opts).await })),
+            "merge" => on_worker(Box::pin(async move { merge::merge(&opts).await })),
+            "first_item" => on_worker(Box::pin(async move { merge::first_item(&opts).await })),
+            "pause" => on_worker(Box::pin(async move { control::pause(&opts).await })),
+            "cancel" => on_worker(Box::pin(async move { control::cancel(&opts).await })),
             "memory" => {
                 memory::suspended(&opts);
                 memory::slow_consumer(&opts);

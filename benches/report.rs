@@ -1,6 +1,16 @@
 //! Measurements, their statistics and their JSON lines.
 
+use std::sync::OnceLock;
+
 use serde_json::{Value, json};
+
+static CONSUMER: OnceLock<&'static str> = OnceLock::new();
+
+/// Where the scenarios' consumers run (`main` or `task`), printed with
+/// every measurement.
+pub(crate) fn set_consumer(place: &'static str) {
+    let _ = CONSUMER.set(place);
+}
 
 /// Median, min and max of a set of samples.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +134,7 @@ impl Measurement {
         let stats = Stats::of(&self.samples);
         let mut line = json!({
             "scenario": self.scenario,
+            "consumer": CONSUMER.get().copied().unwrap_or("main"),
             "params": self.params,
             "unit": self.unit,
             "repeats": self.samples.len(),
