@@ -1,5 +1,7 @@
 //! Stable child application ids.
 
+use std::sync::Arc;
+
 /// A stable id for the child of `parent_app_id` spawned at `parent_seq` by
 /// `action` for `task_key`: the same inputs give the same id in every
 /// process and every version, so a parent rerun after a crash finds its
@@ -42,17 +44,27 @@ impl ChildIds {
 
     /// [`child_app_id`] of the child with `task_key`.
     pub(crate) fn id(&self, task_key: &str) -> String {
-        // Hex-encoded by hand: `format!` costs more than the hashing, and
-        // this runs once per task.
-        let mut id = String::with_capacity(32);
-        for offset in self.prefix {
+        let mut buf = [0u8; 32];
+        self.write(task_key, &mut buf).to_owned()
+    }
+
+    /// The same id, shared.
+    pub(crate) fn id_arc(&self, task_key: &str) -> Arc<str> {
+        let mut buf = [0u8; 32];
+        Arc::from(self.write(task_key, &mut buf))
+    }
+
+    /// Hex-encoded by hand: `format!` costs more than the hashing, and this
+    /// runs once per task.
+    fn write<'b>(&self, task_key: &str, buf: &'b mut [u8; 32]) -> &'b str {
+        for (half, offset) in self.prefix.into_iter().enumerate() {
             let hash = fnv1a(&[task_key], offset);
-            for shift in (0..16).rev() {
-                let nibble = ((hash >> (shift * 4)) & 0xf) as u8;
-                id.push(char::from(b"0123456789abcdef"[usize::from(nibble)]));
+            for i in 0..16 {
+                let nibble = (hash >> ((15 - i) * 4)) & 0xf;
+                buf[half * 16 + i] = b"0123456789abcdef"[nibble as usize];
             }
         }
-        id
+        std::str::from_utf8(buf).expect("hex digits")
     }
 }
 

@@ -44,6 +44,24 @@ enum Wait {
     Cancelled,
 }
 
+/// The permits of a batch, in task order.
+type Permits = std::iter::Chain<
+    std::option::IntoIter<Option<OwnedSemaphorePermit>>,
+    std::vec::IntoIter<Option<OwnedSemaphorePermit>>,
+>;
+
+trait NoPermits {
+    fn none(n: usize) -> Self;
+}
+
+impl NoPermits for Permits {
+    /// `n` empty permits (no limit to hold).
+    fn none(n: usize) -> Self {
+        let rest: Vec<Option<OwnedSemaphorePermit>> = (1..n).map(|_| None).collect();
+        Some(None).into_iter().chain(rest)
+    }
+}
+
 impl Supervisor {
     pub(crate) fn new(
         shared: Arc<RunShared>,
@@ -197,13 +215,15 @@ impl Supervisor {
         Wait::Ready
     }
 
+    /// One permit per task of a batch (`None` where there is no limit).
+    /// A batch of one, the common case, allocates nothing.
     async fn acquire(
         root: CancellationToken,
         sem: Option<Arc<Semaphore>>,
         n: usize,
-    ) -> Result<Vec<Option<OwnedSemaphorePermit>>, ()> {
+    ) -> Result<Permits, ()> {
         let Some(sem) = sem else {
-            return Ok((0..n).map(|_| None).collect());
+            return Ok(Permits::none(n));
         };
         let n32 = u32::try_from(n).map_err(|_| ())?;
         let mut permit = match Arc::clone(&sem).try_acquire_many_owned(n32) {
@@ -214,12 +234,14 @@ impl Supervisor {
                 p = sem.acquire_many_owned(n32) => p.map_err(|_| ())?,
             },
         };
-        let mut permits = Vec::with_capacity(n);
-        for _ in 1..n {
-            permits.push(permit.split(1));
+        let mut rest = Vec::new();
+        if n > 1 {
+            rest.reserve_exact(n - 1);
+            for _ in 1..n {
+                rest.push(permit.split(1));
+            }
         }
-        permits.push(Some(permit));
-        Ok(permits)
+        Ok(Some(Some(permit)).into_iter().chain(rest))
     }
 
     /// Start the tasks of `batch` (one, or a zip cohort) once the gates are
@@ -272,7 +294,7 @@ impl Supervisor {
     fn app_id(&self, spec: &TaskSpec) -> Arc<str> {
         match &spec.app_id {
             Some(id) => Arc::from(id.as_str()),
-            None => Arc::from(self.ids.id(&spec.key)),
+            None => self.ids.id_arc(&spec.key),
         }
     }
 
