@@ -85,10 +85,19 @@ impl Lane {
         state_update: Option<State>,
         slot: Option<TaskSlot>,
     ) -> Result<(), Stopped> {
-        let permit = tokio::select! {
-            biased;
-            _ = self.token.cancelled() => return Err(Stopped),
-            permit = self.out.reserve() => permit.map_err(|_| Stopped)?,
+        if self.token.is_cancelled() {
+            return Err(Stopped);
+        }
+        // Room now is the common case: take it without registering with the
+        // token's and the channel's waiter lists (two locks each way).
+        let permit = match self.out.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Stopped),
+            Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
+                biased;
+                _ = self.token.cancelled() => return Err(Stopped),
+                permit = self.out.reserve() => permit.map_err(|_| Stopped)?,
+            },
         };
         // Number and send under one lock so that concurrent emitters of one
         // task (an action that emits from spawned subtasks) keep `seq` in
@@ -171,21 +180,23 @@ impl StreamSink for TokenSink {
         if !self.0.tokens {
             return Ok(());
         }
-        let stopped = || EmitError {
-            action: item.action.to_string(),
+        let Emitted { action, value, .. } = item;
+        let stopped = |action: &str| EmitError {
+            action: action.to_owned(),
         };
-        self.0.wait_gates().await.map_err(|_| stopped())?;
-        let action = Some(Arc::clone(&item.action));
+        if self.0.wait_gates().await.is_err() {
+            return Err(stopped(&action));
+        }
         self.0
             .send(
                 ItemKind::Token,
-                action,
-                Some(item.value.clone()),
+                Some(Arc::clone(&action)),
+                Some(value),
                 None,
                 None,
             )
             .await
-            .map_err(|_| stopped())
+            .map_err(|_| stopped(&action))
     }
 }
 
