@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use scenarios::{control, map, memory, merge};
+use scenarios::{control, map, memory, merge, profile};
 
 const SCENARIOS: &[&str] = &[
     "map_cpu",
@@ -63,7 +63,11 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("--child") {
         let what = args.get(1).context("--child needs a measurement")?;
         let n: u64 = args.get(2).context("--child needs a count")?.parse()?;
-        let answer = runtime()?.block_on(memory::run_child(what, n));
+        let answer = if profile::is_profile(what) {
+            runtime()?.block_on(profile::run(what, n))
+        } else {
+            runtime()?.block_on(memory::run_child(what, n))
+        };
         println!("{answer}");
         return Ok(());
     }

@@ -159,23 +159,6 @@ pub(crate) async fn run_child(what: &str, n: u64) -> Value {
                 "items": items,
             })
         }
-        "map-cpu" | "map-cpu-unlimited" => {
-            // For profilers: the map_cpu workload alone, `n` subgraphs.
-            let rt = if what == "map-cpu" {
-                Runtime::new()
-            } else {
-                Runtime::builder().unlimited().build()
-            };
-            let g = two_steps(None);
-            let t = std::time::Instant::now();
-            let r = crate::workloads::tributary_map(&rt, &g, n as usize).await;
-            json!({ "us_per_subgraph": t.elapsed().as_secs_f64() * 1e6 / n as f64, "finals": r.finals })
-        }
-        "map-cpu-bare" => {
-            let t = std::time::Instant::now();
-            let r = crate::workloads::bare_map(n as usize, None).await;
-            json!({ "us_per_subgraph": t.elapsed().as_secs_f64() * 1e6 / n as f64, "finals": r.finals })
-        }
         other => panic!("unknown child measurement {other}"),
     }
 }

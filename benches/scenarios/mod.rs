@@ -5,3 +5,4 @@ pub(crate) mod control;
 pub(crate) mod map;
 pub(crate) mod memory;
 pub(crate) mod merge;
+pub(crate) mod profile;
