@@ -327,7 +327,9 @@ impl Application {
             let selected = inputs.select(&name, action.inputs());
             let guard = (!self.hooks.is_empty()).then(|| {
                 let step_inputs = selected.as_ref().cloned().unwrap_or_default();
-                let guard = AbandonGuard {
+                // Boxed: applications without hooks (the common case for
+                // runtime tasks) keep no room for it in the step's future.
+                let guard = Box::new(AbandonGuard {
                     app: Arc::clone(&self.info),
                     hooks: Arc::clone(&self.hooks),
                     action: Arc::clone(&name),
@@ -336,7 +338,7 @@ impl Application {
                     inputs: step_inputs,
                     emitted: Arc::clone(&emitted),
                     armed: true,
-                };
+                });
                 let info = guard.info();
                 for hook in self.hooks.iter() {
                     hook.before_step(&info);
