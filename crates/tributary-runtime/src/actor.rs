@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tributary_core::{AppInfo, Application, EmitError, Emitted, State, StreamSink, TaskEnd};
+use tributary_core::{
+    AppInfo, Application, EmitError, Emitted, State, StepRecord, StreamSink, TaskEnd,
+};
 
 use crate::config::{MergeMode, RunConfig};
 use crate::control::{
@@ -89,15 +91,13 @@ impl Lane {
             return Err(Stopped);
         }
         // Room now is the common case: take it without registering with the
-        // token's and the channel's waiter lists (two locks each way).
+        // token's and the channel's waiter lists (two locks each way). The
+        // wait for room is boxed, so that the common case keeps no room for
+        // it in the futures of every task.
         let permit = match self.out.try_reserve() {
             Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Closed(())) => return Err(Stopped),
-            Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
-                biased;
-                _ = self.token.cancelled() => return Err(Stopped),
-                permit = self.out.reserve() => permit.map_err(|_| Stopped)?,
-            },
+            Err(mpsc::error::TrySendError::Full(())) => Box::pin(self.wait_for_room()).await?,
         };
         // Number and send under one lock so that concurrent emitters of one
         // task (an action that emits from spawned subtasks) keep `seq` in
@@ -109,6 +109,15 @@ impl Lane {
         });
         *seq += 1;
         Ok(())
+    }
+
+    /// Wait for room in the task's way out, unless the task is cancelled.
+    async fn wait_for_room(&self) -> Result<mpsc::Permit<'_, Envelope>, Stopped> {
+        tokio::select! {
+            biased;
+            _ = self.token.cancelled() => Err(Stopped),
+            permit = self.out.reserve() => permit.map_err(|_| Stopped),
+        }
     }
 
     /// Hand a terminal item to the merger's control channel, never waiting.
@@ -252,51 +261,48 @@ impl Actor {
     /// future, and this future lives as long as the task.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
     pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
-        async move { self.run_inner().await }
-    }
-
-    async fn run_inner(&self) {
-        let mut guard = ExitGuard {
-            lane: Arc::clone(&self.lane),
-            slot: self.slot.clone(),
-            delivered: false,
-        };
-        self.lane.shared.update_progress(|p| p.running += 1);
-        let terminal = match self.config.task_timeout {
-            // Boxed: only tasks with a timeout pay for the timer's room.
-            Some(after) => match Box::pin(tokio::time::timeout(after, self.body())).await {
-                Ok(terminal) => terminal,
-                Err(_) => Terminal::Failed {
-                    action: None,
-                    error: TaskError::TimedOut {
-                        task_key: self.spec.key.to_string(),
-                        after,
-                    }
-                    .to_string(),
-                },
-            },
-            None => self.body().await,
-        };
-        let (kind, why) = Box::pin(self.deliver(terminal)).await;
-        if let Some(info) = self.info.get() {
-            let end = match kind {
-                ItemKind::Final => TaskEnd::Completed,
-                ItemKind::Failed => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
-                _ => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
+        async move {
+            let mut guard = ExitGuard {
+                actor: &self,
+                delivered: false,
             };
-            for hook in &self.config.hooks {
-                hook.on_task_complete(info, &self.spec.key, &end);
+            self.lane.shared.update_progress(|p| p.running += 1);
+            let terminal = match self.config.task_timeout {
+                // Boxed: only tasks with a timeout pay for the timer's room.
+                Some(after) => match Box::pin(tokio::time::timeout(after, self.body())).await {
+                    Ok(terminal) => terminal,
+                    Err(_) => Terminal::Failed {
+                        action: None,
+                        error: TaskError::TimedOut {
+                            task_key: self.spec.key.to_string(),
+                            after,
+                        }
+                        .to_string(),
+                    },
+                },
+                None => self.body().await,
+            };
+            let (kind, why) = Box::pin(self.deliver(terminal)).await;
+            if let Some(info) = self.info.get() {
+                let end = match kind {
+                    ItemKind::Final => TaskEnd::Completed,
+                    ItemKind::Failed => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
+                    _ => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
+                };
+                for hook in &self.config.hooks {
+                    hook.on_task_complete(info, &self.spec.key, &end);
+                }
             }
+            self.lane.shared.update_progress(|p| {
+                p.running -= 1;
+                match kind {
+                    ItemKind::Final => p.completed += 1,
+                    ItemKind::Failed => p.failed += 1,
+                    _ => p.cancelled += 1,
+                }
+            });
+            guard.delivered = true;
         }
-        self.lane.shared.update_progress(|p| {
-            p.running -= 1;
-            match kind {
-                ItemKind::Final => p.completed += 1,
-                ItemKind::Failed => p.failed += 1,
-                _ => p.cancelled += 1,
-            }
-        });
-        guard.delivered = true;
     }
 
     /// Hand the terminal item over; returns the kind actually delivered and
@@ -395,96 +401,121 @@ impl Actor {
                     action: next_name(&app),
                 };
             }
-            let step = tokio::select! {
-                biased;
-                _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
-                step = app.step(spec.halt.get_inputs()) => step,
-            };
-            match step {
-                Ok(Some(record)) => {
-                    failures = 0;
-                    let next = app.next_action();
-                    if let Some(before) = next.filter(|n| spec.halt.halts_before(n)) {
-                        let before: Arc<str> = Arc::from(before);
-                        if nodes
-                            && lane
-                                .send(
-                                    ItemKind::NodeComplete,
-                                    Some(Arc::clone(&record.action)),
-                                    Some(record.result),
-                                    Some(record.state.clone()),
-                                    None,
-                                )
-                                .await
-                                .is_err()
-                        {
-                            return Terminal::Cancelled {
-                                action: Some(before),
-                            };
-                        }
+            // The step's result lives only in this block, so that it takes
+            // no room in this future at the awaits below.
+            let after = {
+                let step = tokio::select! {
+                    biased;
+                    _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
+                    step = app.step(spec.halt.get_inputs()) => step,
+                };
+                match step {
+                    Ok(Some(record)) => Ok(record),
+                    Ok(None) => {
                         return Terminal::Final {
-                            action: Some(before),
+                            action: None,
                             result: None,
-                            state: record.state,
+                            state: app.state().clone(),
                         };
                     }
-                    if next.is_none() || spec.halt.halts_after(&record.action) {
-                        return Terminal::Final {
-                            action: Some(record.action),
-                            result: Some(record.result),
-                            state: record.state,
-                        };
-                    }
-                    if nodes
-                        && lane
-                            .send(
-                                ItemKind::NodeComplete,
-                                Some(Arc::clone(&record.action)),
-                                Some(record.result),
-                                Some(record.state),
-                                None,
-                            )
-                            .await
-                            .is_err()
-                    {
+                    Err(_) if lane.token.is_cancelled() => {
+                        // Cancelled while the step ran: its action saw the
+                        // cancellation (an emit that could not be delivered)
+                        // before this select did. That is a cancellation,
+                        // not a failure.
                         return Terminal::Cancelled {
                             action: next_name(&app),
                         };
                     }
-                }
-                Ok(None) => {
-                    return Terminal::Final {
-                        action: None,
-                        result: None,
-                        state: app.state().clone(),
-                    };
-                }
-                Err(_) if lane.token.is_cancelled() => {
-                    // Cancelled while the step ran: its action saw the
-                    // cancellation (an emit that could not be delivered)
-                    // before this select did. That is a cancellation, not a
-                    // failure.
-                    return Terminal::Cancelled {
-                        action: next_name(&app),
-                    };
-                }
-                Err(error) => {
-                    failures += 1;
-                    if failures >= self.config.retry.max_attempts {
-                        return Terminal::Failed {
-                            action: next_name(&app),
-                            error: error.to_string(),
-                        };
+                    Err(error) => {
+                        failures += 1;
+                        if failures >= self.config.retry.max_attempts {
+                            return Terminal::Failed {
+                                action: next_name(&app),
+                                error: error.to_string(),
+                            };
+                        }
+                        Err(self.config.retry.backoff(failures))
                     }
-                    let wait = self.config.retry.backoff(failures);
+                }
+            };
+            let record = match after {
+                Ok(record) => record,
+                Err(wait) => {
                     tokio::select! {
                         biased;
                         _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
                         _ = tokio::time::sleep(wait) => {}
                     }
+                    continue;
                 }
+            };
+            failures = 0;
+            if let Some(terminal) = self.after_step(&app, record, nodes).await {
+                return terminal;
             }
         }
+    }
+
+    /// After a step: the task's end, or its node item and `None` to go on.
+    /// A function of its own so that the record and the send do not take
+    /// room in the body's future at every other await.
+    async fn after_step(
+        &self,
+        app: &Application,
+        record: StepRecord,
+        nodes: bool,
+    ) -> Option<Terminal> {
+        let (lane, spec) = (&self.lane, &self.spec);
+        let next = app.next_action();
+        if let Some(before) = next.filter(|n| spec.halt.halts_before(n)) {
+            let before: Arc<str> = Arc::from(before);
+            if nodes
+                && lane
+                    .send(
+                        ItemKind::NodeComplete,
+                        Some(Arc::clone(&record.action)),
+                        Some(record.result),
+                        Some(record.state.clone()),
+                        None,
+                    )
+                    .await
+                    .is_err()
+            {
+                return Some(Terminal::Cancelled {
+                    action: Some(before),
+                });
+            }
+            return Some(Terminal::Final {
+                action: Some(before),
+                result: None,
+                state: record.state,
+            });
+        }
+        if next.is_none() || spec.halt.halts_after(&record.action) {
+            return Some(Terminal::Final {
+                action: Some(record.action),
+                result: Some(record.result),
+                state: record.state,
+            });
+        }
+        if nodes
+            && lane
+                .send(
+                    ItemKind::NodeComplete,
+                    Some(Arc::clone(&record.action)),
+                    Some(record.result),
+                    Some(record.state),
+                    None,
+                )
+                .await
+                .is_err()
+        {
+            return Some(Terminal::Cancelled {
+                action: next.map(Arc::from),
+            });
+        }
+        None
     }
 
     async fn build(&self) -> Result<Application, String> {
@@ -525,15 +556,14 @@ impl Actor {
 
 /// Makes sure a task always reports and always leaves, even if its actor
 /// panics or is dropped.
-struct ExitGuard {
-    lane: Arc<Lane>,
-    slot: TaskSlot,
+struct ExitGuard<'a> {
+    actor: &'a Actor,
     delivered: bool,
 }
 
-impl Drop for ExitGuard {
+impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
-        let lane = &self.lane;
+        let lane = &self.actor.lane;
         if !self.delivered {
             let error = if lane.token.is_cancelled() {
                 ItemKind::Cancelled
@@ -541,7 +571,7 @@ impl Drop for ExitGuard {
                 ItemKind::Failed
             };
             let why = Some("the task's actor stopped unexpectedly".to_owned());
-            lane.push_terminal(Report::new(error, None, why), Some(self.slot.clone()));
+            lane.push_terminal(Report::new(error, None, why), Some(self.actor.slot.clone()));
             lane.shared.update_progress(|p| {
                 p.running -= 1;
                 match error {
