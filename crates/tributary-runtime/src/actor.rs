@@ -47,9 +47,10 @@ pub(crate) struct Lane {
     out: mpsc::Sender<Envelope>,
     ctl: mpsc::UnboundedSender<Ctl>,
     next_seq: Mutex<u64>,
-    token: CancellationToken,
-    gates: GateChain,
-    shared: Arc<RunShared>,
+    pub(crate) token: CancellationToken,
+    pub(crate) gates: GateChain,
+    /// The task's run (a handle, so that the task's actions can borrow it).
+    pub(crate) run: RunHandle,
     tokens: bool,
     terminal_via_ctl: bool,
 }
@@ -140,20 +141,20 @@ impl Lane {
         if self.gates.is_open() {
             return Ok(());
         }
-        self.shared.update_progress(|p| p.paused += 1);
+        self.run.shared.update_progress(|p| p.paused += 1);
         let stopped = tokio::select! {
             biased;
             _ = self.token.cancelled() => true,
             _ = self.gates.wait_open() => false,
         };
-        self.shared.update_progress(|p| p.paused -= 1);
+        self.run.shared.update_progress(|p| p.paused -= 1);
         if stopped { Err(Stopped) } else { Ok(()) }
     }
 
     fn cancel_reason(&self, control: &TaskControl) -> String {
         control
             .reason()
-            .or_else(|| self.shared.reason.get())
+            .or_else(|| self.run.shared.reason.get())
             .cloned()
             .unwrap_or_else(|| "the enclosing task was cancelled".to_owned())
     }
@@ -180,32 +181,32 @@ impl Report {
     }
 }
 
-/// Turns a task's `ctx.emit` calls into `Token` items.
-struct TokenSink(Arc<Lane>);
-
+/// A task's lane is also its application's stream sink: it turns the
+/// task's `ctx.emit` calls into `Token` items (with no allocation of its
+/// own per task).
 #[async_trait]
-impl StreamSink for TokenSink {
+impl StreamSink for Lane {
     async fn send(&self, item: Emitted) -> Result<(), EmitError> {
-        if !self.0.tokens {
+        if !self.tokens {
             return Ok(());
         }
         let Emitted { action, value, .. } = item;
         let stopped = |action: &str| EmitError {
             action: action.to_owned(),
         };
-        if self.0.wait_gates().await.is_err() {
+        if self.wait_gates().await.is_err() {
             return Err(stopped(&action));
         }
-        self.0
-            .send(
-                ItemKind::Token,
-                Some(Arc::clone(&action)),
-                Some(value),
-                None,
-                None,
-            )
-            .await
-            .map_err(|_| stopped(&action))
+        Lane::send(
+            self,
+            ItemKind::Token,
+            Some(Arc::clone(&action)),
+            Some(value),
+            None,
+            None,
+        )
+        .await
+        .map_err(|_| stopped(&action))
     }
 }
 
@@ -244,7 +245,7 @@ impl Actor {
             gates: shared.gates.with(Gate::Task(Arc::clone(&control.shared))),
             tokens: config.intermediate_stream_outputs && !final_only,
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
-            shared,
+            run: RunHandle { shared },
         });
         Actor {
             lane,
@@ -266,7 +267,7 @@ impl Actor {
                 actor: &self,
                 delivered: false,
             };
-            self.lane.shared.update_progress(|p| p.running += 1);
+            self.lane.run.shared.update_progress(|p| p.running += 1);
             let terminal = match self.config.task_timeout {
                 // Boxed: only tasks with a timeout pay for the timer's room.
                 Some(after) => match Box::pin(tokio::time::timeout(after, self.body())).await {
@@ -293,7 +294,7 @@ impl Actor {
                     hook.on_task_complete(info, &self.spec.key, &end);
                 }
             }
-            self.lane.shared.update_progress(|p| {
+            self.lane.run.shared.update_progress(|p| {
                 p.running -= 1;
                 match kind {
                     ItemKind::Final => p.completed += 1,
@@ -525,15 +526,10 @@ impl Actor {
         let mut builder = Application::builder(spec.graph.clone())
             .app_id(lane.app_id.to_string())
             .state(spec.state.clone())
-            .stream_sink(Arc::new(TokenSink(Arc::clone(lane))))
+            .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>)
             .extension(TaskRuntime {
-                runtime: lane.shared.runtime.clone(),
-                handle: RunHandle {
-                    shared: Arc::clone(&lane.shared),
-                },
+                lane: Arc::clone(lane),
                 slot: self.slot.clone(),
-                gates: lane.gates.clone(),
-                token: lane.token.clone(),
             });
         if let Some(entry) = &spec.entrypoint {
             builder = builder.entrypoint(entry.clone());
@@ -572,7 +568,7 @@ impl Drop for ExitGuard<'_> {
             };
             let why = Some("the task's actor stopped unexpectedly".to_owned());
             lane.push_terminal(Report::new(error, None, why), Some(self.actor.slot.clone()));
-            lane.shared.update_progress(|p| {
+            lane.run.shared.update_progress(|p| {
                 p.running -= 1;
                 match error {
                     ItemKind::Failed => p.failed += 1,
@@ -580,11 +576,12 @@ impl Drop for ExitGuard<'_> {
                 }
             });
         }
-        lane.shared
+        lane.run
+            .shared
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&lane.key);
-        let _ = lane.shared.inbox.send(Inbox::Exited);
+        let _ = lane.run.shared.inbox.send(Inbox::Exited);
     }
 }

@@ -439,11 +439,9 @@ impl RunHandle {
 /// parallel action nests its run under its task.
 #[derive(Clone)]
 pub struct TaskRuntime {
-    pub(crate) runtime: Runtime,
-    pub(crate) handle: RunHandle,
+    /// The task's lane holds its run, gates and token.
+    pub(crate) lane: Arc<crate::actor::Lane>,
     pub(crate) slot: TaskSlot,
-    pub(crate) gates: GateChain,
-    pub(crate) token: CancellationToken,
 }
 
 impl std::fmt::Debug for TaskRuntime {
@@ -455,11 +453,19 @@ impl std::fmt::Debug for TaskRuntime {
 impl TaskRuntime {
     /// The runtime the task runs on.
     pub fn runtime(&self) -> &Runtime {
-        &self.runtime
+        &self.lane.run.shared.runtime
     }
 
     /// The handle of the task's run (to `add_task` from inside a task).
     pub fn handle(&self) -> &RunHandle {
-        &self.handle
+        &self.lane.run
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.lane.token
+    }
+
+    pub(crate) fn gates(&self) -> &GateChain {
+        &self.lane.gates
     }
 }

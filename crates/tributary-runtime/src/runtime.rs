@@ -224,12 +224,12 @@ impl Runtime {
         parent: Option<&TaskRuntime>,
     ) -> (RunHandle, RunStream) {
         let root = match parent {
-            Some(p) => p.token.child_token(),
+            Some(p) => p.token().child_token(),
             None => CancellationToken::new(),
         };
         let gate = Arc::new(watch::Sender::new(false));
         let gates = parent
-            .map_or_else(GateChain::default, |p| p.gates.clone())
+            .map_or_else(GateChain::default, |p| p.gates().clone())
             .with(Gate::Run(Arc::clone(&gate)));
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (mail_tx, mail_rx) = mpsc::channel(config.mailbox_capacity);

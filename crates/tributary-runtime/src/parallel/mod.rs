@@ -454,7 +454,7 @@ impl Action for ParallelAction {
 
         let task = ctx.extensions().get::<TaskRuntime>().cloned();
         let (_handle, mut stream) = match &task {
-            Some(t) => t.runtime.run_nested(source, config, t),
+            Some(t) => t.runtime().run_nested(source, config, t),
             None => Runtime::shared().run(source, config),
         };
         // While the children run, this task's slot goes back to the budget.
