@@ -283,7 +283,7 @@ impl Actor {
                 },
                 None => self.body().await,
             };
-            let (kind, why) = Box::pin(self.deliver(terminal)).await;
+            let (kind, why) = self.deliver(terminal).await;
             if let Some(info) = self.info.get() {
                 let end = match kind {
                     ItemKind::Final => TaskEnd::Completed,
@@ -311,6 +311,8 @@ impl Actor {
     async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<String>) {
         let lane = &self.lane;
         let slot = Some(self.slot.clone());
+        // The reason is only read again by the task-completion hooks.
+        let for_hooks = |why: &String| (!self.config.hooks.is_empty()).then(|| why.clone());
         let (kind, action, result, state, error) = match terminal {
             Terminal::Final {
                 action,
@@ -322,24 +324,23 @@ impl Actor {
             }
             Terminal::Cancelled { action } => {
                 let reason = lane.cancel_reason(&self.control);
-                lane.push_terminal(
-                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
-                    slot,
-                );
-                return (ItemKind::Cancelled, Some(reason));
+                let why = for_hooks(&reason);
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
+                return (ItemKind::Cancelled, why);
             }
         };
         if lane.terminal_via_ctl || kind == ItemKind::Failed {
             // Failures never wait for mailbox room: fail-fast reacts to them.
+            let why = error.as_ref().and_then(for_hooks);
             let report = Report {
                 kind,
                 action,
                 result,
                 state,
-                error: error.clone(),
+                error,
             };
             lane.push_terminal(report, slot);
-            return (kind, error);
+            return (kind, why);
         }
         match lane
             .send(kind, action.clone(), result, state, slot.clone())
@@ -348,11 +349,9 @@ impl Actor {
             Ok(()) => (kind, None),
             Err(Stopped) => {
                 let reason = lane.cancel_reason(&self.control);
-                lane.push_terminal(
-                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
-                    slot,
-                );
-                (ItemKind::Cancelled, Some(reason))
+                let why = for_hooks(&reason);
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
+                (ItemKind::Cancelled, why)
             }
         }
     }
