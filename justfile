@@ -13,9 +13,13 @@ lint:
 demo:
     cargo run -p tributary-examples --example deep_research
 
-# Run the quick benchmark suite
+# Run the quick benchmark suite (one JSON line per measurement; see docs/benchmarks.md)
 bench:
     cargo run --release -p tributary-benches -- all --quick
+
+# Run the same workloads in Burr, LangGraph and asyncio and compare (needs python3 and PyPI)
+bench-peers:
+    bash benches/peers/run.sh
 
 # Start the local services the tests use (Redis, NATS JetStream) if they are down
 services:

@@ -338,3 +338,20 @@ async fn task_hooks_fire_on_spawn_and_completion() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_task_cancelled_while_its_action_emits_reports_cancelled() {
+    // The action cancels its own task and then emits: the emit fails
+    // inside the step, before the actor's own check sees the cancellation.
+    let graph = Graph::single(action("emit").run(|s: State, _, ctx| async move {
+        let task = ctx.extensions().get::<TaskRuntime>().unwrap().clone();
+        task.handle().cancel_task("t0").unwrap();
+        ctx.emit(json!("late")).await?;
+        Ok((json!({}), s))
+    }));
+    let config = RunConfig::new().failure_policy(tributary::FailurePolicy::Continue);
+    let (_handle, stream) = Runtime::new().run(vec![TaskSpec::new("t0", graph)], config);
+    let items: Vec<StreamItem> = stream.collect().await;
+    let kinds: Vec<ItemKind> = items.iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, [ItemKind::Cancelled], "{items:?}");
+}

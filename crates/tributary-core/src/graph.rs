@@ -51,6 +51,8 @@ pub struct Graph {
 
 struct Inner {
     actions: Vec<Arc<dyn Action>>,
+    /// The actions' names, shared by every step that runs them.
+    names: Vec<Arc<str>>,
     index: HashMap<String, usize>,
     /// Per action, its outgoing transitions in insertion order.
     out: Vec<Vec<(Condition, usize)>>,
@@ -157,6 +159,11 @@ impl Graph {
 
     pub(crate) fn action_at(&self, index: usize) -> &Arc<dyn Action> {
         &self.inner.actions[index]
+    }
+
+    /// The name of the action at `index`, shared.
+    pub(crate) fn name_at(&self, index: usize) -> &Arc<str> {
+        &self.inner.names[index]
     }
 
     /// The action that follows `from` in `state`: the first transition whose
@@ -283,6 +290,7 @@ impl GraphBuilder {
             .ok_or_else(|| GraphError::UnknownEntrypoint(entry.clone()))?;
         Ok(Graph {
             inner: Arc::new(Inner {
+                names: self.actions.iter().map(|a| Arc::from(a.name())).collect(),
                 actions: self.actions,
                 index,
                 out,

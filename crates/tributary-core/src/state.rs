@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -42,9 +42,20 @@ pub const RESERVED_PREFIX: &str = "__";
 /// behind an `Arc` and every value behind its own `Arc`, so handing one state
 /// to 100k children shares it, and an update copies only the key table.
 /// Keys beginning `__` are reserved for the runtime.
-#[derive(Clone, Default, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct State {
     map: Arc<BTreeMap<String, Arc<Value>>>,
+}
+
+impl Default for State {
+    /// The empty state. Every empty state shares one map, so that making
+    /// one (every task starts from one) allocates nothing.
+    fn default() -> Self {
+        static EMPTY: OnceLock<Arc<BTreeMap<String, Arc<Value>>>> = OnceLock::new();
+        State {
+            map: Arc::clone(EMPTY.get_or_init(Default::default)),
+        }
+    }
 }
 
 /// Which keys [`State::wipe`] removes.

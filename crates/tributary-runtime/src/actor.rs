@@ -6,10 +6,14 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tributary_core::{AppInfo, Application, EmitError, Emitted, State, StreamSink, TaskEnd};
+use tributary_core::{
+    AppInfo, Application, EmitError, Emitted, State, StepRecord, StreamSink, TaskEnd,
+};
 
 use crate::config::{MergeMode, RunConfig};
-use crate::control::{GateChain, Inbox, RunHandle, RunShared, TaskControl, TaskRuntime, TaskSlot};
+use crate::control::{
+    Gate, GateChain, Inbox, RunHandle, RunShared, TaskControl, TaskRuntime, TaskSlot,
+};
 use crate::error::TaskError;
 use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::{Ctl, Envelope};
@@ -43,9 +47,10 @@ pub(crate) struct Lane {
     out: mpsc::Sender<Envelope>,
     ctl: mpsc::UnboundedSender<Ctl>,
     next_seq: Mutex<u64>,
-    token: CancellationToken,
-    gates: GateChain,
-    shared: Arc<RunShared>,
+    pub(crate) token: CancellationToken,
+    pub(crate) gates: GateChain,
+    /// The task's run (a handle, so that the task's actions can borrow it).
+    pub(crate) run: RunHandle,
     tokens: bool,
     terminal_via_ctl: bool,
 }
@@ -83,10 +88,17 @@ impl Lane {
         state_update: Option<State>,
         slot: Option<TaskSlot>,
     ) -> Result<(), Stopped> {
-        let permit = tokio::select! {
-            biased;
-            _ = self.token.cancelled() => return Err(Stopped),
-            permit = self.out.reserve() => permit.map_err(|_| Stopped)?,
+        if self.token.is_cancelled() {
+            return Err(Stopped);
+        }
+        // Room now is the common case: take it without registering with the
+        // token's and the channel's waiter lists (two locks each way). The
+        // wait for room is boxed, so that the common case keeps no room for
+        // it in the futures of every task.
+        let permit = match self.out.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Stopped),
+            Err(mpsc::error::TrySendError::Full(())) => Box::pin(self.wait_for_room()).await?,
         };
         // Number and send under one lock so that concurrent emitters of one
         // task (an action that emits from spawned subtasks) keep `seq` in
@@ -98,6 +110,15 @@ impl Lane {
         });
         *seq += 1;
         Ok(())
+    }
+
+    /// Wait for room in the task's way out, unless the task is cancelled.
+    async fn wait_for_room(&self) -> Result<mpsc::Permit<'_, Envelope>, Stopped> {
+        tokio::select! {
+            biased;
+            _ = self.token.cancelled() => Err(Stopped),
+            permit = self.out.reserve() => permit.map_err(|_| Stopped),
+        }
     }
 
     /// Hand a terminal item to the merger's control channel, never waiting.
@@ -120,21 +141,20 @@ impl Lane {
         if self.gates.is_open() {
             return Ok(());
         }
-        self.shared.update_progress(|p| p.paused += 1);
+        self.run.shared.update_progress(|p| p.paused += 1);
         let stopped = tokio::select! {
             biased;
             _ = self.token.cancelled() => true,
             _ = self.gates.wait_open() => false,
         };
-        self.shared.update_progress(|p| p.paused -= 1);
+        self.run.shared.update_progress(|p| p.paused -= 1);
         if stopped { Err(Stopped) } else { Ok(()) }
     }
 
     fn cancel_reason(&self, control: &TaskControl) -> String {
         control
-            .reason
-            .get()
-            .or_else(|| self.shared.reason.get())
+            .reason()
+            .or_else(|| self.run.shared.reason.get())
             .cloned()
             .unwrap_or_else(|| "the enclosing task was cancelled".to_owned())
     }
@@ -161,30 +181,32 @@ impl Report {
     }
 }
 
-/// Turns a task's `ctx.emit` calls into `Token` items.
-struct TokenSink(Arc<Lane>);
-
+/// A task's lane is also its application's stream sink: it turns the
+/// task's `ctx.emit` calls into `Token` items (with no allocation of its
+/// own per task).
 #[async_trait]
-impl StreamSink for TokenSink {
+impl StreamSink for Lane {
     async fn send(&self, item: Emitted) -> Result<(), EmitError> {
-        if !self.0.tokens {
+        if !self.tokens {
             return Ok(());
         }
-        let stopped = || EmitError {
-            action: item.action.to_string(),
+        let Emitted { action, value, .. } = item;
+        let stopped = |action: &str| EmitError {
+            action: action.to_owned(),
         };
-        self.0.wait_gates().await.map_err(|_| stopped())?;
-        let action = Some(Arc::clone(&item.action));
-        self.0
-            .send(
-                ItemKind::Token,
-                action,
-                Some(item.value.clone()),
-                None,
-                None,
-            )
-            .await
-            .map_err(|_| stopped())
+        if self.wait_gates().await.is_err() {
+            return Err(stopped(&action));
+        }
+        Lane::send(
+            self,
+            ItemKind::Token,
+            Some(Arc::clone(&action)),
+            Some(value),
+            None,
+            None,
+        )
+        .await
+        .map_err(|_| stopped(&action))
     }
 }
 
@@ -220,10 +242,10 @@ impl Actor {
             ctl,
             next_seq: Mutex::new(0),
             token: control.token.clone(),
-            gates: shared.gates.with(Arc::clone(&control.paused)),
+            gates: shared.gates.with(Gate::Task(Arc::clone(&control.shared))),
             tokens: config.intermediate_stream_outputs && !final_only,
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
-            shared,
+            run: RunHandle { shared },
         });
         Actor {
             lane,
@@ -235,47 +257,53 @@ impl Actor {
         }
     }
 
-    pub(crate) async fn run(self) {
-        let mut guard = ExitGuard {
-            lane: Arc::clone(&self.lane),
-            slot: self.slot.clone(),
-            delivered: false,
-        };
-        self.lane.shared.update_progress(|p| p.running += 1);
-        let terminal = match self.config.task_timeout {
-            Some(after) => match tokio::time::timeout(after, self.body()).await {
-                Ok(terminal) => terminal,
-                Err(_) => Terminal::Failed {
-                    action: None,
-                    error: TaskError::TimedOut {
-                        task_key: self.spec.key.to_string(),
-                        after,
-                    }
-                    .to_string(),
-                },
-            },
-            None => self.body().await,
-        };
-        let (kind, why) = self.deliver(terminal).await;
-        if let Some(info) = self.info.get() {
-            let end = match kind {
-                ItemKind::Final => TaskEnd::Completed,
-                ItemKind::Failed => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
-                _ => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
+    /// The actor's task. A plain `fn` returning an `async move` block: an
+    /// `async fn` taking `self` by value keeps two copies of `self` in its
+    /// future, and this future lives as long as the task.
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let mut guard = ExitGuard {
+                actor: &self,
+                delivered: false,
             };
-            for hook in &self.config.hooks {
-                hook.on_task_complete(info, &self.spec.key, &end);
+            self.lane.run.shared.update_progress(|p| p.running += 1);
+            let terminal = match self.config.task_timeout {
+                // Boxed: only tasks with a timeout pay for the timer's room.
+                Some(after) => match Box::pin(tokio::time::timeout(after, self.body())).await {
+                    Ok(terminal) => terminal,
+                    Err(_) => Terminal::Failed {
+                        action: None,
+                        error: TaskError::TimedOut {
+                            task_key: self.spec.key.to_string(),
+                            after,
+                        }
+                        .to_string(),
+                    },
+                },
+                None => self.body().await,
+            };
+            let (kind, why) = self.deliver(terminal).await;
+            if let Some(info) = self.info.get() {
+                let end = match kind {
+                    ItemKind::Final => TaskEnd::Completed,
+                    ItemKind::Failed => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
+                    _ => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
+                };
+                for hook in &self.config.hooks {
+                    hook.on_task_complete(info, &self.spec.key, &end);
+                }
             }
+            self.lane.run.shared.update_progress(|p| {
+                p.running -= 1;
+                match kind {
+                    ItemKind::Final => p.completed += 1,
+                    ItemKind::Failed => p.failed += 1,
+                    _ => p.cancelled += 1,
+                }
+            });
+            guard.delivered = true;
         }
-        self.lane.shared.update_progress(|p| {
-            p.running -= 1;
-            match kind {
-                ItemKind::Final => p.completed += 1,
-                ItemKind::Failed => p.failed += 1,
-                _ => p.cancelled += 1,
-            }
-        });
-        guard.delivered = true;
     }
 
     /// Hand the terminal item over; returns the kind actually delivered and
@@ -283,6 +311,8 @@ impl Actor {
     async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<String>) {
         let lane = &self.lane;
         let slot = Some(self.slot.clone());
+        // The reason is only read again by the task-completion hooks.
+        let for_hooks = |why: &String| (!self.config.hooks.is_empty()).then(|| why.clone());
         let (kind, action, result, state, error) = match terminal {
             Terminal::Final {
                 action,
@@ -294,24 +324,23 @@ impl Actor {
             }
             Terminal::Cancelled { action } => {
                 let reason = lane.cancel_reason(&self.control);
-                lane.push_terminal(
-                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
-                    slot,
-                );
-                return (ItemKind::Cancelled, Some(reason));
+                let why = for_hooks(&reason);
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
+                return (ItemKind::Cancelled, why);
             }
         };
         if lane.terminal_via_ctl || kind == ItemKind::Failed {
             // Failures never wait for mailbox room: fail-fast reacts to them.
+            let why = error.as_ref().and_then(for_hooks);
             let report = Report {
                 kind,
                 action,
                 result,
                 state,
-                error: error.clone(),
+                error,
             };
             lane.push_terminal(report, slot);
-            return (kind, error);
+            return (kind, why);
         }
         match lane
             .send(kind, action.clone(), result, state, slot.clone())
@@ -320,11 +349,9 @@ impl Actor {
             Ok(()) => (kind, None),
             Err(Stopped) => {
                 let reason = lane.cancel_reason(&self.control);
-                lane.push_terminal(
-                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
-                    slot,
-                );
-                (ItemKind::Cancelled, Some(reason))
+                let why = for_hooks(&reason);
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
+                (ItemKind::Cancelled, why)
             }
         }
     }
@@ -345,7 +372,9 @@ impl Actor {
         if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
             return Terminal::Cancelled { action: None };
         }
-        let mut app = match self.build().await {
+        // Boxed: the builder's future is large and done with before the
+        // first step, so it would only bloat every suspended task.
+        let mut app = match Box::pin(self.build()).await {
             Ok(app) => app,
             Err(error) => {
                 return Terminal::Failed {
@@ -372,95 +401,121 @@ impl Actor {
                     action: next_name(&app),
                 };
             }
-            let step = tokio::select! {
-                biased;
-                _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
-                step = app.step(spec.halt.get_inputs()) => step,
-            };
-            match step {
-                Ok(Some(record)) => {
-                    failures = 0;
-                    let next = app.next_action();
-                    if let Some(before) = next.filter(|n| spec.halt.halts_before(n)) {
-                        let before: Arc<str> = Arc::from(before);
-                        if nodes
-                            && lane
-                                .send(
-                                    ItemKind::NodeComplete,
-                                    Some(Arc::clone(&record.action)),
-                                    Some(record.result),
-                                    Some(record.state.clone()),
-                                    None,
-                                )
-                                .await
-                                .is_err()
-                        {
-                            return Terminal::Cancelled {
-                                action: Some(before),
+            // The step's result lives only in this block, so that it takes
+            // no room in this future at the awaits below.
+            let after = {
+                let step = tokio::select! {
+                    biased;
+                    _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
+                    step = app.step(spec.halt.get_inputs()) => step,
+                };
+                match step {
+                    Ok(Some(record)) => Ok(record),
+                    Ok(None) => {
+                        return Terminal::Final {
+                            action: None,
+                            result: None,
+                            state: app.state().clone(),
+                        };
+                    }
+                    Err(_) if lane.token.is_cancelled() => {
+                        // Cancelled while the step ran: its action saw the
+                        // cancellation (an emit that could not be delivered)
+                        // before this select did. That is a cancellation,
+                        // not a failure.
+                        return Terminal::Cancelled {
+                            action: next_name(&app),
+                        };
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        if failures >= self.config.retry.max_attempts {
+                            return Terminal::Failed {
+                                action: next_name(&app),
+                                error: error.to_string(),
                             };
                         }
-                        return Terminal::Final {
-                            action: Some(before),
-                            result: None,
-                            state: record.state,
-                        };
-                    }
-                    if next.is_none() || spec.halt.halts_after(&record.action) {
-                        return Terminal::Final {
-                            action: Some(record.action),
-                            result: Some(record.result),
-                            state: record.state,
-                        };
-                    }
-                    if nodes
-                        && lane
-                            .send(
-                                ItemKind::NodeComplete,
-                                Some(Arc::clone(&record.action)),
-                                Some(record.result),
-                                Some(record.state),
-                                None,
-                            )
-                            .await
-                            .is_err()
-                    {
-                        return Terminal::Cancelled {
-                            action: next_name(&app),
-                        };
+                        Err(self.config.retry.backoff(failures))
                     }
                 }
-                Ok(None) => {
-                    return Terminal::Final {
-                        action: None,
-                        result: None,
-                        state: app.state().clone(),
-                    };
-                }
-                Err(error) => {
-                    // A step that failed because the task was cancelled
-                    // while it ran (its `ctx.emit` saw the cancellation
-                    // first) is a cancellation, not a failure.
-                    if lane.token.is_cancelled() {
-                        return Terminal::Cancelled {
-                            action: next_name(&app),
-                        };
-                    }
-                    failures += 1;
-                    if failures >= self.config.retry.max_attempts {
-                        return Terminal::Failed {
-                            action: next_name(&app),
-                            error: error.to_string(),
-                        };
-                    }
-                    let wait = self.config.retry.backoff(failures);
+            };
+            let record = match after {
+                Ok(record) => record,
+                Err(wait) => {
                     tokio::select! {
                         biased;
                         _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
                         _ = tokio::time::sleep(wait) => {}
                     }
+                    continue;
                 }
+            };
+            failures = 0;
+            if let Some(terminal) = self.after_step(&app, record, nodes).await {
+                return terminal;
             }
         }
+    }
+
+    /// After a step: the task's end, or its node item and `None` to go on.
+    /// A function of its own so that the record and the send do not take
+    /// room in the body's future at every other await.
+    async fn after_step(
+        &self,
+        app: &Application,
+        record: StepRecord,
+        nodes: bool,
+    ) -> Option<Terminal> {
+        let (lane, spec) = (&self.lane, &self.spec);
+        let next = app.next_action();
+        if let Some(before) = next.filter(|n| spec.halt.halts_before(n)) {
+            let before: Arc<str> = Arc::from(before);
+            if nodes
+                && lane
+                    .send(
+                        ItemKind::NodeComplete,
+                        Some(Arc::clone(&record.action)),
+                        Some(record.result),
+                        Some(record.state.clone()),
+                        None,
+                    )
+                    .await
+                    .is_err()
+            {
+                return Some(Terminal::Cancelled {
+                    action: Some(before),
+                });
+            }
+            return Some(Terminal::Final {
+                action: Some(before),
+                result: None,
+                state: record.state,
+            });
+        }
+        if next.is_none() || spec.halt.halts_after(&record.action) {
+            return Some(Terminal::Final {
+                action: Some(record.action),
+                result: Some(record.result),
+                state: record.state,
+            });
+        }
+        if nodes
+            && lane
+                .send(
+                    ItemKind::NodeComplete,
+                    Some(Arc::clone(&record.action)),
+                    Some(record.result),
+                    Some(record.state),
+                    None,
+                )
+                .await
+                .is_err()
+        {
+            return Some(Terminal::Cancelled {
+                action: next.map(Arc::from),
+            });
+        }
+        None
     }
 
     async fn build(&self) -> Result<Application, String> {
@@ -470,15 +525,10 @@ impl Actor {
         let mut builder = Application::builder(spec.graph.clone())
             .app_id(lane.app_id.to_string())
             .state(spec.state.clone())
-            .stream_sink(Arc::new(TokenSink(Arc::clone(lane))))
+            .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>)
             .extension(TaskRuntime {
-                runtime: lane.shared.runtime.clone(),
-                handle: RunHandle {
-                    shared: Arc::clone(&lane.shared),
-                },
+                lane: Arc::clone(lane),
                 slot: self.slot.clone(),
-                gates: lane.gates.clone(),
-                token: lane.token.clone(),
             });
         if let Some(entry) = &spec.entrypoint {
             builder = builder.entrypoint(entry.clone());
@@ -501,15 +551,14 @@ impl Actor {
 
 /// Makes sure a task always reports and always leaves, even if its actor
 /// panics or is dropped.
-struct ExitGuard {
-    lane: Arc<Lane>,
-    slot: TaskSlot,
+struct ExitGuard<'a> {
+    actor: &'a Actor,
     delivered: bool,
 }
 
-impl Drop for ExitGuard {
+impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
-        let lane = &self.lane;
+        let lane = &self.actor.lane;
         if !self.delivered {
             let error = if lane.token.is_cancelled() {
                 ItemKind::Cancelled
@@ -517,8 +566,8 @@ impl Drop for ExitGuard {
                 ItemKind::Failed
             };
             let why = Some("the task's actor stopped unexpectedly".to_owned());
-            lane.push_terminal(Report::new(error, None, why), Some(self.slot.clone()));
-            lane.shared.update_progress(|p| {
+            lane.push_terminal(Report::new(error, None, why), Some(self.actor.slot.clone()));
+            lane.run.shared.update_progress(|p| {
                 p.running -= 1;
                 match error {
                     ItemKind::Failed => p.failed += 1,
@@ -526,11 +575,12 @@ impl Drop for ExitGuard {
                 }
             });
         }
-        lane.shared
+        lane.run
+            .shared
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&lane.key);
-        let _ = lane.shared.inbox.send(Inbox::Exited);
+        let _ = lane.run.shared.inbox.send(Inbox::Exited);
     }
 }

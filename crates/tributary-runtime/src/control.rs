@@ -47,24 +47,67 @@ impl Progress {
 /// A chain of pause gates (a run's, its task's, and those of the runs it is
 /// nested in): open when none is paused.
 #[derive(Clone, Default)]
-pub(crate) struct GateChain(Arc<[Arc<watch::Sender<bool>>]>);
+pub(crate) struct GateChain {
+    gates: Arc<[Gate]>,
+    /// A task's own gate, kept apart so that a task's chain shares its
+    /// run's instead of copying it.
+    task: Option<Arc<TaskShared>>,
+}
+
+/// One pause gate of a chain.
+#[derive(Clone)]
+pub(crate) enum Gate {
+    /// A run's gate.
+    Run(Arc<watch::Sender<bool>>),
+    /// A task's gate.
+    Task(Arc<TaskShared>),
+}
+
+impl Gate {
+    fn sender(&self) -> Option<&watch::Sender<bool>> {
+        match self {
+            Gate::Run(gate) => Some(gate),
+            Gate::Task(task) => task.paused.get(),
+        }
+    }
+}
 
 impl GateChain {
-    pub(crate) fn with(&self, gate: Arc<watch::Sender<bool>>) -> GateChain {
-        let mut gates: Vec<_> = self.0.iter().cloned().collect();
-        gates.push(gate);
-        GateChain(gates.into())
+    fn all(&self) -> impl Iterator<Item = Gate> + '_ {
+        self.gates
+            .iter()
+            .cloned()
+            .chain(self.task.iter().map(|t| Gate::Task(Arc::clone(t))))
+    }
+
+    /// This chain and then `gate`.
+    pub(crate) fn with(&self, gate: Gate) -> GateChain {
+        match (gate, &self.task) {
+            (Gate::Task(task), None) => GateChain {
+                gates: Arc::clone(&self.gates),
+                task: Some(task),
+            },
+            (gate, _) => {
+                let mut gates: Vec<_> = self.all().collect();
+                gates.push(gate);
+                GateChain {
+                    gates: gates.into(),
+                    task: None,
+                }
+            }
+        }
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.0.iter().all(|g| !*g.borrow())
+        self.all().all(|g| g.sender().is_none_or(|g| !*g.borrow()))
     }
 
     /// Wait until every gate is open at once.
     pub(crate) async fn wait_open(&self) {
         loop {
             let mut waited = false;
-            for gate in self.0.iter() {
+            for gate in self.all() {
+                let Some(gate) = gate.sender() else { continue };
                 if *gate.borrow() {
                     waited = true;
                     let mut rx = gate.subscribe();
@@ -136,21 +179,48 @@ impl TaskSlot {
 #[derive(Clone)]
 pub(crate) struct TaskControl {
     pub(crate) token: CancellationToken,
-    pub(crate) paused: Arc<watch::Sender<bool>>,
-    pub(crate) reason: Arc<OnceLock<String>>,
+    pub(crate) shared: Arc<TaskShared>,
+}
+
+/// A task's pause gate and cancellation reason, in one allocation.
+#[derive(Default)]
+pub(crate) struct TaskShared {
+    /// Created the first time the task is paused: most tasks never are,
+    /// and a `watch` costs a few hundred bytes per task.
+    paused: OnceLock<watch::Sender<bool>>,
+    pub(crate) reason: OnceLock<String>,
 }
 
 impl TaskControl {
     pub(crate) fn new(parent: &CancellationToken) -> Self {
         TaskControl {
             token: parent.child_token(),
-            paused: Arc::new(watch::Sender::new(false)),
-            reason: Arc::new(OnceLock::new()),
+            shared: Arc::default(),
+        }
+    }
+
+    /// Why the task was cancelled, if it was cancelled on its own.
+    pub(crate) fn reason(&self) -> Option<&String> {
+        self.shared.reason.get()
+    }
+
+    /// Pause or resume the task (its gate is created on first pause).
+    pub(crate) fn set_paused(&self, paused: bool) {
+        match self.shared.paused.get() {
+            Some(gate) => {
+                gate.send_replace(paused);
+            }
+            None if paused => {
+                let gate = self.shared.paused.get_or_init(|| watch::Sender::new(false));
+                gate.send_replace(true);
+            }
+            // Never paused: nothing to resume.
+            None => {}
         }
     }
 
     pub(crate) fn cancel(&self, reason: impl Into<String>) {
-        let _ = self.reason.set(reason.into());
+        let _ = self.shared.reason.set(reason.into());
         self.token.cancel();
     }
 }
@@ -194,7 +264,15 @@ impl RunShared {
     }
 
     pub(crate) fn update_progress(&self, f: impl FnOnce(&mut Progress)) {
-        self.progress.send_modify(f);
+        // Notify only when someone watches: waking the watch's notifiers
+        // for every task start and end costs more than the task itself.
+        // The count is read under the write lock, and a receiver that
+        // subscribes later reads the value under the read lock, so no
+        // subscriber misses an update.
+        self.progress.send_if_modified(|p| {
+            f(p);
+            self.progress.receiver_count() > 0
+        });
     }
 }
 
@@ -296,7 +374,7 @@ impl RunHandle {
             .shared
             .task(key)
             .ok_or_else(|| UnknownTask(key.to_owned()))?;
-        task.paused.send_replace(true);
+        task.set_paused(true);
         Ok(())
     }
 
@@ -310,7 +388,7 @@ impl RunHandle {
             .shared
             .task(key)
             .ok_or_else(|| UnknownTask(key.to_owned()))?;
-        task.paused.send_replace(false);
+        task.set_paused(false);
         Ok(())
     }
 
@@ -368,11 +446,9 @@ impl RunHandle {
 /// parallel action nests its run under its task.
 #[derive(Clone)]
 pub struct TaskRuntime {
-    pub(crate) runtime: Runtime,
-    pub(crate) handle: RunHandle,
+    /// The task's lane holds its run, gates and token.
+    pub(crate) lane: Arc<crate::actor::Lane>,
     pub(crate) slot: TaskSlot,
-    pub(crate) gates: GateChain,
-    pub(crate) token: CancellationToken,
 }
 
 impl std::fmt::Debug for TaskRuntime {
@@ -384,11 +460,19 @@ impl std::fmt::Debug for TaskRuntime {
 impl TaskRuntime {
     /// The runtime the task runs on.
     pub fn runtime(&self) -> &Runtime {
-        &self.runtime
+        &self.lane.run.shared.runtime
     }
 
     /// The handle of the task's run (to `add_task` from inside a task).
     pub fn handle(&self) -> &RunHandle {
-        &self.handle
+        &self.lane.run
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.lane.token
+    }
+
+    pub(crate) fn gates(&self) -> &GateChain {
+        &self.lane.gates
     }
 }

@@ -48,6 +48,38 @@ pub struct RunSummary {
     pub finished_by_policy: bool,
 }
 
+/// Hashes the merger's task indices: they are handed out by the runtime
+/// (0, 1, 2, ...), never chosen by a caller, so a multiplicative hash is
+/// enough and much cheaper than SipHash on the per-item path.
+#[derive(Clone, Copy, Default)]
+struct IndexHash;
+
+impl std::hash::BuildHasher for IndexHash {
+    type Hasher = IndexHasher;
+
+    fn build_hasher(&self) -> IndexHasher {
+        IndexHasher(0)
+    }
+}
+
+struct IndexHasher(u64);
+
+impl std::hash::Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 struct LaneState {
     index: u64,
     cohort: u64,
@@ -76,8 +108,8 @@ pub struct RunStream {
     total: Option<u64>,
     terminals: u64,
     out: VecDeque<StreamItem>,
-    received: HashMap<u64, u64>,
-    parked: HashMap<u64, Envelope>,
+    received: HashMap<u64, u64, IndexHash>,
+    parked: HashMap<u64, Envelope, IndexHash>,
     lanes: VecDeque<LaneState>,
     sealed: u64,
     round: u64,
@@ -116,8 +148,8 @@ impl RunStream {
             total: None,
             terminals: 0,
             out: VecDeque::new(),
-            received: HashMap::new(),
-            parked: HashMap::new(),
+            received: HashMap::default(),
+            parked: HashMap::default(),
             lanes: VecDeque::new(),
             sealed: 0,
             round: 0,
@@ -337,14 +369,18 @@ impl RunStream {
                     self.on_arrival(&env.item);
                     self.emit(env);
                 } else {
-                    *self.received.entry(index).or_insert(0) += 1;
+                    let expected = {
+                        let count = self.received.entry(index).or_insert(0);
+                        *count += 1;
+                        *count
+                    };
                     self.decide(&env.item);
                     self.emit(env);
-                    let expected = self.received.get(&index).copied().unwrap_or(0);
-                    if self
-                        .parked
-                        .get(&index)
-                        .is_some_and(|p| p.item.seq == expected)
+                    if !self.parked.is_empty()
+                        && self
+                            .parked
+                            .get(&index)
+                            .is_some_and(|p| p.item.seq == expected)
                     {
                         let parked = self.parked.remove(&index).expect("checked above");
                         self.emit(parked);

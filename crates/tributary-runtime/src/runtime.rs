@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::RunConfig;
-use crate::control::{GateChain, Progress, RunHandle, RunShared, TaskRuntime};
+use crate::control::{Gate, GateChain, Progress, RunHandle, RunShared, TaskRuntime};
 use crate::merger::RunStream;
 use crate::supervisor::Supervisor;
 use crate::task::TaskSource;
@@ -224,13 +224,13 @@ impl Runtime {
         parent: Option<&TaskRuntime>,
     ) -> (RunHandle, RunStream) {
         let root = match parent {
-            Some(p) => p.token.child_token(),
+            Some(p) => p.token().child_token(),
             None => CancellationToken::new(),
         };
         let gate = Arc::new(watch::Sender::new(false));
         let gates = parent
-            .map_or_else(GateChain::default, |p| p.gates.clone())
-            .with(Arc::clone(&gate));
+            .map_or_else(GateChain::default, |p| p.gates().clone())
+            .with(Gate::Run(Arc::clone(&gate)));
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (mail_tx, mail_rx) = mpsc::channel(config.mailbox_capacity);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();

@@ -11,7 +11,7 @@ use crate::actor::Actor;
 use crate::config::{MergeMode, RunConfig};
 use crate::control::{Inbox, RunShared, TaskControl, TaskSlot};
 use crate::error::TaskError;
-use crate::ids::child_app_id;
+use crate::ids::ChildIds;
 use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::{Ctl, Envelope};
 use crate::task::{TaskSource, TaskSpec};
@@ -23,7 +23,7 @@ pub(crate) struct Supervisor {
     inbox: mpsc::UnboundedReceiver<Inbox>,
     mail: mpsc::Sender<Envelope>,
     ctl: mpsc::UnboundedSender<Ctl>,
-    run_id: String,
+    ids: ChildIds,
     run_limit: Option<Arc<Semaphore>>,
     queue: VecDeque<TaskSpec>,
     source_done: bool,
@@ -41,6 +41,24 @@ struct Pulled {
 enum Wait {
     Ready,
     Cancelled,
+}
+
+/// The permits of a batch, in task order.
+type Permits = std::iter::Chain<
+    std::option::IntoIter<Option<OwnedSemaphorePermit>>,
+    std::vec::IntoIter<Option<OwnedSemaphorePermit>>,
+>;
+
+trait NoPermits {
+    fn none(n: usize) -> Self;
+}
+
+impl NoPermits for Permits {
+    /// `n` empty permits (no limit to hold).
+    fn none(n: usize) -> Self {
+        let rest: Vec<Option<OwnedSemaphorePermit>> = (1..n).map(|_| None).collect();
+        Some(None).into_iter().chain(rest)
+    }
 }
 
 impl Supervisor {
@@ -61,7 +79,7 @@ impl Supervisor {
             inbox,
             mail,
             ctl,
-            run_id,
+            ids: ChildIds::new(&run_id, 0, "task"),
             queue: VecDeque::new(),
             source_done: false,
             live: 0,
@@ -217,13 +235,15 @@ impl Supervisor {
         Wait::Ready
     }
 
+    /// One permit per task of a batch (`None` where there is no limit).
+    /// A batch of one, the common case, allocates nothing.
     async fn acquire(
         root: CancellationToken,
         sem: Option<Arc<Semaphore>>,
         n: usize,
-    ) -> Result<Vec<Option<OwnedSemaphorePermit>>, ()> {
+    ) -> Result<Permits, ()> {
         let Some(sem) = sem else {
-            return Ok((0..n).map(|_| None).collect());
+            return Ok(Permits::none(n));
         };
         let n32 = u32::try_from(n).map_err(|_| ())?;
         let mut permit = match Arc::clone(&sem).try_acquire_many_owned(n32) {
@@ -234,12 +254,14 @@ impl Supervisor {
                 p = sem.acquire_many_owned(n32) => p.map_err(|_| ())?,
             },
         };
-        let mut permits = Vec::with_capacity(n);
-        for _ in 1..n {
-            permits.push(permit.split(1));
+        let mut rest = Vec::new();
+        if n > 1 {
+            rest.reserve_exact(n - 1);
+            for _ in 1..n {
+                rest.push(permit.split(1));
+            }
         }
-        permits.push(Some(permit));
-        Ok(permits)
+        Ok(Some(Some(permit)).into_iter().chain(rest))
     }
 
     /// Start the tasks of `batch` (one, or a zip cohort) once the gates are
@@ -277,6 +299,11 @@ impl Supervisor {
             let slot = TaskSlot::new(budget.clone(), bp, rp);
             self.spawn(p, slot, cohort);
         }
+        // Spawning never waits while slots are free, so without this the
+        // supervisor would start thousands of tasks before the first one
+        // ran: give the worker to the tasks now and then (tokio's
+        // cooperative budget, one unit per start).
+        tokio::task::consume_budget().await;
         if self.config.merge_mode == MergeMode::Zip {
             let _ = self.ctl.send(Ctl::Seal { cohort });
             self.cohort += 1;
@@ -287,7 +314,7 @@ impl Supervisor {
     fn app_id(&self, spec: &TaskSpec) -> Arc<str> {
         match &spec.app_id {
             Some(id) => Arc::from(id.as_str()),
-            None => Arc::from(child_app_id(&self.run_id, 0, "task", &spec.key)),
+            None => self.ids.id_arc(&spec.key),
         }
     }
 

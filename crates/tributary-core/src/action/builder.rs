@@ -2,7 +2,6 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
 use super::{Action, ActionContext, ActionResult, InputSpec, Inputs};
@@ -148,7 +147,8 @@ impl FnAction {
     }
 }
 
-#[async_trait]
+// Written out rather than through `#[async_trait]`: the body already
+// returns a boxed future, and boxing it again costs an allocation per step.
 impl Action for FnAction {
     fn name(&self) -> &str {
         &self.name
@@ -166,7 +166,16 @@ impl Action for FnAction {
         &self.inputs
     }
 
-    async fn run(&self, state: State, inputs: Inputs, ctx: ActionContext) -> ActionResult {
-        (self.body)(state, inputs, ctx).await
+    fn run<'life0, 'async_trait>(
+        &'life0 self,
+        state: State,
+        inputs: Inputs,
+        ctx: ActionContext,
+    ) -> BoxFuture<'async_trait, ActionResult>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        (self.body)(state, inputs, ctx)
     }
 }

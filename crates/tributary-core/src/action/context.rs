@@ -1,5 +1,4 @@
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +58,9 @@ pub trait StreamSink: Send + Sync + 'static {
 /// its handle here so actions can spawn children on it).
 #[derive(Clone, Default)]
 pub struct Extensions {
-    map: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    // A handful of entries at most (every task of a run carries one): a
+    // vector searched linearly is smaller and faster than a hash map.
+    map: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
 }
 
 impl Extensions {
@@ -70,14 +71,21 @@ impl Extensions {
 
     /// Insert a value, replacing any value of the same type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.map.insert(TypeId::of::<T>(), Arc::new(value));
+        let id = TypeId::of::<T>();
+        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+        match self.map.iter_mut().find(|(k, _)| *k == id) {
+            Some(slot) => slot.1 = value,
+            None => self.map.push((id, value)),
+        }
     }
 
     /// The value of type `T`, if present.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        let id = TypeId::of::<T>();
         self.map
-            .get(&TypeId::of::<T>())
-            .and_then(|v| v.downcast_ref::<T>())
+            .iter()
+            .find(|(k, _)| *k == id)
+            .and_then(|(_, v)| v.downcast_ref::<T>())
     }
 
     /// Whether the map is empty.

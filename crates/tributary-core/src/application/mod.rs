@@ -322,7 +322,7 @@ impl Application {
             return Ok(None);
         };
         let action = Arc::clone(self.graph.action_at(index));
-        let name: Arc<str> = Arc::from(action.name());
+        let name: Arc<str> = Arc::clone(self.graph.name_at(index));
         let seq = self.next_seq;
         self.last_seq = Some(seq);
         let span = tracing::info_span!(
@@ -336,7 +336,9 @@ impl Application {
             let selected = inputs.select(&name, action.inputs());
             let guard = (!self.hooks.is_empty()).then(|| {
                 let step_inputs = selected.as_ref().cloned().unwrap_or_default();
-                let guard = AbandonGuard {
+                // Boxed: applications without hooks (the common case for
+                // runtime tasks) keep no room for it in the step's future.
+                let guard = Box::new(AbandonGuard {
                     app: Arc::clone(&self.info),
                     hooks: Arc::clone(&self.hooks),
                     action: Arc::clone(&name),
@@ -345,7 +347,7 @@ impl Application {
                     inputs: step_inputs,
                     emitted: Arc::clone(&emitted),
                     armed: true,
-                };
+                });
                 let info = guard.info();
                 for hook in self.hooks.iter() {
                     hook.before_step(&info);
@@ -387,22 +389,20 @@ impl Application {
                     Ok((_, state, _)) => (StepStatus::Completed, state.clone()),
                     Err(_) => (StepStatus::Failed, self.state.clone()),
                 };
-                let checkpoint = Checkpoint {
-                    app_id: self.info.app_id.clone(),
-                    partition_key: self.info.partition_key.clone(),
-                    sequence_id: seq,
-                    action: name.to_string(),
+                // Boxed: the checkpoint would otherwise take room in every
+                // step's future, with or without a persister.
+                let saved = Box::pin(save_checkpoint(
+                    persister.as_ref(),
+                    &self.info,
+                    seq,
+                    &name,
                     status,
                     state,
-                };
-                if let Err(source) = persister.save(&checkpoint).await {
-                    // The guard reports the step as abandoned: nothing was kept.
-                    return Err(ApplicationError::Persist {
-                        sequence_id: seq,
-                        action: name.to_string(),
-                        source,
-                    });
-                }
+                ))
+                .await;
+                // On error the guard reports the step as abandoned: nothing
+                // was kept.
+                saved?;
             }
 
             let items = emitted.load(Ordering::Relaxed);
@@ -610,6 +610,33 @@ impl Application {
         }
         Ok(StreamResult::live(self, opts))
     }
+}
+
+/// Save the checkpoint of step `seq`.
+async fn save_checkpoint(
+    persister: &dyn Persister,
+    info: &AppInfo,
+    seq: u64,
+    action: &str,
+    status: StepStatus,
+    state: State,
+) -> Result<(), ApplicationError> {
+    let checkpoint = Checkpoint {
+        app_id: info.app_id.clone(),
+        partition_key: info.partition_key.clone(),
+        sequence_id: seq,
+        action: action.to_owned(),
+        status,
+        state,
+    };
+    persister
+        .save(&checkpoint)
+        .await
+        .map_err(|source| ApplicationError::Persist {
+            sequence_id: seq,
+            action: action.to_owned(),
+            source,
+        })
 }
 
 /// Tells the hooks a step was abandoned if it is dropped while armed.

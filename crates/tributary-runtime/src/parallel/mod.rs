@@ -69,7 +69,7 @@ use tributary_core::{
 
 use crate::config::RunConfig;
 use crate::control::TaskRuntime;
-use crate::ids::child_app_id;
+use crate::ids::ChildIds;
 use crate::runtime::Runtime;
 use crate::task::{TaskOutcome, TaskSource, TaskSpec};
 
@@ -426,12 +426,11 @@ impl Action for ParallelAction {
 
     async fn run(&self, state: State, inputs: Inputs, ctx: ActionContext) -> ActionResult {
         let source = (self.tasks)(&state, &inputs)?;
-        let (parent_id, parent_seq) = (ctx.app_id().to_owned(), ctx.sequence_id());
-        let name = self.name.clone();
+        let ids = ChildIds::new(ctx.app_id(), ctx.sequence_id(), &self.name);
         let source = source.map(move |spec| match spec.app_id {
             Some(_) => spec,
             None => {
-                let id = child_app_id(&parent_id, parent_seq, &name, &spec.key);
+                let id = ids.id(&spec.key);
                 spec.app_id(id)
             }
         });
@@ -456,7 +455,7 @@ impl Action for ParallelAction {
 
         let task = ctx.extensions().get::<TaskRuntime>().cloned();
         let (_handle, mut stream) = match &task {
-            Some(t) => t.runtime.run_nested(source, config, t),
+            Some(t) => t.runtime().run_nested(source, config, t),
             None => Runtime::shared().run(source, config),
         };
         // While the children run, this task's slot goes back to the budget.

@@ -1,0 +1,8 @@
+//! The scenarios; each measures tributary next to a bare-tokio baseline
+//! doing the same work in the same run.
+
+pub(crate) mod control;
+pub(crate) mod map;
+pub(crate) mod memory;
+pub(crate) mod merge;
+pub(crate) mod profile;
