@@ -121,14 +121,20 @@ async fn an_abandoned_stream_step_is_reported() {
 
 /// Records the names of spans as they are created, with their fields.
 #[derive(Default, Clone)]
-struct SpanNames(Arc<Mutex<Vec<String>>>);
+struct SpanNames(
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Vec<(String, Option<String>)>>>,
+);
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
+impl<S> tracing_subscriber::Layer<S> for SpanNames
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     fn on_new_span(
         &self,
         attrs: &tracing::span::Attributes<'_>,
-        _: &tracing::span::Id,
-        _: tracing_subscriber::layer::Context<'_, S>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
         struct V(String);
         impl tracing::field::Visit for V {
@@ -138,6 +144,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
         }
         let mut v = V(attrs.metadata().name().to_owned());
         attrs.record(&mut v);
+        let parent = ctx
+            .span(id)
+            .and_then(|span| span.parent().map(|p| p.name().to_owned()));
+        self.1.lock().unwrap().push((v.0.clone(), parent));
         self.0.lock().unwrap().push(v.0);
     }
 }
@@ -177,6 +187,46 @@ async fn every_run_and_step_is_a_tracing_span() {
             "tributary.run app_id=traced",
             "tributary.step app_id=traced action=one sequence_id=0",
             "tributary.step app_id=traced action=two sequence_id=1",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_runtime_task_is_a_tracing_span_around_its_steps() {
+    let names = global_spans();
+    let task = tributary::TaskSpec::new("traced-task", graph()).app_id("traced-task-app");
+    let (_h, stream) = tributary::Runtime::new().run(vec![task], tributary::RunConfig::new());
+    stream.finish().await.unwrap();
+    let mine: Vec<String> = names
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.contains("traced-task"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        mine,
+        [
+            "tributary.task task=traced-task index=0 app_id=traced-task-app",
+            "tributary.step app_id=traced-task-app action=one sequence_id=0",
+            "tributary.step app_id=traced-task-app action=two sequence_id=1",
+        ]
+    );
+    // The steps run inside the task's span.
+    let parents: Vec<Option<String>> = names
+        .1
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.starts_with("tributary.step app_id=traced-task-app"))
+        .map(|(_, parent)| parent.clone())
+        .collect();
+    assert_eq!(
+        parents,
+        [
+            Some("tributary.task".to_owned()),
+            Some("tributary.task".to_owned())
         ]
     );
 }

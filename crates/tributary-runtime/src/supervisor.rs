@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::actor::Actor;
 use crate::config::{MergeMode, RunConfig};
@@ -348,6 +349,14 @@ impl Supervisor {
         };
         self.live += 1;
         let app_id = self.app_id(&p.spec);
+        // Every task is a span (cheap when no subscriber listens); its
+        // application's run and steps nest inside it.
+        let span = tracing::info_span!(
+            "tributary.task",
+            task = %p.spec.key,
+            index = p.index,
+            app_id = %app_id
+        );
         let actor = Actor::new(
             Arc::clone(&self.shared),
             Arc::clone(&self.config),
@@ -359,7 +368,7 @@ impl Supervisor {
             out,
             self.ctl.clone(),
         );
-        self.shared.tracker.spawn(actor.run());
+        self.shared.tracker.spawn(actor.run().instrument(span));
     }
 
     fn report(&mut self, p: Pulled, kind: ItemKind, error: String) {
