@@ -119,12 +119,13 @@ async fn an_abandoned_stream_step_is_reported() {
     assert!(!log.iter().any(|l| l.starts_with("after_run")), "{log:?}");
 }
 
-/// Records the names of spans as they are created, with their fields.
+/// (span, its parent's name) pairs.
+type Parents = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// Records the names of spans as they are created, with their fields, and
+/// each span's parent.
 #[derive(Default, Clone)]
-struct SpanNames(
-    Arc<Mutex<Vec<String>>>,
-    Arc<Mutex<Vec<(String, Option<String>)>>>,
-);
+struct SpanNames(Arc<Mutex<Vec<String>>>, Parents);
 
 impl<S> tracing_subscriber::Layer<S> for SpanNames
 where
