@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use tributary_stream::{
     ConnectorRegistry, FileConnector, Json, NatsPublisher, NatsSubscriber, NatsSubscriberOptions,
-    Payload, Raw, SendOptions, Store, StreamConsumer, StreamProducer,
+    Payload, Raw, Store, StreamConsumer,
 };
 
-use crate::stream_support::{TempDir, WAIT, service_url};
+use crate::stream_support::{
+    TempDir, WAIT, a_crash_before_acknowledging_redelivers, a_full_queue_holds_the_publisher_back,
+    send_three, service_url,
+};
 
 const VAR: &str = "TRIBUTARY_NATS_URL";
 
@@ -50,19 +53,6 @@ impl TestStream {
     }
 }
 
-async fn send_three(stream: &TestStream, store: Store<u32>, evict: bool) {
-    let mut producer = StreamProducer::builder(stream.publisher().await, Json)
-        .default_store(store)
-        .build();
-    for i in 0..3u32 {
-        producer
-            .send_with("t", i, SendOptions::new().evict(evict))
-            .await
-            .unwrap();
-    }
-    producer.close().await.unwrap();
-}
-
 #[tokio::test]
 async fn events_travel_through_jetstream_and_objects_through_files() {
     let Some(stream) = TestStream::new("events_travel_through_jetstream_and_objects_through_files")
@@ -71,7 +61,12 @@ async fn events_travel_through_jetstream_and_objects_through_files() {
     };
     let dir = TempDir::new();
     let files = FileConnector::new(&dir.0).unwrap();
-    send_three(&stream, Store::new(files.clone(), Json), true).await;
+    send_three(
+        stream.publisher().await,
+        Store::new(files.clone(), Json),
+        true,
+    )
+    .await;
     let registry = ConnectorRegistry::new().with_connector(files);
     let sub = stream
         .subscriber("c", NatsSubscriberOptions::default())
@@ -98,32 +93,17 @@ async fn an_unacknowledged_batch_is_delivered_again_after_ack_wait() {
     };
     let dir = TempDir::new();
     let files = FileConnector::new(&dir.0).unwrap();
-    send_three(&stream, Store::new(files.clone(), Json), false).await;
+    send_three(
+        stream.publisher().await,
+        Store::new(files.clone(), Json),
+        false,
+    )
+    .await;
     let registry = ConnectorRegistry::new().with_connector(files);
     let options = NatsSubscriberOptions::default().ack_wait(Duration::from_secs(1));
 
-    let mut first = StreamConsumer::<u32>::builder(
-        stream.subscriber("c", options.clone()).await,
-        registry.clone(),
-        Json,
-    )
-    .build();
-    let item = tokio::time::timeout(WAIT, first.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(item.payload.into_value().await.unwrap(), 0);
-    drop(first); // crash before acknowledging
-
-    let mut again =
-        StreamConsumer::<u32>::builder(stream.subscriber("c", options).await, registry, Json)
-            .build();
-    let mut values = Vec::new();
-    while let Some(item) = tokio::time::timeout(WAIT, again.next()).await.unwrap() {
-        values.push(item.unwrap().payload.into_value().await.unwrap());
-    }
-    assert_eq!(values, [0, 1, 2], "batch 0 is delivered again");
+    a_crash_before_acknowledging_redelivers(|| stream.subscriber("c", options.clone()), registry)
+        .await;
     stream.delete().await;
 }
 
@@ -206,7 +186,6 @@ async fn a_consumer_resolves_file_proxies_from_a_producer_in_another_process() {
 #[tokio::test]
 async fn a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch_up() {
     use async_nats::jetstream::stream;
-    use tributary_stream::{Publisher, Subscriber, TransportError};
     let Some(test_stream) = TestStream::new(
         "a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch_up",
     ) else {
@@ -229,36 +208,10 @@ async fn a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch
         .publisher()
         .await
         .with_backpressure_timeout(Duration::from_millis(300));
-    let mut sub = test_stream
+    let sub = test_stream
         .subscriber("c", NatsSubscriberOptions::default())
         .await;
 
-    publisher.publish("t", "one".into()).await.unwrap();
-    publisher.publish("t", "two".into()).await.unwrap();
-    let err = publisher.publish("t", "three".into()).await.unwrap_err();
-    assert!(
-        matches!(&err, TransportError::Backpressure { topic, .. } if topic == "t"),
-        "{err:?}"
-    );
-
-    let d = tokio::time::timeout(WAIT, sub.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(&d.message[..], b"one");
-    sub.ack(d.id).await.unwrap();
-    publisher.publish("t", "three".into()).await.unwrap();
-    let mut rest = Vec::new();
-    for _ in 0..2 {
-        let d = tokio::time::timeout(WAIT, sub.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        rest.push(d.message.clone());
-        sub.ack(d.id).await.unwrap();
-    }
-    assert_eq!(rest, ["two", "three"]);
+    a_full_queue_holds_the_publisher_back(publisher, sub).await;
     test_stream.delete().await;
 }

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use tributary_stream::{
     ConnectorRegistry, Json, Payload, Publisher, Raw, RedisConnector, RedisPublisher,
-    RedisSubscriber, SendOptions, Store, StreamConsumer, StreamProducer, Subscriber,
-    TransportError,
+    RedisSubscriber, Store, StreamConsumer, Subscriber,
 };
 
-use crate::stream_support::{WAIT, service_url, unique};
+use crate::stream_support::{
+    WAIT, a_crash_before_acknowledging_redelivers, a_full_queue_holds_the_publisher_back,
+    send_three, service_url, unique,
+};
 
 const VAR: &str = "TRIBUTARY_REDIS_URL";
 
@@ -62,19 +64,8 @@ async fn the_redis_connector_keeps_the_connector_contract() {
     crate::stream_proxy::connector_contract(&connector).await;
 }
 
-async fn send_three(url: &str, prefix: &str, objects: &RedisConnector, evict: bool) {
-    let publisher = RedisPublisher::connect(url, prefix).await.unwrap();
-    let mut producer = StreamProducer::builder(publisher, Json)
-        .id("p")
-        .default_store(Store::new(objects.clone(), Json))
-        .build();
-    for i in 0..3u32 {
-        producer
-            .send_with("t", i, SendOptions::new().evict(evict))
-            .await
-            .unwrap();
-    }
-    producer.close().await.unwrap();
+async fn publisher(url: &str, prefix: &str) -> RedisPublisher {
+    RedisPublisher::connect(url, prefix).await.unwrap()
 }
 
 async fn subscriber(url: &str, prefix: &str, consumer: &str) -> RedisSubscriber {
@@ -89,7 +80,12 @@ async fn events_and_objects_travel_through_redis() {
         return;
     };
     let objects = RedisConnector::new(&url, format!("{prefix}obj:")).unwrap();
-    send_three(&url, &prefix, &objects, true).await;
+    send_three(
+        publisher(&url, &prefix).await,
+        Store::new(objects.clone(), Json),
+        true,
+    )
+    .await;
     let registry = ConnectorRegistry::new().with_connector(objects.clone());
     let consumer =
         StreamConsumer::<u32>::builder(subscriber(&url, &prefix, "c").await, registry, Json)
@@ -125,35 +121,15 @@ async fn a_consumer_that_crashes_before_acknowledging_gets_the_batch_again() {
         return;
     };
     let objects = RedisConnector::new(&url, format!("{prefix}obj:")).unwrap();
-    send_three(&url, &prefix, &objects, false).await;
+    send_three(
+        publisher(&url, &prefix).await,
+        Store::new(objects.clone(), Json),
+        false,
+    )
+    .await;
     let registry = ConnectorRegistry::new().with_connector(objects.clone());
 
-    let mut first = StreamConsumer::<u32>::builder(
-        subscriber(&url, &prefix, "c").await,
-        registry.clone(),
-        Json,
-    )
-    .build();
-    let item = tokio::time::timeout(WAIT, first.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(item.payload.into_value().await.unwrap(), 0);
-    drop(first); // crash: batch 0 was received, never acknowledged
-
-    let mut again =
-        StreamConsumer::<u32>::builder(subscriber(&url, &prefix, "c").await, registry, Json)
-            .build();
-    let mut values = Vec::new();
-    while let Some(item) = tokio::time::timeout(WAIT, again.next()).await.unwrap() {
-        values.push(item.unwrap().payload.into_value().await.unwrap());
-    }
-    assert_eq!(
-        values,
-        [0, 1, 2],
-        "batch 0 is delivered again, then the rest"
-    );
+    a_crash_before_acknowledging_redelivers(|| subscriber(&url, &prefix, "c"), registry).await;
 
     let mut conn = redis_conn(&url).await;
     let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
@@ -173,7 +149,12 @@ async fn another_consumer_claims_what_a_dead_one_left_pending() {
         return;
     };
     let objects = RedisConnector::new(&url, format!("{prefix}obj:")).unwrap();
-    send_three(&url, &prefix, &objects, true).await;
+    send_three(
+        publisher(&url, &prefix).await,
+        Store::new(objects.clone(), Json),
+        true,
+    )
+    .await;
     let registry = ConnectorRegistry::new().with_connector(objects.clone());
 
     let mut dead = StreamConsumer::<u32>::builder(
@@ -212,34 +193,8 @@ async fn a_full_stream_holds_the_publisher_back_until_consumers_catch_up() {
         .await
         .unwrap()
         .with_max_len(2, Duration::from_millis(300));
-    let mut sub = subscriber(&url, &prefix, "c").await.delete_acked(true);
-    publisher.publish("t", "one".into()).await.unwrap();
-    publisher.publish("t", "two".into()).await.unwrap();
-    let err = publisher.publish("t", "three".into()).await.unwrap_err();
-    assert!(
-        matches!(&err, TransportError::Backpressure { topic, .. } if topic == "t"),
-        "{err:?}"
-    );
-
-    let d = tokio::time::timeout(WAIT, sub.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(&d.message[..], b"one");
-    sub.ack(d.id).await.unwrap();
-    publisher.publish("t", "three".into()).await.unwrap();
-    let mut rest = Vec::new();
-    for _ in 0..2 {
-        let d = tokio::time::timeout(WAIT, sub.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        rest.push(d.message.clone());
-        sub.ack(d.id).await.unwrap();
-    }
-    assert_eq!(rest, ["two", "three"]);
+    let sub = subscriber(&url, &prefix, "c").await.delete_acked(true);
+    a_full_queue_holds_the_publisher_back(publisher, sub).await;
 }
 
 #[tokio::test]
