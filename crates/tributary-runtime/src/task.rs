@@ -173,8 +173,10 @@ impl TaskSource {
         }
     }
 
-    /// No tasks (a run fed only through `add_task` until... it ends at
-    /// once; use a stream source to keep a run open).
+    /// No tasks: the run ends at once unless a task is added before its
+    /// supervisor sees the source is empty. To feed a run only through
+    /// `add_task`, give it a stream source that stays open (for example over
+    /// a channel) and close that when no more tasks will come.
     pub fn empty() -> Self {
         Self::iter(std::iter::empty())
     }
