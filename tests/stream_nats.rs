@@ -14,6 +14,23 @@ use crate::stream_support::{
 
 const VAR: &str = "TRIBUTARY_NATS_URL";
 
+/// Keeps one JetStream stream alive for good. The NATS server removes an
+/// account's stream directory when its last stream is deleted, and a stream
+/// created at that very moment fails ("could not create storage
+/// directory"); tests that create and delete streams in parallel hit that
+/// race unless some stream always exists.
+async fn anchor(url: &str) {
+    let client = async_nats::connect(url).await.expect("NATS is reachable");
+    async_nats::jetstream::new(client)
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "TRIB_TEST_ANCHOR".to_owned(),
+            subjects: vec!["trib-test-anchor.>".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .expect("the anchor stream exists");
+}
+
 /// A unique JetStream stream, deleted at the end of the test.
 struct TestStream {
     url: String,
@@ -22,8 +39,9 @@ struct TestStream {
 }
 
 impl TestStream {
-    fn new(test: &str) -> Option<Self> {
+    async fn new(test: &str) -> Option<Self> {
         let url = service_url(VAR, test)?;
+        anchor(&url).await;
         let id = uuid::Uuid::new_v4().simple().to_string();
         Some(Self {
             url,
@@ -55,7 +73,8 @@ impl TestStream {
 
 #[tokio::test]
 async fn events_travel_through_jetstream_and_objects_through_files() {
-    let Some(stream) = TestStream::new("events_travel_through_jetstream_and_objects_through_files")
+    let Some(stream) =
+        TestStream::new("events_travel_through_jetstream_and_objects_through_files").await
     else {
         return;
     };
@@ -87,7 +106,8 @@ async fn events_travel_through_jetstream_and_objects_through_files() {
 
 #[tokio::test]
 async fn an_unacknowledged_batch_is_delivered_again_after_ack_wait() {
-    let Some(stream) = TestStream::new("an_unacknowledged_batch_is_delivered_again_after_ack_wait")
+    let Some(stream) =
+        TestStream::new("an_unacknowledged_batch_is_delivered_again_after_ack_wait").await
     else {
         return;
     };
@@ -109,7 +129,7 @@ async fn an_unacknowledged_batch_is_delivered_again_after_ack_wait() {
 
 #[tokio::test]
 async fn an_invalid_nats_topic_is_refused_by_name() {
-    let Some(stream) = TestStream::new("an_invalid_nats_topic_is_refused_by_name") else {
+    let Some(stream) = TestStream::new("an_invalid_nats_topic_is_refused_by_name").await else {
         return;
     };
     let publisher = stream.publisher().await;
@@ -124,6 +144,7 @@ async fn an_invalid_nats_topic_is_refused_by_name() {
 async fn a_consumer_resolves_file_proxies_from_a_producer_in_another_process() {
     let Some(stream) =
         TestStream::new("a_consumer_resolves_file_proxies_from_a_producer_in_another_process")
+            .await
     else {
         return;
     };
@@ -188,7 +209,9 @@ async fn a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch
     use async_nats::jetstream::stream;
     let Some(test_stream) = TestStream::new(
         "a_full_work_queue_stream_holds_the_publisher_back_until_consumers_catch_up",
-    ) else {
+    )
+    .await
+    else {
         return;
     };
     // The operator's stream: at most two messages not yet acknowledged.

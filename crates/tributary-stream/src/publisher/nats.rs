@@ -43,15 +43,26 @@ async fn stream(
         .await
         .map_err(|e| backend("*", e))?;
     let js = jetstream::new(client);
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: stream.to_owned(),
-            subjects: vec![format!("{prefix}.>")],
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| backend("*", e))?;
-    Ok((js, stream))
+    let config = jetstream::stream::Config {
+        name: stream.to_owned(),
+        subjects: vec![format!("{prefix}.>")],
+        ..Default::default()
+    };
+    // A busy server can let a JetStream API request time out; that is
+    // transient, so try a few times before giving up.
+    let mut attempt = 1;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return Ok((js, stream)),
+            Err(e)
+                if attempt < 3
+                    && e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(backend("*", e)),
+        }
+    }
 }
 
 /// Publishes to the JetStream stream `stream` on subjects `<prefix>.<topic>`,
