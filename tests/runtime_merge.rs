@@ -1,5 +1,7 @@
 //! Merge modes: AsCompleted, Zip, Ordered, FinalOnly, and the switches.
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use serde_json::json;
 use tributary::{ItemKind, MergeMode, RunConfig, Runtime, State, StreamItem, TaskSource, TaskSpec};
@@ -201,4 +203,24 @@ async fn an_async_stream_source_is_pulled_lazily() {
     let rest: Vec<_> = stream.collect().await;
     assert_eq!(rest.len() + 1, 1000 * 2);
     assert_eq!(pulled.get(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_mailbox_lets_producers_finish_before_anyone_reads() {
+    let graph = two_step(200, Count::default());
+    let tasks: Vec<TaskSpec> = (0..5)
+        .map(|i| TaskSpec::new(format!("t{i}"), graph.clone()))
+        .collect();
+    let (handle, stream) = Runtime::new().run(tasks, RunConfig::new().unbounded_mailbox());
+    // Nobody reads, yet every task runs to its end (its items wait in the
+    // mailbox): 5 tasks x (400 tokens + node + final) items are produced.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        handle.progress().wait_for(|p| p.completed == 5),
+    )
+    .await
+    .expect("producers never wait on an unbounded mailbox")
+    .unwrap();
+    let items: Vec<StreamItem> = stream.collect().await;
+    assert_eq!(items.len(), 5 * 402);
 }

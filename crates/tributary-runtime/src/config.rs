@@ -235,8 +235,17 @@ impl RunConfig {
     /// When `capacity` is 0.
     pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
         assert!(capacity > 0, "mailbox capacity must be at least 1");
-        self.mailbox_capacity = capacity;
+        self.mailbox_capacity = capacity.min(tokio::sync::Semaphore::MAX_PERMITS);
         self
+    }
+
+    /// Opt in to an unbounded shared mailbox: producers never wait for the
+    /// consumer, so memory grows with everything produced and not yet read.
+    /// Use it only when the consumer is known to keep up, or memory is not a
+    /// concern. (A task still holds its slot until its terminal item is read,
+    /// so the number of tasks alive stays bounded by the budget.)
+    pub fn unbounded_mailbox(self) -> Self {
+        self.mailbox_capacity(tokio::sync::Semaphore::MAX_PERMITS)
     }
 
     /// Capacity of each task's own channel (`Zip`, `Ordered`).
