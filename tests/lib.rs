@@ -1,3 +1,4 @@
 //! Helpers shared by tributary's integration tests.
 
 pub mod chain;
+pub mod crash;

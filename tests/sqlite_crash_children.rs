@@ -16,12 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tributary::{
-    Application, Graph, ParallelAction, RunOptions, State, StepStatus, Subgraph, action, default,
-};
+use tributary::{Application, Graph, RunOptions, State, StepStatus, Subgraph, action, default};
 use tributary_sqlite::{
     Database, RunReader, RunStatus, SqlitePersister, SqliteTracker, TrackedStepStatus,
 };
+use tributary_tests::crash::{map_children, prepare};
 
 const CHILDREN: usize = 20;
 const STEPS: usize = 4;
@@ -141,35 +140,9 @@ fn child(ledger: Ledger, seed: Option<u64>) -> Subgraph {
 
 /// `prepare` -> `map` (20 children) -> `total`.
 fn parent(ledger: Ledger, seed: Option<u64>) -> Graph {
-    let map = ParallelAction::map_states("map", child(ledger, seed), |s: &State, _| {
-        let n: usize = s.get_as("children")?;
-        Ok((0..n).map(|i| {
-            State::new()
-                .set("item", i)
-                .set("v", 1)
-                .set("trail", json!([]))
-        }))
-    })
-    .reads(["children"])
-    .writes(["results"])
-    .reduce(|s, outcomes| {
-        let results: Vec<Value> = outcomes
-            .iter()
-            .map(|o| {
-                let state = o.state().expect("every child completed");
-                json!({ "v": state.get("v"), "trail": state.get("trail") })
-            })
-            .collect();
-        Ok(s.set("results", results))
-    })
-    .build();
     Graph::builder()
-        .action(
-            action("prepare")
-                .writes(["children"])
-                .run(|s: State, _, _| async move { Ok((json!({}), s.set("children", CHILDREN))) }),
-        )
-        .action(map)
+        .action(prepare(CHILDREN as u64))
+        .action(map_children(child(ledger, seed)))
         .action(action("total").reads(["results"]).writes(["total"]).run(
             |s: State, _, _| async move {
                 let results: Vec<Value> = s.get_as("results")?;

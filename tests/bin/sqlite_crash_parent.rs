@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::{Value, json};
-use tributary::{Application, Graph, ParallelAction, RunOptions, State, Subgraph, action, default};
+use serde_json::json;
+use tributary::{Application, Graph, RunOptions, State, Subgraph, action, default};
 use tributary_sqlite::{Database, SqlitePersister, SqliteTracker};
+use tributary_tests::crash::{map_children, prepare};
 
 /// Steps of each child.
 const STEPS: usize = 4;
@@ -65,42 +66,12 @@ fn child(log: PathBuf, step_ms: u64) -> Subgraph {
 }
 
 fn parent(log: PathBuf, children: u64, step_ms: u64) -> anyhow::Result<Graph> {
-    let map = ParallelAction::map_states("map", child(log, step_ms), |s: &State, _| {
-        let n: u64 = s.get_as("children")?;
-        Ok((0..n).map(|i| {
-            State::new()
-                .set("item", i)
-                .set("v", 1)
-                .set("trail", json!([]))
-        }))
-    })
-    .reads(["children"])
-    .writes(["results"])
-    .reduce(|s, outcomes| {
-        let results: Vec<Value> = outcomes
-            .iter()
-            .map(|o| {
-                let state = o.state().ok_or("a child did not complete")?;
-                Ok(json!({ "v": state.get("v"), "trail": state.get("trail") }))
-            })
-            .collect::<Result<_, &str>>()?;
-        Ok(s.set("results", results))
-    })
-    .build();
-    Ok(
-        Graph::builder()
-            .action(
-                action("prepare")
-                    .writes(["children"])
-                    .run(move |s: State, _, _| async move {
-                        Ok((json!({}), s.set("children", children)))
-                    }),
-            )
-            .action(map)
-            .transition("prepare", "map", default())
-            .entrypoint("prepare")
-            .build()?,
-    )
+    Ok(Graph::builder()
+        .action(prepare(children))
+        .action(map_children(child(log, step_ms)))
+        .transition("prepare", "map", default())
+        .entrypoint("prepare")
+        .build()?)
 }
 
 #[tokio::main]
