@@ -78,20 +78,17 @@ use crate::task::{TaskOutcome, TaskSource, TaskSpec};
 #[derive(Clone)]
 #[must_use]
 pub struct Subgraph {
-    graph: Graph,
-    entrypoint: Option<String>,
-    halt_after: Vec<String>,
-    halt_before: Vec<String>,
+    /// Every task of the subgraph is this one with its own key, state and
+    /// inputs.
+    template: TaskSpec,
 }
 
 impl fmt::Debug for Subgraph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subgraph")
-            .field("graph", &self.graph)
-            .field("entrypoint", &self.entrypoint)
-            .field("halt_after", &self.halt_after)
-            .field("halt_before", &self.halt_before)
-            .finish()
+            .field("graph", &self.template.graph)
+            .field("entrypoint", &self.template.entrypoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,10 +96,7 @@ impl Subgraph {
     /// Run `graph` from its entrypoint until it ends.
     pub fn new(graph: Graph) -> Self {
         Subgraph {
-            graph,
-            entrypoint: None,
-            halt_after: Vec::new(),
-            halt_before: Vec::new(),
+            template: TaskSpec::new("", graph),
         }
     }
 
@@ -113,7 +107,7 @@ impl Subgraph {
 
     /// Enter at `action`.
     pub fn entrypoint(mut self, action: impl Into<String>) -> Self {
-        self.entrypoint = Some(action.into());
+        self.template = self.template.entrypoint(action);
         self
     }
 
@@ -123,7 +117,7 @@ impl Subgraph {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
-        self.halt_after.extend(actions.into_iter().map(Into::into));
+        self.template = self.template.halt_after(actions);
         self
     }
 
@@ -133,21 +127,18 @@ impl Subgraph {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
-        self.halt_before.extend(actions.into_iter().map(Into::into));
+        self.template = self.template.halt_before(actions);
         self
     }
 
     /// The task that runs this subgraph on `state`.
     pub fn task(&self, key: impl Into<String>, state: State, inputs: Inputs) -> TaskSpec {
-        let mut spec = TaskSpec::new(key, self.graph.clone())
-            .state(state)
-            .inputs(inputs)
-            .halt_after(self.halt_after.iter().cloned())
-            .halt_before(self.halt_before.iter().cloned());
-        if let Some(entry) = &self.entrypoint {
-            spec = spec.entrypoint(entry.clone());
+        TaskSpec {
+            key: Arc::from(key.into()),
+            state,
+            ..self.template.clone()
         }
-        spec
+        .inputs(inputs)
     }
 }
 
