@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_util::StreamExt;
 use serde_json::json;
 use tributary::{
-    Application, ApplicationError, Graph, HaltReason, Inputs, RunOptions, State, action, default,
-    when,
+    Advance, Application, ApplicationError, Graph, HaltReason, Inputs, RunOptions, State, action,
+    default, when,
 };
 
 /// a -> b -> c -> (end); each appends its name to `trail`.
@@ -218,4 +218,66 @@ async fn a_failed_step_keeps_the_state_and_is_retried_at_the_same_sequence_id() 
     assert_eq!(app.sequence_id(), Some(0));
     let rec = app.step(&Inputs::new()).await.unwrap().unwrap();
     assert_eq!(rec.sequence_id, 0);
+}
+
+/// Drive `app` with `advance` to its halt: (intermediate nodes, outcome).
+async fn drive(app: &mut Application, opts: &RunOptions) -> (Vec<String>, tributary::RunOutcome) {
+    let mut nodes = Vec::new();
+    loop {
+        let (node, outcome) = app.advance(opts).await.unwrap().split();
+        nodes.extend(node.map(|n| n.action.to_string()));
+        if let Some(outcome) = outcome {
+            return (nodes, outcome);
+        }
+    }
+}
+
+#[tokio::test]
+async fn advance_halts_where_run_halts_with_the_same_outcome() {
+    let cases = [
+        RunOptions::new(),
+        RunOptions::after(["b"]),
+        RunOptions::before(["c"]),
+        RunOptions::after(["b"]).halt_before(["c"]),
+        RunOptions::before(["a"]),
+        RunOptions::after(["a"]),
+    ];
+    for opts in cases {
+        let by_run = app().await.run(opts.clone()).await.unwrap();
+        let mut stepped = app().await;
+        let (_, by_advance) = drive(&mut stepped, &opts).await;
+        assert_eq!(by_advance, by_run, "{opts:?}");
+        assert_eq!(stepped.state(), &by_run.state);
+    }
+}
+
+#[tokio::test]
+async fn advance_reports_intermediate_nodes_apart_from_the_halt_step() {
+    // Halting after `c` (the graph's end): a and b are nodes, c is the halt.
+    let (nodes, outcome) = drive(&mut app().await, &RunOptions::new()).await;
+    assert_eq!(nodes, ["a", "b"]);
+    assert_eq!(outcome.reason, HaltReason::GraphEnd);
+    assert_eq!(outcome.result, Some(json!({ "ran": "c", "seq": 2 })));
+
+    // Halting before `c`: b ran and is a node; the outcome names c, no result.
+    let (nodes, outcome) = drive(&mut app().await, &RunOptions::before(["c"])).await;
+    assert_eq!(nodes, ["a", "b"]);
+    assert_eq!(outcome.action.as_deref(), Some("c"));
+    assert_eq!(outcome.result, None);
+    assert_eq!(outcome.reason, HaltReason::HaltBefore);
+}
+
+#[tokio::test]
+async fn advance_with_nothing_left_halts_without_a_step() {
+    let mut app = app().await;
+    app.run(RunOptions::new()).await.unwrap();
+    match app.advance(&RunOptions::new()).await.unwrap() {
+        Advance::Halt { step, outcome } => {
+            assert!(step.is_none());
+            assert_eq!(outcome.reason, HaltReason::GraphEnd);
+            assert_eq!(outcome.action, None);
+        }
+        other => panic!("expected a halt, got {other:?}"),
+    }
+    assert_eq!(app.sequence_id(), Some(2));
 }

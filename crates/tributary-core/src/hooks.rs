@@ -25,9 +25,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::action::Inputs;
-use crate::application::{AppInfo, RunOutcome};
 use crate::error::{ActionError, ApplicationError};
+use crate::identity::AppInfo;
+use crate::inputs::Inputs;
+use crate::outcome::RunOutcome;
 use crate::state::State;
 
 /// Observes an application's lifecycle. Hooks are also how a tracker

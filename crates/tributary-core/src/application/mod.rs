@@ -3,10 +3,12 @@
 //! An [`Application`] runs its graph one action at a time. Each
 //! [`step`](Application::step) runs the next action, validates its writes,
 //! picks the next action by the transitions, saves a checkpoint when a
-//! persister is set, and fires the hooks. [`run`](Application::run) steps
-//! until a halt condition, [`iterate`](Application::iterate) yields each step
-//! as a `Stream`, and [`stream_result`](Application::stream_result) streams the
-//! intermediate outputs of the halt action.
+//! persister is set, and fires the hooks. [`advance`](Application::advance)
+//! runs one step and applies the halting decision: it is the one stepping
+//! function that [`run`](Application::run) (steps until a halt condition),
+//! [`iterate`](Application::iterate) (yields each step as a `Stream`),
+//! [`stream_result`](Application::stream_result) (streams the intermediate
+//! outputs of the halt action) and the runtime's subgraph actors share.
 //!
 //! Halting: after each step the run stops if the next action is in
 //! `halt_before` (no result), or the action just run is in `halt_after`, or no
@@ -55,33 +57,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::stream::BoxStream;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::action::{ActionContext, Extensions, Inputs, ParentPointer, StreamSink};
+use crate::action::{ActionContext, Extensions, StreamSink};
 use crate::error::{ActionError, ApplicationError};
 use crate::graph::Graph;
 use crate::hooks::{HookList, StepInfo, StepOutcome};
+use crate::identity::AppInfo;
+use crate::inputs::Inputs;
+use crate::outcome::{Advance, HaltReason, RunOutcome, StepRecord};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::{RESERVED_PREFIX, State};
 
 pub use builder::ApplicationBuilder;
 pub use stream::StreamResult;
-
-/// Who an application is: its id, partition key and parent pointers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct AppInfo {
-    /// The application's id.
-    pub app_id: String,
-    /// Its partition key (a user or tenant id, for listing).
-    pub partition_key: Option<String>,
-    /// The application it was forked from.
-    pub parent: Option<ParentPointer>,
-    /// The application (and step) that spawned it.
-    pub spawning_parent: Option<ParentPointer>,
-}
 
 /// Where a run stops and what every step receives.
 #[derive(Debug, Clone, Default)]
@@ -165,51 +155,35 @@ impl RunOptions {
     pub fn halts_before(&self, action: &str) -> bool {
         self.halt_before.iter().any(|a| a == action)
     }
-}
 
-/// Why a run stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HaltReason {
-    /// The action just run is in `halt_after`.
-    HaltAfter,
-    /// The next action is in `halt_before`; it did not run.
-    HaltBefore,
-    /// No transition holds (or there was nothing left to run).
-    GraphEnd,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct RunOutcome {
-    /// The action the run halted at: the last action run, or for
-    /// [`HaltReason::HaltBefore`] the action it halted before. `None` when
-    /// there was nothing to run.
-    pub action: Option<String>,
-    /// The result of the last action run; `None` for `HaltBefore` and when
-    /// nothing ran.
-    pub result: Option<Value>,
-    /// The state at the end.
-    pub state: State,
-    /// Why the run stopped.
-    pub reason: HaltReason,
-}
-
-/// One completed step.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct StepRecord {
-    /// Its sequence id.
-    pub sequence_id: u64,
-    /// Its action.
-    pub action: Arc<str>,
-    /// The action's result.
-    pub result: Value,
-    /// The state after the step.
-    pub state: State,
-    /// How many intermediate outputs it emitted.
-    pub items: u64,
+    /// The halting decision after a step of `ran`, when `next` is the action
+    /// the transitions chose (`None`: no transition holds).
+    ///
+    /// `halt_before` beats `halt_after`: the run halts before `next` when it
+    /// is in `halt_before`, else after `ran` when it is in `halt_after`,
+    /// else at the graph's end when there is no `next`; otherwise it goes on
+    /// (`None`). There is no check before the first step: the first action
+    /// always runs. [`Application::advance`] applies this after every step.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tributary_core::{HaltReason, RunOptions};
+    ///
+    /// let opts = RunOptions::after(["write"]).halt_before(["review"]);
+    /// assert_eq!(opts.halt_after_step("plan", Some("write")), None);
+    /// assert_eq!(opts.halt_after_step("write", Some("review")), Some(HaltReason::HaltBefore));
+    /// assert_eq!(opts.halt_after_step("write", Some("plan")), Some(HaltReason::HaltAfter));
+    /// assert_eq!(opts.halt_after_step("plan", None), Some(HaltReason::GraphEnd));
+    /// ```
+    pub fn halt_after_step(&self, ran: &str, next: Option<&str>) -> Option<HaltReason> {
+        match next {
+            Some(next) if self.halts_before(next) => Some(HaltReason::HaltBefore),
+            _ if self.halts_after(ran) => Some(HaltReason::HaltAfter),
+            None => Some(HaltReason::GraphEnd),
+            Some(_) => None,
+        }
+    }
 }
 
 /// A graph, a state and a position, run one action at a time.
@@ -451,36 +425,109 @@ impl Application {
         }
     }
 
-    /// After `record`, whether the run halts, and how.
-    fn halt_check(&self, opts: &RunOptions, record: &StepRecord) -> Option<RunOutcome> {
-        let outcome = |action: &str, result: Option<&Value>, reason| RunOutcome {
-            action: Some(action.to_owned()),
-            result: result.cloned(),
+    /// Run the next step and decide whether the run halts after it: the
+    /// stepping function behind [`run`](Self::run),
+    /// [`iterate`](Self::iterate), [`stream_result`](Self::stream_result)
+    /// and the runtime's subgraph actors.
+    ///
+    /// One call runs one [`step`](Self::step) (hooks, validation, the next
+    /// action by the transitions, the checkpoint) and then applies the
+    /// halting decision ([`RunOptions::halt_after_step`]). It returns
+    /// [`Advance::Continue`] with the step when the run goes on, and
+    /// [`Advance::Halt`] with the run's outcome when it halts (with no step
+    /// when nothing was left to run). Nothing is checked before the step:
+    /// the first action of a run always runs. The halt lists are not
+    /// checked against the graph here; [`RunOptions::unknown_action`] does
+    /// that once per run.
+    ///
+    /// # Examples
+    ///
+    /// A driver loop that reports every intermediate node and the final
+    /// outcome, as the runtime does:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, default, when, Application, Graph, HaltReason, RunOptions, State};
+    ///
+    /// let graph = Graph::builder()
+    ///     .action(action("count").reads(["n"]).writes(["n"]).run(|s: State, _, _| async move {
+    ///         let s = s.increment("n", 1)?;
+    ///         Ok((json!({ "n": s.get("n") }), s))
+    ///     }))
+    ///     .action(action("done").run(|s, _, _| async move { Ok((json!({ "ok": true }), s)) }))
+    ///     .transition("count", "done", when("n", 2))
+    ///     .transition("count", "count", default())
+    ///     .entrypoint("count")
+    ///     .build()?;
+    /// let mut app = Application::builder(graph).state(State::new().set("n", 0)).build().await?;
+    ///
+    /// let opts = RunOptions::after(["done"]);
+    /// let mut nodes = Vec::new();
+    /// let outcome = loop {
+    ///     let (node, outcome) = app.advance(&opts).await?.split();
+    ///     nodes.extend(node.map(|n| n.action.to_string()));
+    ///     if let Some(outcome) = outcome {
+    ///         break outcome;
+    ///     }
+    /// };
+    /// assert_eq!(nodes, ["count", "count"]);
+    /// assert_eq!(outcome.reason, HaltReason::HaltAfter);
+    /// assert_eq!(outcome.result, Some(json!({ "ok": true })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`step`](Self::step): on error the state is as it was before the
+    /// step and the same action is next again.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`step`](Self::step): dropping the future abandons the step and
+    /// leaves the application at the state before it.
+    pub async fn advance(&mut self, opts: &RunOptions) -> Result<Advance, ApplicationError> {
+        self.advance_with(opts, None).await
+    }
+
+    pub(crate) async fn advance_with(
+        &mut self,
+        opts: &RunOptions,
+        sink_override: Option<Arc<dyn StreamSink>>,
+    ) -> Result<Advance, ApplicationError> {
+        let Some(record) = self.step_with(&opts.inputs, sink_override).await? else {
+            return Ok(Advance::Halt {
+                step: None,
+                outcome: self.nothing_to_run(),
+            });
+        };
+        let next = self.next_action();
+        let Some(reason) = opts.halt_after_step(&record.action, next) else {
+            return Ok(Advance::Continue(record));
+        };
+        let (action, result) = match (reason, next) {
+            (HaltReason::HaltBefore, Some(next)) => (next.to_owned(), None),
+            _ => (record.action.to_string(), Some(record.result.clone())),
+        };
+        let outcome = RunOutcome {
+            action: Some(action),
+            result,
             state: self.state.clone(),
             reason,
         };
-        match self.next_action() {
-            Some(next) if opts.halts_before(next) => {
-                Some(outcome(next, None, HaltReason::HaltBefore))
-            }
-            _ if opts.halts_after(&record.action) => Some(outcome(
-                &record.action,
-                Some(&record.result),
-                HaltReason::HaltAfter,
-            )),
-            None => Some(outcome(
-                &record.action,
-                Some(&record.result),
-                HaltReason::GraphEnd,
-            )),
-            Some(_) => None,
-        }
+        Ok(Advance::Halt {
+            step: Some(record),
+            outcome,
+        })
     }
 
-    fn nothing_ran(&self, last: Option<StepRecord>) -> RunOutcome {
+    /// The outcome of a run that found nothing left to run.
+    fn nothing_to_run(&self) -> RunOutcome {
         RunOutcome {
-            action: last.as_ref().map(|r| r.action.to_string()),
-            result: last.map(|r| r.result),
+            action: None,
+            result: None,
             state: self.state.clone(),
             reason: HaltReason::GraphEnd,
         }
@@ -505,16 +552,9 @@ impl Application {
         }
         let span = tracing::info_span!("tributary.run", app_id = %self.info.app_id);
         let result = async {
-            let mut last = None;
             loop {
-                match self.step(&opts.inputs).await? {
-                    None => return Ok(self.nothing_ran(last)),
-                    Some(record) => {
-                        if let Some(outcome) = self.halt_check(&opts, &record) {
-                            return Ok(outcome);
-                        }
-                        last = Some(record);
-                    }
+                if let Advance::Halt { outcome, .. } = self.advance(&opts).await? {
+                    return Ok(outcome);
                 }
             }
         }
@@ -546,13 +586,10 @@ impl Application {
             |next| async move {
                 match next? {
                     Err(e) => Some((Err(e), None)),
-                    Ok((app, opts)) => match app.step(&opts.inputs).await {
+                    Ok((app, opts)) => match app.advance(&opts).await {
                         Err(e) => Some((Err(e), None)),
-                        Ok(None) => None,
-                        Ok(Some(record)) => {
-                            let more = app.halt_check(&opts, &record).is_none();
-                            Some((Ok(record), more.then_some(Ok((app, opts)))))
-                        }
+                        Ok(Advance::Continue(record)) => Some((Ok(record), Some(Ok((app, opts))))),
+                        Ok(Advance::Halt { step, .. }) => step.map(|record| (Ok(record), None)),
                     },
                 }
             },
@@ -585,26 +622,21 @@ impl Application {
         for hook in self.hooks.iter() {
             hook.before_run(&self.info, &self.state);
         }
-        let mut last: Option<StepRecord> = None;
+        // Step until the next action is the one to stream, or the run
+        // halts on its way there.
         loop {
             let Some(next) = self.next_action() else {
-                let outcome = self.nothing_ran(last);
+                let outcome = self.nothing_to_run();
                 return Ok(StreamResult::done(self, Ok(outcome)));
             };
             if opts.halts_after(next) {
                 break;
             }
-            if last.is_some() && opts.halts_before(next) {
-                let outcome = RunOutcome {
-                    action: Some(next.to_owned()),
-                    result: None,
-                    state: self.state.clone(),
-                    reason: HaltReason::HaltBefore,
-                };
-                return Ok(StreamResult::done(self, Ok(outcome)));
-            }
-            match self.step(&opts.inputs).await {
-                Ok(record) => last = record,
+            match self.advance(&opts).await {
+                Ok(Advance::Continue(_)) => {}
+                Ok(Advance::Halt { outcome, .. }) => {
+                    return Ok(StreamResult::done(self, Ok(outcome)));
+                }
                 Err(e) => return Ok(StreamResult::done(self, Err(e))),
             }
         }

@@ -9,10 +9,12 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{AppInfo, Application, HaltReason, RunOptions, RunOutcome};
+use super::{Application, RunOptions};
 use crate::action::{Emitted, StreamSink};
 use crate::error::{ApplicationError, EmitError};
 use crate::hooks::HookList;
+use crate::identity::AppInfo;
+use crate::outcome::{Advance, HaltReason, RunOutcome};
 
 /// How many outputs of the halt action may wait for the consumer before
 /// `emit` blocks.
@@ -70,16 +72,16 @@ impl<'a> StreamResult<'a> {
         let (info, hooks) = (Arc::clone(&app.info), Arc::clone(&app.hooks));
         let step = Box::pin(async move {
             let sink: Arc<dyn StreamSink> = Arc::new(ChannelSink(tx));
-            let record = app
-                .step_with(&opts.inputs, Some(sink))
-                .await?
-                .expect("stream_result only goes live when an action is next");
-            Ok(RunOutcome {
-                action: Some(record.action.to_string()),
-                result: Some(record.result),
-                state: record.state,
-                reason: HaltReason::HaltAfter,
-            })
+            // The halt action is in `halt_after`: this step ends the run.
+            match app.advance_with(&opts, Some(sink)).await? {
+                Advance::Halt { outcome, .. } => Ok(outcome),
+                Advance::Continue(record) => Ok(RunOutcome {
+                    action: Some(record.action.to_string()),
+                    result: Some(record.result),
+                    state: record.state,
+                    reason: HaltReason::HaltAfter,
+                }),
+            }
         });
         StreamResult {
             rx: Some(rx),
