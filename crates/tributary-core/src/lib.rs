@@ -69,12 +69,13 @@ pub use application::{Application, ApplicationBuilder, RunOptions, StreamResult}
 pub use condition::{Condition, condition, default, when};
 #[doc(inline)]
 pub use error::{
-    ActionError, ApplicationError, BoxError, BuildError, EmitError, GraphError, PersistError,
+    ActionError, ApplicationError, BoxError, BuildError, EmitError, GraphError, HookMethod,
+    HookPanic, PersistError,
 };
 #[doc(inline)]
 pub use graph::{Graph, GraphBuilder, Transition};
 #[doc(inline)]
-pub use hooks::{Hook, StepInfo, StepOutcome, StreamItemInfo, TaskEnd};
+pub use hooks::{Hook, StepInfo, StepOutcome, StreamItemInfo, TaskEnd, call_hooks};
 #[doc(inline)]
 pub use identity::{AppInfo, ParentPointer};
 #[doc(inline)]

@@ -1,13 +1,13 @@
 use std::any::{Any, TypeId};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::error::{BoxError, EmitError};
-use crate::hooks::{Hook, HookList, StreamItemInfo};
+use crate::error::{BoxError, EmitError, HookMethod, HookPanic};
+use crate::hooks::{Hook, HookList, StreamItemInfo, call_hooks};
 use crate::identity::{AppInfo, ParentPointer};
 use crate::persistence::Persister;
 
@@ -113,6 +113,15 @@ impl fmt::Debug for Extensions {
     }
 }
 
+/// What a step and every clone of its context share.
+#[derive(Debug, Default)]
+pub(crate) struct StepShared {
+    /// How many outputs the step emitted.
+    pub(crate) emitted: AtomicU64,
+    /// The first panic of an `on_stream_item` hook during the step.
+    pub(crate) hook_panic: OnceLock<HookPanic>,
+}
+
 /// What an action knows about the step it runs in, and how it streams.
 ///
 /// Cheap to clone; a clone emits into the same stream.
@@ -123,7 +132,7 @@ pub struct ActionContext {
     pub(crate) action: Arc<str>,
     pub(crate) sink: Option<Arc<dyn StreamSink>>,
     pub(crate) hooks: HookList,
-    pub(crate) emitted: Arc<AtomicU64>,
+    pub(crate) step: Arc<StepShared>,
     pub(crate) extensions: Arc<Extensions>,
     pub(crate) persister: Option<Arc<dyn Persister>>,
 }
@@ -266,7 +275,7 @@ impl ActionContext {
 
     /// How many outputs this step has emitted so far.
     pub fn items_emitted(&self) -> u64 {
-        self.emitted.load(Ordering::Relaxed)
+        self.step.emitted.load(Ordering::Relaxed)
     }
 
     /// Emit one intermediate output of this action.
@@ -278,8 +287,10 @@ impl ActionContext {
     ///
     /// # Errors
     ///
-    /// [`EmitError`] when the consumer has gone away; returning it with `?`
-    /// ends the action.
+    /// [`EmitError`] when the consumer has gone away, or when an
+    /// `on_stream_item` hook panicked (the step then fails with
+    /// [`ActionError::HookPanicked`](crate::ActionError::HookPanicked));
+    /// returning it with `?` ends the action.
     ///
     /// # Cancel safety
     ///
@@ -287,7 +298,7 @@ impl ActionContext {
     /// output may or may not have been delivered.
     pub async fn emit(&self, value: impl Into<Value>) -> Result<(), EmitError> {
         let value = value.into();
-        let index = self.emitted.fetch_add(1, Ordering::Relaxed);
+        let index = self.step.emitted.fetch_add(1, Ordering::Relaxed);
         if !self.hooks.is_empty() {
             let info = StreamItemInfo {
                 app: &self.app,
@@ -295,8 +306,16 @@ impl ActionContext {
                 action: &self.action,
                 index,
             };
-            for hook in self.hooks.iter() {
-                hook.on_stream_item(&info, &value);
+            let called = call_hooks(&self.hooks, HookMethod::OnStreamItem, |hook| {
+                hook.on_stream_item(&info, &value)
+            });
+            if let Err(panic) = called {
+                // The step fails with the panic (the application reads it
+                // from here); the error stops the action.
+                let _ = self.step.hook_panic.set(panic);
+                return Err(EmitError {
+                    action: self.action.to_string(),
+                });
             }
         }
         match &self.sink {

@@ -3,9 +3,9 @@ use std::sync::Arc;
 
 use super::Application;
 use crate::action::{Extensions, StreamSink};
-use crate::error::BuildError;
+use crate::error::{BuildError, HookMethod};
 use crate::graph::Graph;
-use crate::hooks::Hook;
+use crate::hooks::{Hook, call_hooks};
 use crate::identity::{AppInfo, ParentPointer};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::State;
@@ -251,7 +251,8 @@ impl ApplicationBuilder {
     ///
     /// [`BuildError`] for an unknown entrypoint, a resume or fork without a
     /// persister, a fork from itself or from a missing checkpoint, a
-    /// checkpoint that names an unknown action, and persister failures.
+    /// checkpoint that names an unknown action, persister failures, and a
+    /// hook that panics in `on_create` ([`BuildError::Hook`]).
     pub async fn build(self) -> Result<Application, BuildError> {
         let app_id = self
             .app_id
@@ -312,9 +313,10 @@ impl ApplicationBuilder {
             spawning_parent: self.spawning_parent,
             task_path: self.task_path,
         });
-        for hook in &self.hooks {
-            hook.on_create(&info, &state);
-        }
+        call_hooks(&self.hooks, HookMethod::OnCreate, |hook| {
+            hook.on_create(&info, &state)
+        })
+        .map_err(BuildError::Hook)?;
         Ok(Application {
             graph: self.graph,
             info,

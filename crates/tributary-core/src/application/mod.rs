@@ -49,26 +49,29 @@
 //! ```
 
 mod builder;
+mod run_hooks;
 mod stream;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::action::{ActionContext, Extensions, StreamSink};
-use crate::error::{ActionError, ApplicationError};
+use crate::action::{ActionContext, Extensions, StepShared, StreamSink};
+use crate::error::{ActionError, ApplicationError, HookMethod};
 use crate::graph::Graph;
-use crate::hooks::{HookList, StepInfo, StepOutcome};
+use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
 use crate::identity::AppInfo;
 use crate::inputs::Inputs;
 use crate::outcome::{Advance, HaltReason, RunOutcome, StepRecord};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::{RESERVED_PREFIX, State};
+
+use run_hooks::RunHooks;
 
 pub use builder::ApplicationBuilder;
 pub use stream::StreamResult;
@@ -272,11 +275,17 @@ impl Application {
     /// Returns `Ok(None)` when no action is left. On error the state is as
     /// it was before the step and the same action is next again.
     ///
+    /// Each step consumes a unit of tokio's cooperative budget, so a run
+    /// whose actions never wait still yields to the scheduler now and then:
+    /// timeouts and cancellation around it always get in.
+    ///
     /// # Errors
     ///
     /// [`ApplicationError::Step`] when the action fails, panics or breaks its
-    /// declarations; [`ApplicationError::Persist`] when its checkpoint cannot
-    /// be saved.
+    /// declarations, or a hook panics in `before_step` or `on_stream_item`
+    /// ([`ActionError::HookPanicked`]); [`ApplicationError::Persist`] when
+    /// its checkpoint cannot be saved; [`ApplicationError::Hook`] when a hook
+    /// panics in `after_step` (the step is kept).
     ///
     /// # Cancel safety
     ///
@@ -292,6 +301,11 @@ impl Application {
         inputs: &Inputs,
         sink_override: Option<Arc<dyn StreamSink>>,
     ) -> Result<Option<StepRecord>, ApplicationError> {
+        // Give the scheduler a chance between steps: a graph whose actions
+        // never wait would otherwise keep its thread forever, and no timeout,
+        // cancellation or pause around it could get in. The budget yields
+        // once every hundred-odd steps, not every step.
+        tokio::task::coop::consume_budget().await;
         let Some(index) = self.next_action else {
             return Ok(None);
         };
@@ -303,47 +317,55 @@ impl Application {
             "tributary.step",
             app_id = %self.info.app_id,
             action = %name,
-            sequence_id = seq
+            sequence_id = seq,
+            outcome = tracing::field::Empty,
+            error_kind = tracing::field::Empty,
         );
         async move {
-            let emitted = Arc::new(AtomicU64::new(0));
+            let shared = Arc::new(StepShared::default());
             let selected = inputs.select(&name, action.inputs());
-            let guard = (!self.hooks.is_empty()).then(|| {
-                let step_inputs = selected.as_ref().cloned().unwrap_or_default();
+            let mut guard = StepGuard {
+                hooks: None,
+                armed: true,
+            };
+            let mut before = Ok(());
+            if !self.hooks.is_empty() {
                 // Boxed: applications without hooks (the common case for
                 // runtime tasks) keep no room for it in the step's future.
-                let guard = Box::new(AbandonGuard {
+                let hooks = guard.hooks.insert(Box::new(StepHooks {
                     app: Arc::clone(&self.info),
                     hooks: Arc::clone(&self.hooks),
                     action: Arc::clone(&name),
                     seq,
                     state: self.state.clone(),
-                    inputs: step_inputs,
-                    emitted: Arc::clone(&emitted),
-                    armed: true,
+                    inputs: selected.as_ref().cloned().unwrap_or_default(),
+                    shared: Arc::clone(&shared),
+                }));
+                let info = hooks.info();
+                before = call_hooks(&self.hooks, HookMethod::BeforeStep, |hook| {
+                    hook.before_step(&info)
                 });
-                let info = guard.info();
-                for hook in self.hooks.iter() {
-                    hook.before_step(&info);
-                }
-                guard
-            });
+            }
 
-            let outcome = match selected {
-                Err(e) => Err(e),
-                Ok(step_inputs) => {
+            let outcome = match (before, selected) {
+                (Err(panic), _) => Err(ActionError::HookPanicked {
+                    action: name.to_string(),
+                    panic,
+                }),
+                (Ok(()), Err(e)) => Err(e),
+                (Ok(()), Ok(step_inputs)) => {
                     let ctx = ActionContext {
                         app: Arc::clone(&self.info),
                         sequence_id: seq,
                         action: Arc::clone(&name),
                         sink: sink_override.or_else(|| self.sink.clone()),
                         hooks: Arc::clone(&self.hooks),
-                        emitted: Arc::clone(&emitted),
+                        step: Arc::clone(&shared),
                         extensions: Arc::clone(&self.extensions),
                         persister: self.persister.clone(),
                     };
                     let run = action.run(self.state.clone(), step_inputs, ctx);
-                    match AssertUnwindSafe(run).catch_unwind().await {
+                    let ran = match AssertUnwindSafe(run).catch_unwind().await {
                         Err(payload) => Err(ActionError::panicked(&name, payload)),
                         Ok(Err(source)) => Err(ActionError::Failed {
                             action: name.to_string(),
@@ -354,6 +376,15 @@ impl Application {
                                 .and_then(|()| self.graph.next(index, &state))
                                 .map(|next| (result, state, next))
                         }
+                    };
+                    // A stream-item hook that panicked fails the step,
+                    // whatever the action made of its emit error.
+                    match shared.hook_panic.get() {
+                        Some(panic) => Err(ActionError::HookPanicked {
+                            action: name.to_string(),
+                            panic: panic.clone(),
+                        }),
+                        None => ran,
                     }
                 }
             };
@@ -374,15 +405,21 @@ impl Application {
                     state,
                 ))
                 .await;
-                // On error the guard reports the step as abandoned: nothing
-                // was kept.
-                saved?;
+                if let Err(error) = saved {
+                    // The hooks hear the step was abandoned: nothing was
+                    // kept.
+                    record_failure(&error);
+                    guard.armed = false;
+                    guard.abandon_hooks();
+                    return Err(error);
+                }
             }
 
-            let items = emitted.load(Ordering::Relaxed);
-            if let Some(mut guard) = guard {
-                guard.armed = false;
-                let info = guard.info();
+            let items = shared.emitted.load(Ordering::Relaxed);
+            guard.armed = false;
+            let mut after = Ok(());
+            if let Some(hooks) = &guard.hooks {
+                let info = hooks.info();
                 let hook_outcome = match &outcome {
                     Ok((result, state, _)) => StepOutcome::Completed {
                         result,
@@ -391,15 +428,21 @@ impl Application {
                     },
                     Err(error) => StepOutcome::Failed { error, items },
                 };
-                for hook in self.hooks.iter() {
-                    hook.after_step(&info, &hook_outcome);
-                }
+                after = call_hooks(&self.hooks, HookMethod::AfterStep, |hook| {
+                    hook.after_step(&info, &hook_outcome)
+                });
             }
             match outcome {
                 Ok((result, state, next)) => {
                     self.state = state.clone();
                     self.next_action = next;
                     self.next_seq = seq + 1;
+                    let span = tracing::Span::current();
+                    span.record("outcome", "completed");
+                    tracing::debug!(items, "step completed");
+                    // The step is kept (its checkpoint says completed); a
+                    // panicking after_step hook still stops the run.
+                    after.map_err(ApplicationError::Hook)?;
                     Ok(Some(StepRecord {
                         sequence_id: seq,
                         action: name,
@@ -408,10 +451,14 @@ impl Application {
                         items,
                     }))
                 }
-                Err(source) => Err(ApplicationError::Step {
-                    sequence_id: seq,
-                    source,
-                }),
+                Err(source) => {
+                    let error = ApplicationError::Step {
+                        sequence_id: seq,
+                        source,
+                    };
+                    record_failure(&error);
+                    Err(error)
+                }
             }
         }
         .instrument(span)
@@ -535,11 +582,16 @@ impl Application {
 
     /// Step until a halt condition holds or the graph ends.
     ///
+    /// The hooks hear `before_run` first and `after_run` exactly once at the
+    /// end (with [`ApplicationError::Abandoned`] when the future is dropped
+    /// before the run ends).
+    ///
     /// # Errors
     ///
     /// [`ApplicationError::UnknownHaltAction`] before anything runs when a
     /// halt list names an unknown action; otherwise the first failing step's
-    /// error (the state is as it was before that step).
+    /// error (the state is as it was before that step), or a hook's panic
+    /// ([`ApplicationError::hook_panic`]).
     ///
     /// # Cancel safety
     ///
@@ -547,27 +599,74 @@ impl Application {
     /// application keeps every completed step and abandons the current one.
     pub async fn run(&mut self, opts: RunOptions) -> Result<RunOutcome, ApplicationError> {
         self.check_halts(&opts)?;
-        for hook in self.hooks.iter() {
-            hook.before_run(&self.info, &self.state);
-        }
-        let span = tracing::info_span!("tributary.run", app_id = %self.info.app_id);
-        let result = async {
-            loop {
-                if let Advance::Halt { outcome, .. } = self.advance(&opts).await? {
-                    return Ok(outcome);
+        let span = tracing::info_span!(
+            "tributary.run",
+            app_id = %self.info.app_id,
+            outcome = tracing::field::Empty,
+            error_kind = tracing::field::Empty,
+        );
+        async {
+            let hooks = RunHooks::begin(self)?;
+            let result = loop {
+                match self.advance(&opts).await {
+                    Ok(Advance::Continue(_)) => {}
+                    Ok(Advance::Halt { outcome, .. }) => break Ok(outcome),
+                    Err(error) => break Err(error),
                 }
-            }
+            };
+            let result = hooks.end(result);
+            let span = tracing::Span::current();
+            match &result {
+                Ok(_) => span.record("outcome", "completed"),
+                Err(error) => span
+                    .record("outcome", "failed")
+                    .record("error_kind", error.kind()),
+            };
+            result
         }
         .instrument(span)
-        .await;
-        for hook in self.hooks.iter() {
-            hook.after_run(&self.info, result.as_ref());
-        }
-        result
+        .await
     }
 
     /// The steps of a run as a `Stream`, ending after the step at which
     /// [`run`](Self::run) would halt, or after the first error.
+    ///
+    /// The hooks are told as for [`run`](Self::run): `before_run` when the
+    /// stream is first polled, `after_run` when it ends (before its last
+    /// item is handed out), or with [`ApplicationError::Abandoned`] when it
+    /// is dropped before the end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// use serde_json::json;
+    /// use tributary_core::{action, default, Application, Graph, RunOptions};
+    ///
+    /// let graph = Graph::builder()
+    ///     .action(action("a").run(|s, _, _| async move { Ok((json!({}), s)) }))
+    ///     .action(action("b").run(|s, _, _| async move { Ok((json!({}), s)) }))
+    ///     .transition("a", "b", default())
+    ///     .entrypoint("a")
+    ///     .build()?;
+    /// let mut app = Application::builder(graph).build().await?;
+    /// let mut names = Vec::new();
+    /// let mut steps = app.iterate(RunOptions::new());
+    /// while let Some(step) = steps.next().await {
+    ///     names.push(step?.action.to_string());
+    /// }
+    /// assert_eq!(names, ["a", "b"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The stream's last item is the error that ended the run, if one did:
+    /// [`ApplicationError::UnknownHaltAction`] before anything runs, a
+    /// failed step, or a hook's panic.
     ///
     /// # Cancel safety
     ///
@@ -577,20 +676,41 @@ impl Application {
         &mut self,
         opts: RunOptions,
     ) -> BoxStream<'_, Result<StepRecord, ApplicationError>> {
+        /// Where the stream is.
+        enum Iter<'a> {
+            /// Not polled yet: the hooks have not been told.
+            Start(&'a mut Application, RunOptions),
+            /// Running, its hooks told.
+            Running(&'a mut Application, RunOptions, RunHooks),
+            /// Ended with this error, still to hand out.
+            Fail(ApplicationError),
+        }
         let start = match self.check_halts(&opts) {
-            Ok(()) => Ok((self, opts)),
-            Err(e) => Err(e),
+            Ok(()) => Iter::Start(self, opts),
+            Err(e) => Iter::Fail(e),
         };
         Box::pin(futures_util::stream::unfold(
             Some(start),
-            |next| async move {
-                match next? {
-                    Err(e) => Some((Err(e), None)),
-                    Ok((app, opts)) => match app.advance(&opts).await {
-                        Err(e) => Some((Err(e), None)),
-                        Ok(Advance::Continue(record)) => Some((Ok(record), Some(Ok((app, opts))))),
-                        Ok(Advance::Halt { step, .. }) => step.map(|record| (Ok(record), None)),
+            |state| async move {
+                let (app, opts, hooks) = match state? {
+                    Iter::Fail(e) => return Some((Err(e), None)),
+                    Iter::Start(app, opts) => match RunHooks::begin(app) {
+                        Ok(hooks) => (app, opts, hooks),
+                        Err(e) => return Some((Err(e), None)),
                     },
+                    Iter::Running(app, opts, hooks) => (app, opts, hooks),
+                };
+                match app.advance(&opts).await {
+                    Ok(Advance::Continue(record)) => {
+                        Some((Ok(record), Some(Iter::Running(app, opts, hooks))))
+                    }
+                    Ok(Advance::Halt { step, outcome }) => match (step, hooks.end(Ok(outcome))) {
+                        (Some(record), Ok(_)) => Some((Ok(record), None)),
+                        (Some(record), Err(e)) => Some((Ok(record), Some(Iter::Fail(e)))),
+                        (None, Ok(_)) => None,
+                        (None, Err(e)) => Some((Err(e), None)),
+                    },
+                    Err(e) => hooks.end(Err(e)).err().map(|e| (Err(e), None)),
                 }
             },
         ))
@@ -607,9 +727,16 @@ impl Application {
     /// result and state. Dropping the `StreamResult` early abandons the halt
     /// step: there is no final result and the state does not advance.
     ///
+    /// The hooks are told as for [`run`](Self::run): `before_run` now, and
+    /// `after_run` once when the run ends, or with
+    /// [`ApplicationError::Abandoned`] when the `StreamResult` is dropped
+    /// before its halt step ended.
+    ///
     /// # Errors
     ///
-    /// As [`run`](Self::run), for the steps before the halt action.
+    /// [`ApplicationError::UnknownHaltAction`] before anything runs, and a
+    /// `before_run` hook's panic; the errors of the steps before the halt
+    /// action come from [`StreamResult::get`].
     ///
     /// # Cancel safety
     ///
@@ -619,15 +746,13 @@ impl Application {
         opts: RunOptions,
     ) -> Result<StreamResult<'_>, ApplicationError> {
         self.check_halts(&opts)?;
-        for hook in self.hooks.iter() {
-            hook.before_run(&self.info, &self.state);
-        }
+        let hooks = RunHooks::begin(self)?;
         // Step until the next action is the one to stream, or the run
         // halts on its way there.
         loop {
             let Some(next) = self.next_action() else {
-                let outcome = self.nothing_to_run();
-                return Ok(StreamResult::done(self, Ok(outcome)));
+                let outcome = hooks.end(Ok(self.nothing_to_run()));
+                return Ok(StreamResult::done(self, outcome));
             };
             if opts.halts_after(next) {
                 break;
@@ -635,12 +760,12 @@ impl Application {
             match self.advance(&opts).await {
                 Ok(Advance::Continue(_)) => {}
                 Ok(Advance::Halt { outcome, .. }) => {
-                    return Ok(StreamResult::done(self, Ok(outcome)));
+                    return Ok(StreamResult::done(self, hooks.end(Ok(outcome))));
                 }
-                Err(e) => return Ok(StreamResult::done(self, Err(e))),
+                Err(e) => return Ok(StreamResult::done(self, hooks.end(Err(e)))),
             }
         }
-        Ok(StreamResult::live(self, opts))
+        Ok(StreamResult::live(self, opts, hooks))
     }
 }
 
@@ -671,19 +796,26 @@ async fn save_checkpoint(
         })
 }
 
-/// Tells the hooks a step was abandoned if it is dropped while armed.
-struct AbandonGuard {
+/// Record a failed step on its span (the current one) and log it.
+fn record_failure(error: &ApplicationError) {
+    let span = tracing::Span::current();
+    span.record("outcome", "failed");
+    span.record("error_kind", error.kind());
+    tracing::warn!(error_kind = error.kind(), error = %error, "step failed");
+}
+
+/// What the step hooks are told about a step.
+struct StepHooks {
     app: Arc<AppInfo>,
     hooks: HookList,
     action: Arc<str>,
     seq: u64,
     state: State,
     inputs: Inputs,
-    emitted: Arc<AtomicU64>,
-    armed: bool,
+    shared: Arc<StepShared>,
 }
 
-impl AbandonGuard {
+impl StepHooks {
     fn info(&self) -> StepInfo<'_> {
         StepInfo {
             app: &self.app,
@@ -695,16 +827,38 @@ impl AbandonGuard {
     }
 }
 
-impl Drop for AbandonGuard {
+/// Reports a step dropped before it ended (while armed) as abandoned: on
+/// its span and to its hooks.
+struct StepGuard {
+    hooks: Option<Box<StepHooks>>,
+    armed: bool,
+}
+
+impl Drop for StepGuard {
     fn drop(&mut self) {
-        if self.armed {
+        if !self.armed {
+            return;
+        }
+        // The step's future is dropped inside its span.
+        tracing::Span::current().record("outcome", "abandoned");
+        tracing::debug!("step abandoned");
+        self.abandon_hooks();
+    }
+}
+
+impl StepGuard {
+    /// Tell the hooks the step was abandoned.
+    fn abandon_hooks(&self) {
+        if let Some(hooks) = &self.hooks {
             let outcome = StepOutcome::Abandoned {
-                items: self.emitted.load(Ordering::Relaxed),
+                items: hooks.shared.emitted.load(Ordering::Relaxed),
             };
-            let info = self.info();
-            for hook in self.hooks.iter() {
-                hook.after_step(&info, &outcome);
-            }
+            let info = hooks.info();
+            // Nobody is left to hand a panic to: `call_hooks` logs it, and
+            // catching it keeps a drop during unwinding from aborting.
+            let _ = call_hooks(&hooks.hooks, HookMethod::AfterStep, |hook| {
+                hook.after_step(&info, &outcome)
+            });
         }
     }
 }
