@@ -191,6 +191,8 @@ impl RunOptions {
 
 /// A graph, a state and a position, run one action at a time.
 ///
+/// [`advance`](Application::advance) is the stepping function every driver
+/// shares (`run`, `iterate`, `stream_result`, the runtime's actors).
 /// Each [`step`](Application::step) runs the next action, validates its
 /// writes, picks the next action by the transitions, saves a checkpoint when
 /// a persister is set, and fires the hooks. After each step a run stops if
@@ -224,11 +226,6 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Start building an application of `graph`.
-    pub fn builder(graph: Graph) -> ApplicationBuilder {
-        ApplicationBuilder::new(graph)
-    }
-
     /// The application's id.
     pub fn app_id(&self) -> &str {
         &self.info.app_id
@@ -272,8 +269,10 @@ impl Application {
 
     /// Run the next action.
     ///
-    /// Returns `Ok(None)` when no action is left. On error the state is as
-    /// it was before the step and the same action is next again.
+    /// Returns `Ok(None)` when no action is left. When the step fails the
+    /// state is as it was before it and the same action is next again (the
+    /// one error after which the step is kept is a panicking `after_step`
+    /// hook, see below).
     ///
     /// Each step consumes a unit of tokio's cooperative budget, so a run
     /// whose actions never wait still yields to the scheduler now and then:
@@ -321,6 +320,9 @@ impl Application {
             outcome = tracing::field::Empty,
             error_kind = tracing::field::Empty,
         );
+        // Without a subscriber interested in the span, skip looking it up
+        // again to record the outcome.
+        let traced = !span.is_disabled();
         async move {
             let shared = Arc::new(StepShared::default());
             let selected = inputs.select(&name, action.inputs());
@@ -437,8 +439,9 @@ impl Application {
                     self.state = state.clone();
                     self.next_action = next;
                     self.next_seq = seq + 1;
-                    let span = tracing::Span::current();
-                    span.record("outcome", "completed");
+                    if traced {
+                        tracing::Span::current().record("outcome", "completed");
+                    }
                     tracing::debug!(items, "step completed");
                     // The step is kept (its checkpoint says completed); a
                     // panicking after_step hook still stops the run.
@@ -606,7 +609,7 @@ impl Application {
             error_kind = tracing::field::Empty,
         );
         async {
-            let hooks = RunHooks::begin(self)?;
+            let hooks = RunHooks::begin(&self.info, &self.hooks, &self.state)?;
             let result = loop {
                 match self.advance(&opts).await {
                     Ok(Advance::Continue(_)) => {}
@@ -694,10 +697,12 @@ impl Application {
             |state| async move {
                 let (app, opts, hooks) = match state? {
                     Iter::Fail(e) => return Some((Err(e), None)),
-                    Iter::Start(app, opts) => match RunHooks::begin(app) {
-                        Ok(hooks) => (app, opts, hooks),
-                        Err(e) => return Some((Err(e), None)),
-                    },
+                    Iter::Start(app, opts) => {
+                        match RunHooks::begin(&app.info, &app.hooks, &app.state) {
+                            Ok(hooks) => (app, opts, hooks),
+                            Err(e) => return Some((Err(e), None)),
+                        }
+                    }
                     Iter::Running(app, opts, hooks) => (app, opts, hooks),
                 };
                 match app.advance(&opts).await {
@@ -746,13 +751,13 @@ impl Application {
         opts: RunOptions,
     ) -> Result<StreamResult<'_>, ApplicationError> {
         self.check_halts(&opts)?;
-        let hooks = RunHooks::begin(self)?;
+        let hooks = RunHooks::begin(&self.info, &self.hooks, &self.state)?;
         // Step until the next action is the one to stream, or the run
         // halts on its way there.
         loop {
             let Some(next) = self.next_action() else {
                 let outcome = hooks.end(Ok(self.nothing_to_run()));
-                return Ok(StreamResult::done(self, outcome));
+                return Ok(StreamResult::done(Arc::clone(&self.info), outcome));
             };
             if opts.halts_after(next) {
                 break;
@@ -760,12 +765,34 @@ impl Application {
             match self.advance(&opts).await {
                 Ok(Advance::Continue(_)) => {}
                 Ok(Advance::Halt { outcome, .. }) => {
-                    return Ok(StreamResult::done(self, hooks.end(Ok(outcome))));
+                    return Ok(StreamResult::done(
+                        Arc::clone(&self.info),
+                        hooks.end(Ok(outcome)),
+                    ));
                 }
-                Err(e) => return Ok(StreamResult::done(self, hooks.end(Err(e)))),
+                Err(e) => {
+                    return Ok(StreamResult::done(
+                        Arc::clone(&self.info),
+                        hooks.end(Err(e)),
+                    ));
+                }
             }
         }
-        Ok(StreamResult::live(self, opts, hooks))
+        let (sink, rx) = stream::channel();
+        let info = Arc::clone(&self.info);
+        let step = Box::pin(async move {
+            // The halt action is in `halt_after`: this step ends the run.
+            match self.advance_with(&opts, Some(sink)).await? {
+                Advance::Halt { outcome, .. } => Ok(outcome),
+                Advance::Continue(record) => Ok(RunOutcome {
+                    action: Some(record.action.to_string()),
+                    result: Some(record.result),
+                    state: record.state,
+                    reason: HaltReason::HaltAfter,
+                }),
+            }
+        });
+        Ok(StreamResult::live(info, rx, step, hooks))
     }
 }
 
