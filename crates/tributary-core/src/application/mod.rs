@@ -54,14 +54,14 @@ mod stream;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::action::{ActionContext, Extensions, StepShared, StreamSink};
+use crate::action::{ActionContext, Extensions, HookPanicSlot, StreamSink};
 use crate::error::{ActionError, ApplicationError, HookMethod};
 use crate::graph::Graph;
 use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
@@ -324,7 +324,7 @@ impl Application {
         // again to record the outcome.
         let traced = !span.is_disabled();
         async move {
-            let shared = Arc::new(StepShared::default());
+            let emitted = Arc::new(AtomicU64::new(0));
             let selected = inputs.select(&name, action.inputs());
             let mut guard = StepGuard {
                 hooks: None,
@@ -341,7 +341,8 @@ impl Application {
                     seq,
                     state: self.state.clone(),
                     inputs: selected.as_ref().cloned().unwrap_or_default(),
-                    shared: Arc::clone(&shared),
+                    emitted: Arc::clone(&emitted),
+                    hook_panic: HookPanicSlot::default(),
                 }));
                 let info = hooks.info();
                 before = call_hooks(&self.hooks, HookMethod::BeforeStep, |hook| {
@@ -362,7 +363,8 @@ impl Application {
                         action: Arc::clone(&name),
                         sink: sink_override.or_else(|| self.sink.clone()),
                         hooks: Arc::clone(&self.hooks),
-                        step: Arc::clone(&shared),
+                        emitted: Arc::clone(&emitted),
+                        hook_panic: guard.hooks.as_ref().map(|h| Arc::clone(&h.hook_panic)),
                         extensions: Arc::clone(&self.extensions),
                         persister: self.persister.clone(),
                     };
@@ -381,7 +383,7 @@ impl Application {
                     };
                     // A stream-item hook that panicked fails the step,
                     // whatever the action made of its emit error.
-                    match shared.hook_panic.get() {
+                    match guard.hooks.as_ref().and_then(|h| h.hook_panic.get()) {
                         Some(panic) => Err(ActionError::HookPanicked {
                             action: name.to_string(),
                             panic: panic.clone(),
@@ -417,7 +419,7 @@ impl Application {
                 }
             }
 
-            let items = shared.emitted.load(Ordering::Relaxed);
+            let items = emitted.load(Ordering::Relaxed);
             guard.armed = false;
             let mut after = Ok(());
             if let Some(hooks) = &guard.hooks {
@@ -839,7 +841,9 @@ struct StepHooks {
     seq: u64,
     state: State,
     inputs: Inputs,
-    shared: Arc<StepShared>,
+    emitted: Arc<AtomicU64>,
+    /// Where the action's context puts an `on_stream_item` hook's panic.
+    hook_panic: HookPanicSlot,
 }
 
 impl StepHooks {
@@ -878,7 +882,7 @@ impl StepGuard {
     fn abandon_hooks(&self) {
         if let Some(hooks) = &self.hooks {
             let outcome = StepOutcome::Abandoned {
-                items: hooks.shared.emitted.load(Ordering::Relaxed),
+                items: hooks.emitted.load(Ordering::Relaxed),
             };
             let info = hooks.info();
             // Nobody is left to hand a panic to: `call_hooks` logs it, and
