@@ -9,10 +9,11 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{AppInfo, Application, HaltReason, RunOptions, RunOutcome};
+use super::run_hooks::RunHooks;
 use crate::action::{Emitted, StreamSink};
 use crate::error::{ApplicationError, EmitError};
-use crate::hooks::HookList;
+use crate::identity::AppInfo;
+use crate::outcome::RunOutcome;
 
 /// How many outputs of the halt action may wait for the consumer before
 /// `emit` blocks.
@@ -20,7 +21,7 @@ const STREAM_CAPACITY: usize = 8;
 
 /// The intermediate outputs of a halt action, then its final result.
 ///
-/// Returned by [`Application::stream_result`]. It is a `Stream` of the
+/// Returned by [`Application::stream_result`](crate::Application::stream_result). It is a `Stream` of the
 /// action's outputs; consuming it drives the action. [`get`](Self::get)
 /// gives the final result and state.
 #[must_use = "a stream result does nothing unless polled or awaited with `get`"]
@@ -29,7 +30,9 @@ pub struct StreamResult<'a> {
     step: Option<BoxFuture<'a, Result<RunOutcome, ApplicationError>>>,
     outcome: Option<Result<RunOutcome, ApplicationError>>,
     app: Arc<AppInfo>,
-    hooks: HookList,
+    // After `step`: fields drop in order, so an abandoned halt step is
+    // reported before the abandoned run.
+    run: Option<RunHooks>,
 }
 
 impl fmt::Debug for StreamResult<'_> {
@@ -52,49 +55,38 @@ impl StreamSink for ChannelSink {
     }
 }
 
+/// A sink for the halt action's outputs and the stream's end of it.
+pub(super) fn channel() -> (Arc<dyn StreamSink>, mpsc::Receiver<Value>) {
+    let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+    (Arc::new(ChannelSink(tx)), rx)
+}
+
 impl<'a> StreamResult<'a> {
-    pub(super) fn done(app: &Application, outcome: Result<RunOutcome, ApplicationError>) -> Self {
-        let mut this = StreamResult {
+    /// A run that ended before its halt action (the hooks were told).
+    pub(super) fn done(app: Arc<AppInfo>, outcome: Result<RunOutcome, ApplicationError>) -> Self {
+        StreamResult {
             rx: None,
             step: None,
             outcome: Some(outcome),
-            app: Arc::clone(&app.info),
-            hooks: Arc::clone(&app.hooks),
-        };
-        this.finish();
-        this
+            app,
+            run: None,
+        }
     }
 
-    pub(super) fn live(app: &'a mut Application, opts: RunOptions) -> Self {
-        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-        let (info, hooks) = (Arc::clone(&app.info), Arc::clone(&app.hooks));
-        let step = Box::pin(async move {
-            let sink: Arc<dyn StreamSink> = Arc::new(ChannelSink(tx));
-            let record = app
-                .step_with(&opts.inputs, Some(sink))
-                .await?
-                .expect("stream_result only goes live when an action is next");
-            Ok(RunOutcome {
-                action: Some(record.action.to_string()),
-                result: Some(record.result),
-                state: record.state,
-                reason: HaltReason::HaltAfter,
-            })
-        });
+    /// A run whose halt action `step` streams into `rx` (from [`channel`]);
+    /// `run` tells the hooks how it ends.
+    pub(super) fn live(
+        app: Arc<AppInfo>,
+        rx: mpsc::Receiver<Value>,
+        step: BoxFuture<'a, Result<RunOutcome, ApplicationError>>,
+        run: RunHooks,
+    ) -> Self {
         StreamResult {
             rx: Some(rx),
             step: Some(step),
             outcome: None,
-            app: info,
-            hooks,
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(outcome) = &self.outcome {
-            for hook in self.hooks.iter() {
-                hook.after_run(&self.app, outcome.as_ref());
-            }
+            app,
+            run: Some(run),
         }
     }
 
@@ -134,8 +126,10 @@ impl Stream for StreamResult<'_> {
                 Some(step) => match step.as_mut().poll(cx) {
                     Poll::Ready(outcome) => {
                         this.step = None;
-                        this.outcome = Some(outcome);
-                        this.finish();
+                        this.outcome = Some(match this.run.take() {
+                            Some(run) => run.end(outcome),
+                            None => outcome,
+                        });
                         // The sink is dropped with the step: drain what is left.
                     }
                     Poll::Pending => return Poll::Pending,
