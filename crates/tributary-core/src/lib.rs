@@ -76,6 +76,6 @@ pub use graph::{Graph, GraphBuilder, Transition};
 #[doc(inline)]
 pub use hooks::{Hook, StepInfo, StepOutcome, StreamItemInfo, TaskEnd};
 #[doc(inline)]
-pub use persistence::{Checkpoint, InMemoryPersister, Persister, StepStatus};
+pub use persistence::{Checkpoint, InMemoryPersister, Persister, StepStatus, json_depth_exceeds};
 #[doc(inline)]
 pub use state::{RESERVED_PREFIX, State, StateError, Wipe};
