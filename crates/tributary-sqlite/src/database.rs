@@ -36,6 +36,9 @@ use crate::schema;
 /// Most jobs the writer takes into one batch.
 const MAX_BATCH: usize = 512;
 
+/// The writer thread's stack.
+const WRITER_STACK: usize = 64 << 20;
+
 type WriteFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
 type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
 type Reply = oneshot::Sender<Result<(), SqliteError>>;
@@ -218,6 +221,10 @@ impl Database {
         let gate = Arc::clone(&records);
         let thread = std::thread::Builder::new()
             .name("tributary-sqlite".into())
+            // Room to drop a deep value whose last reference a record
+            // held (dropping recurses once per level); only the pages
+            // touched are ever committed.
+            .stack_size(WRITER_STACK)
             .spawn(move || {
                 let _close = CloseOnExit(Arc::clone(&gate));
                 match open() {

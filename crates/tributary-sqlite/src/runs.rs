@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::Value;
 use tributary_core::ParentPointer;
@@ -467,6 +467,18 @@ impl RunReader {
         Ok(steps)
     }
 
+    /// The last time `process` recorded anything: the end (or, while it
+    /// ran, the start) of the last step it started.
+    fn last_heard(&self, process: &str) -> rusqlite::Result<Option<i64>> {
+        self.conn
+            .prepare_cached(
+                "SELECT COALESCE(ended_at, started_at) FROM steps
+                 WHERE process = ?1 ORDER BY started_at DESC LIMIT 1",
+            )?
+            .query_row([process], |row| row.get(0))
+            .optional()
+    }
+
     /// `process, unrecorded` of `steps`, empty in schema version 1.
     fn steps_extra(&self) -> &'static str {
         if self.steps_v2 {
@@ -535,7 +547,17 @@ impl RunReader {
                     Some(false) => run.retries += 1,
                     Some(true) => {
                         run.resumes += 1;
-                        let from = last_end.unwrap_or(prev.started_at);
+                        // The gap begins when the process before it was
+                        // last heard of (in any app: a parent waiting on
+                        // its children records nothing of its own).
+                        let heard = match &prev.process {
+                            Some(p) if prev.process != mark.process => self.last_heard(p)?,
+                            _ => None,
+                        };
+                        let from = last_end
+                            .unwrap_or(prev.started_at)
+                            .max(heard.unwrap_or(i64::MIN))
+                            .min(mark.started_at);
                         if mark.started_at > from {
                             run.gaps.push(Gap {
                                 from,

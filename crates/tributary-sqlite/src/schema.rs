@@ -112,6 +112,8 @@ const MIGRATIONS: &[&str] = &[
     -- not recorded (nested too deep to store).
     ALTER TABLE steps ADD COLUMN process    TEXT;
     ALTER TABLE steps ADD COLUMN unrecorded TEXT;
+    -- When a process was last heard of: where a dead gap begins.
+    CREATE INDEX steps_by_process ON steps (process, started_at);
     ",
 ];
 
