@@ -279,3 +279,89 @@ async fn one_bad_row_is_shown_as_bad_and_the_others_as_usual() {
             .contains("no-such-status")
     );
 }
+
+/// `process` with its pid replaced by `pid`, beyond any pid the system
+/// hands out: a process of this host that is gone.
+fn dead(process: &str, pid: u32) -> String {
+    let mut parts: Vec<&str> = process.rsplitn(3, '/').collect();
+    parts.reverse();
+    format!("{}/{pid}/{}", parts[0], parts[2])
+}
+
+#[tokio::test]
+async fn a_run_whose_process_died_reads_as_interrupted_and_its_resume_as_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let db = Database::open(&path).await.unwrap();
+    let tracker = SqliteTracker::new(db.clone());
+    let graph = Graph::builder()
+        .action(action("fetch").run(|s: State, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("parse").run(|s: State, _, _| async move { Ok((json!({}), s)) }))
+        .transition("fetch", "parse", default())
+        .entrypoint("fetch")
+        .build()
+        .unwrap();
+    for id in ["job", "stuck"] {
+        Application::builder(graph.clone())
+            .app_id(id)
+            .hook(tracker.clone())
+            .build()
+            .await
+            .unwrap()
+            .run(RunOptions::new())
+            .await
+            .unwrap();
+    }
+    db.close().await.unwrap();
+    // As if `job`'s first step ran in a process that died 5 s before this
+    // one resumed it, and `stuck` was left running by a process that died.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let me: String = conn
+        .query_row("SELECT process FROM steps LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    conn.execute(
+        "UPDATE steps SET process = ?1, started_at = started_at - 5000000,
+             ended_at = ended_at - 5000000
+         WHERE app_id = 'job' AND sequence_id = 0",
+        [dead(&me, 4_000_000_001)],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE apps SET status = 'running', process = ?1 WHERE app_id = 'stuck'",
+        [dead(&me, 4_000_000_002)],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE steps SET process = ?1,
+             status = IIF(sequence_id = 1, 'running', status),
+             ended_at = IIF(sequence_id = 1, NULL, ended_at)
+         WHERE app_id = 'stuck'",
+        [dead(&me, 4_000_000_002)],
+    )
+    .unwrap();
+    drop(conn);
+
+    let listed = ok_stdout(&tributary(&path, &["runs"]));
+    let row = |id: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(row("stuck").contains(" interrupted "), "{listed}");
+    assert!(row("job").contains("while no process ran"), "{listed}");
+    let shown = ok_stdout(&tributary(&path, &["show", "job"]));
+    assert!(shown.contains("(resumed 1×)"), "{shown}");
+    assert!(!shown.contains("retry"), "{shown}");
+    assert!(shown.contains("no process"), "{shown}");
+    assert!(shown.contains("resumed; "), "{shown}");
+    let stuck = ok_stdout(&tributary(&path, &["show", "stuck"]));
+    assert!(stuck.contains("interrupted"), "{stuck}");
+    let json: Value =
+        serde_json::from_str(&ok_stdout(&tributary(&path, &["show", "job", "--json"]))).unwrap();
+    assert_eq!(json["run"]["resumes"], 1);
+    assert_eq!(json["run"]["retries"], 0);
+    let gap = &json["run"]["gaps"][0];
+    assert!(gap["to"].as_i64().unwrap() - gap["from"].as_i64().unwrap() >= 4_900_000);
+}
