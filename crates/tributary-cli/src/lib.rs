@@ -257,7 +257,7 @@ fn runs(
         )?;
         return Ok(());
     }
-    let mut table = Table::new([
+    let mut columns = vec![
         ("APP ID", Align::Left),
         ("PARTITION", Align::Left),
         ("STATUS", Align::Left),
@@ -265,10 +265,13 @@ fn runs(
         ("CHILDREN", Align::Right),
         ("ACTIVE", Align::Right),
         ("STARTED", Align::Left),
-        (if all { "TASK PATH" } else { "" }, Align::Left),
-    ]);
+    ];
+    if all {
+        columns.push(("TASK PATH", Align::Left));
+    }
+    let mut table = Table::new(columns);
     for run in &runs {
-        table.row([
+        let mut cells = vec![
             run.app_id.clone(),
             run.partition_key.clone().unwrap_or_else(|| "-".into()),
             run.status.to_string(),
@@ -276,12 +279,11 @@ fn runs(
             run.children.to_string(),
             active_text(run),
             format_time(run.started_at.unwrap_or(run.created_at)),
-            if all {
-                run.task_path.join(" / ")
-            } else {
-                String::new()
-            },
-        ]);
+        ];
+        if all {
+            cells.push(run.task_path.join(" / "));
+        }
+        table.row(cells);
     }
     table.write(out)?;
     write_problems(&runs, out)

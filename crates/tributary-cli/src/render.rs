@@ -80,7 +80,8 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    pub(crate) fn new<const N: usize>(columns: [(&str, Align); N]) -> Self {
+    pub(crate) fn new<'a>(columns: impl IntoIterator<Item = (&'a str, Align)>) -> Self {
+        let columns: Vec<(&str, Align)> = columns.into_iter().collect();
         let mut table = Self::bare(columns.iter().map(|(_, a)| *a).collect());
         table.inner.set_header(columns.iter().map(|(h, a)| {
             comfy_table::Cell::new(h).set_alignment(match a {
@@ -134,7 +135,8 @@ impl Table {
     }
 
     /// Add a row; every cell is [`clean`]ed.
-    pub(crate) fn row<const N: usize>(&mut self, cells: [String; N]) {
+    pub(crate) fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+        let cells: Vec<String> = cells.into_iter().collect();
         self.inner
             .add_row(cells.iter().map(|c| clean(c)).collect::<Vec<_>>());
         self.empty = false;
