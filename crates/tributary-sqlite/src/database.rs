@@ -1,12 +1,13 @@
 //! The database handle and its writer thread.
 //!
 //! Every database handle owns one SQLite connection on a dedicated thread
-//! (the writer), fed by an unbounded channel. Async callers send a job and
-//! await a oneshot reply; hooks send and return at once. The writer takes
+//! (the writer), fed by a channel. Async callers send a job and await a
+//! oneshot reply; hooks send and return at once while there is room for
+//! their record (see below), and wait for it otherwise. The writer takes
 //! every job waiting in the channel and runs the writes among them in one
 //! transaction (group commit): fifty applications checkpointing at once cost
 //! a handful of commits, not fifty fsyncs, and no tokio worker thread ever
-//! blocks on SQLite.
+//! runs SQLite itself.
 //!
 //! A dedicated thread rather than `spawn_blocking` per call: one connection
 //! serialises this process's writes (so they never contend for SQLite's
@@ -59,8 +60,9 @@ enum Job {
 /// writer thread. Clones share the writer.
 ///
 /// Every operation is a job sent to a dedicated thread that owns the
-/// connection; async callers await a reply, hooks don't wait at all, and no
-/// tokio worker thread ever blocks on SQLite. The writer runs all the writes
+/// connection; async callers await a reply, hooks wait only for room in a
+/// bounded queue (below), and no tokio worker thread ever runs SQLite
+/// itself. The writer runs all the writes
 /// waiting in its channel in one transaction (group commit). It is a
 /// dedicated thread rather than `spawn_blocking` per call because one
 /// connection keeps this process's writes from contending for SQLite's
