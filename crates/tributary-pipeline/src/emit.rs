@@ -1,0 +1,192 @@
+//! Sending a node's outputs downstream: fan-out, backpressure, the pause
+//! gate, and the [`Emitter`] a source writes to.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::graph::FanOut;
+use crate::run::edge::EdgeTx;
+use crate::run::metrics::NodeCounters;
+
+/// Why an item could not be emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The pipeline was cancelled (or failed): stop producing.
+    #[error("the pipeline was cancelled")]
+    Cancelled,
+    /// Every downstream node has ended: nobody reads these items any more.
+    #[error("every downstream node has ended")]
+    Closed,
+}
+
+/// The pause gate and the cancel token every node shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Control {
+    pub(crate) cancel: CancellationToken,
+    pub(crate) pause: watch::Receiver<bool>,
+}
+
+impl Control {
+    /// Wait while the pipeline is paused.
+    pub(crate) async fn resumed(&mut self) -> Result<(), EmitError> {
+        if !*self.pause.borrow() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(EmitError::Cancelled),
+            r = self.pause.wait_for(|paused| !paused) => {
+                // The gate's sender lives as long as the run; gone means over.
+                r.map(|_| ()).map_err(|_| EmitError::Cancelled)
+            }
+        }
+    }
+}
+
+/// A node's outgoing edges.
+#[derive(Debug)]
+pub(crate) struct Outputs<T> {
+    edges: Vec<Option<EdgeTx<T>>>,
+    open: usize,
+    fan_out: FanOut,
+    next: usize,
+    counters: Arc<NodeCounters>,
+    control: Control,
+}
+
+impl<T: Clone> Outputs<T> {
+    pub(crate) fn new(
+        edges: Vec<EdgeTx<T>>,
+        fan_out: FanOut,
+        counters: Arc<NodeCounters>,
+        control: Control,
+    ) -> Self {
+        Outputs {
+            open: edges.len(),
+            edges: edges.into_iter().map(Some).collect(),
+            fan_out,
+            next: 0,
+            counters,
+            control,
+        }
+    }
+
+    /// Whether every downstream node has ended.
+    pub(crate) fn all_closed(&self) -> bool {
+        !self.edges.is_empty() && self.open == 0
+    }
+
+    /// Send one output: to every open edge (copy) or the next one (round
+    /// robin), waiting while paused and while the edge is full.
+    pub(crate) async fn send(&mut self, item: T) -> Result<(), EmitError> {
+        if self.edges.is_empty() {
+            self.counters.items_out.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        self.control.resumed().await?;
+        match self.fan_out {
+            FanOut::Copy => {
+                let Some(last) = self.edges.iter().rposition(Option::is_some) else {
+                    return Err(EmitError::Closed);
+                };
+                for i in 0..last {
+                    if self.edges[i].is_some() {
+                        self.send_to(i, item.clone()).await?;
+                    }
+                }
+                self.send_to(last, item).await?;
+            }
+            FanOut::RoundRobin => {
+                let mut item = item;
+                let n = self.edges.len();
+                loop {
+                    if self.open == 0 {
+                        return Err(EmitError::Closed);
+                    }
+                    let i = self.next % n;
+                    self.next = (i + 1) % n;
+                    if self.edges[i].is_none() {
+                        continue;
+                    }
+                    match self.send_to(i, item).await? {
+                        None => break,
+                        Some(back) => item = back,
+                    }
+                }
+            }
+        }
+        if self.open == 0 {
+            return Err(EmitError::Closed);
+        }
+        self.counters.items_out.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Send to edge `i`; gives the item back when that edge has closed.
+    async fn send_to(&mut self, i: usize, item: T) -> Result<Option<T>, EmitError> {
+        let edge = self.edges[i].as_ref().expect("an open edge");
+        let back = match edge.tx.try_send(item) {
+            Ok(()) => {
+                edge.counters.sent.fetch_add(1, Relaxed);
+                return Ok(None);
+            }
+            Err(mpsc::error::TrySendError::Closed(item)) => item,
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                let started = Instant::now();
+                let sent = tokio::select! {
+                    biased;
+                    () = self.control.cancel.cancelled() => return Err(EmitError::Cancelled),
+                    r = edge.tx.send(item) => r,
+                };
+                let waited = started.elapsed().as_nanos();
+                self.counters
+                    .blocked_ns
+                    .fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Relaxed);
+                match sent {
+                    Ok(()) => {
+                        edge.counters.sent.fetch_add(1, Relaxed);
+                        return Ok(None);
+                    }
+                    Err(mpsc::error::SendError(item)) => item,
+                }
+            }
+        };
+        self.edges[i] = None;
+        self.open -= 1;
+        Ok(Some(back))
+    }
+}
+
+/// Where a [`Source`](crate::Source) puts its items.
+///
+/// Each [`emit`](Emitter::emit) waits while the pipeline is paused and
+/// while the downstream edge is full: a source never runs ahead of its
+/// slowest consumer by more than the edges' capacities.
+#[derive(Debug)]
+pub struct Emitter<T> {
+    pub(crate) outputs: Outputs<T>,
+}
+
+impl<T: Clone> Emitter<T> {
+    /// Send one item downstream.
+    ///
+    /// # Errors
+    ///
+    /// [`EmitError::Cancelled`] once the pipeline is cancelled or failed;
+    /// [`EmitError::Closed`] once every downstream node has ended. Either
+    /// way the source should return (returning the error with `?` is fine:
+    /// the run does not count it as the source's failure).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: an item whose send is cancelled may have reached
+    /// some downstream nodes (copy fan-out) and not others.
+    pub async fn emit(&mut self, item: T) -> Result<(), EmitError> {
+        self.outputs.send(item).await
+    }
+}
