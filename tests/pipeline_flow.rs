@@ -156,7 +156,7 @@ async fn zip_with_unequal_rates_pairs_in_order_and_ends_at_the_shortest() {
 fn jitter(seed: u64, i: u64) -> Duration {
     let x = (seed.wrapping_mul(6364136223846793005) ^ i.wrapping_mul(1442695040888963407))
         .rotate_left(17);
-    Duration::from_micros((x % 5_000) as u64)
+    Duration::from_micros(x % 5_000)
 }
 
 #[tokio::test(start_paused = true)]

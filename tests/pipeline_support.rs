@@ -26,7 +26,6 @@ impl<T: Clone + Send + 'static> Collected<T> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 
-
     /// The single items received, in arrival order.
     pub(crate) fn items(&self) -> Vec<T> {
         self.0
