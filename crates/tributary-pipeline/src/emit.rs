@@ -29,12 +29,20 @@ pub enum EmitError {
 pub(crate) struct Control {
     pub(crate) cancel: CancellationToken,
     pub(crate) pause: watch::Receiver<bool>,
+    /// The gate's value when this copy last read it.
+    pub(crate) paused_seen: bool,
 }
 
 impl Control {
     /// Wait while the pipeline is paused.
     pub(crate) async fn resumed(&mut self) -> Result<(), EmitError> {
-        if !*self.pause.borrow() {
+        // Fast path: the gate's version is an atomic; read the value (under
+        // its lock) only when it changed since this node last looked.
+        if !self.pause.has_changed().unwrap_or(true) && !self.paused_seen {
+            return Ok(());
+        }
+        self.paused_seen = *self.pause.borrow_and_update();
+        if !self.paused_seen {
             return Ok(());
         }
         tokio::select! {
@@ -42,7 +50,9 @@ impl Control {
             () = self.cancel.cancelled() => Err(EmitError::Cancelled),
             r = self.pause.wait_for(|paused| !paused) => {
                 // The gate's sender lives as long as the run; gone means over.
-                r.map(|_| ()).map_err(|_| EmitError::Cancelled)
+                r.map(|_| ()).map_err(|_| EmitError::Cancelled)?;
+                self.paused_seen = false;
+                Ok(())
             }
         }
     }
@@ -137,12 +147,10 @@ impl<T: Clone> Outputs<T> {
             }
             Err(mpsc::error::TrySendError::Closed(item)) => item,
             Err(mpsc::error::TrySendError::Full(item)) => {
+                // No race with the cancel token here: on cancel every node
+                // drops its inputs, so a blocked send ends as closed.
                 let started = Instant::now();
-                let sent = tokio::select! {
-                    biased;
-                    () = self.control.cancel.cancelled() => return Err(EmitError::Cancelled),
-                    r = edge.tx.send(item) => r,
-                };
+                let sent = edge.tx.send(item).await;
                 let waited = started.elapsed().as_nanos();
                 self.counters
                     .blocked_ns
@@ -158,6 +166,9 @@ impl<T: Clone> Outputs<T> {
         };
         self.edges[i] = None;
         self.open -= 1;
+        if self.control.cancel.is_cancelled() {
+            return Err(EmitError::Cancelled);
+        }
         Ok(Some(back))
     }
 }

@@ -66,15 +66,21 @@ impl<T> Input<T> {
 /// What a processor knows about where it runs.
 #[derive(Debug, Clone)]
 pub struct NodeContext {
-    pub(crate) node: Arc<str>,
+    pub(crate) info: Arc<NodeInfo>,
     pub(crate) seq: u64,
+}
+
+/// What every call of one node shares.
+#[derive(Debug)]
+pub(crate) struct NodeInfo {
+    pub(crate) node: Arc<str>,
     pub(crate) env: Arc<Value>,
 }
 
 impl NodeContext {
     /// The node's name.
     pub fn node(&self) -> &str {
-        &self.node
+        &self.info.node
     }
 
     /// The position of this input among the node's inputs, from 0 (for a
@@ -88,6 +94,6 @@ impl NodeContext {
     /// unset): configuration, a reply address, anything every processor
     /// may need.
     pub fn env(&self) -> &Value {
-        &self.env
+        &self.info.env
     }
 }

@@ -25,19 +25,34 @@ impl NodeCounters {
     }
 }
 
-/// An edge's live counters.
+/// A counter on a cache line of its own: an edge's two ends run on
+/// different threads and must not contend for one line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded(pub(crate) AtomicU64);
+
+impl std::ops::Deref for Padded {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
+/// An edge's live counters: the upstream end bumps `sent`, the downstream
+/// end `received`.
 #[derive(Debug)]
 pub(crate) struct EdgeCounters {
-    pub(crate) sent: AtomicU64,
-    pub(crate) received: AtomicU64,
+    pub(crate) sent: Padded,
+    pub(crate) received: Padded,
     pub(crate) capacity: usize,
 }
 
 impl EdgeCounters {
     pub(crate) fn new(capacity: usize) -> Self {
         EdgeCounters {
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
+            sent: Padded::default(),
+            received: Padded::default(),
             capacity,
         }
     }

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::emit::{Control, Outputs};
 use crate::error::RunError;
 use crate::graph::{NodeKind, Pipeline};
-use crate::item::{BoxError, Input, Item};
+use crate::item::{BoxError, Input, Item, NodeInfo};
 use metrics::{EdgeMetrics, Metrics, NodeCounters, NodeMetrics, Sampler};
 
 // ===== dead letters =====
@@ -266,6 +266,7 @@ impl<T: Item> Pipeline<T> {
         let control = Control {
             cancel: cancel.clone(),
             pause: pause_rx,
+            paused_seen: false,
         };
         let failures = Arc::new(Failures::default());
         let n = self.nodes.len();
@@ -311,7 +312,10 @@ impl<T: Item> Pipeline<T> {
         {
             let task = node::NodeTask {
                 name: Arc::clone(&name),
-                env: Arc::clone(&self.env),
+                info: Arc::new(NodeInfo {
+                    node: Arc::clone(&name),
+                    env: Arc::clone(&self.env),
+                }),
                 counters: Arc::clone(c),
                 control: control.clone(),
                 outputs: Outputs::new(tx, node.fan_out, Arc::clone(c), control.clone()),

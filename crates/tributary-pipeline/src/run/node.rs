@@ -8,16 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, poll_immediate};
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use futures_util::{Stream, StreamExt};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::emit::{Control, EmitError, Emitter, Outputs};
 use crate::graph::ErrorPolicy;
-use crate::item::{BoxError, Input, Item, NodeContext};
+use crate::item::{BoxError, Input, Item, NodeContext, NodeInfo};
 use crate::processor::{Processor, Source};
 use crate::run::inputs::Inputs;
 use crate::run::metrics::NodeCounters;
@@ -99,7 +98,7 @@ impl<T> Stream for InFlight<T> {
 /// Everything a node's task needs.
 pub(crate) struct NodeTask<T> {
     pub(crate) name: Arc<str>,
-    pub(crate) env: Arc<Value>,
+    pub(crate) info: Arc<NodeInfo>,
     pub(crate) counters: Arc<NodeCounters>,
     pub(crate) control: Control,
     pub(crate) outputs: Outputs<T>,
@@ -110,9 +109,8 @@ pub(crate) struct NodeTask<T> {
 impl<T: Item> NodeTask<T> {
     fn ctx(&self, seq: u64) -> NodeContext {
         NodeContext {
-            node: Arc::clone(&self.name),
+            info: Arc::clone(&self.info),
             seq,
-            env: Arc::clone(&self.env),
         }
     }
 
@@ -159,65 +157,67 @@ impl<T: Item> NodeTask<T> {
     ) {
         let mut in_flight = InFlight::new(concurrency, keep_order);
         let mut pause = self.control.pause.clone();
+        let mut paused = *pause.borrow_and_update();
+        // One registration with the token for the node's whole life, not
+        // one per item.
         let cancel = self.control.cancel.clone();
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         let mut open = true;
         let mut seq = 0u64;
         let keep_copy = self.on_error == ErrorPolicy::DeadLetter;
         let mut dropped = false;
         while open || in_flight.len() > 0 {
-            let paused = *pause.borrow_and_update();
+            // The gate's version is an atomic; its lock is taken only when
+            // it changed.
+            if pause.has_changed().unwrap_or(false) {
+                paused = *pause.borrow_and_update();
+            }
             let take = open && !paused && in_flight.len() < concurrency;
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => {
+                () = &mut cancelled => {
                     dropped = true;
                     break;
                 }
-                Some((copy, result)) = in_flight.next(), if in_flight.len() > 0 => {
+                Some(outcome) = in_flight.next(), if in_flight.len() > 0 => {
                     self.counters.in_flight.fetch_sub(1, Relaxed);
-                    match result {
-                        Ok(outs) => {
-                            let mut outs = outs.into_iter();
-                            while let Some(out) = outs.next() {
-                                match self.outputs.send(out).await {
-                                    Ok(()) => {}
-                                    Err(e) => {
-                                        let lost = 1 + outs.len() as u64;
-                                        NodeCounters::add(&self.counters.dropped, lost);
-                                        if e == EmitError::Cancelled {
-                                            dropped = true;
-                                        }
-                                        break;
-                                    }
-                                }
-                            }
-                            if self.outputs.all_closed() && open {
-                                // Nobody reads this node any more: stop taking inputs.
-                                open = false;
-                                inputs.close(true);
-                            }
-                        }
-                        Err(error) => {
-                            if !self
-                                .failed(copy, error, dead_letters.as_ref())
-                                .await
-                            {
-                                dropped = true;
-                                break;
-                            }
-                        }
+                    if !self.deliver(outcome, &mut inputs, &mut open, dead_letters.as_ref()).await {
+                        dropped = true;
+                        break;
                     }
                 }
                 // Wake when the gate changes.
-                _ = pause.changed(), if paused && open => {}
+                _ = pause.changed(), if paused && open => {
+                    paused = *pause.borrow_and_update();
+                }
                 input = inputs.next(), if take => match input {
                     Some(input) => {
                         let copy = keep_copy.then(|| input.clone());
-                        let span = tracing::trace_span!("pipeline.item", node = %self.name, seq);
-                        let fut = processor.process(input, self.ctx(seq)).instrument(span);
+                        let mut fut = processor.process(input, self.ctx(seq));
+                        if tracing::enabled!(tracing::Level::TRACE) {
+                            let span = tracing::trace_span!("pipeline.item", node = %self.name, seq);
+                            fut = Box::pin(fut.instrument(span));
+                        }
                         seq += 1;
+                        let mut call = Call { copy, fut };
+                        if in_flight.len() == 0 {
+                            // Most calls finish at once: deliver without
+                            // another turn of the loop (in order, as nothing
+                            // earlier is pending).
+                            if let Some(outcome) = poll_immediate(&mut call).await {
+                                if !self
+                                    .deliver(outcome, &mut inputs, &mut open, dead_letters.as_ref())
+                                    .await
+                                {
+                                    dropped = true;
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
                         self.counters.in_flight.fetch_add(1, Relaxed);
-                        in_flight.push(Call { copy, fut: Box::pin(fut) });
+                        in_flight.push(call);
                     }
                     None => open = false,
                 },
@@ -231,6 +231,38 @@ impl<T: Item> NodeTask<T> {
         drop(in_flight);
         inputs.close(true);
         self.counters.ended.store(true, Relaxed);
+    }
+
+    /// Send a call's outputs, or apply the error policy to its failure;
+    /// `false` when the node must stop (cancelled or failed).
+    async fn deliver(
+        &mut self,
+        (copy, result): Outcome<T>,
+        inputs: &mut Inputs<T>,
+        open: &mut bool,
+        dead_letters: Option<&mpsc::Sender<DeadLetter<T>>>,
+    ) -> bool {
+        let outs = match result {
+            Ok(outs) => outs,
+            Err(error) => return self.failed(copy, error, dead_letters).await,
+        };
+        let mut outs = outs.into_iter();
+        while let Some(out) = outs.next() {
+            if let Err(e) = self.outputs.send(out).await {
+                let lost = 1 + outs.len() as u64;
+                NodeCounters::add(&self.counters.dropped, lost);
+                if e == EmitError::Cancelled {
+                    return false;
+                }
+                break;
+            }
+        }
+        if self.outputs.all_closed() && *open {
+            // Nobody reads this node any more: stop taking inputs.
+            *open = false;
+            inputs.close(true);
+        }
+        true
     }
 
     /// Apply the error policy; `false` when the node must stop.
