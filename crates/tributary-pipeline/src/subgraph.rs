@@ -88,7 +88,7 @@ impl<T> fmt::Debug for SubgraphProcessor<T> {
 /// let shout = Graph::single(action("shout").reads(["text"]).writes(["text"]).run(
 ///     |s: State, _, _| async move {
 ///         let text = s.get_as::<String>("text")?.to_uppercase();
-///         Ok((json!(text), s.set("text", text)))
+///         Ok((json!({ "text": text }), s.set("text", text)))
 ///     },
 /// ));
 /// let stage = subgraph(
