@@ -12,6 +12,7 @@ mod pipeline_errors;
 mod pipeline_flow;
 mod pipeline_graph;
 mod pipeline_json;
+mod pipeline_props;
 mod pipeline_subgraph;
 mod pipeline_support;
 mod runtime_blocking;
