@@ -201,4 +201,11 @@ async fn a_panicking_processor_fails_the_run_with_node_panicked() {
         matches!(&err, RunError::NodePanicked { node, .. } if node == "boom"),
         "{err:?}"
     );
+    assert!(
+        err.summary()
+            .nodes
+            .iter()
+            .all(|n| n.ended && n.in_flight == 0)
+    );
+    assert_eq!(out.items(), vec![0, 1, 2, 3, 4]);
 }

@@ -357,6 +357,10 @@ impl<T: Item> Pipeline<T> {
                             let name = names.get(&e.id()).cloned().unwrap_or_else(|| "?".into());
                             if e.is_panic() {
                                 tracing::error!(node = %name, "node panicked; cancelling the pipeline");
+                                if let Some((_, c)) = sampler.nodes.iter().find(|(n, _)| *n == name) {
+                                    c.ended.store(true, Relaxed);
+                                    c.in_flight.store(0, Relaxed);
+                                }
                                 failures.set(&name, Failure::Panic);
                                 cancel.cancel();
                             }
