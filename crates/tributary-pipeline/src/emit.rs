@@ -24,10 +24,14 @@ pub enum EmitError {
     Closed,
 }
 
-/// The pause gate and the cancel token every node shares.
+/// The pause gate and the cancel tokens a node holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Control {
+    /// The node's own child of the run's token: waiting on it locks only
+    /// this node's waiter list, not one shared by every node.
     pub(crate) cancel: CancellationToken,
+    /// The run's token, to cancel everything on a failure.
+    pub(crate) root: CancellationToken,
     pub(crate) pause: watch::Receiver<bool>,
     /// The gate's value when this copy last read it.
     pub(crate) paused_seen: bool,

@@ -85,7 +85,7 @@ impl Failures {
     pub(crate) fn fail(&self, node: &Arc<str>, error: BoxError, control: &Control) {
         tracing::error!(node = %node, %error, "node failed; cancelling the pipeline");
         self.set(node, Failure::Error(error));
-        control.cancel.cancel();
+        control.root.cancel();
     }
 
     fn set(&self, node: &Arc<str>, failure: Failure) {
@@ -265,6 +265,7 @@ impl<T: Item> Pipeline<T> {
         let (pause_tx, pause_rx) = watch::channel(false);
         let control = Control {
             cancel: cancel.clone(),
+            root: cancel.clone(),
             pause: pause_rx,
             paused_seen: false,
         };
@@ -310,6 +311,10 @@ impl<T: Item> Pipeline<T> {
             .zip(txs.into_iter().zip(rxs))
             .zip(&counters)
         {
+            let node_control = Control {
+                cancel: cancel.child_token(),
+                ..control.clone()
+            };
             let task = node::NodeTask {
                 name: Arc::clone(&name),
                 info: Arc::new(NodeInfo {
@@ -317,8 +322,8 @@ impl<T: Item> Pipeline<T> {
                     env: Arc::clone(&self.env),
                 }),
                 counters: Arc::clone(c),
-                control: control.clone(),
-                outputs: Outputs::new(tx, node.fan_out, Arc::clone(c), control.clone()),
+                control: node_control.clone(),
+                outputs: Outputs::new(tx, node.fan_out, Arc::clone(c), node_control),
                 on_error: node.on_error,
                 failures: Arc::clone(&failures),
             };

@@ -129,8 +129,8 @@ impl<T: Item> NodeTask<T> {
         let fut = source.run(Emitter { outputs }, ctx);
         let result = tokio::select! {
             biased;
-            () = control.cancel.cancelled() => Ok(()),
             r = fut => r,
+            () = control.cancel.cancelled() => Ok(()),
         };
         if let Err(error) = result {
             if error.downcast_ref::<EmitError>().is_none() {
@@ -168,6 +168,13 @@ impl<T: Item> NodeTask<T> {
         let keep_copy = self.on_error == ErrorPolicy::DeadLetter;
         let mut dropped = false;
         while open || in_flight.len() > 0 {
+            // A cancel is seen here at once (an atomic), and below when the
+            // node would otherwise wait: the token's future is polled last,
+            // so a busy node does not take its lock per item.
+            if cancel.is_cancelled() {
+                dropped = true;
+                break;
+            }
             // The gate's version is an atomic; its lock is taken only when
             // it changed.
             if pause.has_changed().unwrap_or(false) {
@@ -176,10 +183,6 @@ impl<T: Item> NodeTask<T> {
             let take = open && !paused && in_flight.len() < concurrency;
             tokio::select! {
                 biased;
-                () = &mut cancelled => {
-                    dropped = true;
-                    break;
-                }
                 Some(outcome) = in_flight.next(), if in_flight.len() > 0 => {
                     self.counters.in_flight.fetch_sub(1, Relaxed);
                     if !self.deliver(outcome, &mut inputs, &mut open, dead_letters.as_ref()).await {
@@ -221,6 +224,10 @@ impl<T: Item> NodeTask<T> {
                     }
                     None => open = false,
                 },
+                () = &mut cancelled => {
+                    dropped = true;
+                    break;
+                }
             }
         }
         if dropped {
