@@ -2,6 +2,8 @@
 //! against hand-written tokio mpsc pipelines of the same shape, and the
 //! peak memory of 1M items into a slow sink (in a child process).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -17,6 +19,28 @@ const CAPACITY: usize = 16;
 /// What the sinks count and sum, to check both sides did the same work.
 type Tally = (u64, u64);
 
+/// The sink's counters: both sides update the same kind of shared
+/// counters per item, so the sink does the same work on each.
+#[derive(Default)]
+struct Counters {
+    items: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, x: u64) {
+        self.items.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(x, Ordering::Relaxed);
+    }
+
+    fn tally(&self) -> Tally {
+        (
+            self.items.load(Ordering::Relaxed),
+            self.sum.load(Ordering::Relaxed),
+        )
+    }
+}
+
 fn step(x: u64) -> u64 {
     x.wrapping_mul(3).wrapping_add(1)
 }
@@ -24,13 +48,10 @@ fn step(x: u64) -> u64 {
 // ===== tributary =====
 
 async fn chain_ours(n: u64) -> Tally {
-    let tally = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
-    let t = std::sync::Arc::clone(&tally);
+    let tally = Arc::new(Counters::default());
+    let t = Arc::clone(&tally);
     let sink = processor(move |input: Input<u64>, _ctx: NodeContext| {
-        let x = input.into_single().unwrap_or(0);
-        let mut t = t.lock().expect("tally");
-        t.0 += 1;
-        t.1 = t.1.wrapping_add(x);
+        t.add(input.into_single().unwrap_or(0));
         std::future::ready(Ok::<_, std::io::Error>(Vec::new()))
     });
     Pipeline::builder()
@@ -53,17 +74,14 @@ async fn chain_ours(n: u64) -> Tally {
         .run()
         .await
         .expect("the chain runs");
-    *tally.lock().expect("tally")
+    tally.tally()
 }
 
 async fn diamond_ours(n: u64) -> Tally {
-    let tally = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
-    let t = std::sync::Arc::clone(&tally);
+    let tally = Arc::new(Counters::default());
+    let t = Arc::clone(&tally);
     let join = processor(move |input: Input<u64>, _ctx: NodeContext| {
-        let sum = input.into_items().into_iter().fold(0u64, u64::wrapping_add);
-        let mut t = t.lock().expect("tally");
-        t.0 += 1;
-        t.1 = t.1.wrapping_add(sum);
+        t.add(input.into_items().into_iter().fold(0u64, u64::wrapping_add));
         std::future::ready(Ok::<_, std::io::Error>(Vec::new()))
     });
     Pipeline::builder()
@@ -87,7 +105,7 @@ async fn diamond_ours(n: u64) -> Tally {
         .run()
         .await
         .expect("the diamond runs");
-    *tally.lock().expect("tally")
+    tally.tally()
 }
 
 // ===== hand-written tokio =====
@@ -118,19 +136,18 @@ async fn chain_bare(n: u64) -> Tally {
     });
     let (rx, a) = relay(rx, step);
     let (mut rx, b) = relay(rx, step);
+    let tally = Arc::new(Counters::default());
+    let t = Arc::clone(&tally);
     let sink = tokio::spawn(async move {
-        let mut t = (0u64, 0u64);
         while let Some(x) = rx.recv().await {
-            t.0 += 1;
-            t.1 = t.1.wrapping_add(x);
+            t.add(x);
         }
-        t
     });
-    let t = sink.await.expect("the sink");
+    sink.await.expect("the sink");
     for task in [src, a, b] {
         task.await.expect("a stage");
     }
-    t
+    tally.tally()
 }
 
 async fn diamond_bare(n: u64) -> Tally {
@@ -145,19 +162,18 @@ async fn diamond_bare(n: u64) -> Tally {
     });
     let (mut rx_a, a) = relay(rx_a, step);
     let (mut rx_b, b) = relay(rx_b, |x| x ^ 7);
+    let tally = Arc::new(Counters::default());
+    let t = Arc::clone(&tally);
     let join = tokio::spawn(async move {
-        let mut t = (0u64, 0u64);
         while let (Some(x), Some(y)) = (rx_a.recv().await, rx_b.recv().await) {
-            t.0 += 1;
-            t.1 = t.1.wrapping_add(x.wrapping_add(y));
+            t.add(x.wrapping_add(y));
         }
-        t
     });
-    let t = join.await.expect("the join");
+    join.await.expect("the join");
     for task in [src, a, b] {
         task.await.expect("a stage");
     }
-    t
+    tally.tally()
 }
 
 /// Items/s through the chain and the diamond, against bare tokio.

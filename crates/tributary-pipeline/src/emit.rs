@@ -1,12 +1,16 @@
 //! Sending a node's outputs downstream: fan-out, backpressure, the pause
 //! gate, and the [`Emitter`] a source writes to.
 
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::graph::FanOut;
 use crate::run::edge::EdgeTx;
@@ -24,14 +28,81 @@ pub enum EmitError {
     Closed,
 }
 
-/// The pause gate and the cancel tokens a node holds.
+/// The run's stop: a flag every node reads with one atomic load, and the
+/// token that wakes the nodes waiting on it. Set the flag first.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    flag: AtomicBool,
+    token: CancellationToken,
+}
+
+impl Stop {
+    /// Stop the run (cancel or failure).
+    pub(crate) fn cancel(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether the run was stopped.
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// A watch for one node: its own child of the token.
+    pub(crate) fn watch(self: &Arc<Self>) -> StopWatch {
+        StopWatch {
+            stop: Arc::clone(self),
+            wait: Box::pin(self.token.child_token().cancelled_owned()),
+            registered: None,
+        }
+    }
+}
+
+/// One node's wait for the stop. Waiting on a token takes its lock on
+/// every poll; this polls it only until it has registered the node's waker,
+/// and after that reads the flag (the token still wakes the node).
+#[derive(Debug)]
+pub(crate) struct StopWatch {
+    stop: Arc<Stop>,
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: Option<Waker>,
+}
+
+impl StopWatch {
+    pub(crate) fn is_set(&self) -> bool {
+        self.stop.is_set()
+    }
+
+    pub(crate) fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stop.is_set() {
+            return Poll::Ready(());
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        match self.wait.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                self.registered = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Resolves once the run is stopped.
+    pub(crate) async fn stopped(&mut self) {
+        poll_fn(|cx| self.poll_stopped(cx)).await
+    }
+}
+
+/// The pause gate and the stop a node holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Control {
-    /// The node's own child of the run's token: waiting on it locks only
-    /// this node's waiter list, not one shared by every node.
-    pub(crate) cancel: CancellationToken,
-    /// The run's token, to cancel everything on a failure.
-    pub(crate) root: CancellationToken,
+    pub(crate) stop: Arc<Stop>,
     pub(crate) pause: watch::Receiver<bool>,
     /// The gate's value when this copy last read it.
     pub(crate) paused_seen: bool,
@@ -49,9 +120,11 @@ impl Control {
         if !self.paused_seen {
             return Ok(());
         }
+        // Rare (only while paused): a watch of its own is fine.
+        let mut stop = self.stop.watch();
         tokio::select! {
             biased;
-            () = self.cancel.cancelled() => Err(EmitError::Cancelled),
+            () = stop.stopped() => Err(EmitError::Cancelled),
             r = self.pause.wait_for(|paused| !paused) => {
                 // The gate's sender lives as long as the run; gone means over.
                 r.map(|_| ()).map_err(|_| EmitError::Cancelled)?;
@@ -170,7 +243,7 @@ impl<T: Clone> Outputs<T> {
         };
         self.edges[i] = None;
         self.open -= 1;
-        if self.control.cancel.is_cancelled() {
+        if self.control.stop.is_set() {
             return Err(EmitError::Cancelled);
         }
         Ok(Some(back))

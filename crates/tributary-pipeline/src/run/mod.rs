@@ -17,11 +17,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::emit::{Control, Outputs};
+use crate::emit::{Control, Outputs, Stop};
 use crate::error::RunError;
 use crate::graph::{NodeKind, Pipeline};
 use crate::item::{BoxError, Input, Item, NodeInfo};
@@ -85,7 +84,7 @@ impl Failures {
     pub(crate) fn fail(&self, node: &Arc<str>, error: BoxError, control: &Control) {
         tracing::error!(node = %node, %error, "node failed; cancelling the pipeline");
         self.set(node, Failure::Error(error));
-        control.root.cancel();
+        control.stop.cancel();
     }
 
     fn set(&self, node: &Arc<str>, failure: Failure) {
@@ -130,7 +129,7 @@ impl RunSummary {
 
 #[derive(Debug)]
 struct Shared {
-    cancel: CancellationToken,
+    stop: Arc<Stop>,
     pause: watch::Sender<bool>,
     cancelled: AtomicBool,
     tracker: TaskTracker,
@@ -176,7 +175,7 @@ impl PipelineHandle {
     /// Cancel safe: dropping the future does not undo the cancel.
     pub fn cancel(&self) -> impl Future<Output = ()> + Send + 'static {
         self.shared.cancelled.store(true, Relaxed);
-        self.shared.cancel.cancel();
+        self.shared.stop.cancel();
         let tracker = self.shared.tracker.clone();
         async move { tracker.wait().await }
     }
@@ -240,7 +239,7 @@ impl PipelineRun {
 impl Drop for PipelineRun {
     fn drop(&mut self) {
         if self.done.is_some() {
-            self.handle.shared.cancel.cancel();
+            self.handle.shared.stop.cancel();
             self.handle.shared.cancelled.store(true, Relaxed);
         }
     }
@@ -261,11 +260,10 @@ impl<T: Item> Pipeline<T> {
     ///
     /// Outside a tokio runtime.
     pub fn start(self) -> PipelineRun {
-        let cancel = CancellationToken::new();
+        let stop = Arc::new(Stop::default());
         let (pause_tx, pause_rx) = watch::channel(false);
         let control = Control {
-            cancel: cancel.clone(),
-            root: cancel.clone(),
+            stop: Arc::clone(&stop),
             pause: pause_rx,
             paused_seen: false,
         };
@@ -297,7 +295,7 @@ impl<T: Item> Pipeline<T> {
         let (metrics_tx, metrics_rx) = watch::channel(sampler.snapshot(Duration::ZERO, false));
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared {
-            cancel: cancel.clone(),
+            stop: Arc::clone(&stop),
             pause: pause_tx,
             cancelled: AtomicBool::new(false),
             tracker: tracker.clone(),
@@ -311,10 +309,6 @@ impl<T: Item> Pipeline<T> {
             .zip(txs.into_iter().zip(rxs))
             .zip(&counters)
         {
-            let node_control = Control {
-                cancel: cancel.child_token(),
-                ..control.clone()
-            };
             let task = node::NodeTask {
                 name: Arc::clone(&name),
                 info: Arc::new(NodeInfo {
@@ -322,8 +316,8 @@ impl<T: Item> Pipeline<T> {
                     env: Arc::clone(&self.env),
                 }),
                 counters: Arc::clone(c),
-                control: node_control.clone(),
-                outputs: Outputs::new(tx, node.fan_out, Arc::clone(c), node_control),
+                control: control.clone(),
+                outputs: Outputs::new(tx, node.fan_out, Arc::clone(c), control.clone()),
                 on_error: node.on_error,
                 failures: Arc::clone(&failures),
             };
@@ -367,7 +361,7 @@ impl<T: Item> Pipeline<T> {
                                     c.in_flight.store(0, Relaxed);
                                 }
                                 failures.set(&name, Failure::Panic);
-                                cancel.cancel();
+                                stop.cancel();
                             }
                         }
                     },

@@ -127,10 +127,11 @@ impl<T: Item> NodeTask<T> {
             ..
         } = self;
         let fut = source.run(Emitter { outputs }, ctx);
+        let mut stop = control.stop.watch();
         let result = tokio::select! {
             biased;
             r = fut => r,
-            () = control.cancel.cancelled() => Ok(()),
+            () = stop.stopped() => Ok(()),
         };
         if let Err(error) = result {
             if error.downcast_ref::<EmitError>().is_none() {
@@ -158,20 +159,15 @@ impl<T: Item> NodeTask<T> {
         let mut in_flight = InFlight::new(concurrency, keep_order);
         let mut pause = self.control.pause.clone();
         let mut paused = *pause.borrow_and_update();
-        // One registration with the token for the node's whole life, not
-        // one per item.
-        let cancel = self.control.cancel.clone();
-        let cancelled = cancel.cancelled();
-        tokio::pin!(cancelled);
+        let mut stop = self.control.stop.watch();
         let mut open = true;
         let mut seq = 0u64;
         let keep_copy = self.on_error == ErrorPolicy::DeadLetter;
         let mut dropped = false;
         while open || in_flight.len() > 0 {
-            // A cancel is seen here at once (an atomic), and below when the
-            // node would otherwise wait: the token's future is polled last,
-            // so a busy node does not take its lock per item.
-            if cancel.is_cancelled() {
+            // A stop is seen here at once (an atomic), and below when the
+            // node would otherwise wait.
+            if stop.is_set() {
                 dropped = true;
                 break;
             }
@@ -224,7 +220,7 @@ impl<T: Item> NodeTask<T> {
                     }
                     None => open = false,
                 },
-                () = &mut cancelled => {
+                () = stop.stopped() => {
                     dropped = true;
                     break;
                 }
@@ -300,9 +296,10 @@ impl<T: Item> NodeTask<T> {
                     input,
                     error,
                 };
+                let mut stop = self.control.stop.watch();
                 let sent = tokio::select! {
                     biased;
-                    () = self.control.cancel.cancelled() => return false,
+                    () = stop.stopped() => return false,
                     r = tx.send(letter) => r,
                 };
                 match sent {
