@@ -4,7 +4,6 @@
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
@@ -172,7 +171,7 @@ impl<T: Clone> Outputs<T> {
     /// robin), waiting while paused and while the edge is full.
     pub(crate) async fn send(&mut self, item: T) -> Result<(), EmitError> {
         if self.edges.is_empty() {
-            self.counters.items_out.fetch_add(1, Relaxed);
+            self.counters.items_out.add(1);
             return Ok(());
         }
         self.control.resumed().await?;
@@ -210,7 +209,7 @@ impl<T: Clone> Outputs<T> {
         if self.open == 0 {
             return Err(EmitError::Closed);
         }
-        self.counters.items_out.fetch_add(1, Relaxed);
+        self.counters.items_out.add(1);
         Ok(())
     }
 
@@ -219,7 +218,7 @@ impl<T: Clone> Outputs<T> {
         let edge = self.edges[i].as_ref().expect("an open edge");
         let back = match edge.tx.try_send(item) {
             Ok(()) => {
-                edge.counters.sent.fetch_add(1, Relaxed);
+                edge.counters.sent.add(1);
                 return Ok(None);
             }
             Err(mpsc::error::TrySendError::Closed(item)) => item,
@@ -231,10 +230,10 @@ impl<T: Clone> Outputs<T> {
                 let waited = started.elapsed().as_nanos();
                 self.counters
                     .blocked_ns
-                    .fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Relaxed);
+                    .add(u64::try_from(waited).unwrap_or(u64::MAX));
                 match sent {
                     Ok(()) => {
-                        edge.counters.sent.fetch_add(1, Relaxed);
+                        edge.counters.sent.add(1);
                         return Ok(None);
                     }
                     Err(mpsc::error::SendError(item)) => item,

@@ -1,7 +1,6 @@
 //! Edges: a bounded channel and its counters.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::mpsc;
 
@@ -30,7 +29,7 @@ impl<T> EdgeRx<T> {
     ) -> std::task::Poll<Option<T>> {
         let r = self.rx.poll_recv(cx);
         if let std::task::Poll::Ready(Some(_)) = &r {
-            self.counters.received.fetch_add(1, Relaxed);
+            self.counters.received.add(1);
         }
         r
     }

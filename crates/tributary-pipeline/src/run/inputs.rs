@@ -2,7 +2,6 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 
 use crate::graph::Join;
@@ -43,7 +42,7 @@ impl<T: Clone> Inputs<T> {
     pub(crate) async fn next(&mut self) -> Option<Input<T>> {
         let input = poll_fn(|cx| self.poll_next(cx)).await;
         if input.is_some() {
-            self.counters.items_in.fetch_add(1, Relaxed);
+            self.counters.items_in.add(1);
         }
         input
     }
@@ -135,11 +134,11 @@ impl<T: Clone> Inputs<T> {
             }
         }
         if dropped {
-            NodeCounters::add(&self.counters.dropped, waiting);
+            self.counters.dropped.add(waiting);
         } else {
-            NodeCounters::add(&self.counters.unpaired, waiting);
+            self.counters.unpaired.add(waiting);
         }
-        NodeCounters::add(&self.counters.unpaired, self.round.len() as u64);
+        self.counters.unpaired.add(self.round.len() as u64);
         self.round.clear();
     }
 }

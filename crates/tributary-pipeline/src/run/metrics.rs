@@ -5,36 +5,54 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// A node's live counters.
+/// A counter with a single writer (the node or edge end it belongs to),
+/// read by the sampler: an update is a plain load and store, not a locked
+/// read-modify-write, as nobody else writes it.
 #[derive(Debug, Default)]
-pub(crate) struct NodeCounters {
-    pub(crate) items_in: AtomicU64,
-    pub(crate) items_out: AtomicU64,
-    pub(crate) in_flight: AtomicU64,
-    pub(crate) skipped: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) unpaired: AtomicU64,
-    pub(crate) blocked_ns: AtomicU64,
-    pub(crate) ended: AtomicBool,
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    pub(crate) fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    pub(crate) fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
 }
 
-impl NodeCounters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
-    }
+/// A node's live counters, written by the node's task only.
+#[derive(Debug, Default)]
+pub(crate) struct NodeCounters {
+    pub(crate) items_in: Counter,
+    pub(crate) items_out: Counter,
+    pub(crate) in_flight: Counter,
+    pub(crate) skipped: Counter,
+    pub(crate) dead_lettered: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) unpaired: Counter,
+    pub(crate) blocked_ns: Counter,
+    pub(crate) ended: AtomicBool,
 }
 
 /// A counter on a cache line of its own: an edge's two ends run on
 /// different threads and must not contend for one line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub(crate) struct Padded(pub(crate) AtomicU64);
+pub(crate) struct Padded(pub(crate) Counter);
 
 impl std::ops::Deref for Padded {
-    type Target = AtomicU64;
+    type Target = Counter;
 
-    fn deref(&self) -> &AtomicU64 {
+    fn deref(&self) -> &Counter {
         &self.0
     }
 }
@@ -172,8 +190,8 @@ impl Sampler {
             .iter()
             .zip(&prev)
             .map(|((name, c), &(pin, pout))| {
-                let items_in = c.items_in.load(Relaxed);
-                let items_out = c.items_out.load(Relaxed);
+                let items_in = c.items_in.get();
+                let items_out = c.items_out.get();
                 counts.push((items_in, items_out));
                 NodeMetrics {
                     name: Arc::clone(name),
@@ -181,12 +199,12 @@ impl Sampler {
                     items_out,
                     in_per_sec: rate(items_in, pin),
                     out_per_sec: rate(items_out, pout),
-                    in_flight: c.in_flight.load(Relaxed),
-                    skipped: c.skipped.load(Relaxed),
-                    dead_lettered: c.dead_lettered.load(Relaxed),
-                    dropped: c.dropped.load(Relaxed),
-                    unpaired: c.unpaired.load(Relaxed),
-                    blocked: Duration::from_nanos(c.blocked_ns.load(Relaxed)),
+                    in_flight: c.in_flight.get(),
+                    skipped: c.skipped.get(),
+                    dead_lettered: c.dead_lettered.get(),
+                    dropped: c.dropped.get(),
+                    unpaired: c.unpaired.get(),
+                    blocked: Duration::from_nanos(c.blocked_ns.get()),
                     ended: c.ended.load(Relaxed),
                 }
             })
@@ -196,12 +214,12 @@ impl Sampler {
             .edges
             .iter()
             .map(|(from, to, c)| {
-                let sent = c.sent.load(Relaxed);
+                let sent = c.sent.get();
                 EdgeMetrics {
                     from: Arc::clone(from),
                     to: Arc::clone(to),
                     sent,
-                    depth: sent.saturating_sub(c.received.load(Relaxed)),
+                    depth: sent.saturating_sub(c.received.get()),
                     capacity: c.capacity,
                 }
             })

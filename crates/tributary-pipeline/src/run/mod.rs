@@ -358,7 +358,7 @@ impl<T: Item> Pipeline<T> {
                                 tracing::error!(node = %name, "node panicked; cancelling the pipeline");
                                 if let Some((_, c)) = sampler.nodes.iter().find(|(n, _)| *n == name) {
                                     c.ended.store(true, Relaxed);
-                                    c.in_flight.store(0, Relaxed);
+                                    c.in_flight.set(0);
                                 }
                                 failures.set(&name, Failure::Panic);
                                 stop.cancel();

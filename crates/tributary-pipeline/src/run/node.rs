@@ -139,7 +139,7 @@ impl<T: Item> NodeTask<T> {
                     ErrorPolicy::Fail => failures.fail(&name, error, &control),
                     ErrorPolicy::Skip | ErrorPolicy::DeadLetter => {
                         tracing::warn!(node = %name, %error, "source failed; it ends here");
-                        counters.skipped.fetch_add(1, Relaxed);
+                        counters.skipped.add(1);
                     }
                 }
             }
@@ -180,7 +180,7 @@ impl<T: Item> NodeTask<T> {
             tokio::select! {
                 biased;
                 Some(outcome) = in_flight.next(), if in_flight.len() > 0 => {
-                    self.counters.in_flight.fetch_sub(1, Relaxed);
+                    self.counters.in_flight.sub(1);
                     if !self.deliver(outcome, &mut inputs, &mut open, dead_letters.as_ref()).await {
                         dropped = true;
                         break;
@@ -215,7 +215,7 @@ impl<T: Item> NodeTask<T> {
                                 continue;
                             }
                         }
-                        self.counters.in_flight.fetch_add(1, Relaxed);
+                        self.counters.in_flight.add(1);
                         in_flight.push(call);
                     }
                     None => open = false,
@@ -228,8 +228,8 @@ impl<T: Item> NodeTask<T> {
         }
         if dropped {
             let n = in_flight.len() as u64;
-            NodeCounters::add(&self.counters.dropped, n);
-            self.counters.in_flight.fetch_sub(n, Relaxed);
+            self.counters.dropped.add(n);
+            self.counters.in_flight.sub(n);
         }
         drop(in_flight);
         inputs.close(true);
@@ -253,7 +253,7 @@ impl<T: Item> NodeTask<T> {
         while let Some(out) = outs.next() {
             if let Err(e) = self.outputs.send(out).await {
                 let lost = 1 + outs.len() as u64;
-                NodeCounters::add(&self.counters.dropped, lost);
+                self.counters.dropped.add(lost);
                 if e == EmitError::Cancelled {
                     return false;
                 }
@@ -282,13 +282,13 @@ impl<T: Item> NodeTask<T> {
             }
             ErrorPolicy::Skip => {
                 tracing::debug!(node = %self.name, %error, "input skipped");
-                self.counters.skipped.fetch_add(1, Relaxed);
+                self.counters.skipped.add(1);
                 true
             }
             ErrorPolicy::DeadLetter => {
                 let (Some(tx), Some(input)) = (dead_letters, copy) else {
                     tracing::warn!(node = %self.name, %error, "no dead-letter receiver; input dropped");
-                    self.counters.dropped.fetch_add(1, Relaxed);
+                    self.counters.dropped.add(1);
                     return true;
                 };
                 let letter = DeadLetter {
@@ -303,8 +303,8 @@ impl<T: Item> NodeTask<T> {
                     r = tx.send(letter) => r,
                 };
                 match sent {
-                    Ok(()) => self.counters.dead_lettered.fetch_add(1, Relaxed),
-                    Err(_) => self.counters.dropped.fetch_add(1, Relaxed),
+                    Ok(()) => self.counters.dead_lettered.add(1),
+                    Err(_) => self.counters.dropped.add(1),
                 };
                 true
             }
