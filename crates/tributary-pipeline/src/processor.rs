@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either, Map, Ready, ready};
 use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::emit::Emitter;
@@ -13,15 +13,24 @@ use crate::item::{BoxError, Input, Item, NodeContext};
 ///
 /// Called once per input; with [`Node::concurrency`](crate::Node::concurrency)
 /// above one, several calls run at once. Closures become processors with
-/// [`processor`], [`map`] and [`sink`].
+/// [`processor`], [`map`] and [`sink`]. The node's task is built for the
+/// processor's own type: a call's future is not boxed.
 pub trait Processor<T>: Send + Sync + 'static {
+    /// What one call produces: a `Vec`, an `Option`, any iterable.
+    type Outputs: IntoIterator<Item = T, IntoIter: Send> + Send + 'static;
+    /// The future of one call.
+    type Future: Future<Output = Result<Self::Outputs, BoxError>> + Send + 'static;
+
     /// Process one input; the outputs go to every downstream node (or to
     /// one of them, in turn, with [`FanOut::RoundRobin`](crate::FanOut)).
-    fn process(
-        &self,
-        input: Input<T>,
-        ctx: NodeContext,
-    ) -> BoxFuture<'static, Result<Vec<T>, BoxError>>;
+    fn process(&self, input: Input<T>, ctx: NodeContext) -> Self::Future;
+}
+
+/// Turns a closure's error into a [`BoxError`].
+type BoxErr<O, E> = fn(Result<O, E>) -> Result<O, BoxError>;
+
+fn box_err<O, E: Into<BoxError>>(r: Result<O, E>) -> Result<O, BoxError> {
+    r.map_err(Into::into)
 }
 
 /// A node without inputs that produces items through an [`Emitter`].
@@ -48,7 +57,7 @@ impl<F> fmt::Debug for FnProcessor<F> {
 }
 
 /// A processor from an async closure taking the input and the node's
-/// context and returning the outputs.
+/// context and returning the outputs (a `Vec`, an `Option`, any iterable).
 ///
 /// # Examples
 ///
@@ -58,33 +67,34 @@ impl<F> fmt::Debug for FnProcessor<F> {
 /// // Split a line into its words: one input, many outputs.
 /// let split = processor(|input: Input<String>, _ctx: NodeContext| async move {
 ///     let line = input.into_single().unwrap_or_default();
-///     Ok::<_, std::convert::Infallible>(line.split(' ').map(str::to_owned).collect())
+///     Ok::<_, std::convert::Infallible>(line.split(' ').map(str::to_owned).collect::<Vec<_>>())
 /// });
 /// # let _ = split;
 /// ```
-pub fn processor<T, F, Fut, E>(f: F) -> FnProcessor<F>
+pub fn processor<T, F, Fut, O, E>(f: F) -> FnProcessor<F>
 where
     T: Item,
     F: Fn(Input<T>, NodeContext) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Vec<T>, E>> + Send + 'static,
-    E: Into<BoxError>,
+    Fut: Future<Output = Result<O, E>> + Send + 'static,
+    O: IntoIterator<Item = T, IntoIter: Send> + Send + 'static,
+    E: Into<BoxError> + 'static,
 {
     FnProcessor(f)
 }
 
-impl<T, F, Fut, E> Processor<T> for FnProcessor<F>
+impl<T, F, Fut, O, E> Processor<T> for FnProcessor<F>
 where
     T: Item,
     F: Fn(Input<T>, NodeContext) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Vec<T>, E>> + Send + 'static,
-    E: Into<BoxError>,
+    Fut: Future<Output = Result<O, E>> + Send + 'static,
+    O: IntoIterator<Item = T, IntoIter: Send> + Send + 'static,
+    E: Into<BoxError> + 'static,
 {
-    fn process(
-        &self,
-        input: Input<T>,
-        ctx: NodeContext,
-    ) -> BoxFuture<'static, Result<Vec<T>, BoxError>> {
-        (self.0)(input, ctx).map(|r| r.map_err(Into::into)).boxed()
+    type Outputs = O;
+    type Future = Map<Fut, BoxErr<O, E>>;
+
+    fn process(&self, input: Input<T>, ctx: NodeContext) -> Self::Future {
+        (self.0)(input, ctx).map(box_err as BoxErr<O, E>)
     }
 }
 
@@ -94,6 +104,15 @@ where
 pub struct NotSingle {
     /// The node.
     pub node: String,
+}
+
+/// A one-to-one processor; see [`map`].
+pub struct MapProcessor<F>(F);
+
+impl<F> fmt::Debug for MapProcessor<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MapProcessor")
+    }
 }
 
 /// A one-to-one processor: each item becomes one output.
@@ -109,25 +128,49 @@ pub struct NotSingle {
 /// let upper = map(|s: String| async move { Ok::<_, std::convert::Infallible>(s.to_uppercase()) });
 /// # let _ = upper;
 /// ```
-pub fn map<T, F, Fut, E>(f: F) -> impl Processor<T>
+pub fn map<T, F, Fut, E>(f: F) -> MapProcessor<F>
 where
     T: Item,
     F: Fn(T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
 {
-    FnProcessor(move |input: Input<T>, ctx: NodeContext| {
-        let item = input.into_single();
-        let fut = item.map(&f);
-        async move {
-            match fut {
-                Some(fut) => fut.await.map(|out| vec![out]).map_err(Into::into),
-                None => Err(Box::new(NotSingle {
-                    node: ctx.node().to_owned(),
-                }) as BoxError),
-            }
+    MapProcessor(f)
+}
+
+type Single<T, E> = fn(Result<T, E>) -> Result<Option<T>, BoxError>;
+
+fn single<T, E: Into<BoxError>>(r: Result<T, E>) -> Result<Option<T>, BoxError> {
+    r.map(Some).map_err(Into::into)
+}
+
+impl<T, F, Fut, E> Processor<T> for MapProcessor<F>
+where
+    T: Item,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    type Outputs = Option<T>;
+    type Future = Either<Map<Fut, Single<T, E>>, Ready<Result<Option<T>, BoxError>>>;
+
+    fn process(&self, input: Input<T>, ctx: NodeContext) -> Self::Future {
+        match input.into_single() {
+            Some(item) => Either::Left((self.0)(item).map(single as Single<T, E>)),
+            None => Either::Right(ready(Err(Box::new(NotSingle {
+                node: ctx.node().to_owned(),
+            }) as BoxError))),
         }
-    })
+    }
+}
+
+/// A processor without outputs; see [`sink`].
+pub struct SinkProcessor<F>(F);
+
+impl<F> fmt::Debug for SinkProcessor<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SinkProcessor")
+    }
 }
 
 /// A processor without outputs, for the end of a pipeline.
@@ -143,17 +186,35 @@ where
 /// });
 /// # let _ = print;
 /// ```
-pub fn sink<T, F, Fut, E>(f: F) -> impl Processor<T>
+pub fn sink<T, F, Fut, E>(f: F) -> SinkProcessor<F>
 where
     T: Item,
     F: Fn(Input<T>, NodeContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
 {
-    FnProcessor(move |input: Input<T>, ctx: NodeContext| {
-        let fut = f(input, ctx);
-        async move { fut.await.map(|()| Vec::new()) }
-    })
+    SinkProcessor(f)
+}
+
+type Nothing<T, E> = fn(Result<(), E>) -> Result<Option<T>, BoxError>;
+
+fn nothing<T, E: Into<BoxError>>(r: Result<(), E>) -> Result<Option<T>, BoxError> {
+    r.map(|()| None).map_err(Into::into)
+}
+
+impl<T, F, Fut, E> Processor<T> for SinkProcessor<F>
+where
+    T: Item,
+    F: Fn(Input<T>, NodeContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    type Outputs = Option<T>;
+    type Future = Map<Fut, Nothing<T, E>>;
+
+    fn process(&self, input: Input<T>, ctx: NodeContext) -> Self::Future {
+        (self.0)(input, ctx).map(nothing as Nothing<T, E>)
+    }
 }
 
 /// A source made of a closure; see [`source`].
@@ -185,7 +246,7 @@ where
     T: Item,
     F: FnOnce(Emitter<T>, NodeContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
 {
     FnSource(f)
 }
@@ -195,7 +256,7 @@ where
     T: Item,
     F: FnOnce(Emitter<T>, NodeContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<BoxError>,
+    E: Into<BoxError> + 'static,
 {
     fn run(
         self: Box<Self>,

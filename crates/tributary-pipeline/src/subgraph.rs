@@ -136,11 +136,10 @@ impl<T> SubgraphProcessor<T> {
 }
 
 impl<T: Item> Processor<T> for SubgraphProcessor<T> {
-    fn process(
-        &self,
-        input: Input<T>,
-        ctx: NodeContext,
-    ) -> BoxFuture<'static, Result<Vec<T>, BoxError>> {
+    type Outputs = Vec<T>;
+    type Future = BoxFuture<'static, Result<Vec<T>, BoxError>>;
+
+    fn process(&self, input: Input<T>, ctx: NodeContext) -> Self::Future {
         let spec = match (self.to_task)(input, &ctx) {
             Ok(spec) => spec,
             Err(e) => return futures_util::future::ready(Err(e)).boxed(),

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::error::BuildError;
 use crate::item::Item;
 use crate::processor::{Processor, Source};
+use crate::run::node::{RunProcessor, Runner};
 use crate::run::{DeadLetter, DeadLetters};
 
 /// The default capacity of an edge.
@@ -74,7 +75,7 @@ pub enum ErrorPolicy {
 
 pub(crate) enum NodeKind<T> {
     Source(Box<dyn Source<T>>),
-    Processor(Arc<dyn Processor<T>>),
+    Processor(Box<dyn RunProcessor<T>>),
 }
 
 /// A node: a source or a processor, and how it runs.
@@ -101,7 +102,7 @@ impl<T> fmt::Debug for Node<T> {
 }
 
 impl<T: Item> Node<T> {
-    fn new(kind: NodeKind<T>) -> Self {
+    pub(crate) fn new(kind: NodeKind<T>) -> Self {
         Node {
             kind,
             join: Join::default(),
@@ -120,12 +121,7 @@ impl<T: Item> Node<T> {
     /// A processor node (one or more inputs; a sink when nothing is
     /// downstream of it).
     pub fn processor(processor: impl Processor<T>) -> Self {
-        Node::new(NodeKind::Processor(Arc::new(processor)))
-    }
-
-    /// A processor node from a shared processor.
-    pub fn shared(processor: Arc<dyn Processor<T>>) -> Self {
-        Node::new(NodeKind::Processor(processor))
+        Node::new(NodeKind::Processor(Box::new(Runner(processor))))
     }
 
     /// How several inputs combine (default [`Join::Zip`]).

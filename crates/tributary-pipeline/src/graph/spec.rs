@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,6 +11,7 @@ use crate::error::BuildError;
 use crate::graph::{ErrorPolicy, FanOut, Join, Node, NodeKind, Pipeline, PipelineBuilder};
 use crate::item::{BoxError, Item};
 use crate::processor::{Processor, Source};
+use crate::run::node::{RunProcessor, Runner};
 
 /// A pipeline described as data (JSON through serde): nodes that name
 /// registered processors, and edges.
@@ -189,7 +189,7 @@ impl<T: Item> Pipeline<T> {
 
 type SourceFactory<T> = Box<dyn Fn(&Value) -> Result<Box<dyn Source<T>>, BoxError> + Send + Sync>;
 type ProcessorFactory<T> =
-    Box<dyn Fn(&Value) -> Result<Arc<dyn Processor<T>>, BoxError> + Send + Sync>;
+    Box<dyn Fn(&Value) -> Result<Box<dyn RunProcessor<T>>, BoxError> + Send + Sync>;
 
 enum Factory<T> {
     Source(SourceFactory<T>),
@@ -232,8 +232,9 @@ impl<T: Item> Registry<T> {
         P: Processor<T>,
         F: Fn(&Value) -> Result<P, BoxError> + Send + Sync + 'static,
     {
-        let f: ProcessorFactory<T> =
-            Box::new(move |args| make(args).map(|p| Arc::new(p) as Arc<dyn Processor<T>>));
+        let f: ProcessorFactory<T> = Box::new(move |args| {
+            make(args).map(|p| Box::new(Runner(p)) as Box<dyn RunProcessor<T>>)
+        });
         self.factories.insert(name.into(), Factory::Processor(f));
         self
     }

@@ -3,9 +3,9 @@
 //! summary.
 
 pub(crate) mod edge;
-mod inputs;
+pub(crate) mod inputs;
 pub(crate) mod metrics;
-mod node;
+pub(crate) mod node;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -326,15 +326,15 @@ impl<T: Item> Pipeline<T> {
                 NodeKind::Source(source) => tasks
                     .spawn(tracker.track_future(task.run_source(source).instrument(span)))
                     .id(),
-                NodeKind::Processor(p) => {
+                NodeKind::Processor(runner) => {
                     let inputs = inputs::Inputs::new(rx, node.join, Arc::clone(c));
-                    let fut = task.run_processor(
-                        p,
+                    let fut = runner.run(node::ProcessorParts {
+                        task,
                         inputs,
-                        node.concurrency,
-                        node.keep_order,
-                        self.dead_letters.clone(),
-                    );
+                        concurrency: node.concurrency,
+                        keep_order: node.keep_order,
+                        dead_letters: self.dead_letters.clone(),
+                    });
                     tasks.spawn(tracker.track_future(fut.instrument(span))).id()
                 }
             };

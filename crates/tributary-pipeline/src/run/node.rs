@@ -2,15 +2,14 @@
 //! up to `concurrency` inputs in flight, send the outputs, apply the error
 //! policy, and end when the inputs end (or on cancel).
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
-use futures_util::future::{BoxFuture, poll_immediate};
+use futures_util::StreamExt;
+use futures_util::future::{BoxFuture, Either};
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
-use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -22,76 +21,91 @@ use crate::run::inputs::Inputs;
 use crate::run::metrics::NodeCounters;
 use crate::run::{DeadLetter, Failures};
 
-type Outcome<T> = (Option<Input<T>>, Result<Vec<T>, BoxError>);
+type Outcome<T, O> = (Option<Input<T>>, Result<O, BoxError>);
 
 /// A processor call, with the copy of its input kept for the dead letters.
-struct Call<T> {
+async fn call<T, O>(
     copy: Option<Input<T>>,
-    fut: BoxFuture<'static, Result<Vec<T>, BoxError>>,
+    fut: impl Future<Output = Result<O, BoxError>>,
+) -> Outcome<T, O> {
+    (copy, fut.await)
 }
 
-// The input copy is never pinned; only the boxed future is polled.
-impl<T> Unpin for Call<T> {}
-
-impl<T> Future for Call<T> {
-    type Output = Outcome<T>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
-        let r = std::task::ready!(self.fut.as_mut().poll(cx));
-        Poll::Ready((self.copy.take(), r))
-    }
+/// The calls in flight of a concurrent node, in input order when asked.
+enum Many<F: Future> {
+    Unordered(FuturesUnordered<F>),
+    Ordered(FuturesOrdered<F>),
 }
 
-/// The calls in flight: one slot for a sequential node (no allocation per
-/// item), a set for a concurrent one, in input order when asked.
-enum InFlight<T> {
-    One(Option<Call<T>>),
-    Unordered(FuturesUnordered<Call<T>>),
-    Ordered(FuturesOrdered<Call<T>>),
-}
-
-impl<T> InFlight<T> {
-    fn new(concurrency: usize, keep_order: bool) -> Self {
-        match (concurrency, keep_order) {
-            (1, _) => InFlight::One(None),
-            (_, false) => InFlight::Unordered(FuturesUnordered::new()),
-            (_, true) => InFlight::Ordered(FuturesOrdered::new()),
-        }
-    }
-
+impl<F: Future> Many<F> {
     fn len(&self) -> usize {
         match self {
-            InFlight::One(c) => usize::from(c.is_some()),
-            InFlight::Unordered(s) => s.len(),
-            InFlight::Ordered(s) => s.len(),
+            Many::Unordered(s) => s.len(),
+            Many::Ordered(s) => s.len(),
         }
     }
 
-    fn push(&mut self, call: Call<T>) {
+    fn push(&mut self, f: F) {
         match self {
-            InFlight::One(c) => *c = Some(call),
-            InFlight::Unordered(s) => s.push(call),
-            InFlight::Ordered(s) => s.push_back(call),
+            Many::Unordered(s) => s.push(f),
+            Many::Ordered(s) => s.push_back(f),
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        match self {
+            Many::Unordered(s) => s.poll_next_unpin(cx),
+            Many::Ordered(s) => s.poll_next_unpin(cx),
         }
     }
 }
 
-impl<T> Stream for InFlight<T> {
-    type Item = Outcome<T>;
+/// An empty slot for the calls `start` makes.
+fn slot_for<T, N, F>(_start: &impl Fn(&N, Input<T>, u64) -> F) -> Option<F> {
+    None
+}
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outcome<T>>> {
-        match self.get_mut() {
-            InFlight::One(slot) => match slot {
-                None => Poll::Ready(None),
-                Some(call) => {
-                    let out = std::task::ready!(Pin::new(call).poll(cx));
-                    *slot = None;
-                    Poll::Ready(Some(out))
-                }
-            },
-            InFlight::Unordered(s) => s.poll_next_unpin(cx),
-            InFlight::Ordered(s) => s.poll_next_unpin(cx),
-        }
+/// An empty set for the calls `start` makes.
+fn many_for<T, N, F: Future>(
+    _start: &impl Fn(&N, Input<T>, u64) -> F,
+    keep_order: bool,
+) -> Many<F> {
+    if keep_order {
+        Many::Ordered(FuturesOrdered::new())
+    } else {
+        Many::Unordered(FuturesUnordered::new())
+    }
+}
+
+/// What a processor node's task is made of.
+pub(crate) struct ProcessorParts<T> {
+    pub(crate) task: NodeTask<T>,
+    pub(crate) inputs: Inputs<T>,
+    pub(crate) concurrency: usize,
+    pub(crate) keep_order: bool,
+    pub(crate) dead_letters: Option<mpsc::Sender<DeadLetter<T>>>,
+}
+
+/// A processor node's task, built for the processor's own type (so that a
+/// call's future is neither boxed nor dispatched dynamically) behind one
+/// box per node.
+pub(crate) trait RunProcessor<T>: Send {
+    fn run(self: Box<Self>, parts: ProcessorParts<T>) -> BoxFuture<'static, ()>;
+}
+
+/// [`RunProcessor`] for processor type `P`.
+pub(crate) struct Runner<P>(pub(crate) P);
+
+impl<T: Item, P: Processor<T>> RunProcessor<T> for Runner<P> {
+    fn run(self: Box<Self>, parts: ProcessorParts<T>) -> BoxFuture<'static, ()> {
+        let ProcessorParts {
+            task,
+            inputs,
+            concurrency,
+            keep_order,
+            dead_letters,
+        } = parts;
+        Box::pin(task.run_processor(self.0, inputs, concurrency, keep_order, dead_letters))
     }
 }
 
@@ -148,23 +162,40 @@ impl<T: Item> NodeTask<T> {
     }
 
     /// Run a processor until its inputs end and its calls drain.
-    pub(crate) async fn run_processor(
+    pub(crate) async fn run_processor<P: Processor<T>>(
         mut self,
-        processor: Arc<dyn Processor<T>>,
+        processor: P,
         mut inputs: Inputs<T>,
         concurrency: usize,
         keep_order: bool,
         dead_letters: Option<mpsc::Sender<DeadLetter<T>>>,
     ) {
-        let mut in_flight = InFlight::new(concurrency, keep_order);
+        // A sequential node keeps its one call in a slot pinned here (no
+        // allocation per item); a concurrent one in a set.
+        let start = |node: &NodeTask<T>, input: Input<T>, seq: u64| {
+            let copy = (node.on_error == ErrorPolicy::DeadLetter).then(|| input.clone());
+            let fut = processor.process(input, node.ctx(seq));
+            let fut = if tracing::enabled!(tracing::Level::TRACE) {
+                let span = tracing::trace_span!("pipeline.item", node = %node.name, seq);
+                Either::Right(fut.instrument(span))
+            } else {
+                Either::Left(fut)
+            };
+            call(copy, fut)
+        };
+        let mut one = std::pin::pin!(slot_for(&start));
+        let mut many = many_for(&start, keep_order);
         let mut pause = self.control.pause.clone();
         let mut paused = *pause.borrow_and_update();
         let mut stop = self.control.stop.watch();
         let mut open = true;
         let mut seq = 0u64;
-        let keep_copy = self.on_error == ErrorPolicy::DeadLetter;
         let mut dropped = false;
-        while open || in_flight.len() > 0 {
+        loop {
+            let in_flight = usize::from(one.is_some()) + many.len();
+            if !open && in_flight == 0 {
+                break;
+            }
             // A stop is seen here at once (an atomic), and below when the
             // node would otherwise wait.
             if stop.is_set() {
@@ -176,10 +207,17 @@ impl<T: Item> NodeTask<T> {
             if pause.has_changed().unwrap_or(false) {
                 paused = *pause.borrow_and_update();
             }
-            let take = open && !paused && in_flight.len() < concurrency;
+            let take = open && !paused && in_flight < concurrency;
             tokio::select! {
                 biased;
-                Some(outcome) = in_flight.next(), if in_flight.len() > 0 => {
+                Some(outcome) = poll_fn(|cx| match one.as_mut().as_pin_mut() {
+                    Some(f) => {
+                        let out = std::task::ready!(f.poll(cx));
+                        one.set(None);
+                        Poll::Ready(Some(out))
+                    }
+                    None => many.poll_next(cx),
+                }), if in_flight > 0 => {
                     self.counters.in_flight.sub(1);
                     if !self.deliver(outcome, &mut inputs, &mut open, dead_letters.as_ref()).await {
                         dropped = true;
@@ -192,31 +230,34 @@ impl<T: Item> NodeTask<T> {
                 }
                 input = inputs.next(), if take => match input {
                     Some(input) => {
-                        let copy = keep_copy.then(|| input.clone());
-                        let mut fut = processor.process(input, self.ctx(seq));
-                        if tracing::enabled!(tracing::Level::TRACE) {
-                            let span = tracing::trace_span!("pipeline.item", node = %self.name, seq);
-                            fut = Box::pin(fut.instrument(span));
-                        }
+                        let c = start(&self, input, seq);
                         seq += 1;
-                        let mut call = Call { copy, fut };
-                        if in_flight.len() == 0 {
-                            // Most calls finish at once: deliver without
-                            // another turn of the loop (in order, as nothing
-                            // earlier is pending).
-                            if let Some(outcome) = poll_immediate(&mut call).await {
-                                if !self
-                                    .deliver(outcome, &mut inputs, &mut open, dead_letters.as_ref())
-                                    .await
-                                {
-                                    dropped = true;
-                                    break;
-                                }
-                                continue;
+                        self.counters.in_flight.add(1);
+                        if concurrency > 1 {
+                            many.push(c);
+                            continue;
+                        }
+                        one.set(Some(c));
+                        // Most calls finish at once: deliver without another
+                        // turn of the loop.
+                        let now = poll_fn(|cx| {
+                            Poll::Ready(match one.as_mut().as_pin_mut().map(|f| f.poll(cx)) {
+                                Some(Poll::Ready(out)) => Some(out),
+                                _ => None,
+                            })
+                        })
+                        .await;
+                        if let Some(outcome) = now {
+                            one.set(None);
+                            self.counters.in_flight.sub(1);
+                            if !self
+                                .deliver(outcome, &mut inputs, &mut open, dead_letters.as_ref())
+                                .await
+                            {
+                                dropped = true;
+                                break;
                             }
                         }
-                        self.counters.in_flight.add(1);
-                        in_flight.push(call);
                     }
                     None => open = false,
                 },
@@ -227,20 +268,21 @@ impl<T: Item> NodeTask<T> {
             }
         }
         if dropped {
-            let n = in_flight.len() as u64;
+            let n = (usize::from(one.is_some()) + many.len()) as u64;
             self.counters.dropped.add(n);
             self.counters.in_flight.sub(n);
         }
-        drop(in_flight);
+        one.set(None);
+        drop(many);
         inputs.close(true);
         self.counters.ended.store(true, Relaxed);
     }
 
     /// Send a call's outputs, or apply the error policy to its failure;
     /// `false` when the node must stop (cancelled or failed).
-    async fn deliver(
+    async fn deliver<O: IntoIterator<Item = T, IntoIter: Send>>(
         &mut self,
-        (copy, result): Outcome<T>,
+        (copy, result): Outcome<T, O>,
         inputs: &mut Inputs<T>,
         open: &mut bool,
         dead_letters: Option<&mpsc::Sender<DeadLetter<T>>>,
@@ -252,7 +294,7 @@ impl<T: Item> NodeTask<T> {
         let mut outs = outs.into_iter();
         while let Some(out) = outs.next() {
             if let Err(e) = self.outputs.send(out).await {
-                let lost = 1 + outs.len() as u64;
+                let lost = 1 + outs.count() as u64;
                 self.counters.dropped.add(lost);
                 if e == EmitError::Cancelled {
                     return false;
