@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use futures_util::StreamExt;
-use futures_util::future::{BoxFuture, Either};
+use futures_util::future::{BoxFuture, Either, poll_immediate};
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -208,6 +208,38 @@ impl<T: Item> NodeTask<T> {
                 paused = *pause.borrow_and_update();
             }
             let take = open && !paused && in_flight < concurrency;
+            if take && in_flight == 0 && concurrency == 1 {
+                // Fast path of a busy sequential node: an input that is
+                // already there is taken without building the select below.
+                if let Some(input) = poll_immediate(inputs.next()).await {
+                    let Some(input) = input else {
+                        open = false;
+                        continue;
+                    };
+                    one.set(Some(start(&self, input, seq)));
+                    seq += 1;
+                    self.counters.in_flight.add(1);
+                    let now = poll_fn(|cx| {
+                        Poll::Ready(match one.as_mut().as_pin_mut().map(|f| f.poll(cx)) {
+                            Some(Poll::Ready(out)) => Some(out),
+                            _ => None,
+                        })
+                    })
+                    .await;
+                    if let Some(outcome) = now {
+                        one.set(None);
+                        self.counters.in_flight.sub(1);
+                        if !self
+                            .deliver(outcome, &mut inputs, &mut open, dead_letters.as_ref())
+                            .await
+                        {
+                            dropped = true;
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            }
             tokio::select! {
                 biased;
                 Some(outcome) = poll_fn(|cx| match one.as_mut().as_pin_mut() {
