@@ -172,10 +172,13 @@ impl<T: Item> NodeTask<T> {
     ) {
         // A sequential node keeps its one call in a slot pinned here (no
         // allocation per item); a concurrent one in a set.
+        // Per-call spans when TRACE is on as the node starts (asked once,
+        // not per item).
+        let trace_calls = tracing::enabled!(tracing::Level::TRACE);
         let start = |node: &NodeTask<T>, input: Input<T>, seq: u64| {
             let copy = (node.on_error == ErrorPolicy::DeadLetter).then(|| input.clone());
             let fut = processor.process(input, node.ctx(seq));
-            let fut = if tracing::enabled!(tracing::Level::TRACE) {
+            let fut = if trace_calls {
                 let span = tracing::trace_span!("pipeline.item", node = %node.name, seq);
                 Either::Right(fut.instrument(span))
             } else {
