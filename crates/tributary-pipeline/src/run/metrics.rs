@@ -29,8 +29,11 @@ impl Counter {
     }
 }
 
-/// A node's live counters, written by the node's task only.
+/// A node's live counters, written by the node's task only; on cache lines
+/// of their own, so that nodes running on different threads do not share
+/// one.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct NodeCounters {
     pub(crate) items_in: Counter,
     pub(crate) items_out: Counter,
