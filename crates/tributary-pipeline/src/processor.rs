@@ -15,6 +15,34 @@ use crate::item::{BoxError, Input, Item, NodeContext};
 /// above one, several calls run at once. Closures become processors with
 /// [`processor`], [`map`] and [`sink`]. The node's task is built for the
 /// processor's own type: a call's future is not boxed.
+///
+/// # Examples
+///
+/// A processor type of its own, here one that counts what it has seen and
+/// emits each item with its number:
+///
+/// ```
+/// use std::future::{ready, Ready};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tributary_pipeline::{BoxError, Input, NodeContext, Processor};
+///
+/// #[derive(Default)]
+/// struct Number(AtomicU64);
+///
+/// impl Processor<String> for Number {
+///     type Outputs = Vec<String>;
+///     type Future = Ready<Result<Vec<String>, BoxError>>;
+///
+///     fn process(&self, input: Input<String>, _ctx: NodeContext) -> Self::Future {
+///         let outs = input
+///             .into_items()
+///             .into_iter()
+///             .map(|s| format!("{} {s}", self.0.fetch_add(1, Ordering::Relaxed)))
+///             .collect();
+///         ready(Ok(outs))
+///     }
+/// }
+/// ```
 pub trait Processor<T>: Send + Sync + 'static {
     /// What one call produces: a `Vec`, an `Option`, any iterable.
     type Outputs: IntoIterator<Item = T, IntoIter: Send> + Send + 'static;

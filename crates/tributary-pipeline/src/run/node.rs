@@ -170,8 +170,6 @@ impl<T: Item> NodeTask<T> {
         keep_order: bool,
         dead_letters: Option<mpsc::Sender<DeadLetter<T>>>,
     ) {
-        // A sequential node keeps its one call in a slot pinned here (no
-        // allocation per item); a concurrent one in a set.
         // Per-call spans when TRACE is on as the node starts (asked once,
         // not per item).
         let trace_calls = tracing::enabled!(tracing::Level::TRACE);
@@ -186,6 +184,8 @@ impl<T: Item> NodeTask<T> {
             };
             call(copy, fut)
         };
+        // A sequential node keeps its one call in a slot pinned here (no
+        // allocation per item); a concurrent one in a set.
         let mut one = std::pin::pin!(slot_for(&start));
         let mut many = many_for(&start, keep_order);
         let mut pause = self.control.pause.clone();
