@@ -10,7 +10,8 @@
 //! target and whether it is met, and the peak RSS where it matters.
 //! Scenarios: `map_cpu`, `map_io`, `merge`, `first_item`, `pause`, `cancel`,
 //! `memory` (`memory_suspended` and `memory_slow_consumer`, each in a child
-//! process of its own). See `docs/benchmarks.md`.
+//! process of its own), `pipeline` (`pipeline_throughput` of a chain and a
+//! diamond, `pipeline_memory_slow_sink` in a child process). See `docs/benchmarks.md`.
 
 mod report;
 mod scenarios;
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use scenarios::{control, map, memory, merge, profile};
+use scenarios::{control, map, memory, merge, pipeline, profile};
 
 const SCENARIOS: &[&str] = &[
     "map_cpu",
@@ -30,6 +31,7 @@ const SCENARIOS: &[&str] = &[
     "pause",
     "cancel",
     "memory",
+    "pipeline",
 ];
 
 /// How long to measure.
@@ -65,6 +67,8 @@ fn main() -> anyhow::Result<()> {
         let n: u64 = args.get(2).context("--child needs a count")?.parse()?;
         let answer = if profile::is_profile(what) {
             runtime()?.block_on(profile::run(what, n))
+        } else if pipeline::is_child(what) {
+            runtime()?.block_on(pipeline::run_child(what, n))
         } else {
             runtime()?.block_on(memory::run_child(what, n))
         };
@@ -132,6 +136,10 @@ fn main() -> anyhow::Result<()> {
             "memory" => {
                 memory::suspended(&opts);
                 memory::slow_consumer(&opts);
+            }
+            "pipeline" => {
+                on_worker(Box::pin(async move { pipeline::throughput(&opts).await }));
+                pipeline::slow_sink(&opts);
             }
             _ => unreachable!("checked above"),
         }

@@ -5,4 +5,5 @@ pub(crate) mod control;
 pub(crate) mod map;
 pub(crate) mod memory;
 pub(crate) mod merge;
+pub(crate) mod pipeline;
 pub(crate) mod profile;

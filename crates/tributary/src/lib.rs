@@ -71,6 +71,8 @@
 //!
 //! - `sqlite` (default): the SQLite persister and tracker, as
 //!   [`sqlite`].
+//! - `pipeline`: processor pipelines (a graph of async processors joined
+//!   by bounded channels), as `pipeline`; see `docs/pipelines.md`.
 
 #[doc(inline)]
 pub use tributary_core::*;
@@ -82,6 +84,12 @@ pub use tributary_runtime::*;
 /// [`sqlite::RunReader`].
 #[cfg(feature = "sqlite")]
 pub use tributary_sqlite as sqlite;
+
+/// Processor pipelines (feature `pipeline`): a graph of async processors
+/// joined by bounded channels, with joins, backpressure, clean ends and
+/// metrics. See [`pipeline::Pipeline`].
+#[cfg(feature = "pipeline")]
+pub use tributary_pipeline as pipeline;
 
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {
