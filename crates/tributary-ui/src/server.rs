@@ -1,0 +1,509 @@
+//! The server: [`UiServer`] holds what is served (a recorded database, live
+//! runs) and builds the [`Router`].
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tributary_runtime::RunHandle;
+
+use crate::error::UiError;
+use crate::live::LiveRun;
+use crate::recorded::{self, RunFilter};
+use crate::source::{Counts, Recorded};
+
+/// Where `tributary ui` listens unless told otherwise: loopback only.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+
+/// How often the live stream sends what changed, at most.
+const TICK: Duration = Duration::from_millis(250);
+/// Bytes per second one browser is sent at most; a bigger update waits
+/// longer before the next.
+const BYTES_PER_SECOND: u64 = 2_000_000;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+
+/// The web view's server: what it serves and how.
+///
+/// Cheap to clone; clones share the live runs, so a run attached after the
+/// router was built is served too. Read-only unless a run is attached with
+/// its handle (see [`attach_run`](Self::attach_run)) and controls were not
+/// turned off with [`read_only`](Self::read_only).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use futures_util::StreamExt;
+/// use serde_json::json;
+/// use tributary_core::{State, action};
+/// use tributary_runtime::{RunConfig, Runtime, TaskSpec};
+/// use tributary_ui::UiServer;
+///
+/// let tasks = (0..3).map(|i| TaskSpec::action(format!("t{i}"), action("work").run(|s: State, _, ctx| async move {
+///     ctx.emit("hello").await?;
+///     Ok((json!("done"), s))
+/// })));
+/// let (handle, stream) = Runtime::new().run(tasks.collect::<Vec<_>>(), RunConfig::new());
+///
+/// let ui = UiServer::new();
+/// let live = ui.attach_run("demo", handle);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let server = tokio::spawn(ui.clone().serve_with_shutdown(listener, std::future::pending()));
+///
+/// // The consumer reads through the tap: the page shows what it received.
+/// let items: Vec<_> = live.tap(stream).collect().await;
+/// assert_eq!(items.len(), 6); // a token and a final per task
+/// server.abort();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct UiServer {
+    inner: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    recorded: RwLock<Option<Recorded>>,
+    live: RwLock<BTreeMap<String, LiveRun>>,
+    read_only: RwLock<bool>,
+    closed: CancellationToken,
+}
+
+impl std::fmt::Debug for UiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiServer")
+            .field(
+                "recorded",
+                &self.inner.recorded.read().ok().map(|r| r.is_some()),
+            )
+            .field("live", &self.live_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UiServer {
+    /// A server with nothing to show yet.
+    pub fn new() -> Self {
+        UiServer::default()
+    }
+
+    /// Serve the runs a tracker recorded in the SQLite database at `path`,
+    /// read-only.
+    ///
+    /// # Errors
+    ///
+    /// [`UiError::Database`] when the file is missing or not a tracker's
+    /// database.
+    pub fn database(self, path: impl AsRef<Path>) -> Result<Self, UiError> {
+        let recorded = Recorded::new(path);
+        recorded.check()?;
+        *self
+            .inner
+            .recorded
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(recorded);
+        Ok(self)
+    }
+
+    /// Turn every control off: runs attached with their handle are shown
+    /// but cannot be paused, resumed or cancelled from the page.
+    pub fn read_only(self) -> Self {
+        *self
+            .inner
+            .read_only
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        self
+    }
+
+    /// Serve a live run under `name`, with pause, resume and cancel of the
+    /// run and of each task (unless the server is [read-only](Self::read_only)).
+    /// Feed the returned [`LiveRun`] what the consumer receives
+    /// ([`LiveRun::tap`]). A run attached again under the same name
+    /// replaces the first.
+    pub fn attach_run(&self, name: impl Into<String>, handle: RunHandle) -> LiveRun {
+        let name = name.into();
+        let control = !*self
+            .inner
+            .read_only
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let run = LiveRun::new(name.clone(), handle, control);
+        self.inner
+            .live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, run.clone());
+        run
+    }
+
+    /// Stop serving the live run `name`; whether it was served.
+    pub fn detach_run(&self, name: &str) -> bool {
+        self.inner
+            .live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some()
+    }
+
+    fn live_names(&self) -> Vec<String> {
+        self.inner
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn live(&self, name: &str) -> Result<LiveRun, UiError> {
+        self.inner
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| UiError::UnknownRun(name.to_owned()))
+    }
+
+    fn recorded(&self) -> Result<Recorded, UiError> {
+        self.inner
+            .recorded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(UiError::NoDatabase)
+    }
+
+    /// The routes of the view: the page at `/`, its JSON under `/api`. Nest
+    /// it in your own router or serve it alone.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(
+                "/",
+                get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
+            )
+            .route(
+                "/app.js",
+                get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
+            )
+            .route(
+                "/app.css",
+                get(|| async { page(APP_CSS, "text/css; charset=utf-8") }),
+            )
+            .route("/api/info", get(info))
+            .route("/api/runs", get(runs))
+            .route("/api/runs/{app_id}", get(run_detail))
+            .route("/api/runs/{app_id}/steps/{seq}", get(step_detail))
+            .route("/api/live/{name}", get(live_snapshot))
+            .route("/api/live/{name}/events", get(live_events))
+            .route("/api/live/{name}/lanes/{key}", get(lane_detail))
+            .route("/api/live/{name}/{command}", post(run_command))
+            .route("/api/live/{name}/lanes/{key}/{command}", post(task_command))
+            .layer(axum::middleware::map_response(secure_headers))
+            .with_state(self.clone())
+    }
+
+    /// Serve on `listener` until `shutdown` resolves; the live event
+    /// streams end then too.
+    ///
+    /// # Errors
+    ///
+    /// [`UiError::Serve`] when accepting connections fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the server; open connections are dropped.
+    pub async fn serve_with_shutdown(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), UiError> {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "the listener".into());
+        let closed = self.inner.closed.clone();
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                closed.cancel();
+            })
+            .await
+            .map_err(|source| UiError::Serve { addr, source })
+    }
+}
+
+/// Bind `addr` and serve `ui` until the process ends.
+///
+/// # Errors
+///
+/// [`UiError::Serve`] when `addr` cannot be bound or serving fails.
+///
+/// # Cancel safety
+///
+/// Dropping the future stops the server.
+pub async fn serve(ui: UiServer, addr: SocketAddr) -> Result<(), UiError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| UiError::Serve {
+            addr: addr.to_string(),
+            source,
+        })?;
+    ui.serve_with_shutdown(listener, std::future::pending())
+        .await
+}
+
+/// What `tributary ui` runs: serve the database at `db` read-only on `addr`
+/// until Ctrl-C, on a runtime of its own. `announce` is told the address
+/// once it is bound.
+///
+/// # Errors
+///
+/// [`UiError`] when the database cannot be read or `addr` cannot be bound.
+pub fn serve_database_blocking(
+    db: &Path,
+    addr: SocketAddr,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<(), UiError> {
+    let ui = UiServer::new().database(db)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| UiError::Serve {
+            addr: addr.to_string(),
+            source,
+        })?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| UiError::Serve {
+                addr: addr.to_string(),
+                source,
+            })?;
+        announce(listener.local_addr().unwrap_or(addr));
+        let ctrl_c = async {
+            // An error installing the handler means Ctrl-C ends the process
+            // as usual.
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        ui.serve_with_shutdown(listener, ctrl_c).await
+    })
+}
+
+fn page(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn secure_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+// ===== handlers =====
+
+async fn info(State(ui): State<UiServer>) -> axum::Json<Value> {
+    let live: Vec<Value> = ui
+        .live_names()
+        .into_iter()
+        .filter_map(|name| ui.live(&name).ok())
+        .map(|run| {
+            json!({
+                "name": run.name(),
+                "control": run.control_enabled(),
+                "counts": run.counts(),
+            })
+        })
+        .collect();
+    let database = ui.recorded().is_ok();
+    axum::Json(json!({ "database": database, "live": live }))
+}
+
+async fn runs(
+    State(ui): State<UiServer>,
+    Query(filter): Query<RunFilter>,
+) -> Result<axum::Json<Value>, UiError> {
+    let recorded = ui.recorded()?;
+    let list = recorded
+        .read(move |r| recorded::run_list(r, &filter))
+        .await?;
+    Ok(axum::Json(list))
+}
+
+async fn run_detail(
+    State(ui): State<UiServer>,
+    UrlPath(app_id): UrlPath<String>,
+) -> Result<axum::Json<Value>, UiError> {
+    let recorded = ui.recorded()?;
+    let detail = recorded
+        .read(move |r| recorded::run_detail(r, &app_id))
+        .await?;
+    Ok(axum::Json(detail))
+}
+
+#[derive(Debug, Deserialize)]
+struct AttemptQuery {
+    attempt: Option<u32>,
+}
+
+async fn step_detail(
+    State(ui): State<UiServer>,
+    UrlPath((app_id, seq)): UrlPath<(String, u64)>,
+    Query(q): Query<AttemptQuery>,
+) -> Result<axum::Json<Value>, UiError> {
+    let recorded = ui.recorded()?;
+    let detail = recorded
+        .read(move |r| recorded::step_detail(r, &app_id, seq, q.attempt))
+        .await?;
+    Ok(axum::Json(detail))
+}
+
+async fn live_snapshot(
+    State(ui): State<UiServer>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, UiError> {
+    let run = ui.live(&name)?;
+    let update = run.update_since(0, None);
+    Ok(axum::Json(update).into_response())
+}
+
+async fn lane_detail(
+    State(ui): State<UiServer>,
+    UrlPath((name, key)): UrlPath<(String, String)>,
+) -> Result<Response, UiError> {
+    let run = ui.live(&name)?;
+    Ok(axum::Json(run.lane_detail(&key)?).into_response())
+}
+
+/// Control requests must carry a header a cross-site form cannot set (and
+/// that a cross-site script can only set after a CORS preflight this
+/// server never allows).
+fn check_control_header(headers: &HeaderMap) -> Result<(), UiError> {
+    match headers.get("x-tributary-control") {
+        Some(v) if v == "1" => Ok(()),
+        _ => Err(UiError::MissingControlHeader),
+    }
+}
+
+async fn run_command(
+    State(ui): State<UiServer>,
+    UrlPath((name, command)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, UiError> {
+    let run = ui.live(&name)?;
+    run.check_control()?;
+    check_control_header(&headers)?;
+    run.command(&command)?;
+    Ok(axum::Json(json!({ "ok": true })))
+}
+
+async fn task_command(
+    State(ui): State<UiServer>,
+    UrlPath((name, key, command)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, UiError> {
+    let run = ui.live(&name)?;
+    run.check_control()?;
+    check_control_header(&headers)?;
+    run.task_command(&key, &command)?;
+    Ok(axum::Json(json!({ "ok": true })))
+}
+
+#[derive(Debug, Deserialize)]
+struct SinceQuery {
+    since: Option<u64>,
+}
+
+/// The live stream of a run: an `update` event whenever something changed,
+/// at most every [`TICK`]; its id is the run's version, so a reconnecting
+/// browser (`Last-Event-ID`) gets what changed since.
+async fn live_events(
+    State(ui): State<UiServer>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<SinceQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
+    let run = ui.live(&name)?;
+    let since = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or(q.since)
+        .unwrap_or(0);
+    let closed = ui.inner.closed.clone();
+    let stream = futures_util::stream::unfold(
+        (run, since, None::<Counts>, closed, true),
+        |(run, since, counts, closed, first)| async move {
+            let mut wait = if first { Duration::ZERO } else { TICK };
+            loop {
+                tokio::select! {
+                    () = closed.cancelled() => return None,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = TICK;
+                let Some(update) = run.update_since(since, counts) else {
+                    continue;
+                };
+                let version = update.version;
+                let body = serde_json::to_string(&update).unwrap_or_else(|_| "{}".into());
+                let counts = Some(run.counts());
+                let event = Event::default()
+                    .event("update")
+                    .id(version.to_string())
+                    .data(body.as_str());
+                let extra = Duration::from_millis(body.len() as u64 * 1000 / BYTES_PER_SECOND);
+                if extra > TICK {
+                    tokio::time::sleep(extra - TICK).await;
+                }
+                return Some((Ok(event), (run, version, counts, closed, false)));
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
