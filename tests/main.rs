@@ -33,3 +33,5 @@ mod stream_redis;
 mod stream_schedules;
 mod stream_support;
 mod support;
+mod ui_server;
+mod ui_support;

@@ -63,7 +63,7 @@ const APP_CSS: &str = include_str!("../assets/app.css");
 ///
 /// let tasks = (0..3).map(|i| TaskSpec::action(format!("t{i}"), action("work").run(|s: State, _, ctx| async move {
 ///     ctx.emit("hello").await?;
-///     Ok((json!("done"), s))
+///     Ok((json!({ "done": true }), s))
 /// })));
 /// let (handle, stream) = Runtime::new().run(tasks.collect::<Vec<_>>(), RunConfig::new());
 ///
@@ -75,6 +75,7 @@ const APP_CSS: &str = include_str!("../assets/app.css");
 /// // The consumer reads through the tap: the page shows what it received.
 /// let items: Vec<_> = live.tap(stream).collect().await;
 /// assert_eq!(items.len(), 6); // a token and a final per task
+/// assert_eq!(items.iter().filter(|i| i.kind == tributary_runtime::ItemKind::Final).count(), 3);
 /// server.abort();
 /// # Ok(())
 /// # }
@@ -281,7 +282,9 @@ pub async fn serve(ui: UiServer, addr: SocketAddr) -> Result<(), UiError> {
 
 /// What `tributary ui` runs: serve the database at `db` read-only on `addr`
 /// until Ctrl-C, on a runtime of its own. `announce` is told the address
-/// once it is bound.
+/// once it is bound. `control` (`--control`) can only act on live runs
+/// attached in-process, which a command serving a database has none of: a
+/// recorded run is never changed, and a note on stderr says so.
 ///
 /// # Errors
 ///
@@ -289,9 +292,16 @@ pub async fn serve(ui: UiServer, addr: SocketAddr) -> Result<(), UiError> {
 pub fn serve_database_blocking(
     db: &Path,
     addr: SocketAddr,
+    control: bool,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<(), UiError> {
     let ui = UiServer::new().database(db)?;
+    if control {
+        eprintln!(
+            "tributary ui: controls act on live runs attached in-process \
+             (tributary::ui::UiServer::attach_run); recorded runs stay read-only"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -71,6 +71,8 @@
 //!
 //! - `sqlite` (default): the SQLite persister and tracker, as
 //!   [`sqlite`].
+//! - `ui` (off): the web view of recorded and live runs, as `ui`
+//!   (`tributary::ui::UiServer`).
 
 #[doc(inline)]
 pub use tributary_core::*;
@@ -82,6 +84,11 @@ pub use tributary_runtime::*;
 /// [`sqlite::RunReader`].
 #[cfg(feature = "sqlite")]
 pub use tributary_sqlite as sqlite;
+
+/// The web view of runs (feature `ui`): [`ui::UiServer`] serves recorded
+/// runs and live runs attached with their handle.
+#[cfg(feature = "ui")]
+pub use tributary_ui as ui;
 
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {

@@ -1,0 +1,292 @@
+//! The web view's server over HTTP: recorded runs, live runs, the event
+//! stream, controls and the security headers.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use serde_json::json;
+use tributary::{ItemKind, RunConfig, RunHandle, RunStream, Runtime, State, TaskSpec, action};
+use tributary_ui::UiServer;
+
+use crate::ui_support::{Served, first_event, get_json, record_demo_run, request};
+
+/// Tasks `t0..tn` that each emit `tokens` tokens, then finish.
+fn finite_run(n: usize, tokens: usize) -> (RunHandle, RunStream) {
+    let tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| {
+            TaskSpec::action(
+                format!("t{i}"),
+                action("speak").run(move |s: State, _, ctx| async move {
+                    for k in 0..tokens {
+                        ctx.emit(format!("w{k}")).await?;
+                    }
+                    Ok((json!({ "done": true }), s))
+                }),
+            )
+        })
+        .collect();
+    Runtime::new().run(tasks, RunConfig::new())
+}
+
+/// Tasks `t0..tn` that emit a token every 20 ms until cancelled.
+pub(crate) fn endless_run(n: usize) -> (RunHandle, RunStream) {
+    let tasks: Vec<TaskSpec> = (0..n)
+        .map(|i| {
+            TaskSpec::action(
+                format!("t{i}"),
+                action("speak").run(|s: State, _, ctx| async move {
+                    for k in 0u64.. {
+                        ctx.emit(k).await?;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok((json!({ "never": true }), s))
+                }),
+            )
+        })
+        .collect();
+    Runtime::new().run(tasks, RunConfig::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_list_collapses_children_under_their_root_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ui.db");
+    record_demo_run(&db, "research-1", &["rivers", "lakes", "seas"]).await;
+    let served = Served::start(UiServer::new().database(&db).unwrap()).await;
+
+    let list = get_json(&served.url("/api/runs")).await;
+    let roots = list["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "children are not listed as roots: {list}");
+    let root = &roots[0];
+    assert_eq!(root["run"]["app_id"], "research-1");
+    assert_eq!(root["run"]["status"], "completed");
+    assert_eq!(root["run"]["steps"], 3);
+    assert_eq!(root["descendants"]["total"], 3);
+    assert_eq!(root["descendants"]["by_status"], json!({ "completed": 3 }));
+    assert!(root["duration_us"].as_i64().unwrap() >= 0);
+
+    let failed = get_json(&served.url("/api/runs?status=failed")).await;
+    assert_eq!(failed["matched"], 0);
+    let other = get_json(&served.url("/api/runs?partition=other")).await;
+    assert_eq!(other["matched"], 0);
+    let tenant = get_json(&served.url("/api/runs?partition=tenant&status=completed")).await;
+    assert_eq!(tenant["matched"], 1);
+    let future = get_json(&served.url("/api/runs?since=99999999999999999")).await;
+    assert_eq!(future["matched"], 0);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_page_has_its_tree_in_task_order_and_a_lane_per_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ui.db");
+    record_demo_run(&db, "research-2", &["a", "b", "c", "d"]).await;
+    let served = Served::start(UiServer::new().database(&db).unwrap()).await;
+
+    let run = get_json(&served.url("/api/runs/research-2")).await;
+    let actions: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["plan", "research", "write"]);
+    let children = run["tree"]["children"].as_array().unwrap();
+    assert_eq!(children.len(), 4);
+    assert!(children.iter().all(|c| c["spawn_action"] == "research"));
+    assert_eq!(run["lanes"].as_array().unwrap().len(), 4);
+    // Each child's step streamed its three tokens.
+    for lane in run["lanes"].as_array().unwrap() {
+        assert_eq!(lane["steps"][0]["items"], 3, "{lane}");
+    }
+    let (status, _, body) = request("GET", &served.url("/api/runs/nope"), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body.contains("no recorded run with app id `nope`"),
+        "{body}"
+    );
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_detail_diffs_the_state_against_the_previous_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ui.db");
+    record_demo_run(&db, "research-3", &["x", "y"]).await;
+    let served = Served::start(UiServer::new().database(&db).unwrap()).await;
+
+    let step = get_json(&served.url("/api/runs/research-3/steps/2")).await;
+    assert_eq!(step["step"]["action"], "write");
+    assert_eq!(step["previous_sequence_id"], 1);
+    assert_eq!(
+        step["changes"],
+        json!([{ "op": "added", "path": "/report", "before": null, "after": "notes on x; notes on y" }])
+    );
+    assert_eq!(step["attempts"].as_array().unwrap().len(), 1);
+    let research = get_json(&served.url("/api/runs/research-3/steps/1")).await;
+    assert_eq!(research["spawned"].as_array().unwrap().len(), 2);
+    let (status, _, _) = request("GET", &served.url("/api/runs/research-3/steps/9"), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_browser_resumes_from_its_last_event_id() {
+    let ui = UiServer::new();
+    let (handle, stream) = finite_run(2, 3);
+    let live = ui.attach_run("resume", handle);
+    let items: Vec<_> = live.tap(stream).collect().await;
+    assert_eq!(items.len(), 8);
+    assert!(
+        items
+            .iter()
+            .filter(|i| i.is_terminal())
+            .all(|i| i.kind == ItemKind::Final)
+    );
+    let served = Served::start(ui).await;
+    let url = served.url("/api/live/resume/events");
+
+    // A new browser gets everything.
+    let (id, all) = first_event(&url, None).await;
+    assert_eq!(id, 9, "eight items and the end");
+    assert_eq!(all["reset"], true);
+    assert_eq!(all["lanes"].as_array().unwrap().len(), 2);
+    assert_eq!(all["merged"].as_array().unwrap().len(), 8);
+    assert_eq!(all["run"]["ended"], true);
+
+    // One that saw up to event 5 gets the three items after it, in the
+    // order the consumer received them.
+    let (id, rest) = first_event(&url, Some(5)).await;
+    assert_eq!(id, 9);
+    assert_eq!(rest["reset"], false);
+    let positions: Vec<u64> = rest["merged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["pos"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [5, 6, 7]);
+    let received: Vec<String> = items[5..].iter().map(|i| i.task_key.to_string()).collect();
+    let sent: Vec<String> = rest["merged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["task"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent, received);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_items_reach_the_browser_batched_and_bounded() {
+    let ui = UiServer::new();
+    let (handle, stream) = finite_run(100, 100);
+    let live = ui.attach_run("big", handle);
+    let received = live.tap(stream).count().await;
+    assert_eq!(received, 100 * 101);
+    let served = Served::start(ui).await;
+
+    let (_, update) = first_event(&served.url("/api/live/big/events"), None).await;
+    let lanes = update["lanes"].as_array().unwrap();
+    assert_eq!(lanes.len(), 100, "one entry per lane, however many items");
+    assert!(
+        lanes
+            .iter()
+            .all(|l| l["tail"].as_array().unwrap().len() <= 3)
+    );
+    assert!(lanes.iter().all(|l| l["tokens"] == 100));
+    assert_eq!(update["merged"].as_array().unwrap().len(), 500);
+    assert_eq!(update["merged_gap"], true);
+    assert_eq!(update["run"]["merged_total"], 10_100);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controls_need_control_on_and_the_pages_header() {
+    // Read-only: refused, and the run is untouched.
+    let ui = UiServer::new().read_only();
+    let (handle, stream) = endless_run(2);
+    let live = ui.attach_run("ro", handle.clone());
+    let consumer = tokio::spawn(live.tap(stream).count());
+    let served = Served::start(ui).await;
+    let header = [("x-tributary-control", "1")];
+    let (status, _, body) = request("POST", &served.url("/api/live/ro/pause"), &header).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, _) =
+        request("POST", &served.url("/api/live/ro/lanes/t0/cancel"), &header).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!handle.is_paused());
+    assert!(!handle.is_cancelled());
+    handle.cancel().await;
+    consumer.await.unwrap();
+    served.stop().await;
+
+    // Control on: the header is needed (a cross-site form cannot send it).
+    let ui = UiServer::new();
+    let (handle, stream) = endless_run(2);
+    let live = ui.attach_run("rw", handle.clone());
+    let consumer = tokio::spawn(live.tap(stream).count());
+    let served = Served::start(ui).await;
+    let (status, _, _) = request("POST", &served.url("/api/live/rw/lanes/t1/pause"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = request("POST", &served.url("/api/live/rw/lanes/t1/pause"), &header).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        handle.progress().wait_for(|p| p.paused == 1),
+    )
+    .await
+    .expect("the task pauses within 10 s")
+    .unwrap();
+    let (status, _, body) = request(
+        "POST",
+        &served.url("/api/live/rw/lanes/nope/pause"),
+        &header,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _, _) = request("POST", &served.url("/api/live/rw/explode"), &header).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = request("POST", &served.url("/api/live/rw/cancel"), &header).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(handle.is_cancelled());
+    handle.cancel().await;
+    consumer.await.unwrap();
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_runs_only_its_own_script_and_never_parses_data_as_html() {
+    let served = Served::start(UiServer::new()).await;
+    let (status, headers, html) = request("GET", &served.url("/"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(html.contains(r#"<script src="/app.js" defer></script>"#));
+    let (_, _, js) = request("GET", &served.url("/app.js"), &[]).await;
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+    ] {
+        assert!(!js.contains(sink), "the page's script uses {sink}");
+    }
+    // The API's errors carry the CSP too.
+    let (status, headers, _) = request("GET", &served.url("/api/runs"), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(headers.contains_key("content-security-policy"));
+    served.stop().await;
+}
+
+#[test]
+fn the_default_address_is_loopback() {
+    let addr: std::net::SocketAddr = tributary_ui::DEFAULT_ADDR.parse().unwrap();
+    assert!(addr.ip().is_loopback());
+}
