@@ -31,6 +31,11 @@ function el(tag, props, ...children) {
   return node;
 }
 
+// Replace a node's children, skipping the absent ones.
+function fill(node, ...children) {
+  node.replaceChildren(...children.filter((c) => c !== undefined && c !== null && c !== false));
+}
+
 const enc = encodeURIComponent;
 const main = () => document.getElementById("main");
 
@@ -313,7 +318,7 @@ async function stepDetail(appId, seq, box) {
     return showError(box, e);
   }
   const s = d.step;
-  box.replaceChildren(
+  fill(box,
     el("h3", { text: `#${s.sequence_id} ${s.action}` }),
     el("div", { class: "row" }, badge(s.status), el("span", { text: `attempt ${s.attempt} · ${fmtUs(d.duration_us)} · ${s.items} items streamed` })),
     el("h3", { text: "Attempts" }),
@@ -398,12 +403,13 @@ function livePage(name) {
     if (!r) return;
     const c = r.counts;
     const status = r.cancelled ? "cancelled" : r.ended ? "completed" : r.paused ? "paused" : "running";
-    counts.replaceChildren(
+    counts.replaceChildren(...[
       el("span", {}, badge(status)),
       ...[["tasks", c.total], ["pending", c.pending], ["running", c.running], ["paused", c.paused], ["completed", c.completed], ["failed", c.failed], ["cancelled", c.cancelled]]
         .map(([k, v]) => el("span", { "data-count": k }, k + " ", el("b", { text: v }))),
       el("span", { text: `items ${r.merged_total} · ${fmtMs(r.elapsed_ms)}` }),
-      r.policy_finished ? el("span", { class: "winner", text: "finished by its completion policy" }) : null);
+      r.policy_finished ? el("span", { class: "winner", text: "finished by its completion policy" }) : null,
+    ].filter(Boolean));
     controls.replaceChildren();
     if (r.control && !r.ended) {
       const base = "/api/live/" + enc(r.name);
@@ -494,7 +500,7 @@ function livePage(name) {
       return showError(laneDetail, e);
     }
     const l = d.lane;
-    laneDetail.replaceChildren(
+    fill(laneDetail,
       el("h2", { text: "Task " }, el("span", { class: "mono", text: l.key })),
       el("div", { class: "row" }, badge(l.status), el("span", { class: "mono muted", text: l.app_id }), el("span", { text: `${l.items} items · ${l.tokens} tokens · ${fmtMs(l.elapsed_ms)}` })),
       l.error ? el("pre", { class: "err", text: l.error }) : null,

@@ -199,6 +199,7 @@ pub(crate) struct Observed {
 // Today's runtime says why a task was cancelled in a message; the typed
 // cancel reasons of the newer runtime replace this match.
 const POLICY_CANCEL: &str = "cancelled by the completion policy";
+const POLICY_FINISH: &str = "the completion policy finished the run";
 const HANDLE_CANCEL: &str = "cancelled through the run handle";
 
 pub(crate) fn observe(item: &StreamItem) -> Observed {
@@ -210,7 +211,7 @@ pub(crate) fn observe(item: &StreamItem) -> Observed {
         ItemKind::Cancelled => Kind::Cancelled,
     };
     let cancel_cause = (kind == Kind::Cancelled).then_some(match item.error.as_deref() {
-        Some(POLICY_CANCEL) => CancelCause::Policy,
+        Some(POLICY_CANCEL | POLICY_FINISH) => CancelCause::Policy,
         Some(HANDLE_CANCEL) => CancelCause::Handle,
         _ => CancelCause::Other,
     });
