@@ -54,3 +54,8 @@ pub use error::UiError;
 pub use live::{LiveRun, Tapped};
 #[doc(inline)]
 pub use server::{DEFAULT_ADDR, UiServer, serve, serve_database_blocking};
+
+/// The guide to the web view (`docs/ui.md`), whose examples are compiled
+/// and run as doctests.
+#[doc = include_str!("../../../docs/ui.md")]
+pub mod guide {}
