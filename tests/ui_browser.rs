@@ -518,3 +518,86 @@ async fn an_id_with_a_script_tag_renders_as_text() {
     consumer.await.unwrap();
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_browser), ignore = "needs chromium and chromedriver")]
+async fn cancelling_asks_first_and_the_run_controls_reach_the_handle() {
+    let _one = ONE_BROWSER.lock().await;
+    let ui = UiServer::new();
+    let keys: Vec<String> = (0..3).map(|i| format!("job-{i}")).collect();
+    let (handle, stream) = streaming_run(keys, Duration::from_millis(50));
+    let live = ui.attach_run("jobs", handle.clone());
+    let (_received, _seen, consumer) = consume(&live, stream);
+    let served = Served::start(ui).await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&served.url("/#/live/jobs"))
+        .await
+        .unwrap();
+    browser
+        .wait_xpath("//span[@id='lane-info' and starts-with(., '3 of 3 lanes')]")
+        .await;
+
+    // Cancel one lane, but change our mind: nothing is cancelled.
+    browser
+        .click(".lane[data-key='job-1'] button.cancel-lane")
+        .await;
+    browser.wait_css("dialog#confirm[open]").await;
+    assert!(browser.text("#confirm-text").await.contains("task job-1"));
+    browser.screenshot("ui-confirm-cancel.png").await;
+    browser.click("#confirm-no").await;
+    browser.wait_css("dialog#confirm:not([open])").await;
+    assert_eq!(handle.progress_now().cancelled, 0);
+    browser
+        .wait_css(".lane[data-key='job-1'][data-status='running']")
+        .await;
+
+    // Confirmed: exactly that task is cancelled, the run goes on.
+    browser
+        .click(".lane[data-key='job-1'] button.cancel-lane")
+        .await;
+    browser.wait_css("dialog#confirm[open]").await;
+    browser.click("#confirm-yes").await;
+    let mut progress = handle.progress();
+    tokio::time::timeout(WAIT, progress.wait_for(|p| p.cancelled == 1))
+        .await
+        .expect("the task is cancelled")
+        .unwrap();
+    browser
+        .wait_css(".lane[data-key='job-1'][data-status='cancelled']")
+        .await;
+    assert_eq!(handle.progress_now().running, 2);
+    assert!(!handle.is_cancelled());
+
+    // The run's own pause and resume.
+    browser.click("#run-pause").await;
+    tokio::time::timeout(WAIT, progress.wait_for(|p| p.paused == 2))
+        .await
+        .expect("the run pauses")
+        .unwrap();
+    assert!(handle.is_paused());
+    browser
+        .wait_css(".lane[data-key='job-0'][data-status='paused']")
+        .await;
+    browser.click("#run-resume").await;
+    tokio::time::timeout(WAIT, progress.wait_for(|p| p.paused == 0))
+        .await
+        .expect("the run resumes")
+        .unwrap();
+    assert!(!handle.is_paused());
+
+    // Cancelling the run asks too.
+    browser.click("#run-cancel").await;
+    browser.wait_css("dialog#confirm[open]").await;
+    browser.click("#confirm-yes").await;
+    tokio::time::timeout(WAIT, consumer)
+        .await
+        .expect("the run ends once cancelled")
+        .unwrap();
+    assert!(handle.is_cancelled());
+    assert_eq!(handle.progress_now().cancelled, 3);
+
+    browser.close().await;
+    served.stop().await;
+}

@@ -290,3 +290,146 @@ fn the_default_address_is_loopback() {
     let addr: std::net::SocketAddr = tributary_ui::DEFAULT_ADDR.parse().unwrap();
     assert!(addr.ip().is_loopback());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_detail_has_its_steps_state_diffs_and_tokens() {
+    let graph = tributary::Graph::builder()
+        .action(
+            action("outline")
+                .writes(["outline"])
+                .run(|s: State, _, ctx| async move {
+                    ctx.emit("thinking").await?;
+                    Ok((
+                        json!({ "parts": 2 }),
+                        s.set("outline", json!(["intro", "body"])),
+                    ))
+                }),
+        )
+        .action(action("draft").reads(["outline"]).writes(["text"]).run(
+            |s: State, _, ctx| async move {
+                for word in ["rivers", "shape", "cities"] {
+                    ctx.emit(word).await?;
+                }
+                Ok((json!({ "words": 3 }), s.set("text", "rivers shape cities")))
+            },
+        ))
+        .transition("outline", "draft", tributary::default())
+        .entrypoint("outline")
+        .build()
+        .unwrap();
+    let ui = UiServer::new();
+    let (handle, stream) =
+        Runtime::new().run(vec![TaskSpec::new("essay", graph)], RunConfig::new());
+    let live = ui.attach_run("essays", handle);
+    let _: Vec<_> = live.tap(stream).collect().await;
+    let served = Served::start(ui).await;
+
+    let lane = get_json(&served.url("/api/live/essays/lanes/essay")).await;
+    assert_eq!(lane["lane"]["status"], "completed");
+    assert_eq!(
+        lane["tail"],
+        json!(["thinking", "rivers", "shape", "cities"])
+    );
+    let steps = lane["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0]["action"], "outline");
+    assert_eq!(steps[0]["kind"], "node");
+    assert_eq!(steps[0]["items"], 1);
+    assert_eq!(
+        steps[0]["changes"],
+        json!([{ "op": "added", "path": "/outline", "before": null, "after": ["intro", "body"] }])
+    );
+    assert_eq!(steps[1]["action"], "draft");
+    assert_eq!(steps[1]["kind"], "final");
+    assert_eq!(steps[1]["items"], 3);
+    assert_eq!(steps[1]["result"], json!({ "words": 3 }));
+    assert_eq!(
+        steps[1]["changes"],
+        json!([{ "op": "added", "path": "/text", "before": null, "after": "rivers shape cities" }])
+    );
+    let (status, _, _) = request("GET", &served.url("/api/live/essays/lanes/nope"), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_rounds_are_the_lanes_columns() {
+    let tasks: Vec<TaskSpec> = [2usize, 4]
+        .into_iter()
+        .map(|n| {
+            TaskSpec::action(
+                format!("n{n}"),
+                action("count").run(move |s: State, _, ctx| async move {
+                    for k in 0..n {
+                        ctx.emit(k).await?;
+                    }
+                    Ok((json!({ "n": n }), s))
+                }),
+            )
+        })
+        .collect();
+    let ui = UiServer::new();
+    let (handle, mut stream) = Runtime::new().run(
+        tasks,
+        RunConfig::new().merge_mode(tributary::MergeMode::Zip),
+    );
+    let live = ui.attach_run("zip", handle);
+    let mut rounds = 0;
+    while let Some(round) = stream.next_round().await {
+        live.record_round(&round);
+        rounds += 1;
+    }
+    live.record_end();
+    assert_eq!(rounds, 5, "four tokens and a final for the longer task");
+    let served = Served::start(ui).await;
+
+    let (_, update) = first_event(&served.url("/api/live/zip/events"), None).await;
+    let lanes = update["lanes"].as_array().unwrap();
+    let columns = |key: &str| -> Vec<(u64, String)> {
+        let lane = lanes.iter().find(|l| l["key"] == key).unwrap();
+        serde_json::from_value(lane["columns"].clone()).unwrap()
+    };
+    let at = |k: &str| -> Vec<(u64, String)> {
+        k.split(',')
+            .map(|c| {
+                let (seq, kind) = c.split_once(':').unwrap();
+                (seq.parse().unwrap(), kind.to_owned())
+            })
+            .collect()
+    };
+    assert_eq!(columns("n2"), at("0:token,1:token,2:final"));
+    assert_eq!(columns("n4"), at("0:token,1:token,2:token,3:token,4:final"));
+    assert_eq!(update["run"]["max_seq"], 4);
+    assert_eq!(update["run"]["ended"], true);
+    served.stop().await;
+}
+
+#[test]
+fn the_command_line_has_a_ui_subcommand() {
+    use clap::Parser;
+    use tributary_cli::{Cli, Command};
+    let cli = Cli::parse_from([
+        "tributary",
+        "--db",
+        "runs.db",
+        "ui",
+        "--addr",
+        "127.0.0.1:9000",
+        "--control",
+    ]);
+    match cli.command {
+        Command::Ui { addr, control } => {
+            assert_eq!(addr, "127.0.0.1:9000".parse().unwrap());
+            assert!(control);
+        }
+        other => panic!("parsed as {other:?}"),
+    }
+    let cli = Cli::parse_from(["tributary", "ui"]);
+    match cli.command {
+        Command::Ui { addr, control } => {
+            assert!(addr.ip().is_loopback());
+            assert!(!control);
+        }
+        other => panic!("parsed as {other:?}"),
+    }
+}
