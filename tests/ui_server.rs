@@ -433,3 +433,61 @@ fn the_command_line_has_a_ui_subcommand() {
         other => panic!("parsed as {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_unknown_host_names_or_from_other_origins_are_refused() {
+    let ui = UiServer::new().allow_host("ui.internal");
+    let (handle, stream) = endless_run(1);
+    let live = ui.attach_run("run", handle.clone());
+    let consumer = tokio::spawn(live.tap(stream).count());
+    let served = Served::start(ui).await;
+    let port = served.addr.port().to_string();
+    let control = ("x-tributary-control", "1");
+
+    // A page whose name was made to resolve to this machine (DNS rebinding).
+    let evil = format!("evil.example:{port}");
+    let (status, headers, body) =
+        request("GET", &served.url("/api/info"), &[("host", &evil)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("evil.example"), "{body}");
+    assert!(headers.contains_key("content-security-policy"));
+    let (status, _, _) = request(
+        "POST",
+        &served.url("/api/live/run/pause"),
+        &[("host", &evil), control],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A page of another origin posting to the real address.
+    let (status, _, _) = request(
+        "POST",
+        &served.url("/api/live/run/pause"),
+        &[("origin", "http://evil.example"), control],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!handle.is_paused());
+
+    // Loopback addresses, localhost and allowed names are served.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("UI.internal:{port}"),
+    ] {
+        let (status, _, _) = request("GET", &served.url("/api/info"), &[("host", &host)]).await;
+        assert_eq!(status, StatusCode::OK, "{host}");
+    }
+    let own = format!("http://127.0.0.1:{port}");
+    let (status, _, _) = request(
+        "POST",
+        &served.url("/api/live/run/pause"),
+        &[("origin", &own), control],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(handle.is_paused());
+
+    handle.cancel().await;
+    consumer.await.unwrap();
+    served.stop().await;
+}

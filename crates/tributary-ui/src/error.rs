@@ -55,6 +55,13 @@ pub enum UiError {
     /// by the page (`x-tributary-control: 1`).
     #[error("control requests need the header `x-tributary-control: 1`")]
     MissingControlHeader,
+    /// The request was addressed to a host name this server does not
+    /// answer to (see [`UiServer::allow_host`](crate::UiServer::allow_host)).
+    #[error("requests to host `{0}` are refused")]
+    HostRefused(String),
+    /// The request came from a page of another origin.
+    #[error("requests from origin `{0}` are refused")]
+    OriginRefused(String),
     /// The command is none of `pause`, `resume`, `cancel`.
     #[error("unknown command `{0}`")]
     UnknownCommand(String),
@@ -89,7 +96,10 @@ impl UiError {
             | UiError::UnknownRun(_)
             | UiError::UnknownTask { .. } => StatusCode::NOT_FOUND,
             UiError::TaskNotRunning { .. } => StatusCode::CONFLICT,
-            UiError::ControlOff(_) | UiError::MissingControlHeader => StatusCode::FORBIDDEN,
+            UiError::ControlOff(_)
+            | UiError::MissingControlHeader
+            | UiError::HostRefused(_)
+            | UiError::OriginRefused(_) => StatusCode::FORBIDDEN,
             UiError::UnknownCommand(_) | UiError::BadFilter { .. } => StatusCode::BAD_REQUEST,
             UiError::Database(_) | UiError::Serve { .. } | UiError::Interrupted(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

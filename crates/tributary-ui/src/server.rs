@@ -90,6 +90,8 @@ struct Shared {
     recorded: RwLock<Option<Recorded>>,
     live: RwLock<BTreeMap<String, LiveRun>>,
     read_only: RwLock<bool>,
+    /// Host names accepted besides IP addresses and `localhost`.
+    hosts: RwLock<Vec<String>>,
     closed: CancellationToken,
 }
 
@@ -137,6 +139,19 @@ impl UiServer {
             .read_only
             .write()
             .unwrap_or_else(|e| e.into_inner()) = true;
+        self
+    }
+
+    /// Accept requests addressed to `host` (a name, without port): by
+    /// default only IP addresses and `localhost` are, so that a web page
+    /// whose name is made to resolve to this machine (DNS rebinding) is
+    /// refused. Add the name the view is reached by behind a proxy.
+    pub fn allow_host(self, host: impl Into<String>) -> Self {
+        self.inner
+            .hosts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(host.into().to_ascii_lowercase());
         self
     }
 
@@ -225,6 +240,10 @@ impl UiServer {
             .route("/api/live/{name}/lanes/{key}", get(lane_detail))
             .route("/api/live/{name}/{command}", post(run_command))
             .route("/api/live/{name}/lanes/{key}/{command}", post(task_command))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                check_host,
+            ))
             .layer(axum::middleware::map_response(secure_headers))
             .with_state(self.clone())
     }
@@ -336,6 +355,56 @@ fn page(body: &'static str, content_type: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The host a request is addressed to, without its port.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:7878
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+impl UiServer {
+    fn host_allowed(&self, host: &str) -> bool {
+        let name = host_name(host).to_ascii_lowercase();
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || self
+                .inner
+                .hosts
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&name)
+    }
+}
+
+/// Refuse requests addressed to a host name the server does not know
+/// (DNS rebinding), and requests sent by a page of another origin.
+async fn check_host(
+    State(ui): State<UiServer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if !ui.host_allowed(host) {
+        return UiError::HostRefused(host.to_owned()).into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
+        if !same {
+            return UiError::OriginRefused(origin.to_owned()).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn secure_headers(mut response: Response) -> Response {
