@@ -468,6 +468,33 @@ async fn a_quick_exit_run_shows_its_winner_and_the_losers_cancelled() {
     );
     browser.screenshot("ui-quick-exit.png").await;
 
+    // The merged stream, filtered to the cancellations: the two losers, in
+    // the order the consumer received them.
+    let cancelled: Vec<String> = items
+        .iter()
+        .filter(|i| i.kind == tributary::ItemKind::Cancelled)
+        .map(|i| i.task_key.to_string())
+        .collect();
+    assert_eq!(cancelled.len(), 2);
+    browser
+        .wait_css("#m-kind")
+        .await
+        .select_by_value("cancelled")
+        .await
+        .unwrap();
+    browser
+        .wait_xpath("//span[@id='merged-info' and starts-with(., '2 shown')]")
+        .await;
+    let shown = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#merged .item')].map(e => e.dataset.task);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!(cancelled));
+
     browser.close().await;
     served.stop().await;
 }

@@ -109,10 +109,15 @@ function confirmAction(text) {
 // ----- routing -----
 
 let leave = () => {};
+// Each navigation has a number; a page whose request answers after the
+// user went elsewhere draws nothing.
+let navigation = 0;
+const current = () => navigation;
 
 function route() {
   leave();
   leave = () => {};
+  navigation += 1;
   const hash = location.hash.replace(/^#/, "") || "/";
   const parts = hash.split("/").slice(1).map(decodeURIComponent);
   if (parts[0] === "run" && parts[1] !== undefined) return runPage(parts[1], parts[2] === "step" ? parts[3] : null);
@@ -132,12 +137,14 @@ async function listPage() {
   setConn("");
   const root = main();
   root.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+  const nav = current();
   let info;
   try {
     info = await getJson("/api/info");
   } catch (e) {
     return showError(root, e);
   }
+  if (nav !== current()) return;
   const page = el("div", { id: "runs-page" });
   if (info.live.length) {
     const live = el("div", { class: "card", id: "live-runs" }, el("h2", { text: "Live runs" }));
@@ -188,6 +195,7 @@ async function listPage() {
     } catch (e) {
       return showError(table, e);
     }
+    if (nav !== current()) return;
     summary.replaceChildren(...Object.entries(list.by_status).map(([s, n]) => el("span", {}, badge(s), " ", el("b", { text: n }))));
     const rows = list.roots.map((r) => {
       const run = r.run;
@@ -213,6 +221,9 @@ async function listPage() {
       el("p", { class: "muted", text: `${list.matched} root runs match` + (list.matched > list.roots.length ? `; the newest ${list.roots.length} shown` : "") }));
   }
   load();
+  // Runs another process is recording show up without a reload.
+  const timer = setInterval(load, 3000);
+  leave = () => clearInterval(timer);
 }
 
 // ----- a recorded run -----
@@ -221,12 +232,14 @@ async function runPage(appId, stepSeq) {
   crumbs({ text: "runs", href: "#/" }, { text: appId });
   setConn("");
   const root = main();
+  const nav = current();
   let d;
   try {
     d = await getJson("/api/runs/" + enc(appId));
   } catch (e) {
     return showError(root, e);
   }
+  if (nav !== current()) return;
   const run = d.run;
   const head = el("div", { class: "card" },
     el("h1", { id: "run-title", text: run.app_id }),
@@ -254,8 +267,15 @@ async function runPage(appId, stepSeq) {
         el("h2", { text: "Subgraphs" }), el("div", { class: "card", id: "tree" }, treeView(d.tree)),
         el("h2", { text: `Waterfall (${d.lanes.length} of ${d.lanes_total} subgraphs)` }), waterfall(d)),
       el("div", {}, el("h2", { text: "Step" }), detail)));
+  const scroll = window.scrollY;
   root.replaceChildren(page);
+  window.scrollTo(0, scroll);
   if (stepSeq !== null && stepSeq !== undefined) stepDetail(appId, stepSeq, detail);
+  // A run still being recorded is read again every two seconds.
+  if (run.status === "running" || run.status === "created") {
+    const timer = setTimeout(() => { if (nav === current()) runPage(appId, stepSeq); }, 2000);
+    leave = () => clearTimeout(timer);
+  }
 }
 
 function treeView(node) {
