@@ -305,6 +305,22 @@ async fn a_live_thousand_lane_run_renders() {
     browser.wait_css("#merged .item").await;
     browser.screenshot("ui-live-lanes.png").await;
 
+    // Finding one lane among a thousand.
+    browser
+        .wait_css("#lane-q")
+        .await
+        .send_keys("lane-0777")
+        .await
+        .unwrap();
+    browser
+        .wait_xpath("//span[@id='lane-info' and starts-with(., '1 of 1000 lanes')]")
+        .await;
+    browser.wait_css("#lanes .lane[data-key='lane-0777']").await;
+    browser.wait_css("#lane-q").await.clear().await.unwrap();
+    browser
+        .wait_xpath("//span[@id='lane-info' and starts-with(., '1000 of 1000 lanes')]")
+        .await;
+
     // Scrolled to the end, the last lane is drawn.
     browser
         .client

@@ -365,7 +365,8 @@ function livePage(name) {
 
   const counts = el("div", { class: "counts", id: "live-counts" });
   const controls = el("div", { class: "row", id: "run-controls" });
-  const laneQ = el("input", { id: "lane-q", placeholder: "task key contains", oninput: (e) => { state.laneFilter.q = e.target.value; reorder(); schedule(); } });
+  const onLaneQ = (e) => { state.laneFilter.q = e.target.value; reorder(); schedule(); };
+  const laneQ = el("input", { id: "lane-q", placeholder: "task key contains", oninput: onLaneQ, onchange: onLaneQ });
   const laneStatus = el("select", { id: "lane-status", onchange: (e) => { state.laneFilter.status = e.target.value; reorder(); schedule(); } },
     ...["", "running", "paused", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, text: s || "any state" })));
   const laneInfo = el("span", { class: "muted", id: "lane-info" });
@@ -373,10 +374,12 @@ function livePage(name) {
   const spacer = el("div", { style: "height:0" });
   lanesBox.append(spacer);
   lanesBox.addEventListener("scroll", () => schedule());
-  const mTask = el("input", { id: "m-task", placeholder: "task", oninput: (e) => { state.mergedFilter.task = e.target.value; schedule(); } });
+  const onTask = (e) => { state.mergedFilter.task = e.target.value; schedule(); };
+  const mTask = el("input", { id: "m-task", placeholder: "task", oninput: onTask, onchange: onTask });
   const mKind = el("select", { id: "m-kind", onchange: (e) => { state.mergedFilter.kind = e.target.value; schedule(); } },
     ...["", "token", "node", "final", "failed", "cancelled"].map((s) => el("option", { value: s, text: s || "any kind" })));
-  const mAction = el("input", { id: "m-action", placeholder: "action", oninput: (e) => { state.mergedFilter.action = e.target.value; schedule(); } });
+  const onAction = (e) => { state.mergedFilter.action = e.target.value; schedule(); };
+  const mAction = el("input", { id: "m-action", placeholder: "action", oninput: onAction, onchange: onAction });
   const mergedBox = el("div", { class: "merged", id: "merged" });
   const mergedInfo = el("span", { class: "muted", id: "merged-info" });
   const laneDetail = el("div", { class: "card detail", id: "lane-detail" }, el("p", { class: "muted", text: "Click a task key to see its steps, state changes and tokens." }));
@@ -522,7 +525,7 @@ function livePage(name) {
     const l = d.lane;
     fill(laneDetail,
       el("h2", { text: "Task " }, el("span", { class: "mono", text: l.key })),
-      el("div", { class: "row" }, badge(l.status), el("span", { class: "mono muted", text: l.app_id }), el("span", { text: `${l.items} items · ${l.tokens} tokens · ${fmtMs(l.elapsed_ms)}` })),
+      el("div", { class: "row" }, badge(l.status), el("span", { class: "mono muted", text: d.app_id }), el("span", { text: `${l.items} items · ${l.tokens} tokens · ${fmtMs(l.elapsed_ms)}` })),
       l.error ? el("pre", { class: "err", text: l.error }) : null,
       el("h3", { text: "Last tokens" }), el("pre", { text: d.tail.join(" ") || "–" }),
       el("h3", { text: `Steps${d.steps_dropped ? ` (the first ${d.steps_dropped} not kept)` : ""}` }),

@@ -37,6 +37,8 @@ const TEXT_CHARS: usize = 200;
 const COLUMNS: usize = 8;
 /// Steps kept per lane.
 const STEPS: usize = 32;
+/// Step bars per lane sent in a live update (the lane detail has all).
+const STEPS_SENT: usize = 8;
 /// Pause spans kept per lane and per run.
 const PAUSES: usize = 16;
 /// Items of the merged stream kept.
@@ -312,7 +314,8 @@ impl LiveRun {
             })
             .collect();
         Ok(LaneDetail {
-            lane: lane.view(&st, paused, now),
+            app_id: lane.app_id.clone(),
+            lane: lane.view_with(&st, paused, now, STEPS),
             tail: lane.tail.iter().cloned().collect(),
             steps,
             steps_dropped: lane.steps_dropped,
@@ -567,6 +570,10 @@ impl Lane {
     }
 
     fn view(&self, st: &LiveState, run_paused: bool, now: u64) -> LaneView {
+        self.view_with(st, run_paused, now, STEPS_SENT)
+    }
+
+    fn view_with(&self, st: &LiveState, run_paused: bool, now: u64, bars: usize) -> LaneView {
         let status = match self.ended {
             Some(Kind::Final) => "completed",
             Some(Kind::Failed) => "failed",
@@ -582,7 +589,6 @@ impl Lane {
         LaneView {
             key: self.key.clone(),
             index: self.index,
-            app_id: self.app_id.clone(),
             status,
             action: self.action.clone(),
             items: self.items,
@@ -603,6 +609,7 @@ impl Lane {
             steps: self
                 .steps
                 .iter()
+                .skip(self.steps.len().saturating_sub(bars))
                 .map(|s| StepBar {
                     action: s.action.clone(),
                     kind: s.kind,
@@ -651,7 +658,6 @@ struct RunView {
 pub(crate) struct LaneView {
     key: String,
     index: u64,
-    app_id: String,
     status: &'static str,
     action: Option<String>,
     items: u64,
@@ -679,6 +685,7 @@ struct StepBar {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct LaneDetail {
+    app_id: String,
     lane: LaneView,
     tail: Vec<String>,
     steps: Vec<LaneStepView>,
