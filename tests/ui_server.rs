@@ -471,6 +471,7 @@ async fn requests_to_unknown_host_names_or_from_other_origins_are_refused() {
     // Loopback addresses, localhost and allowed names are served.
     for host in [
         format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
         format!("localhost:{port}"),
         format!("UI.internal:{port}"),
     ] {

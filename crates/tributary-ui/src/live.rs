@@ -712,6 +712,12 @@ struct LaneStepView {
 
 /// A run's stream that records every item it yields into a [`LiveRun`],
 /// from [`LiveRun::tap`]. Yields the same items in the same order.
+///
+/// # Cancel safety
+///
+/// As cancel safe as the wrapped stream (a `RunStream`'s `next()` is): an
+/// item is recorded only when it is handed to the caller, so a `next()`
+/// dropped in a `select!` records nothing and loses nothing.
 #[derive(Debug)]
 pub struct Tapped<S> {
     inner: S,
