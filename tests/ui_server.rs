@@ -492,3 +492,82 @@ async fn requests_to_unknown_host_names_or_from_other_origins_are_refused() {
     consumer.await.unwrap();
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_actions_children_get_lanes_under_their_parent() {
+    // One top-level task whose graph races three children (quick exit).
+    let study = tributary::Subgraph::action(action("study").reads(["ms"]).run(
+        |s: State, _, ctx| async move {
+            let ms: u64 = s.get_as("ms")?;
+            for w in 0..4 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ctx.emit(format!("word {w}")).await?;
+            }
+            Ok((json!({ "ms": ms }), s))
+        },
+    ));
+    let race = tributary::ParallelAction::map_states("race", study, |_: &State, _| {
+        Ok([300u64, 5, 100].map(|ms| State::new().set("ms", ms)))
+    })
+    .writes(["winner"])
+    .config(RunConfig::new().policy(tributary::QuickExit))
+    .reduce(|s, outcomes| {
+        let winner = outcomes.iter().position(|o| o.is_completed());
+        Ok(s.set("winner", json!(winner)))
+    })
+    .build();
+    let graph = tributary::Graph::builder()
+        .action(race)
+        .entrypoint("race")
+        .build()
+        .unwrap();
+    let ui = UiServer::new();
+    let (handle, stream) = Runtime::new().run(vec![TaskSpec::new("root", graph)], RunConfig::new());
+    let live = ui.attach_run("nested", handle);
+    let items: Vec<_> = live.tap(stream).collect().await;
+    assert!(items.iter().any(|i| i.kind == ItemKind::Final));
+    let served = Served::start(ui).await;
+
+    let snapshot = get_json(&served.url("/api/live/nested")).await;
+    let lanes = snapshot["lanes"].as_array().unwrap();
+    let lane = |key: &str| lanes.iter().find(|l| l["key"] == key).unwrap().clone();
+    let mut keys: Vec<&str> = lanes.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    keys.sort();
+    assert_eq!(keys, ["root", "root/0", "root/1", "root/2"]);
+    let root = lane("root");
+    assert_eq!(root["status"], "completed");
+    assert_eq!(root["tokens"], 0, "the children's words are theirs");
+    assert_eq!(root["winner"], false);
+    assert_eq!(root["control"], true);
+    let winner = lane("root/1");
+    assert_eq!(winner["parent"], "root");
+    assert_eq!(winner["order"], json!([0, 1]));
+    assert_eq!(winner["control"], false);
+    assert_eq!(winner["status"], "completed");
+    assert_eq!(winner["winner"], true);
+    assert_eq!(winner["tokens"], 4);
+    for loser in ["root/0", "root/2"] {
+        assert_eq!(lane(loser)["status"], "cancelled", "{loser}");
+        assert_eq!(lane(loser)["lost"], true, "{loser}");
+    }
+    // The merged stream names the child that produced each forwarded item.
+    let merged_tasks: Vec<&str> = snapshot["merged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(items.len(), merged_tasks.len());
+    assert_eq!(merged_tasks.iter().filter(|t| **t == "root/1").count(), 5);
+
+    let header = [("x-tributary-control", "1")];
+    let (status, _, body) = request(
+        "POST",
+        &served.url("/api/live/nested/lanes/root%2F1/pause"),
+        &header,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("nested"), "{body}");
+    served.stop().await;
+}

@@ -399,11 +399,18 @@ function livePage(name) {
         mergedBox)),
     laneDetail);
 
+  // Lanes in task order, each nested task under its parent.
+  function byOrder(a, b) {
+    const n = Math.min(a.order.length, b.order.length);
+    for (let i = 0; i < n; i++) if (a.order[i] !== b.order[i]) return a.order[i] - b.order[i];
+    return a.order.length - b.order.length;
+  }
+
   function reorder() {
     const { q, status } = state.laneFilter;
     state.order = [...state.lanes.values()]
       .filter((l) => (!q || l.key.includes(q)) && (!status || l.status === status))
-      .sort((a, b) => a.index - b.index);
+      .sort(byOrder);
   }
 
   function schedule() {
@@ -462,7 +469,7 @@ function livePage(name) {
     for (const p of l.pauses) wf.append(el("div", { class: "bar pause", style: `left:${pct(p.start)}%;width:${Math.max(0.5, pct(p.end === null ? r.elapsed_ms : p.end) - pct(p.start))}%`, title: "paused" }));
     const ctl = el("span", { class: "ctl" });
     const live = l.status === "running" || l.status === "paused";
-    if (r.control && live) {
+    if (r.control && live && l.control) {
       const base = `/api/live/${enc(r.name)}/lanes/${enc(l.key)}`;
       ctl.append(
         l.paused_here ? el("button", { class: "resume-lane", onclick: () => command(base + "/resume"), text: "resume" })
@@ -474,8 +481,8 @@ function livePage(name) {
     if (l.winner) state_.append(" ", el("span", { class: "winner", text: "winner" }));
     if (l.lost) state_.append(" ", el("span", { class: "lost", text: "lost" }));
     return el("div", { class: "lane" + (state.selected === l.key ? " sel" : ""), style: `top:${top}px`, "data-key": l.key, "data-status": l.status },
-      el("span", { class: "muted", text: l.index }),
-      el("span", { class: "key mono", title: l.key, text: l.key, onclick: () => selectLane(l.key) }),
+      el("span", { class: "muted", text: l.order.join(".") }),
+      el("span", { class: "key mono", title: l.key, text: l.key, style: `padding-left:${(l.order.length - 1) * 14}px`, onclick: () => selectLane(l.key) }),
       state_,
       el("span", { class: "act mono", text: l.action || "" }),
       el("span", { class: "muted", text: fmtMs(l.elapsed_ms) }),

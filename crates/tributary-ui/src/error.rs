@@ -48,6 +48,15 @@ pub enum UiError {
         /// The task key.
         task: String,
     },
+    /// The task is nested under another task of the run; the run's handle
+    /// addresses top-level tasks only.
+    #[error("task `{task}` of live run `{run}` is nested and cannot be controlled on its own")]
+    NestedTask {
+        /// The live run.
+        run: String,
+        /// The nested task's lane.
+        task: String,
+    },
     /// Controls are off (the server is read-only for this run).
     #[error("controls are off for live run `{0}`")]
     ControlOff(String),
@@ -95,7 +104,7 @@ impl UiError {
             | UiError::UnknownStep { .. }
             | UiError::UnknownRun(_)
             | UiError::UnknownTask { .. } => StatusCode::NOT_FOUND,
-            UiError::TaskNotRunning { .. } => StatusCode::CONFLICT,
+            UiError::TaskNotRunning { .. } | UiError::NestedTask { .. } => StatusCode::CONFLICT,
             UiError::ControlOff(_)
             | UiError::MissingControlHeader
             | UiError::HostRefused(_)

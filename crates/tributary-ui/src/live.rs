@@ -84,6 +84,9 @@ struct LiveState {
     merged_total: u64,
     /// A completion policy cancelled tasks: the completed ones won.
     policy_finished: bool,
+    /// The parents (lanes, `""` for the run) whose children a completion
+    /// policy cancelled: their completed children won.
+    policy_parents: std::collections::HashSet<String>,
     ended: bool,
     max_seq: u64,
     pauses: VecDeque<Span>,
@@ -98,6 +101,9 @@ pub(crate) struct Span {
 
 struct Lane {
     key: String,
+    parent: String,
+    order: Vec<u64>,
+    addressable: bool,
     index: u64,
     app_id: String,
     ended: Option<Kind>,
@@ -371,6 +377,17 @@ impl LiveRun {
 
     pub(crate) fn task_command(&self, key: &str, command: &str) -> Result<(), UiError> {
         self.check_control()?;
+        {
+            let st = self.state();
+            if let Some(&i) = st.by_key.get(key)
+                && !st.lanes[i].addressable
+            {
+                return Err(UiError::NestedTask {
+                    run: self.inner.name.clone(),
+                    task: key.to_owned(),
+                });
+            }
+        }
         let control = &self.inner.control;
         let result = match command {
             "pause" => control.pause_task(key),
@@ -475,10 +492,12 @@ impl LiveState {
         let lane = &mut self.lanes[i];
         lane.apply(&item, &text, at);
         lane.version = version;
-        if item.cancel_cause == Some(CancelCause::Policy) && !self.policy_finished {
-            self.policy_finished = true;
+        if item.cancel_cause == Some(CancelCause::Policy)
+            && self.policy_parents.insert(item.parent.clone())
+        {
+            self.policy_finished |= item.parent.is_empty();
             for lane in &mut self.lanes {
-                if lane.ended == Some(Kind::Final) {
+                if lane.ended == Some(Kind::Final) && lane.parent == item.parent {
                     lane.version = version;
                 }
             }
@@ -506,6 +525,9 @@ impl Lane {
     fn new(item: &Observed, at: u64) -> Lane {
         Lane {
             key: item.task_key.clone(),
+            parent: item.parent.clone(),
+            order: item.order.clone(),
+            addressable: item.addressable,
             index: item.task_index,
             app_id: item.app_id.clone(),
             ended: None,
@@ -588,6 +610,9 @@ impl Lane {
         };
         LaneView {
             key: self.key.clone(),
+            parent: self.parent.clone(),
+            order: self.order.clone(),
+            control: self.addressable,
             index: self.index,
             status,
             action: self.action.clone(),
@@ -602,7 +627,7 @@ impl Lane {
             columns: self.columns.iter().copied().collect(),
             start_ms: self.first_ms,
             elapsed_ms: end.saturating_sub(self.first_ms),
-            winner: self.ended == Some(Kind::Final) && st.policy_finished,
+            winner: self.ended == Some(Kind::Final) && st.policy_parents.contains(&self.parent),
             lost: self.cancel_cause == Some(CancelCause::Policy),
             paused_here: self.paused,
             error: self.error.clone(),
@@ -656,7 +681,14 @@ struct RunView {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct LaneView {
+    /// The task keys from the top-level task, joined by `/`.
     key: String,
+    /// The parent lane (`""` for a top-level task).
+    parent: String,
+    /// The task indices along the path (the lanes' order).
+    order: Vec<u64>,
+    /// Whether the task can be paused, resumed and cancelled on its own.
+    control: bool,
     index: u64,
     status: &'static str,
     action: Option<String>,

@@ -184,7 +184,16 @@ pub(crate) enum CancelCause {
 /// One item the consumer received.
 #[derive(Debug, Clone)]
 pub(crate) struct Observed {
+    /// The lane: the task keys from the run's top-level task to the task
+    /// that produced the item, joined by `/`.
     pub(crate) task_key: String,
+    /// The lane of the task's parent (`""` for a top-level task).
+    pub(crate) parent: String,
+    /// The task indices along the path: lanes are shown in this order.
+    pub(crate) order: Vec<u64>,
+    /// Whether the run's handle can address the task (pause, resume,
+    /// cancel it).
+    pub(crate) addressable: bool,
     pub(crate) task_index: u64,
     pub(crate) app_id: String,
     pub(crate) action: Option<String>,
@@ -202,7 +211,47 @@ const POLICY_CANCEL: &str = "cancelled by the completion policy";
 const POLICY_FINISH: &str = "the completion policy finished the run";
 const HANDLE_CANCEL: &str = "cancelled through the run handle";
 
+/// A child's item forwarded through its parent's `ctx.emit` (a parallel
+/// action forwards its children's items as the JSON of their
+/// [`StreamItem`]).
+fn forwarded(item: &StreamItem) -> Option<StreamItem> {
+    if item.kind != ItemKind::Token {
+        return None;
+    }
+    let fields = item.result.as_ref()?.as_object()?;
+    let looks_forwarded = ["task_key", "task_index", "app_id", "seq", "kind"]
+        .iter()
+        .all(|k| fields.contains_key(*k));
+    if !looks_forwarded {
+        return None;
+    }
+    serde_json::from_value(Value::Object(fields.clone())).ok()
+}
+
+// Today's runtime carries no path on an item: a nested child's items reach
+// the consumer wrapped in its parent's tokens, which are unwrapped here, and
+// only top-level tasks can be addressed by the handle. The newer runtime's
+// task paths replace both.
 pub(crate) fn observe(item: &StreamItem) -> Observed {
+    let mut keys = vec![item.task_key.to_string()];
+    let mut order = vec![item.task_index];
+    let mut nested = None;
+    while let Some(child) = forwarded(nested.as_ref().unwrap_or(item)) {
+        keys.push(child.task_key.to_string());
+        order.push(child.task_index);
+        nested = Some(child);
+    }
+    let parent = keys[..keys.len() - 1].join("/");
+    let addressable = keys.len() == 1;
+    let mut observed = observe_one(nested.as_ref().unwrap_or(item));
+    observed.task_key = keys.join("/");
+    observed.parent = parent;
+    observed.order = order;
+    observed.addressable = addressable;
+    observed
+}
+
+fn observe_one(item: &StreamItem) -> Observed {
     let kind = match item.kind {
         ItemKind::Token => Kind::Token,
         ItemKind::NodeComplete => Kind::Node,
@@ -217,6 +266,9 @@ pub(crate) fn observe(item: &StreamItem) -> Observed {
     });
     Observed {
         task_key: item.task_key.to_string(),
+        parent: String::new(),
+        order: vec![item.task_index],
+        addressable: true,
         task_index: item.task_index,
         app_id: item.app_id.to_string(),
         action: item.action.as_deref().map(str::to_owned),
