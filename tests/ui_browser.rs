@@ -644,3 +644,91 @@ async fn cancelling_asks_first_and_the_run_controls_reach_the_handle() {
     browser.close().await;
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_browser), ignore = "needs chromium and chromedriver")]
+async fn a_parallel_actions_children_stream_in_lanes_under_their_parent() {
+    let _one = ONE_BROWSER.lock().await;
+    let section = tributary::Subgraph::action(action("write_section").reads(["title"]).run(
+        |s: State, _, ctx| async move {
+            let title: String = s.get_as("title")?;
+            for w in 0u64.. {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                ctx.emit(format!("{title} {w}")).await?;
+            }
+            Ok((json!({}), s))
+        },
+    ));
+    let sections = tributary::ParallelAction::map_states("sections", section, |_: &State, _| {
+        Ok(["intro", "methods", "results", "discussion"].map(|t| State::new().set("title", t)))
+    })
+    .build();
+    let graph = tributary::Graph::builder()
+        .action(sections)
+        .entrypoint("sections")
+        .build()
+        .unwrap();
+    let ui = UiServer::new();
+    let tasks = vec![
+        TaskSpec::new("paper", graph.clone()),
+        TaskSpec::new("review", graph),
+    ];
+    let (handle, stream) = Runtime::new().run(tasks, RunConfig::new());
+    let live = ui.attach_run("papers", handle.clone());
+    let (_received, _seen, consumer) = consume(&live, stream);
+    let served = Served::start(ui).await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&served.url("/#/live/papers"))
+        .await
+        .unwrap();
+
+    // Two top-level lanes, each followed by its four sections.
+    browser
+        .wait_xpath("//span[@id='lane-info' and starts-with(., '10 of 10 lanes')]")
+        .await;
+    let order = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#lanes .lane')]\
+               .sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top))\
+               .map(e => e.dataset.key);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        order,
+        json!([
+            "paper", "paper/0", "paper/1", "paper/2", "paper/3", "review", "review/0", "review/1",
+            "review/2", "review/3"
+        ])
+    );
+    browser
+        .wait_xpath(
+            "//div[@data-key='paper/2']//span[contains(@class,'tail') and contains(., 'results')]",
+        )
+        .await;
+    // The parent's current action is the parallel action that runs them.
+    browser
+        .wait_xpath("//div[@data-key='paper']//span[contains(@class,'act') and .='sections']")
+        .await;
+    // Top-level tasks have their buttons; nested ones are covered by them.
+    browser
+        .wait_css(".lane[data-key='paper'] button.pause-lane")
+        .await;
+    let nested_buttons = browser
+        .client
+        .find_all(Locator::Css(".lane[data-key^='paper/'] button"))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(nested_buttons, 0);
+    browser.screenshot("ui-nested-lanes.png").await;
+
+    browser.close().await;
+    handle.cancel().await;
+    consumer.await.unwrap();
+    served.stop().await;
+}

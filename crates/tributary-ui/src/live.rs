@@ -475,6 +475,25 @@ impl LiveState {
     fn record(&mut self, item: Observed, at: u64) {
         self.version += 1;
         let version = self.version;
+        // A nested task's ancestors have lanes even before items of
+        // their own.
+        for depth in 1..item.path.len() {
+            let key = item.path[..depth].join("/");
+            let a = match self.by_key.get(&key) {
+                Some(&a) => a,
+                None => {
+                    self.lanes.push(Lane::ancestor(&item, depth, at, version));
+                    self.by_key.insert(key, self.lanes.len() - 1);
+                    self.lanes.len() - 1
+                }
+            };
+            let action = item.ancestor_actions.get(depth - 1).cloned().flatten();
+            let ancestor = &mut self.lanes[a];
+            if action.is_some() && ancestor.action != action && ancestor.ended.is_none() {
+                ancestor.action = action;
+                ancestor.version = version;
+            }
+        }
         let i = match self.by_key.get(&item.task_key) {
             Some(&i) => i,
             None => {
@@ -522,6 +541,19 @@ impl LiveState {
 }
 
 impl Lane {
+    /// The lane of `item`'s ancestor at `depth` (1 for the top-level task).
+    fn ancestor(item: &Observed, depth: usize, at: u64, version: u64) -> Lane {
+        let mut lane = Lane::new(item, at);
+        lane.key = item.path[..depth].join("/");
+        lane.parent = item.path[..depth - 1].join("/");
+        lane.order = item.order[..depth].to_vec();
+        lane.index = item.order[depth - 1];
+        lane.addressable = depth == 1;
+        lane.app_id = String::new();
+        lane.version = version;
+        lane
+    }
+
     fn new(item: &Observed, at: u64) -> Lane {
         Lane {
             key: item.task_key.clone(),

@@ -189,6 +189,11 @@ pub(crate) struct Observed {
     pub(crate) task_key: String,
     /// The lane of the task's parent (`""` for a top-level task).
     pub(crate) parent: String,
+    /// The task keys along the path.
+    pub(crate) path: Vec<String>,
+    /// The action each ancestor along the path was running (the parallel
+    /// action that forwarded the item).
+    pub(crate) ancestor_actions: Vec<Option<String>>,
     /// The task indices along the path: lanes are shown in this order.
     pub(crate) order: Vec<u64>,
     /// Whether the run's handle can address the task (pause, resume,
@@ -235,8 +240,11 @@ fn forwarded(item: &StreamItem) -> Option<StreamItem> {
 pub(crate) fn observe(item: &StreamItem) -> Observed {
     let mut keys = vec![item.task_key.to_string()];
     let mut order = vec![item.task_index];
+    let mut actions = Vec::new();
     let mut nested = None;
     while let Some(child) = forwarded(nested.as_ref().unwrap_or(item)) {
+        let outer = nested.as_ref().unwrap_or(item);
+        actions.push(outer.action.as_deref().map(str::to_owned));
         keys.push(child.task_key.to_string());
         order.push(child.task_index);
         nested = Some(child);
@@ -246,6 +254,8 @@ pub(crate) fn observe(item: &StreamItem) -> Observed {
     let mut observed = observe_one(nested.as_ref().unwrap_or(item));
     observed.task_key = keys.join("/");
     observed.parent = parent;
+    observed.path = keys;
+    observed.ancestor_actions = actions;
     observed.order = order;
     observed.addressable = addressable;
     observed
@@ -267,6 +277,8 @@ fn observe_one(item: &StreamItem) -> Observed {
     Observed {
         task_key: item.task_key.to_string(),
         parent: String::new(),
+        path: Vec::new(),
+        ancestor_actions: Vec::new(),
         order: vec![item.task_index],
         addressable: true,
         task_index: item.task_index,
