@@ -136,6 +136,20 @@ impl Browser {
         panic!("cannot read `{css}`: {last:?}");
     }
 
+    /// Wait until the connection note in the page's header says `text`.
+    async fn wait_conn(&self, text: &str) {
+        let script = "return document.getElementById('conn').textContent;";
+        let mut seen = Value::Null;
+        for _ in 0..300 {
+            seen = self.client.execute(script, vec![]).await.unwrap();
+            if seen == text {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page says {seen} instead of {text:?} after 30 s");
+    }
+
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         let path = docs_dir().join(name);
@@ -726,6 +740,69 @@ async fn a_parallel_actions_children_stream_in_lanes_under_their_parent() {
         .len();
     assert_eq!(nested_buttons, 0);
     browser.screenshot("ui-nested-lanes.png").await;
+
+    browser.close().await;
+    handle.cancel().await;
+    consumer.await.unwrap();
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_browser), ignore = "needs chromium and chromedriver")]
+async fn the_page_reconnects_after_the_server_restarts_and_goes_on() {
+    let _one = ONE_BROWSER.lock().await;
+    let ui = UiServer::new();
+    let keys: Vec<String> = (0..3).map(|i| format!("feed-{i}")).collect();
+    let (handle, stream) = streaming_run(keys, Duration::from_millis(50));
+    let live = ui.attach_run("feeds", handle.clone());
+    let (_received, _seen, consumer) = consume(&live, stream);
+    let served = Served::start(ui.clone()).await;
+    let addr = served.addr;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&served.url("/#/live/feeds"))
+        .await
+        .unwrap();
+    browser.wait_conn("live").await;
+    let version = |v: Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let script = "return document.body.dataset.version || '0';";
+
+    // The server goes away: the page says so and keeps what it has.
+    served.stop().await;
+    browser.wait_conn("reconnecting…").await;
+    let before = version(browser.client.execute(script, vec![]).await.unwrap());
+    assert!(before > 0);
+    browser.wait_css("#lanes .lane[data-key='feed-1']").await;
+
+    // Back on the same address: the browser reconnects by itself and the
+    // lanes move on from where they were.
+    let served = Served::start_at(ui, addr).await;
+    browser.wait_conn("live").await;
+    let mut after = before;
+    for _ in 0..100 {
+        after = version(browser.client.execute(script, vec![]).await.unwrap());
+        if after > before + 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(after > before + 50, "updates resumed: {before} -> {after}");
+    // No item is shown twice: positions in the merged panel only grow.
+    let positions = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#merged .item .pos')].map(e => Number(e.textContent.slice(1)));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let positions: Vec<u64> = serde_json::from_value(positions).unwrap();
+    assert!(positions.len() > 10);
+    assert!(
+        positions.windows(2).all(|w| w[1] == w[0] + 1),
+        "{positions:?}"
+    );
 
     browser.close().await;
     handle.cancel().await;

@@ -26,7 +26,12 @@ pub(crate) struct Served {
 
 impl Served {
     pub(crate) async fn start(ui: UiServer) -> Served {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Served::start_at(ui, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Serve on `addr` (a server restarted on the address it had).
+    pub(crate) async fn start_at(ui: UiServer, addr: SocketAddr) -> Served {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(ui.serve_with_shutdown(listener, async move {

@@ -9,12 +9,12 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -92,7 +92,6 @@ struct Shared {
     read_only: RwLock<bool>,
     /// Host names accepted besides IP addresses and `localhost`.
     hosts: RwLock<Vec<String>>,
-    closed: CancellationToken,
 }
 
 impl std::fmt::Debug for UiServer {
@@ -216,8 +215,16 @@ impl UiServer {
     }
 
     /// The routes of the view: the page at `/`, its JSON under `/api`. Nest
-    /// it in your own router or serve it alone.
+    /// it in your own router or serve it alone. Its live event streams end
+    /// when their browser leaves; to end them when your server shuts down
+    /// gracefully, use [`router_with_shutdown`](Self::router_with_shutdown).
     pub fn router(&self) -> Router {
+        self.router_with_shutdown(CancellationToken::new())
+    }
+
+    /// [`router`](Self::router), whose live event streams end once
+    /// `shutdown` is cancelled (a graceful shutdown waits for open streams).
+    pub fn router_with_shutdown(&self, shutdown: CancellationToken) -> Router {
         Router::new()
             .route(
                 "/",
@@ -245,6 +252,7 @@ impl UiServer {
                 check_host,
             ))
             .layer(axum::middleware::map_response(secure_headers))
+            .layer(Extension(Closing(shutdown)))
             .with_state(self.clone())
     }
 
@@ -267,8 +275,9 @@ impl UiServer {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "the listener".into());
-        let closed = self.inner.closed.clone();
-        let router = self.router();
+        // A token of this serve's own: the same server may be served again.
+        let closed = CancellationToken::new();
+        let router = self.router_with_shutdown(closed.clone());
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -542,8 +551,13 @@ struct SinceQuery {
 /// The live stream of a run: an `update` event whenever something changed,
 /// at most every [`TICK`]; its id is the run's version, so a reconnecting
 /// browser (`Last-Event-ID`) gets what changed since.
+/// The shutdown the event streams of a router end at.
+#[derive(Clone)]
+struct Closing(CancellationToken);
+
 async fn live_events(
     State(ui): State<UiServer>,
+    Extension(Closing(closed)): Extension<Closing>,
     UrlPath(name): UrlPath<String>,
     Query(q): Query<SinceQuery>,
     headers: HeaderMap,
@@ -555,7 +569,6 @@ async fn live_events(
         .and_then(|v| v.parse().ok())
         .or(q.since)
         .unwrap_or(0);
-    let closed = ui.inner.closed.clone();
     let stream = futures_util::stream::unfold(
         (run, since, None::<Counts>, closed, true),
         |(run, since, counts, closed, first)| async move {
