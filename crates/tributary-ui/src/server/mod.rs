@@ -2,46 +2,39 @@
 //! runs) and builds the [`Router`].
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use futures_util::Stream;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tributary_runtime::RunHandle;
 
 use crate::error::UiError;
 use crate::live::LiveRun;
-use crate::recorded::{self, RunFilter};
-use crate::source::{Counts, Recorded};
+use crate::source::Recorded;
+
+mod api;
+mod events;
+mod guard;
+
+use self::api::{
+    info, lane_detail, live_snapshot, run_command, run_detail, runs, step_detail, task_command,
+};
+use self::events::{Closing, live_events};
+use self::guard::{check_host, secure_headers};
 
 /// Where `tributary ui` listens unless told otherwise: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 
-/// How often the live stream sends what changed, at most.
-const TICK: Duration = Duration::from_millis(250);
-/// Bytes per second one browser is sent at most; a bigger update waits
-/// longer before the next.
-const BYTES_PER_SECOND: u64 = 2_000_000;
-
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-const INDEX_HTML: &str = include_str!("../assets/index.html");
-const APP_JS: &str = include_str!("../assets/app.js");
-const APP_CSS: &str = include_str!("../assets/app.css");
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+const APP_JS: &str = include_str!("../../assets/app.js");
+const APP_CSS: &str = include_str!("../../assets/app.css");
 
 /// The web view's server: what it serves and how.
 ///
@@ -364,238 +357,4 @@ fn page(body: &'static str, content_type: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-/// The host a request is addressed to, without its port.
-fn host_name(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [::1]:7878
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
-}
-
-impl UiServer {
-    fn host_allowed(&self, host: &str) -> bool {
-        let name = host_name(host).to_ascii_lowercase();
-        name.parse::<std::net::IpAddr>().is_ok()
-            || name == "localhost"
-            || self
-                .inner
-                .hosts
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&name)
-    }
-}
-
-/// Refuse requests addressed to a host name the server does not know
-/// (DNS rebinding), and requests sent by a page of another origin.
-async fn check_host(
-    State(ui): State<UiServer>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let headers = request.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    if !ui.host_allowed(host) {
-        return UiError::HostRefused(host.to_owned()).into_response();
-    }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        let same = origin
-            .split_once("://")
-            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
-        if !same {
-            return UiError::OriginRefused(origin.to_owned()).into_response();
-        }
-    }
-    next.run(request).await
-}
-
-async fn secure_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
-}
-
-// ===== handlers =====
-
-async fn info(State(ui): State<UiServer>) -> axum::Json<Value> {
-    let live: Vec<Value> = ui
-        .live_names()
-        .into_iter()
-        .filter_map(|name| ui.live(&name).ok())
-        .map(|run| {
-            json!({
-                "name": run.name(),
-                "control": run.control_enabled(),
-                "counts": run.counts(),
-            })
-        })
-        .collect();
-    let database = ui.recorded().is_ok();
-    axum::Json(json!({ "database": database, "live": live }))
-}
-
-async fn runs(
-    State(ui): State<UiServer>,
-    Query(filter): Query<RunFilter>,
-) -> Result<axum::Json<Value>, UiError> {
-    let recorded = ui.recorded()?;
-    let list = recorded
-        .read(move |r| recorded::run_list(r, &filter))
-        .await?;
-    Ok(axum::Json(list))
-}
-
-async fn run_detail(
-    State(ui): State<UiServer>,
-    UrlPath(app_id): UrlPath<String>,
-) -> Result<axum::Json<Value>, UiError> {
-    let recorded = ui.recorded()?;
-    let detail = recorded
-        .read(move |r| recorded::run_detail(r, &app_id))
-        .await?;
-    Ok(axum::Json(detail))
-}
-
-#[derive(Debug, Deserialize)]
-struct AttemptQuery {
-    attempt: Option<u32>,
-}
-
-async fn step_detail(
-    State(ui): State<UiServer>,
-    UrlPath((app_id, seq)): UrlPath<(String, u64)>,
-    Query(q): Query<AttemptQuery>,
-) -> Result<axum::Json<Value>, UiError> {
-    let recorded = ui.recorded()?;
-    let detail = recorded
-        .read(move |r| recorded::step_detail(r, &app_id, seq, q.attempt))
-        .await?;
-    Ok(axum::Json(detail))
-}
-
-async fn live_snapshot(
-    State(ui): State<UiServer>,
-    UrlPath(name): UrlPath<String>,
-) -> Result<Response, UiError> {
-    let run = ui.live(&name)?;
-    let update = run.update_since(0, None);
-    Ok(axum::Json(update).into_response())
-}
-
-async fn lane_detail(
-    State(ui): State<UiServer>,
-    UrlPath((name, key)): UrlPath<(String, String)>,
-) -> Result<Response, UiError> {
-    let run = ui.live(&name)?;
-    Ok(axum::Json(run.lane_detail(&key)?).into_response())
-}
-
-/// Control requests must carry a header a cross-site form cannot set (and
-/// that a cross-site script can only set after a CORS preflight this
-/// server never allows).
-fn check_control_header(headers: &HeaderMap) -> Result<(), UiError> {
-    match headers.get("x-tributary-control") {
-        Some(v) if v == "1" => Ok(()),
-        _ => Err(UiError::MissingControlHeader),
-    }
-}
-
-async fn run_command(
-    State(ui): State<UiServer>,
-    UrlPath((name, command)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, UiError> {
-    let run = ui.live(&name)?;
-    run.check_control()?;
-    check_control_header(&headers)?;
-    run.command(&command)?;
-    Ok(axum::Json(json!({ "ok": true })))
-}
-
-async fn task_command(
-    State(ui): State<UiServer>,
-    UrlPath((name, key, command)): UrlPath<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<axum::Json<Value>, UiError> {
-    let run = ui.live(&name)?;
-    run.check_control()?;
-    check_control_header(&headers)?;
-    run.task_command(&key, &command)?;
-    Ok(axum::Json(json!({ "ok": true })))
-}
-
-#[derive(Debug, Deserialize)]
-struct SinceQuery {
-    since: Option<u64>,
-}
-
-/// The live stream of a run: an `update` event whenever something changed,
-/// at most every [`TICK`]; its id is the run's version, so a reconnecting
-/// browser (`Last-Event-ID`) gets what changed since.
-/// The shutdown the event streams of a router end at.
-#[derive(Clone)]
-struct Closing(CancellationToken);
-
-async fn live_events(
-    State(ui): State<UiServer>,
-    Extension(Closing(closed)): Extension<Closing>,
-    UrlPath(name): UrlPath<String>,
-    Query(q): Query<SinceQuery>,
-    headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
-    let run = ui.live(&name)?;
-    let since = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .or(q.since)
-        .unwrap_or(0);
-    let stream = futures_util::stream::unfold(
-        (run, since, None::<Counts>, closed, true),
-        |(run, since, counts, closed, first)| async move {
-            let mut wait = if first { Duration::ZERO } else { TICK };
-            loop {
-                tokio::select! {
-                    () = closed.cancelled() => return None,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                wait = TICK;
-                let Some(update) = run.update_since(since, counts) else {
-                    continue;
-                };
-                let version = update.version;
-                let body = serde_json::to_string(&update).unwrap_or_else(|_| "{}".into());
-                let counts = Some(run.counts());
-                let event = Event::default()
-                    .event("update")
-                    .id(version.to_string())
-                    .data(body.as_str());
-                let extra = Duration::from_millis(body.len() as u64 * 1000 / BYTES_PER_SECOND);
-                if extra > TICK {
-                    tokio::time::sleep(extra - TICK).await;
-                }
-                return Some((Ok(event), (run, version, counts, closed, false)));
-            }
-        },
-    );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
