@@ -809,3 +809,44 @@ async fn the_page_reconnects_after_the_server_restarts_and_goes_on() {
     consumer.await.unwrap();
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_browser), ignore = "needs chromium and chromedriver")]
+async fn a_run_paused_by_other_code_shows_its_lanes_paused() {
+    let _one = ONE_BROWSER.lock().await;
+    let ui = UiServer::new().read_only();
+    // Each task emits once, then stays quiet for a minute: nothing but
+    // the handle says the run was paused.
+    let keys: Vec<String> = (0..2).map(|i| format!("idle-{i}")).collect();
+    let (handle, stream) = streaming_run(keys, Duration::from_secs(60));
+    let live = ui.attach_run("idle", handle.clone());
+    let (_received, _seen, consumer) = consume(&live, stream);
+    let served = Served::start(ui).await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&served.url("/#/live/idle"))
+        .await
+        .unwrap();
+    browser
+        .wait_css(".lane[data-key='idle-1'][data-status='running']")
+        .await;
+    assert_eq!(browser.text("#run-controls").await, "read-only");
+
+    handle.pause();
+    browser
+        .wait_css(".lane[data-key='idle-1'][data-status='paused']")
+        .await;
+    browser
+        .wait_css(".lane[data-key='idle-0'][data-status='paused']")
+        .await;
+    handle.resume();
+    browser
+        .wait_css(".lane[data-key='idle-1'][data-status='running']")
+        .await;
+
+    browser.close().await;
+    handle.cancel().await;
+    consumer.await.unwrap();
+    served.stop().await;
+}

@@ -399,6 +399,12 @@ function livePage(name) {
         mergedBox)),
     laneDetail);
 
+  // A lane that was running when the whole run was paused is paused too,
+  // though it sends nothing more to say so.
+  function shownStatus(l) {
+    return l.status === "running" && state.run && state.run.paused ? "paused" : l.status;
+  }
+
   // Lanes in task order, each nested task under its parent.
   function byOrder(a, b) {
     const n = Math.min(a.order.length, b.order.length);
@@ -409,7 +415,7 @@ function livePage(name) {
   function reorder() {
     const { q, status } = state.laneFilter;
     state.order = [...state.lanes.values()]
-      .filter((l) => (!q || l.key.includes(q)) && (!status || l.status === status))
+      .filter((l) => (!q || l.key.includes(q)) && (!status || shownStatus(l) === status))
       .sort(byOrder);
   }
 
@@ -477,10 +483,10 @@ function livePage(name) {
         " ",
         el("button", { class: "cancel-lane danger", onclick: () => command(base + "/cancel", `task ${l.key}`, true), text: "cancel" }));
     }
-    const state_ = el("span", {}, badge(l.status));
+    const state_ = el("span", {}, badge(shownStatus(l)));
     if (l.winner) state_.append(" ", el("span", { class: "winner", text: "winner" }));
     if (l.lost) state_.append(" ", el("span", { class: "lost", text: "lost" }));
-    return el("div", { class: "lane" + (state.selected === l.key ? " sel" : ""), style: `top:${top}px`, "data-key": l.key, "data-status": l.status },
+    return el("div", { class: "lane" + (state.selected === l.key ? " sel" : ""), style: `top:${top}px`, "data-key": l.key, "data-status": shownStatus(l) },
       el("span", { class: "muted", text: l.order.join(".") }),
       el("span", { class: "key mono", title: l.key, text: l.key, style: `padding-left:${(l.order.length - 1) * 14}px`, onclick: () => selectLane(l.key) }),
       state_,

@@ -52,6 +52,15 @@ impl std::fmt::Debug for LiveRun {
     }
 }
 
+/// The counts and flags of a run, as its handle says them: a change is
+/// worth an update even when no item came (a run paused by other code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pulse {
+    counts: Counts,
+    paused: bool,
+    cancelled: bool,
+}
+
 pub(crate) struct LiveInner {
     pub(crate) name: String,
     pub(crate) control: Control,
@@ -115,7 +124,6 @@ impl LiveRun {
         if !st.ended {
             st.ended = true;
             st.version += 1;
-            st.run_version = st.version;
         }
     }
 
@@ -133,17 +141,30 @@ impl LiveRun {
         self.inner.control.counts()
     }
 
-    /// What changed after version `since` (everything for 0), or `None`
-    /// when nothing did.
-    pub(crate) fn update_since(&self, since: u64, last_counts: Option<Counts>) -> Option<Update> {
-        let counts = self.counts();
-        let paused = self.inner.control.is_paused();
-        let cancelled = self.inner.control.is_cancelled();
+    /// What the handle says of the run now: its counts and flags.
+    pub(crate) fn pulse(&self) -> Pulse {
+        Pulse {
+            counts: self.counts(),
+            paused: self.inner.control.is_paused(),
+            cancelled: self.inner.control.is_cancelled(),
+        }
+    }
+
+    /// What changed after version `since` (everything for 0) and what the
+    /// handle said then, or `None` when nothing did and the handle says
+    /// what it said (`last`).
+    pub(crate) fn update_since(&self, since: u64, last: Option<Pulse>) -> Option<(Update, Pulse)> {
+        let pulse = self.pulse();
+        let Pulse {
+            counts,
+            paused,
+            cancelled,
+        } = pulse;
         let now = self.now_ms();
         let st = self.state();
         let reset = since > st.version;
         let since = if reset { 0 } else { since };
-        if since == st.version && last_counts == Some(counts) {
+        if since == st.version && last == Some(pulse) {
             return None;
         }
         let lanes: Vec<LaneView> = st
@@ -159,7 +180,7 @@ impl LiveRun {
         let merged_gap =
             skip > 0 || (since > 0 && first_kept.is_some_and(|v| v > since + 1) && count > 0);
         let merged: Vec<Merged> = newer.skip(skip).cloned().collect();
-        Some(Update {
+        let update = Update {
             version: st.version,
             reset: reset || since == 0,
             run: RunView {
@@ -179,7 +200,8 @@ impl LiveRun {
             lanes,
             merged,
             merged_gap,
-        })
+        };
+        Some((update, pulse))
     }
 
     /// A lane's detail: its steps with results, states and diffs, its

@@ -29,8 +29,6 @@ pub(super) const MERGED: usize = 5_000;
 #[derive(Default)]
 pub(super) struct LiveState {
     pub(super) version: u64,
-    /// The version of the last run-wide change (pause, cancel, end).
-    pub(super) run_version: u64,
     pub(super) lanes: Vec<Lane>,
     pub(super) by_key: HashMap<String, usize>,
     pub(super) merged: VecDeque<Merged>,
@@ -138,7 +136,6 @@ fn cut(mut text: String) -> String {
 impl LiveState {
     pub(super) fn bump_run(&mut self) {
         self.version += 1;
-        self.run_version = self.version;
         // Every lane's shown status depends on the run's pause.
         let version = self.version;
         for lane in &mut self.lanes {

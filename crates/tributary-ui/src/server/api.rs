@@ -72,7 +72,7 @@ pub(super) async fn live_snapshot(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, UiError> {
     let run = ui.live(&name)?;
-    let update = run.update_since(0, None);
+    let update = run.update_since(0, None).map(|(update, _)| update);
     Ok(axum::Json(update).into_response())
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::UiServer;
 use crate::error::UiError;
-use crate::source::Counts;
+use crate::live::Pulse;
 
 /// How often the live stream sends what changed, at most.
 const TICK: Duration = Duration::from_millis(250);
@@ -49,8 +49,8 @@ pub(super) async fn live_events(
         .or(q.since)
         .unwrap_or(0);
     let stream = futures_util::stream::unfold(
-        (run, since, None::<Counts>, closed, true),
-        |(run, since, counts, closed, first)| async move {
+        (run, since, None::<Pulse>, closed, true),
+        |(run, since, pulse, closed, first)| async move {
             let mut wait = if first { Duration::ZERO } else { TICK };
             loop {
                 tokio::select! {
@@ -58,12 +58,12 @@ pub(super) async fn live_events(
                     () = tokio::time::sleep(wait) => {}
                 }
                 wait = TICK;
-                let Some(update) = run.update_since(since, counts) else {
+                let Some((update, pulse)) = run.update_since(since, pulse) else {
                     continue;
                 };
                 let version = update.version;
                 let body = serde_json::to_string(&update).unwrap_or_else(|_| "{}".into());
-                let counts = Some(run.counts());
+                let pulse = Some(pulse);
                 let event = Event::default()
                     .event("update")
                     .id(version.to_string())
@@ -72,7 +72,7 @@ pub(super) async fn live_events(
                 if extra > TICK {
                     tokio::time::sleep(extra - TICK).await;
                 }
-                return Some((Ok(event), (run, version, counts, closed, false)));
+                return Some((Ok(event), (run, version, pulse, closed, false)));
             }
         },
     );
