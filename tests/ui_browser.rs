@@ -29,7 +29,7 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Browser {
     client: Client,
     driver: Child,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -42,6 +42,9 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, so that the browser it starts goes
+            // with it even when a test fails half way.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
@@ -90,7 +93,7 @@ impl Browser {
         Browser {
             client,
             driver,
-            _profile: profile,
+            profile,
         }
     }
 
@@ -158,8 +161,52 @@ impl Browser {
     }
 
     async fn close(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill().await;
+        let _ = self.client.clone().close().await;
+        self.kill_group();
+        let _ = self.driver.wait().await;
+    }
+
+    /// Stop chromedriver and the browser it started: the process group of
+    /// the chromedriver this test started, and every process running on
+    /// this test's own browser profile (the browser puts some of its
+    /// processes in groups of their own).
+    fn kill_group(&self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+        let profile = format!("--user-data-dir={}", self.profile.path().display());
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == profile.as_bytes())
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // A test that failed before `close`.
+        self.kill_group();
     }
 }
 
