@@ -543,6 +543,15 @@ async fn a_quick_exit_run_shows_its_winner_and_the_losers_cancelled() {
         2,
         "the winner's badge and the run's note"
     );
+    assert_eq!(browser.text("#live-counts .badge").await, "completed");
+    // The winner's detail: its step, its result, its words.
+    browser.click(".lane[data-key='model-small'] .key").await;
+    browser
+        .wait_xpath("//div[@id='lane-detail']//pre[contains(., 'ms_per_word')]")
+        .await;
+    let detail = browser.text("#lane-detail").await;
+    assert!(detail.contains("word 0 word 1 word 2 word 3"), "{detail}");
+    assert!(detail.contains("4 tokens"), "{detail}");
     browser.screenshot("ui-quick-exit.png").await;
 
     // The merged stream, filtered to the cancellations: the two losers, in

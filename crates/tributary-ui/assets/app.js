@@ -438,7 +438,8 @@ function livePage(name) {
     const r = state.run;
     if (!r) return;
     const c = r.counts;
-    const status = r.cancelled ? "cancelled" : r.ended ? "completed" : r.paused ? "paused" : "running";
+    // A policy that finished the run cancels the rest: the run completed.
+    const status = r.policy_finished ? "completed" : r.cancelled ? "cancelled" : r.ended ? "completed" : r.paused ? "paused" : "running";
     counts.replaceChildren(...[
       el("span", {}, badge(status)),
       ...[["tasks", c.total], ["pending", c.pending], ["running", c.running], ["paused", c.paused], ["completed", c.completed], ["failed", c.failed], ["cancelled", c.cancelled]]
