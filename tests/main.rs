@@ -45,3 +45,6 @@ mod stream_redis;
 mod stream_schedules;
 mod stream_support;
 mod support;
+mod ui_browser;
+mod ui_server;
+mod ui_support;

@@ -7,6 +7,7 @@
 //! tributary show <app-id>                 # one run, step by step (every attempt of a retried step)
 //! tributary tree <app-id>                 # the subgraphs it spawned, by task key, in task order
 //! tributary export <app-id> --format dot  # its actions, observed transitions and child subgraphs
+//! tributary ui --addr 127.0.0.1:7878      # the web view of the recorded runs, read-only
 //! ```
 //!
 //! The database is `--db PATH`, else `$TRIBUTARY_DB`, else
@@ -105,6 +106,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Mermaid)]
         format: Format,
     },
+    /// Serve the web view of the recorded runs (read-only) until Ctrl-C
+    Ui {
+        /// Where to listen (loopback unless told otherwise)
+        #[arg(long, default_value = tributary_ui::DEFAULT_ADDR)]
+        addr: std::net::SocketAddr,
+        /// Allow controls (they act on live runs attached in-process; a
+        /// recorded database stays read-only)
+        #[arg(long)]
+        control: bool,
+    },
 }
 
 /// A graph language for `export`.
@@ -131,6 +142,9 @@ pub enum CliError {
         /// The database.
         path: PathBuf,
     },
+    /// The web view could not be served.
+    #[error(transparent)]
+    Ui(#[from] tributary_ui::UiError),
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
@@ -170,6 +184,17 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
             let run = find(&reader, app_id)?;
             export::export(&reader, &run, *format, cli.json, out)
         }
+        Command::Ui { addr, control } => Ok(tributary_ui::serve_database_blocking(
+            reader.path(),
+            *addr,
+            *control,
+            |at| {
+                eprintln!(
+                    "tributary ui: serving {} on http://{at}",
+                    reader.path().display()
+                )
+            },
+        )?),
     }
 }
 

@@ -73,6 +73,8 @@
 //!   [`sqlite`].
 //! - `pipeline`: processor pipelines (a graph of async processors joined
 //!   by bounded channels), as `pipeline`; see `docs/pipelines.md`.
+//! - `ui` (off): the web view of recorded and live runs, as `ui`
+//!   (`tributary::ui::UiServer`).
 
 #[doc(inline)]
 pub use tributary_core::*;
@@ -90,6 +92,10 @@ pub use tributary_sqlite as sqlite;
 /// metrics. See [`pipeline::Pipeline`].
 #[cfg(feature = "pipeline")]
 pub use tributary_pipeline as pipeline;
+/// The web view of runs (feature `ui`): [`ui::UiServer`] serves recorded
+/// runs and live runs attached with their handle.
+#[cfg(feature = "ui")]
+pub use tributary_ui as ui;
 
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {
