@@ -37,6 +37,7 @@ pub(crate) fn service_url(var: &str) -> String {
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
+#[derive(Debug)]
 pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
 
 impl TempDir {
