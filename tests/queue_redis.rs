@@ -97,3 +97,122 @@ crate::queue_conformance::conformance!(
     make,
     #[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 );
+
+// ===== beyond the shared contract: processes and servers that die =====
+
+#[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
+async fn a_killed_consumers_pending_messages_are_claimed_by_another() {
+    use tokio::io::AsyncBufReadExt;
+    let url = service_url("TRIBUTARY_REDIS_URL");
+    let options = QueueOptions::default().lease(Duration::from_millis(500));
+    let name = unique("trib-test-q:");
+    let q = Cleaned {
+        inner: RedisQueue::connect(&url, name.clone(), options)
+            .await
+            .unwrap(),
+        url: url.clone(),
+    };
+    q.create_group("g", Start::First).await.unwrap();
+    for i in 0..3 {
+        q.publish(format!("job {i}").into(), None).await.unwrap();
+    }
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_queue_worker"))
+        .args([url.as_str(), name.as_str(), "g", "doomed", "3"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(worker.stdout.take().unwrap()).lines();
+    let mut held = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the worker fetches")
+            .unwrap()
+            .expect("the worker runs");
+        if line == "held" {
+            break;
+        }
+        held.push(line);
+    }
+    assert_eq!(held, ["job 0", "job 1", "job 2"]);
+    worker.start_kill().unwrap(); // SIGKILL
+    worker.wait().await.unwrap();
+
+    let mut claimed = Vec::new();
+    let started = std::time::Instant::now();
+    while claimed.len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(20), "{claimed:?}");
+        for d in q
+            .fetch("g", "heir", 3, Duration::from_secs(2))
+            .await
+            .unwrap()
+        {
+            assert_eq!((d.attempt, d.consumer.as_str()), (2, "heir"));
+            claimed.push(String::from_utf8(d.payload.to_vec()).unwrap());
+            q.ack(&d).await.unwrap();
+        }
+    }
+    assert_eq!(claimed, held);
+}
+
+#[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
+async fn a_restarted_redis_loses_nothing_published_and_consumers_resume_by_themselves() {
+    use crate::stream_servers::OwnServer;
+    let mut server = OwnServer::redis(true).await;
+    let options = QueueOptions::default().lease(Duration::from_millis(500));
+    let q = RedisQueue::connect(&server.url(), "jobs", options)
+        .await
+        .unwrap();
+    q.create_group("g", Start::First).await.unwrap();
+    for i in 0..50 {
+        q.publish(format!("{i}").into(), None).await.unwrap();
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for d in q.fetch("g", "c", 20, Duration::from_secs(5)).await.unwrap() {
+        done.insert(
+            String::from_utf8(d.payload.to_vec())
+                .unwrap()
+                .parse::<u32>()
+                .unwrap(),
+        );
+        q.ack(&d).await.unwrap();
+    }
+    // Five more are held, unsettled, when the server dies.
+    let held = q.fetch("g", "c", 5, Duration::from_secs(5)).await.unwrap();
+    assert_eq!((done.len(), held.len()), (20, 5));
+
+    server.kill();
+    server.start_again().await;
+
+    // The same queue object, with no help: it reconnects, the held five
+    // come back after their lease, and nothing published is missing.
+    let started = std::time::Instant::now();
+    let mut errors = 0;
+    while done.len() < 50 {
+        assert!(started.elapsed() < Duration::from_secs(20), "have {done:?}");
+        match q.fetch("g", "c2", 50, Duration::from_secs(1)).await {
+            Ok(got) => {
+                for d in got {
+                    let v: u32 = String::from_utf8(d.payload.to_vec())
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    assert!(
+                        done.insert(v),
+                        "{v} acknowledged before the restart came back"
+                    );
+                    q.ack(&d).await.unwrap();
+                }
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    assert!(errors <= 2, "{errors} failed fetches after the restart");
+    assert_eq!(done, (0..50).collect());
+    q.publish("after".into(), None).await.unwrap();
+    let after = q.fetch("g", "c2", 1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(&after[0].payload[..], b"after");
+}
