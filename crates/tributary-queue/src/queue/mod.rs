@@ -1,28 +1,4 @@
 //! The work-queue contract and its backends.
-//!
-//! A queue is an append-only log of messages. **Groups** read it
-//! independently, each with its own cursor (a group created from the start
-//! replays the whole history; two groups each see every message, in
-//! order). Inside a group, messages are shared out among named
-//! **consumers**: each message goes to one consumer at a time, under a
-//! **lease**. The consumer settles it:
-//!
-//! - [`ack`](WorkQueue::ack): done, never delivered again to this group;
-//! - [`nak`](WorkQueue::nak): failed, deliver again no earlier than a delay;
-//! - [`in_progress`](WorkQueue::in_progress): still working, extend the lease;
-//! - [`terminate`](WorkQueue::terminate): give up, straight to the
-//!   dead letters.
-//!
-//! A delivery not settled within its lease goes to the next consumer that
-//! fetches, with its [`attempt`](Delivery::attempt) one higher. After
-//! [`max_deliveries`](QueueOptions::max_deliveries) attempts it goes to the
-//! group's dead letters with its last error. A group never holds more than
-//! [`max_in_flight`](QueueOptions::max_in_flight) unsettled deliveries.
-//! A message published with a dedupe id already seen is delivered once.
-//!
-//! Backends: [`MemoryQueue`](crate::MemoryQueue) (one process, tests) and
-//! [`RedisQueue`](crate::RedisQueue) (Redis Streams consumer groups, the
-//! pending-entries list and its delivery counts).
 
 use std::fmt;
 use std::time::Duration;
@@ -120,7 +96,31 @@ pub struct DeadLetter {
     pub last_error: Option<String>,
 }
 
-/// A work queue: see the [module docs](self).
+/// A work queue.
+///
+/// A queue is an append-only log of messages. **Groups** read it
+/// independently, each with its own cursor (a group created from the start
+/// replays the whole history; two groups each see every message, in
+/// order). Inside a group, messages are shared out among named
+/// **consumers**: each message goes to one consumer at a time, under a
+/// **lease**. The consumer settles it:
+///
+/// - [`ack`](WorkQueue::ack): done, never delivered again to this group;
+/// - [`nak`](WorkQueue::nak): failed, deliver again no earlier than a delay;
+/// - [`in_progress`](WorkQueue::in_progress): still working, extend the lease;
+/// - [`terminate`](WorkQueue::terminate): give up, straight to the
+///   dead letters.
+///
+/// A delivery not settled within its lease goes to the next consumer that
+/// fetches, with its [`attempt`](Delivery::attempt) one higher. After
+/// [`max_deliveries`](QueueOptions::max_deliveries) attempts it goes to the
+/// group's dead letters with its last error. A group never holds more than
+/// [`max_in_flight`](QueueOptions::max_in_flight) unsettled deliveries.
+/// A message published with a dedupe id already seen is delivered once.
+///
+/// Backends: [`MemoryQueue`](crate::MemoryQueue) (one process, tests) and
+/// [`RedisQueue`](crate::RedisQueue) (Redis Streams consumer groups, the
+/// pending-entries list and its delivery counts).
 ///
 /// Every method is cancel safe in the sense that matters for a queue: a
 /// cancelled call loses no message. A cancelled `fetch` may leave messages
