@@ -9,6 +9,7 @@ mod persistence_resume;
 mod persister_contract;
 mod queue_conformance;
 mod queue_memory;
+mod queue_nats;
 mod queue_redis;
 mod runtime_blocking;
 mod runtime_control;

@@ -7,11 +7,89 @@
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tributary_queue::{QueueOptions, Start, WorkQueue};
+use tributary_queue::{DeadLetter, Delivery, QueueError, QueueOptions, Start, WorkQueue};
 
 /// Builds a fresh queue (a name no other test uses) with these options.
 pub(crate) type Make = fn(QueueOptions) -> BoxFuture<'static, Box<dyn WorkQueue>>;
+
+/// A queue that runs a cleanup (deleting its keys or streams) when the
+/// test ends.
+pub(crate) struct Cleaned<Q> {
+    inner: Q,
+    cleanup: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl<Q> Cleaned<Q> {
+    pub(crate) fn new(inner: Q, cleanup: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            inner,
+            cleanup: Some(Box::new(cleanup)),
+        }
+    }
+}
+
+impl<Q: std::fmt::Debug> std::fmt::Debug for Cleaned<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<Q> Drop for Cleaned<Q> {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup();
+        }
+    }
+}
+
+#[async_trait]
+impl<Q: WorkQueue> WorkQueue for Cleaned<Q> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn options(&self) -> QueueOptions {
+        self.inner.options()
+    }
+    async fn publish(&self, payload: Bytes, dedupe_id: Option<&str>) -> Result<(), QueueError> {
+        self.inner.publish(payload, dedupe_id).await
+    }
+    async fn create_group(&self, group: &str, start: Start) -> Result<(), QueueError> {
+        self.inner.create_group(group, start).await
+    }
+    async fn fetch(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        self.inner.fetch(group, consumer, max, wait).await
+    }
+    async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
+        self.inner.ack(d).await
+    }
+    async fn nak(&self, d: &Delivery, delay: Duration, error: &str) -> Result<(), QueueError> {
+        self.inner.nak(d, delay, error).await
+    }
+    async fn in_progress(&self, d: &Delivery) -> Result<(), QueueError> {
+        self.inner.in_progress(d).await
+    }
+    async fn terminate(&self, d: &Delivery, error: &str) -> Result<(), QueueError> {
+        self.inner.terminate(d, error).await
+    }
+    async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner.dead_letters(group).await
+    }
+    async fn trim(&self) -> Result<u64, QueueError> {
+        self.inner.trim().await
+    }
+    async fn stored(&self) -> Result<u64, QueueError> {
+        self.inner.stored().await
+    }
+}
 
 /// A bound on any wait.
 const WAIT: Duration = Duration::from_secs(10);

@@ -4,82 +4,28 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tributary_queue::{
-    DeadLetter, Delivery, QueueError, QueueOptions, RedisQueue, Start, WorkQueue,
-};
+use tributary_queue::{QueueOptions, RedisQueue, Start, WorkQueue};
 
+use crate::queue_conformance::Cleaned;
 use crate::stream_support::{service_url, unique};
 
-/// A queue whose keys are deleted when the test ends.
-#[derive(Debug)]
-pub(crate) struct Cleaned {
-    inner: RedisQueue,
-    url: String,
-}
-
-impl Drop for Cleaned {
-    fn drop(&mut self) {
-        let conn = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection());
+/// `queue`, its keys deleted when the test ends.
+fn cleaned(queue: RedisQueue, url: String) -> Cleaned<RedisQueue> {
+    let prefix = queue.name().to_owned();
+    Cleaned::new(queue, move || {
+        let conn = redis::Client::open(url.as_str()).and_then(|c| c.get_connection());
         if let Ok(mut conn) = conn {
             let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}*", self.inner.name()))
+                .arg(format!("{prefix}*"))
                 .query(&mut conn)
                 .unwrap_or_default();
             if !keys.is_empty() {
                 let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
             }
         }
-    }
-}
-
-#[async_trait]
-impl WorkQueue for Cleaned {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn options(&self) -> QueueOptions {
-        self.inner.options()
-    }
-    async fn publish(&self, payload: Bytes, dedupe_id: Option<&str>) -> Result<(), QueueError> {
-        self.inner.publish(payload, dedupe_id).await
-    }
-    async fn create_group(&self, group: &str, start: Start) -> Result<(), QueueError> {
-        self.inner.create_group(group, start).await
-    }
-    async fn fetch(
-        &self,
-        group: &str,
-        consumer: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Delivery>, QueueError> {
-        self.inner.fetch(group, consumer, max, wait).await
-    }
-    async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
-        self.inner.ack(d).await
-    }
-    async fn nak(&self, d: &Delivery, delay: Duration, error: &str) -> Result<(), QueueError> {
-        self.inner.nak(d, delay, error).await
-    }
-    async fn in_progress(&self, d: &Delivery) -> Result<(), QueueError> {
-        self.inner.in_progress(d).await
-    }
-    async fn terminate(&self, d: &Delivery, error: &str) -> Result<(), QueueError> {
-        self.inner.terminate(d, error).await
-    }
-    async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner.dead_letters(group).await
-    }
-    async fn trim(&self) -> Result<u64, QueueError> {
-        self.inner.trim().await
-    }
-    async fn stored(&self) -> Result<u64, QueueError> {
-        self.inner.stored().await
-    }
+    })
 }
 
 fn make(options: QueueOptions) -> BoxFuture<'static, Box<dyn WorkQueue>> {
@@ -88,7 +34,7 @@ fn make(options: QueueOptions) -> BoxFuture<'static, Box<dyn WorkQueue>> {
         let inner = RedisQueue::connect(&url, unique("trib-test-q:"), options)
             .await
             .unwrap();
-        Box::new(Cleaned { inner, url }) as Box<dyn WorkQueue>
+        Box::new(cleaned(inner, url)) as Box<dyn WorkQueue>
     }
     .boxed()
 }
@@ -107,12 +53,12 @@ async fn a_killed_consumers_pending_messages_are_claimed_by_another() {
     let url = service_url("TRIBUTARY_REDIS_URL");
     let options = QueueOptions::default().lease(Duration::from_millis(500));
     let name = unique("trib-test-q:");
-    let q = Cleaned {
-        inner: RedisQueue::connect(&url, name.clone(), options)
+    let q = cleaned(
+        RedisQueue::connect(&url, name.clone(), options)
             .await
             .unwrap(),
-        url: url.clone(),
-    };
+        url.clone(),
+    );
     q.create_group("g", Start::First).await.unwrap();
     for i in 0..3 {
         q.publish(format!("job {i}").into(), None).await.unwrap();

@@ -19,7 +19,7 @@ const VAR: &str = "TRIBUTARY_NATS_URL";
 /// created at that very moment fails ("could not create storage
 /// directory"); tests that create and delete streams in parallel hit that
 /// race unless some stream always exists.
-async fn anchor(url: &str) {
+pub(crate) async fn anchor(url: &str) {
     let client = async_nats::connect(url).await.expect("NATS is reachable");
     async_nats::jetstream::new(client)
         .get_or_create_stream(async_nats::jetstream::stream::Config {

@@ -67,7 +67,6 @@ impl OwnServer {
     }
 
     /// A nats-server with JetStream on a free port, its store in a temp dir.
-    #[allow(dead_code)]
     pub(crate) async fn nats() -> Self {
         let dir = TempDir::new();
         let port = free_port();

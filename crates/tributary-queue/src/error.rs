@@ -33,6 +33,14 @@ pub enum QueueError {
         /// The deadline that passed.
         after: std::time::Duration,
     },
+    /// A queue or group name the backend cannot use.
+    #[error("invalid name `{name}`: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
     /// The group was never created on this queue.
     #[error("queue `{queue}` has no group `{group}`")]
     UnknownGroup {

@@ -19,6 +19,9 @@ mod queue;
 pub use error::{BoxError, QueueError};
 #[doc(inline)]
 pub use queue::memory::MemoryQueue;
+#[cfg(feature = "nats")]
+#[doc(inline)]
+pub use queue::nats::NatsQueue;
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use queue::redis::RedisQueue;

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use crate::error::QueueError;
 
 pub(crate) mod memory;
+#[cfg(feature = "nats")]
+pub(crate) mod nats;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
