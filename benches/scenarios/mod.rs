@@ -6,3 +6,4 @@ pub(crate) mod map;
 pub(crate) mod memory;
 pub(crate) mod merge;
 pub(crate) mod profile;
+pub(crate) mod queue;

@@ -9,6 +9,7 @@
 //! `<name>:errors:<group>`, and dedupe ids are checked by the consumer side
 //! under `<name>:seen:<group>:<id>`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{
     StreamInfoGroupsReply, StreamPendingCountReply, StreamPendingReply, StreamRangeReply,
 };
+use tokio::time::Instant;
 
 use super::{DeadLetter, Delivery, QueueOptions, Start, WorkQueue};
 use crate::error::QueueError;
@@ -64,9 +66,15 @@ pub struct RedisQueue {
     name: String,
     options: QueueOptions,
     conn: ConnectionManager,
+    // Blocking waits for new entries, apart so they never hold up the
+    // commands on `conn` (a multiplexed connection answers in order).
+    waits: ConnectionManager,
     timeout: Duration,
     dedupe_window: Duration,
     read_new: redis::Script,
+    // When a fetch last looked for expired leases; they are looked for at
+    // least every eighth of a lease, and whenever nothing new is there.
+    reclaimed: Arc<Mutex<Instant>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -112,16 +120,21 @@ impl RedisQueue {
             .set_number_of_retries(4)
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(fail)?;
+        let waits = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(fail)?;
         Ok(Self {
             name,
             options,
             conn,
+            waits,
             timeout: Duration::from_secs(10),
             dedupe_window: Duration::from_secs(3600),
             read_new: redis::Script::new(READ_NEW),
+            reclaimed: Arc::new(Mutex::new(Instant::now())),
         })
     }
 
@@ -163,7 +176,16 @@ impl RedisQueue {
         cmd: &redis::Cmd,
         deadline: Duration,
     ) -> Result<T, Failure> {
-        let mut conn = self.conn.clone();
+        self.once_on(&self.conn, cmd, deadline).await
+    }
+
+    async fn once_on<T: redis::FromRedisValue>(
+        &self,
+        conn: &ConnectionManager,
+        cmd: &redis::Cmd,
+        deadline: Duration,
+    ) -> Result<T, Failure> {
+        let mut conn = conn.clone();
         match tokio::time::timeout(deadline, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Failure::Redis(e)),
@@ -416,12 +438,28 @@ impl WorkQueue for RedisQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         loop {
-            let mut out = self.reclaim(group, consumer, max).await?;
+            let due = {
+                let mut last = self.reclaimed.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last.elapsed() >= self.options.lease / 8;
+                if due {
+                    *last = Instant::now();
+                }
+                due
+            };
+            // Expired leases go out before new messages.
+            let mut out = if due {
+                self.reclaim(group, consumer, max).await?
+            } else {
+                Vec::new()
+            };
             let (last, new) = self.read_new(group, consumer, max - out.len()).await?;
             out.extend(new);
-            let now = tokio::time::Instant::now();
+            if out.is_empty() && !due {
+                out = self.reclaim(group, consumer, max).await?;
+            }
+            let now = Instant::now();
             if !out.is_empty() || now >= deadline {
                 return Ok(out);
             }
@@ -429,6 +467,7 @@ impl WorkQueue for RedisQueue {
             // look at the leases again.
             let block = (deadline - now)
                 .min(self.options.lease / 4)
+                .min(Duration::from_millis(100))
                 .max(Duration::from_millis(1));
             let mut cmd = redis::cmd("XREAD");
             cmd.arg("BLOCK")
@@ -436,7 +475,7 @@ impl WorkQueue for RedisQueue {
                 .arg("STREAMS")
                 .arg(&self.name)
                 .arg(&last);
-            self.once::<redis::Value>(&cmd, block + self.timeout)
+            self.once_on::<redis::Value>(&self.waits, &cmd, block + self.timeout)
                 .await
                 .map_err(|f| self.error("wait for new entries", f))?;
         }
