@@ -31,6 +31,7 @@ mod stream_example;
 mod stream_failure;
 mod stream_filters;
 mod stream_nats;
+mod stream_nats_faults;
 mod stream_ordering;
 mod stream_proxy;
 mod stream_redis;
