@@ -277,6 +277,29 @@ pub(crate) async fn a_late_group_from_the_start_replays_the_history(make: Make) 
     assert_eq!(payloads(&*q, "new", "c", 1).await, ["m3"]);
 }
 
+pub(crate) async fn a_group_can_start_after_a_known_position(make: Make) {
+    let q = make(opts()).await;
+    q.create_group("early", Start::First).await.unwrap();
+    for i in 0..5 {
+        q.publish(format!("m{i}").into(), None).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        for d in q.fetch("early", "c", 5, WAIT).await.unwrap() {
+            q.ack(&d).await.unwrap();
+            seen.push(d);
+        }
+    }
+    let after = seen[2].position.clone();
+    q.create_group("replay", Start::After(after)).await.unwrap();
+    assert_eq!(payloads(&*q, "replay", "c", 2).await, ["m3", "m4"]);
+    let more = q
+        .fetch("replay", "c", 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(more.is_empty(), "{more:?}");
+}
+
 pub(crate) async fn a_duplicate_dedupe_id_is_delivered_once(make: Make) {
     let q = make(opts()).await;
     q.create_group("g", Start::First).await.unwrap();
@@ -327,6 +350,7 @@ macro_rules! conformance {
             a_group_never_holds_more_than_max_in_flight,
             two_groups_each_see_every_message_in_order,
             a_late_group_from_the_start_replays_the_history,
+            a_group_can_start_after_a_known_position,
             a_duplicate_dedupe_id_is_delivered_once,
             trimming_removes_only_what_every_group_settled
         );

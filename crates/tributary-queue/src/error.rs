@@ -41,6 +41,15 @@ pub enum QueueError {
         /// Why it is invalid.
         reason: &'static str,
     },
+    /// A [`Start::After`](crate::Start::After) position that is not one of
+    /// this backend's.
+    #[error("`{position}` is not a position in queue `{queue}`")]
+    InvalidPosition {
+        /// The queue.
+        queue: String,
+        /// The position.
+        position: String,
+    },
     /// The group was never created on this queue.
     #[error("queue `{queue}` has no group `{group}`")]
     UnknownGroup {

@@ -174,6 +174,7 @@ impl MemoryQueue {
                 attempt: p.deliveries,
                 group: group.to_owned(),
                 consumer: consumer.to_owned(),
+                position: seq.to_string(),
                 token: seq.to_string(),
             });
         }
@@ -198,6 +199,7 @@ impl MemoryQueue {
                 attempt: 1,
                 group: group.to_owned(),
                 consumer: consumer.to_owned(),
+                position: seq.to_string(),
                 token: seq.to_string(),
             });
         }
@@ -240,6 +242,15 @@ impl WorkQueue for MemoryQueue {
         let next = match start {
             Start::First => state.base,
             Start::New => state.end(),
+            Start::After(position) => position
+                .parse::<u64>()
+                .ok()
+                .and_then(|p| p.checked_add(1))
+                .ok_or_else(|| QueueError::InvalidPosition {
+                    queue: self.name.clone(),
+                    position: position.clone(),
+                })?
+                .max(state.base),
         };
         state
             .groups

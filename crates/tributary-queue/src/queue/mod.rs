@@ -57,13 +57,16 @@ impl QueueOptions {
 }
 
 /// Where a new group starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Start {
     /// From the first message still in the queue: the whole history.
     First,
     /// Only messages published after the group was created.
     New,
+    /// After the message at this [position](Delivery::position) (as another
+    /// group received it): a replay from a known point.
+    After(String),
 }
 
 /// One message handed to a consumer, to be settled with the queue.
@@ -80,7 +83,9 @@ pub struct Delivery {
     pub group: String,
     /// The consumer holding it.
     pub consumer: String,
-    /// The backend's id of the message (its position in the queue).
+    /// The message's place in the queue, for [`Start::After`].
+    pub position: String,
+    /// The backend's handle of this delivery.
     pub token: String,
 }
 

@@ -317,9 +317,19 @@ impl WorkQueue for NatsQueue {
         let config = pull::Config {
             durable_name: Some(group.to_owned()),
             filter_subject: format!("{}.q", self.name),
-            deliver_policy: match start {
+            deliver_policy: match &start {
                 Start::First => jetstream::consumer::DeliverPolicy::All,
                 Start::New => jetstream::consumer::DeliverPolicy::New,
+                Start::After(position) => jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: position
+                        .parse::<u64>()
+                        .ok()
+                        .and_then(|p| p.checked_add(1))
+                        .ok_or_else(|| QueueError::InvalidPosition {
+                            queue: self.name.clone(),
+                            position: position.clone(),
+                        })?,
+                },
             },
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: self.options.lease,
@@ -401,6 +411,7 @@ impl WorkQueue for NatsQueue {
                     attempt,
                     group: group.to_owned(),
                     consumer: consumer.to_owned(),
+                    position: sequence.to_string(),
                     token: format!("{sequence} {reply}"),
                 };
                 if attempt > self.options.max_deliveries {

@@ -308,6 +308,7 @@ impl RedisQueue {
                     attempt: delivered.saturating_add(1),
                     group: group.to_owned(),
                     consumer: consumer.to_owned(),
+                    position: e.id.clone(),
                     token: e.id,
                 });
             }
@@ -361,6 +362,7 @@ impl RedisQueue {
                 attempt: 1,
                 group: group.to_owned(),
                 consumer: consumer.to_owned(),
+                position: id.clone(),
                 token: id,
             });
         }
@@ -414,9 +416,11 @@ impl WorkQueue for RedisQueue {
         cmd.arg("CREATE")
             .arg(&self.name)
             .arg(group)
-            .arg(match start {
+            .arg(match &start {
                 Start::First => "0",
                 Start::New => "$",
+                // Entries after this id.
+                Start::After(id) => id.as_str(),
             })
             .arg("MKSTREAM");
         match self
