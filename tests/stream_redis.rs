@@ -365,3 +365,61 @@ async fn a_proxy_sent_to_another_process_is_resolved_there() {
         "the worker's resolves evicted the objects: {left:?}"
     );
 }
+
+#[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
+async fn trimming_removes_only_what_every_group_acknowledged() {
+    let (url, prefix, _cleanup) = setup();
+    let publisher = RedisPublisher::connect(&url, prefix.clone()).await.unwrap();
+    let connect = |group: &'static str| {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        async move {
+            RedisSubscriber::connect(&url, &prefix, group, "c", ["t"])
+                .await
+                .unwrap()
+                .with_block(Duration::from_millis(100))
+        }
+    };
+    let mut a = connect("a").await;
+    let mut b = connect("b").await;
+    for i in 0..4 {
+        publisher
+            .publish("t", format!("m{i}").into())
+            .await
+            .unwrap();
+    }
+    let take = async |sub: &mut RedisSubscriber, n: usize| {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            let d = tokio::time::timeout(WAIT, sub.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            ids.push(d.id);
+        }
+        ids
+    };
+    for id in take(&mut a, 4).await {
+        a.ack(id).await.unwrap();
+    }
+    let held = take(&mut b, 4).await;
+    b.ack(held[0]).await.unwrap();
+    b.ack(held[1]).await.unwrap();
+    publisher.publish("t", "unread".into()).await.unwrap();
+
+    let len = async || -> u64 {
+        let mut conn = redis_conn(&url).await;
+        redis::cmd("XLEN")
+            .arg(format!("{prefix}t"))
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(a.trim().await.unwrap(), 2, "only what both groups acked");
+    assert_eq!(len().await, 3);
+    b.ack(held[2]).await.unwrap();
+    b.ack(held[3]).await.unwrap();
+    assert_eq!(b.trim().await.unwrap(), 2);
+    assert_eq!(len().await, 1, "the unread entry stays");
+}

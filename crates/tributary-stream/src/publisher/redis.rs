@@ -248,6 +248,54 @@ impl RedisSubscriber {
         Ok(())
     }
 
+    /// Retention: removes from each topic's stream the entries every
+    /// consumer group of it has acknowledged, and returns how many went. An
+    /// entry some group has not read yet, or holds unacknowledged, is never
+    /// removed. Call it now and then (any one subscriber of the streams
+    /// will do) so that a long-lived deployment does not keep finished work.
+    ///
+    /// # Errors
+    ///
+    /// When the server fails.
+    pub async fn trim(&mut self) -> Result<u64, TransportError> {
+        use redis::streams::{StreamInfoGroupsReply, StreamPendingReply};
+        let mut removed = 0;
+        for (topic, key) in self.topics.clone().iter().zip(self.keys.clone()) {
+            let mut info = redis::cmd("XINFO");
+            info.arg("GROUPS").arg(&key);
+            let groups: StreamInfoGroupsReply =
+                redis_client::idempotent(&mut self.conn, &info, self.timeout)
+                    .await
+                    .map_err(|f| failed(topic, f))?;
+            let mut keep_from: Option<(u64, u64)> = None;
+            for g in groups.groups {
+                let mut from = next_id(&g.last_delivered_id);
+                if g.pending > 0 {
+                    let mut summary = redis::cmd("XPENDING");
+                    summary.arg(&key).arg(&g.name);
+                    let pending: StreamPendingReply =
+                        redis_client::idempotent(&mut self.conn, &summary, self.timeout)
+                            .await
+                            .map_err(|f| failed(topic, f))?;
+                    if let StreamPendingReply::Data(d) = pending {
+                        from = from.min(parse_id(&d.start_id));
+                    }
+                }
+                keep_from = Some(keep_from.map_or(from, |k| k.min(from)));
+            }
+            let Some((ms, seq)) = keep_from else {
+                continue;
+            };
+            let mut trim = redis::cmd("XTRIM");
+            trim.arg(&key).arg("MINID").arg(format!("{ms}-{seq}"));
+            let n: u64 = redis_client::idempotent(&mut self.conn, &trim, self.timeout)
+                .await
+                .map_err(|f| failed(topic, f))?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
     /// How long a read waits on the server for new entries before it asks
     /// again (default 5 s).
     pub fn with_block(mut self, block: Duration) -> Self {
@@ -440,5 +488,19 @@ impl Subscriber for RedisSubscriber {
         let p = self.inflight.remove(&id).expect("checked above");
         self.inflight_entries.remove(&(p.key, p.entry));
         Ok(())
+    }
+}
+
+fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// The smallest stream id after `id`.
+fn next_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = parse_id(id);
+    match seq.checked_add(1) {
+        Some(seq) => (ms, seq),
+        None => (ms.saturating_add(1), 0),
     }
 }
