@@ -300,6 +300,26 @@ pub(crate) async fn a_group_can_start_after_a_known_position(make: Make) {
     assert!(more.is_empty(), "{more:?}");
 }
 
+pub(crate) async fn an_unknown_group_is_named_and_a_group_is_created_once(make: Make) {
+    let q = make(opts()).await;
+    q.create_group("g", Start::First).await.unwrap();
+    q.publish("a".into(), None).await.unwrap();
+    let d = fetch_one(&*q, "g", "c").await;
+    // Creating it again changes nothing: the delivery stays held.
+    q.create_group("g", Start::First).await.unwrap();
+    let more = q
+        .fetch("g", "c", 1, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(more.is_empty(), "{more:?}");
+    q.ack(&d).await.unwrap();
+    let err = q.fetch("nobody", "c", 1, Duration::ZERO).await.unwrap_err();
+    assert!(
+        matches!(&err, tributary_queue::QueueError::UnknownGroup { group, .. } if group == "nobody"),
+        "{err:?}"
+    );
+}
+
 pub(crate) async fn a_duplicate_dedupe_id_is_delivered_once(make: Make) {
     let q = make(opts()).await;
     q.create_group("g", Start::First).await.unwrap();
@@ -351,6 +371,7 @@ macro_rules! conformance {
             two_groups_each_see_every_message_in_order,
             a_late_group_from_the_start_replays_the_history,
             a_group_can_start_after_a_known_position,
+            an_unknown_group_is_named_and_a_group_is_created_once,
             a_duplicate_dedupe_id_is_delivered_once,
             trimming_removes_only_what_every_group_settled
         );

@@ -387,9 +387,12 @@ impl WorkQueue for NatsQueue {
             while let Some(message) = batch.next().await {
                 let message = match message {
                     Ok(m) => m,
-                    // At the in-flight limit the server answers with a
-                    // status rather than messages: nothing to hand out.
-                    Err(_) => break,
+                    // A status instead of messages (a full consumer, a
+                    // request the server dropped): nothing more this time.
+                    Err(e) => {
+                        tracing::debug!(queue = %self.name, group, error = %e, "fetch ended early");
+                        break;
+                    }
                 };
                 let info = message
                     .info()

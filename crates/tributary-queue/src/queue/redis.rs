@@ -152,10 +152,6 @@ impl RedisQueue {
 
     fn error(&self, what: &str, f: Failure) -> QueueError {
         match f {
-            Failure::Redis(e) if e.to_string().contains("NOGROUP") => QueueError::UnknownGroup {
-                queue: self.name.clone(),
-                group: what.rsplit(' ').next().unwrap_or(what).to_owned(),
-            },
             Failure::Redis(e) => QueueError::Backend {
                 backend: BACKEND,
                 queue: self.name.clone(),
@@ -369,6 +365,56 @@ impl RedisQueue {
         Ok((last, out))
     }
 
+    async fn fetch_inner(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let due = {
+                let mut last = self.reclaimed.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last.elapsed() >= self.options.lease / 8;
+                if due {
+                    *last = Instant::now();
+                }
+                due
+            };
+            // Expired leases go out before new messages.
+            let mut out = if due {
+                self.reclaim(group, consumer, max).await?
+            } else {
+                Vec::new()
+            };
+            let (last, new) = self.read_new(group, consumer, max - out.len()).await?;
+            out.extend(new);
+            if out.is_empty() && !due {
+                out = self.reclaim(group, consumer, max).await?;
+            }
+            let now = Instant::now();
+            if !out.is_empty() || now >= deadline {
+                return Ok(out);
+            }
+            // Wait for an entry newer than the last one, or long enough to
+            // look at the leases again.
+            let block = (deadline - now)
+                .min(self.options.lease / 4)
+                .min(Duration::from_millis(100))
+                .max(Duration::from_millis(1));
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&self.name)
+                .arg(&last);
+            self.once_on::<redis::Value>(&self.waits, &cmd, block + self.timeout)
+                .await
+                .map_err(|f| self.error("wait for new entries", f))?;
+        }
+    }
+
     /// Whether entry `id` is the first of `group` with dedupe id `dedupe`.
     async fn first_of(&self, group: &str, dedupe: &str, id: &str) -> Result<bool, QueueError> {
         let key = format!("{}:seen:{group}:{dedupe}", self.name);
@@ -442,47 +488,17 @@ impl WorkQueue for RedisQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let due = {
-                let mut last = self.reclaimed.lock().unwrap_or_else(|e| e.into_inner());
-                let due = last.elapsed() >= self.options.lease / 8;
-                if due {
-                    *last = Instant::now();
+        self.fetch_inner(group, consumer, max, wait)
+            .await
+            .map_err(|e| match e {
+                QueueError::Backend { source, .. } if source.to_string().contains("NOGROUP") => {
+                    QueueError::UnknownGroup {
+                        queue: self.name.clone(),
+                        group: group.to_owned(),
+                    }
                 }
-                due
-            };
-            // Expired leases go out before new messages.
-            let mut out = if due {
-                self.reclaim(group, consumer, max).await?
-            } else {
-                Vec::new()
-            };
-            let (last, new) = self.read_new(group, consumer, max - out.len()).await?;
-            out.extend(new);
-            if out.is_empty() && !due {
-                out = self.reclaim(group, consumer, max).await?;
-            }
-            let now = Instant::now();
-            if !out.is_empty() || now >= deadline {
-                return Ok(out);
-            }
-            // Wait for an entry newer than the last one, or long enough to
-            // look at the leases again.
-            let block = (deadline - now)
-                .min(self.options.lease / 4)
-                .min(Duration::from_millis(100))
-                .max(Duration::from_millis(1));
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&self.name)
-                .arg(&last);
-            self.once_on::<redis::Value>(&self.waits, &cmd, block + self.timeout)
-                .await
-                .map_err(|f| self.error("wait for new entries", f))?;
-        }
+                e => e,
+            })
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {

@@ -257,6 +257,10 @@ impl RedisSubscriber {
     /// # Errors
     ///
     /// When the server fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled trim removes fewer entries, never more.
     pub async fn trim(&mut self) -> Result<u64, TransportError> {
         use redis::streams::{StreamInfoGroupsReply, StreamPendingReply};
         let mut removed = 0;
