@@ -146,6 +146,11 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// When the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// A cancelled publish may or may not have been stored; publish again
+    /// with the same dedupe id to be sure it is there once.
     async fn publish(&self, payload: Bytes, dedupe_id: Option<&str>) -> Result<(), QueueError>;
 
     /// Creates `group` starting at `start`; an existing group is left as
@@ -182,6 +187,11 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// When the broker fails. Acknowledging twice is not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// A cancelled ack may not have reached the broker: the message is then
+    /// delivered again after its lease (call `ack` again to be sure).
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
 
     /// Settles a delivery as failed with `error`: it is delivered again no
@@ -191,6 +201,11 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// When the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// A cancelled nak may not have reached the broker: the message then
+    /// comes back after its lease instead of after `delay`.
     async fn nak(
         &self,
         delivery: &Delivery,
@@ -204,6 +219,10 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     ///
     /// [`QueueError::NotHeld`] when the lease already went to another
     /// consumer, or when the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// A cancelled call may leave the lease unextended; call it again.
     async fn in_progress(&self, delivery: &Delivery) -> Result<(), QueueError>;
 
     /// Gives up on a delivery: it goes to the dead letters with `error`.
@@ -211,6 +230,12 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// When the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// A cancelled call may leave the message unsettled (it comes back after
+    /// its lease) or, on the durable backends, recorded as a dead letter and
+    /// still unsettled; call it again.
     async fn terminate(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError>;
 
     /// The dead letters of `group`, oldest first.
