@@ -356,6 +356,61 @@ pub(crate) async fn trimming_removes_only_what_every_group_settled(make: Make) {
     assert_eq!(payloads(&*q, "a", "c", 1).await, ["unread"]);
 }
 
+/// A consumer in another process (`queue_worker`) fetches three messages
+/// and is killed with SIGKILL before settling them; another consumer gets
+/// them, each with attempt 2. `q` has a 500 ms lease and a group-less
+/// queue of its own; `backend` and `url` tell the worker how to reach it.
+pub(crate) async fn a_killed_consumers_messages_go_to_another(
+    q: &dyn WorkQueue,
+    backend: &str,
+    url: &str,
+) {
+    use tokio::io::AsyncBufReadExt;
+    q.create_group("g", Start::First).await.unwrap();
+    for i in 0..3 {
+        q.publish(format!("job {i}").into(), None).await.unwrap();
+    }
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_queue_worker"))
+        .args([backend, url, q.name(), "g", "doomed", "3"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(worker.stdout.take().unwrap()).lines();
+    let mut held = Vec::new();
+    loop {
+        let line = tokio::time::timeout(WAIT * 2, lines.next_line())
+            .await
+            .expect("the worker fetches")
+            .unwrap()
+            .expect("the worker runs");
+        if line == "held" {
+            break;
+        }
+        held.push(line);
+    }
+    assert_eq!(held, ["job 0", "job 1", "job 2"]);
+    worker.start_kill().unwrap(); // SIGKILL
+    worker.wait().await.unwrap();
+
+    let mut claimed = Vec::new();
+    let started = Instant::now();
+    while claimed.len() < 3 {
+        assert!(started.elapsed() < WAIT * 2, "{claimed:?}");
+        for d in q
+            .fetch("g", "heir", 3, Duration::from_secs(2))
+            .await
+            .unwrap()
+        {
+            assert_eq!((d.attempt, d.consumer.as_str()), (2, "heir"));
+            claimed.push(String::from_utf8(d.payload.to_vec()).unwrap());
+            q.ack(&d).await.unwrap();
+        }
+    }
+    claimed.sort();
+    assert_eq!(claimed, held);
+}
+
 /// One test per check above, for the backend `make` builds; extra
 /// attributes (an `ignore` for a missing service) go on every test.
 macro_rules! conformance {

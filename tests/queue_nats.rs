@@ -54,6 +54,22 @@ crate::queue_conformance::conformance!(
 
 #[tokio::test]
 #[cfg_attr(not(tributary_nats), ignore = "needs TRIBUTARY_NATS_URL")]
+async fn a_killed_consumers_pending_messages_are_claimed_by_another() {
+    let url = service_url("TRIBUTARY_NATS_URL");
+    crate::stream_nats::anchor(&url).await;
+    let options = QueueOptions::default().lease(Duration::from_millis(500));
+    let name = format!("TRIBQ_{}", uuid::Uuid::new_v4().simple());
+    let q = cleaned(
+        NatsQueue::connect(&url, name, options, DEDUPE_WINDOW)
+            .await
+            .unwrap(),
+        url.clone(),
+    );
+    crate::queue_conformance::a_killed_consumers_messages_go_to_another(&q, "nats", &url).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(tributary_nats), ignore = "needs TRIBUTARY_NATS_URL")]
 async fn a_restarted_nats_server_loses_nothing_published_and_consumers_resume_by_themselves() {
     use crate::stream_servers::OwnServer;
     let mut server = OwnServer::nats().await;

@@ -49,7 +49,6 @@ crate::queue_conformance::conformance!(
 #[tokio::test]
 #[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn a_killed_consumers_pending_messages_are_claimed_by_another() {
-    use tokio::io::AsyncBufReadExt;
     let url = service_url("TRIBUTARY_REDIS_URL");
     let options = QueueOptions::default().lease(Duration::from_millis(500));
     let name = unique("trib-test-q:");
@@ -59,48 +58,7 @@ async fn a_killed_consumers_pending_messages_are_claimed_by_another() {
             .unwrap(),
         url.clone(),
     );
-    q.create_group("g", Start::First).await.unwrap();
-    for i in 0..3 {
-        q.publish(format!("job {i}").into(), None).await.unwrap();
-    }
-    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_queue_worker"))
-        .args([url.as_str(), name.as_str(), "g", "doomed", "3"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(worker.stdout.take().unwrap()).lines();
-    let mut held = Vec::new();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("the worker fetches")
-            .unwrap()
-            .expect("the worker runs");
-        if line == "held" {
-            break;
-        }
-        held.push(line);
-    }
-    assert_eq!(held, ["job 0", "job 1", "job 2"]);
-    worker.start_kill().unwrap(); // SIGKILL
-    worker.wait().await.unwrap();
-
-    let mut claimed = Vec::new();
-    let started = std::time::Instant::now();
-    while claimed.len() < 3 {
-        assert!(started.elapsed() < Duration::from_secs(20), "{claimed:?}");
-        for d in q
-            .fetch("g", "heir", 3, Duration::from_secs(2))
-            .await
-            .unwrap()
-        {
-            assert_eq!((d.attempt, d.consumer.as_str()), (2, "heir"));
-            claimed.push(String::from_utf8(d.payload.to_vec()).unwrap());
-            q.ack(&d).await.unwrap();
-        }
-    }
-    assert_eq!(claimed, held);
+    crate::queue_conformance::a_killed_consumers_messages_go_to_another(&q, "redis", &url).await;
 }
 
 #[tokio::test]
