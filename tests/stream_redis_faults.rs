@@ -225,3 +225,46 @@ async fn a_stalled_redis_server_makes_calls_fail_with_a_timeout() {
         Some(&b"1"[..])
     );
 }
+
+#[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
+async fn after_a_restart_without_persistence_a_subscriber_joins_its_group_again() {
+    let mut server = OwnServer::redis(false).await;
+    let url = server.url();
+    let publisher = RedisPublisher::connect(&url, "s:").await.unwrap();
+    let mut subscriber = RedisSubscriber::connect(&url, "s:", "g", "c", ["t"])
+        .await
+        .unwrap()
+        .with_block(Duration::from_millis(100))
+        .with_timeout(Duration::from_secs(1));
+    publisher.publish("t", "before".into()).await.unwrap();
+    let d = tokio::time::timeout(WAIT, subscriber.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    subscriber.ack(d.id).await.unwrap();
+
+    // The server forgets the stream and the group.
+    server.kill();
+    server.start_again().await;
+
+    let mut failed = 0;
+    while publisher.publish("t", "after".into()).await.is_err() {
+        failed += 1;
+        assert!(failed < 3, "the publisher stays broken");
+    }
+    let started = std::time::Instant::now();
+    loop {
+        assert!(started.elapsed() < WAIT, "the subscriber never read again");
+        match tokio::time::timeout(WAIT, subscriber.next()).await.unwrap() {
+            Ok(Some(d)) => {
+                assert_eq!(&d.message[..], b"after");
+                subscriber.ack(d.id).await.unwrap();
+                break;
+            }
+            Ok(None) => panic!("the subscription ended"),
+            Err(_) => {} // the broken connection, reported once
+        }
+    }
+}
