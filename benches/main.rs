@@ -11,7 +11,9 @@
 //! Scenarios: `map_cpu`, `map_io`, `merge`, `first_item`, `pause`, `cancel`,
 //! `memory` (`memory_suspended` and `memory_slow_consumer`, each in a child
 //! process of its own), `pipeline` (`pipeline_throughput` of a chain and a
-//! diamond, `pipeline_memory_slow_sink` in a child process). See `docs/benchmarks.md`.
+//! diamond, `pipeline_memory_slow_sink` in a child process), `queue` (the
+//! work queue on Redis and NATS against the bare clients). See
+//! `docs/benchmarks.md`.
 
 mod report;
 mod scenarios;
@@ -21,7 +23,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use scenarios::{control, map, memory, merge, pipeline, profile};
+use scenarios::{control, map, memory, merge, pipeline, profile, queue};
 
 const SCENARIOS: &[&str] = &[
     "map_cpu",
@@ -32,6 +34,7 @@ const SCENARIOS: &[&str] = &[
     "cancel",
     "memory",
     "pipeline",
+    "queue",
 ];
 
 /// How long to measure.
@@ -133,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             "first_item" => on_worker(Box::pin(async move { merge::first_item(&opts).await })),
             "pause" => on_worker(Box::pin(async move { control::pause(&opts).await })),
             "cancel" => on_worker(Box::pin(async move { control::cancel(&opts).await })),
+            "queue" => on_worker(Box::pin(async move { queue::queue(&opts).await })),
             "memory" => {
                 memory::suspended(&opts);
                 memory::slow_consumer(&opts);

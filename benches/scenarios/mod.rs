@@ -7,3 +7,4 @@ pub(crate) mod memory;
 pub(crate) mod merge;
 pub(crate) mod pipeline;
 pub(crate) mod profile;
+pub(crate) mod queue;
