@@ -71,6 +71,7 @@
 //!
 //! - `sqlite` (default): the SQLite persister and tracker, as
 //!   [`sqlite`].
+//! - `postgres`: the PostgreSQL persister and tracker, as `postgres`.
 
 #[doc(inline)]
 pub use tributary_core::*;
@@ -82,6 +83,13 @@ pub use tributary_runtime::*;
 /// [`sqlite::RunReader`].
 #[cfg(feature = "sqlite")]
 pub use tributary_sqlite as sqlite;
+
+/// PostgreSQL persistence and tracking, for many processes and machines
+/// sharing one store (feature `postgres`, off by default):
+/// [`postgres::PostgresPersister`], [`postgres::PostgresTracker`],
+/// [`postgres::Database::follow`].
+#[cfg(feature = "postgres")]
+pub use tributary_postgres as postgres;
 
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {
