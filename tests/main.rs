@@ -10,6 +10,8 @@ mod persister_contract;
 mod postgres_errors;
 mod postgres_persistence;
 mod postgres_support;
+mod postgres_tracker;
+mod postgres_writers;
 mod runtime_blocking;
 mod runtime_control;
 mod runtime_merge;
