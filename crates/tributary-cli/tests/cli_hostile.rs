@@ -246,7 +246,12 @@ async fn one_bad_row_is_shown_as_bad_and_the_others_as_usual() {
         "INSERT INTO apps (app_id, status, created_at, updated_at)
              VALUES ('broken', 'no-such-status', 0, 0);
          INSERT INTO apps (app_id, status, created_at, updated_at, task_path)
-             VALUES ('bad-path', 'running', 1, 1, 'not json');",
+             VALUES ('bad-path', 'running', 1, 1, 'not json');
+         INSERT INTO apps (app_id, status, created_at, updated_at)
+             VALUES ('odd-step', 'completed', 2, 2);
+         INSERT INTO steps (app_id, sequence_id, attempt, action, status, started_at)
+             VALUES ('odd-step', 0, 0, 'work', 'completed', 2),
+                    ('odd-step', 1, 0, 'work', 'exploded', 3);",
     )
     .unwrap();
     drop(conn);
@@ -278,6 +283,19 @@ async fn one_bad_row_is_shown_as_bad_and_the_others_as_usual() {
             .unwrap()
             .contains("no-such-status")
     );
+
+    // A bad step row does not hide the run's other steps.
+    let shown = ok_stdout(&tributary(&db, &["show", "odd-step"]));
+    let steps: Vec<Vec<&str>> = shown
+        .lines()
+        .skip_while(|l| !l.starts_with("SEQ"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(steps[0][..4], ["0", "0", "work", "completed"], "{shown}");
+    assert_eq!(steps[1][..4], ["1", "0", "work", "unreadable"], "{shown}");
+    assert!(shown.contains("exploded"), "{shown}");
+    ok_stdout(&tributary(&db, &["export", "odd-step"]));
 }
 
 /// `process` with its pid replaced by `pid`, beyond any pid the system

@@ -59,6 +59,8 @@ pub enum TrackedStepStatus {
     /// stored; the reader reports it for a `running` attempt whose process
     /// has died.
     Interrupted,
+    /// The row could not be decoded (see [`TrackedStep::unreadable`]).
+    Unreadable,
 }
 
 macro_rules! string_enum {
@@ -107,6 +109,7 @@ string_enum!(TrackedStepStatus {
     Failed => "failed",
     Abandoned => "abandoned",
     Interrupted => "interrupted",
+    Unreadable => "unreadable",
 });
 
 /// A stretch of time in which no process ran an application: between the
@@ -414,11 +417,12 @@ impl RunReader {
     /// The steps of `app_id`, every attempt of each, ordered by sequence id
     /// and attempt: a failed attempt comes before the retry that followed.
     /// JSON that cannot be decoded is left out and named in
-    /// [`TrackedStep::unreadable`].
+    /// [`TrackedStep::unreadable`]; a row that cannot be decoded at all is
+    /// listed as [`TrackedStepStatus::Unreadable`] with the reason.
     ///
     /// # Errors
     ///
-    /// [`SqliteError`] when SQLite fails or a row is unreadable.
+    /// [`SqliteError`] when SQLite fails.
     pub fn steps(&self, app_id: &str) -> Result<Vec<TrackedStep>, SqliteError> {
         let sql = format!(
             "SELECT sequence_id, attempt, action, status, started_at, ended_at, result, state,
@@ -429,32 +433,7 @@ impl RunReader {
         let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
         let rows = stmt
             .query_map([app_id], |row| {
-                let mut unreadable = Vec::new();
-                let mut json = |at: usize, what: &str| -> rusqlite::Result<Option<Value>> {
-                    Ok(get_json(row, at)?.unwrap_or_else(|e| {
-                        unreadable.push(format!("{what}: {e}"));
-                        None
-                    }))
-                };
-                let result = json(6, "result")?;
-                let state = json(7, "state")?;
-                Ok(TrackedStep {
-                    sequence_id: get_u64(row, 0)?,
-                    attempt: u32::try_from(get_u64(row, 1)?)
-                        .map_err(|e| bad_column(1, e.to_string()))?,
-                    action: row.get(2)?,
-                    status: get_parsed(row, 3)?,
-                    started_at: row.get(4)?,
-                    ended_at: row.get(5)?,
-                    result,
-                    state,
-                    error: row.get(8)?,
-                    items: get_u64(row, 9)?,
-                    process: row.get(10)?,
-                    resumed: false,
-                    unrecorded: row.get(11)?,
-                    unreadable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
-                })
+                Ok(step_from_row(row).unwrap_or_else(|e| unreadable_step(row, e)))
             })
             .map_err(self.err())?;
         let mut steps: Vec<TrackedStep> = rows.collect::<Result<_, _>>().map_err(self.err())?;
@@ -685,6 +664,56 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
         gaps: Vec::new(),
         problem: None,
     })
+}
+
+fn step_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedStep> {
+    let mut unreadable = Vec::new();
+    let mut json = |at: usize, what: &str| -> rusqlite::Result<Option<Value>> {
+        Ok(get_json(row, at)?.unwrap_or_else(|e| {
+            unreadable.push(format!("{what}: {e}"));
+            None
+        }))
+    };
+    let result = json(6, "result")?;
+    let state = json(7, "state")?;
+    Ok(TrackedStep {
+        sequence_id: get_u64(row, 0)?,
+        attempt: u32::try_from(get_u64(row, 1)?).map_err(|e| bad_column(1, e.to_string()))?,
+        action: row.get(2)?,
+        status: get_parsed(row, 3)?,
+        started_at: row.get(4)?,
+        ended_at: row.get(5)?,
+        result,
+        state,
+        error: row.get(8)?,
+        items: get_u64(row, 9)?,
+        process: row.get(10)?,
+        resumed: false,
+        unrecorded: row.get(11)?,
+        unreadable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
+    })
+}
+
+/// A step row that could not be decoded, kept in the list with what could
+/// be read and the reason.
+fn unreadable_step(row: &Row<'_>, error: rusqlite::Error) -> TrackedStep {
+    let int = |at: usize| row.get::<_, i64>(at).ok();
+    TrackedStep {
+        sequence_id: int(0).and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+        attempt: int(1).and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        action: row.get_ref(2).map_or_else(|_| "?".to_owned(), value_text),
+        status: TrackedStepStatus::Unreadable,
+        started_at: int(4).unwrap_or(0),
+        ended_at: int(5),
+        result: None,
+        state: None,
+        error: None,
+        items: 0,
+        process: None,
+        resumed: false,
+        unrecorded: None,
+        unreadable: Some(error.to_string()),
+    }
 }
 
 fn bad_column(at: usize, reason: String) -> rusqlite::Error {
