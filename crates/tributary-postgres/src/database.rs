@@ -472,6 +472,31 @@ impl Drop for Inner {
     }
 }
 
+/// A configuration from `url`, with `schema` checked: for the readers,
+/// which connect without the pool. Returns it with `host:port/dbname` and
+/// the user.
+pub(crate) fn reader_config(
+    url: &str,
+    schema: &str,
+) -> Result<(tokio_postgres::Config, String, String), PostgresError> {
+    let mut config: tokio_postgres::Config =
+        url.parse()
+            .map_err(|e: tokio_postgres::Error| PostgresError::InvalidUrl {
+                reason: e.to_string(),
+            })?;
+    if !schema::valid_schema(schema) {
+        return Err(PostgresError::InvalidSchema {
+            schema: schema.to_owned(),
+        });
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("tributary");
+    }
+    let target = describe(&config);
+    let user = config.get_user().unwrap_or("").to_owned();
+    Ok((config, target, user))
+}
+
 /// The notification channel of `schema`.
 pub(crate) fn channel(schema: &str) -> String {
     format!("tributary_steps_{schema}")

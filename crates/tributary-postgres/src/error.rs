@@ -75,6 +75,15 @@ pub enum PostgresError {
         /// The table found.
         table: String,
     },
+    /// The schema does not exist or holds no tributary tables yet (readers
+    /// never create it).
+    #[error("schema `{schema}` at {target} holds no tributary data yet")]
+    NoSchema {
+        /// `host:port/dbname`.
+        target: String,
+        /// The schema.
+        schema: String,
+    },
     /// The server reported an error.
     #[error("PostgreSQL at {target}: {source}")]
     Postgres {

@@ -45,6 +45,23 @@ pub struct StepFeed {
 }
 
 impl StepFeed {
+    /// Listen on the database at `url` for the steps tracked in `schema`,
+    /// without touching the schema (it need not exist yet).
+    ///
+    /// # Errors
+    ///
+    /// [`PostgresError::InvalidUrl`], [`PostgresError::InvalidSchema`], and
+    /// as [`DatabaseBuilder::connect`](crate::DatabaseBuilder::connect) for
+    /// the connection.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future closes the connection.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, PostgresError> {
+        let (config, target, user) = crate::database::reader_config(url, schema)?;
+        Self::listen(&config, &target, &user, &crate::database::channel(schema)).await
+    }
+
     pub(crate) async fn listen(
         config: &tokio_postgres::Config,
         target: &str,

@@ -7,8 +7,10 @@
 //! - [`PostgresTracker`] is a [`Hook`](tributary_core::Hook) that records
 //!   every step of every application, in the columns the SQLite tracker
 //!   uses, and announces each step with `NOTIFY`.
-//! - [`StepFeed`] ([`Database::follow`]) receives those announcements as
-//!   they commit, without polling.
+//! - [`StepFeed`] ([`Database::follow`], [`StepFeed::connect`]) receives
+//!   those announcements as they commit, without polling.
+//! - [`TrackerSnapshot`] reads the tracker's rows for tools (the
+//!   `tributary` command).
 //!
 //! Both writers share the machinery of [`Database`]: a connection pool
 //! (`deadpool-postgres` over `tokio-postgres`) on a dedicated writer thread,
@@ -55,6 +57,7 @@ mod feed;
 mod persister;
 mod process;
 mod schema;
+mod snapshot;
 mod tracker;
 
 #[doc(inline)]
@@ -65,6 +68,8 @@ pub use error::PostgresError;
 pub use feed::{StepFeed, StepNotice};
 #[doc(inline)]
 pub use persister::PostgresPersister;
+#[doc(inline)]
+pub use snapshot::TrackerSnapshot;
 #[doc(inline)]
 pub use tracker::PostgresTracker;
 
