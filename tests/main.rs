@@ -7,6 +7,7 @@ mod graph_build;
 mod hooks_tracing;
 mod persistence_resume;
 mod persister_contract;
+mod postgres_cli;
 mod postgres_errors;
 mod postgres_persistence;
 mod postgres_support;
