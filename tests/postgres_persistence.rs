@@ -83,3 +83,98 @@ async fn racing_epochs_leave_the_newest_owner_in_place() {
         "{err}"
     );
 }
+
+/// A batch of checkpoints that the server aborts to break a deadlock is
+/// retried, and its saves succeed: two saves in one batch lock `a` then
+/// wait for `b`, held by another transaction that then asks for `a`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn a_batch_broken_by_a_deadlock_is_retried() {
+    use crate::postgres_support::{client, url};
+    use std::time::Duration;
+
+    let schema = TestSchema::new("deadlock");
+    let app_name = schema.name.clone();
+    let sep = if url().contains('?') { '&' } else { '?' };
+    let db =
+        tributary_postgres::Database::builder(format!("{}{sep}application_name={app_name}", url()))
+            .schema(&schema.name)
+            .connect()
+            .await
+            .unwrap();
+    let p = Arc::new(PostgresPersister::new(db));
+    let cp = |app: &str, action: &str| {
+        Checkpoint::new(app, 0, action, StepStatus::Completed, State::new())
+    };
+    for app in ["a", "b", "z"] {
+        p.save(&cp(app, "before")).await.unwrap();
+    }
+    let table = format!("\"{}\".checkpoints", schema.name);
+    let lock =
+        |app: &'static str| format!("UPDATE {table} SET saved_at = 0 WHERE app_id = '{app}'");
+    let (mut e1, mut e2) = (client().await, client().await);
+    let t1 = e1.transaction().await.unwrap();
+    t1.batch_execute(&lock("z")).await.unwrap();
+    let t2 = e2.transaction().await.unwrap();
+    t2.batch_execute(&lock("b")).await.unwrap();
+
+    // `z` holds the writer while `a` and `b` queue behind it: they are
+    // written together in the next batch.
+    let z = tokio::spawn({
+        let p = Arc::clone(&p);
+        async move { p.save(&cp("z", "ours")).await }
+    });
+    let watcher = client().await;
+    let waiting = |n: i64| {
+        let (watcher, app_name) = (&watcher, app_name.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let waiting: i64 = watcher
+                    .query_one(
+                        "SELECT COUNT(*) FROM pg_stat_activity
+                         WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                        &[&app_name],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if waiting == n {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "no writer waited");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    waiting(1).await;
+    let ab = tokio::spawn({
+        let p = Arc::clone(&p);
+        async move {
+            let (a, b) = (cp("a", "ours"), cp("b", "ours"));
+            tokio::join!(p.save(&a), p.save(&b))
+        }
+    });
+    // Let both reach the writer's channel before `z` lets go.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    t1.commit().await.unwrap();
+    z.await.unwrap().unwrap();
+    // The batch holds `a` and waits for `b`; asking for `a` closes the
+    // cycle. The server aborts the batch (it waited first), so this
+    // returns.
+    waiting(1).await;
+    tokio::time::timeout(Duration::from_secs(30), t2.batch_execute(&lock("a")))
+        .await
+        .expect("the deadlock was broken")
+        .unwrap();
+    t2.commit().await.unwrap();
+    let (a, b) = tokio::time::timeout(Duration::from_secs(30), ab)
+        .await
+        .unwrap()
+        .unwrap();
+    a.unwrap();
+    b.unwrap();
+    for app in ["a", "b"] {
+        assert_eq!(p.load(app, None).await.unwrap().unwrap().action, "ours");
+    }
+}
