@@ -248,3 +248,84 @@ async fn show_follow_prints_each_new_step_as_it_is_recorded() {
     let err = follower.join().unwrap().unwrap_err();
     assert!(err.is_broken_pipe(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn nested_children_read_the_same_from_both_backends() {
+    use tributary::{Graph, ParallelAction, RunConfig, State, Subgraph, action};
+
+    let schema = TestSchema::new("cli_tree");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.db");
+    let pg = PostgresTracker::new(schema.connect().await);
+    let sqlite = SqliteTracker::open(&file).await.unwrap();
+    // Not in alphabetical order, so task order and key order differ.
+    const OUTER: [&str; 2] = ["west", "east"];
+    const INNER: [&str; 3] = ["wind", "heat", "flood"];
+    let leaf = Subgraph::new(Graph::single(
+        action("assess")
+            .reads(["topic"])
+            .writes(["done"])
+            .run(|s: State, _, _| async move { Ok((serde_json::json!({}), s.set("done", true))) }),
+    ));
+    let fan = |name: &'static str, keys: &'static [&'static str], sub: Subgraph| {
+        Graph::builder()
+            .action(
+                ParallelAction::tasks(name, move |_: &State, _| {
+                    Ok(keys
+                        .iter()
+                        .map(|k| sub.task(*k, State::new().set("topic", *k), Inputs::new()))
+                        .collect::<Vec<_>>())
+                })
+                .reduce(|s, _| Ok(s))
+                .config(RunConfig::new().max_concurrency(1))
+                .build(),
+            )
+            .entrypoint(name)
+            .build()
+            .unwrap()
+    };
+    let region = Subgraph::new(fan("hazards", &INNER, leaf));
+    Application::builder(fan("regions", &OUTER, region))
+        .app_id("country")
+        .hook(pg.clone())
+        .hook(sqlite.clone())
+        .build()
+        .await
+        .unwrap()
+        .run(RunOptions::new())
+        .await
+        .unwrap();
+    pg.flush().await.unwrap();
+    sqlite.flush().await.unwrap();
+
+    let file = file.display().to_string();
+    let (url, name) = (url(), schema.name.clone());
+    tokio::task::spawn_blocking(move || {
+        let both = |args: &[&str]| {
+            (
+                command(&url, &name, args).unwrap(),
+                command(&file, &name, args).unwrap(),
+            )
+        };
+        for args in [
+            &["--json", "tree", "country"][..],
+            &["--json", "runs", "--all"],
+        ] {
+            let (pg, sqlite) = both(args);
+            assert_eq!(timeless(&pg), timeless(&sqlite), "{args:?}");
+        }
+        let tree = timeless(&both(&["--json", "tree", "country"]).0);
+        let outer = tree["children"].as_array().unwrap();
+        assert_eq!(outer.len(), 2);
+        for (child, key) in outer.iter().zip(OUTER) {
+            assert_eq!(child["task_path"], serde_json::json!([key]));
+            let inner = child["children"].as_array().unwrap();
+            let paths: Vec<&Value> = inner.iter().map(|c| &c["task_path"]).collect();
+            let expected: Vec<Value> = INNER.iter().map(|k| serde_json::json!([key, k])).collect();
+            assert_eq!(paths, expected.iter().collect::<Vec<_>>());
+        }
+    })
+    .await
+    .unwrap();
+}
