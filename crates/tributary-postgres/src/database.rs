@@ -779,9 +779,11 @@ impl Writer {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 }
-                Err(e) if records.len() > 1 => {
+                Err(e) if records.len() > 1 && e.is_from_server() => {
                     // Keep what can be kept: each record alone, in order
-                    // (the failed transaction wrote nothing).
+                    // (the server refused the transaction, so it wrote
+                    // nothing; after a lost connection the commit may have
+                    // happened, and records are not idempotent).
                     tracing::debug!(error = %e, "tributary-postgres: records failed, writing one by one");
                     let mut failed = None;
                     for record in &records {

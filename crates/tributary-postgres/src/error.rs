@@ -143,6 +143,13 @@ impl PostgresError {
         }
     }
 
+    /// Whether the server reported the error (so the transaction it ended
+    /// certainly did not commit), rather than the connection failing
+    /// (when a commit's outcome is unknown).
+    pub(crate) fn is_from_server(&self) -> bool {
+        matches!(self, PostgresError::Postgres { source, .. } if source.code().is_some())
+    }
+
     /// Whether retrying the whole transaction may succeed: a serialization
     /// failure or a deadlock the server broke.
     pub(crate) fn is_retryable(&self) -> bool {
