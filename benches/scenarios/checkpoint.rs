@@ -75,10 +75,11 @@ async fn ours(persister: Arc<dyn Persister>, prefix: &str, apps: usize, steps: u
     (apps * steps) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The row the checkpoint of step `seq` of app `i` holds, encoded.
-fn row(i: usize, seq: usize) -> (String, i64, String) {
+/// The row the checkpoint of step `seq` of app `i` holds in repeat
+/// `repeat`, encoded.
+fn row(repeat: usize, i: usize, seq: usize) -> (String, i64, String) {
     let state = json!({ "n": seq + 1 }).to_string();
-    (format!("bare-{i}"), seq as i64, state)
+    (format!("bare-r{repeat}-{i}"), seq as i64, state)
 }
 
 fn emit(backend: &str, apps: usize, steps: usize, ours: Vec<f64>, bare: Vec<f64>) {
@@ -123,15 +124,13 @@ async fn postgres(opts: &Opts, url: &str, apps: usize, steps: usize) {
         .await
         .expect("the insert prepares");
     let (mut ours_s, mut bare_s) = (Vec::new(), Vec::new());
+    // Like the persister's table, the bare one keeps the rows of every
+    // repeat: each repeat writes new app ids into a table as large.
     for repeat in 0..opts.repeats(5) {
-        client
-            .batch_execute("TRUNCATE bare")
-            .await
-            .expect("truncate");
         let started = Instant::now();
         for i in 0..apps {
             for seq in 0..steps {
-                let (id, seq, state) = row(i, seq);
+                let (id, seq, state) = row(repeat, i, seq);
                 client
                     .execute(&insert, &[&id, &seq, &None::<String>, &state, &0i64])
                     .await
@@ -166,7 +165,7 @@ async fn sqlite(opts: &Opts, apps: usize, steps: usize) {
     let (mut ours_s, mut bare_s) = (Vec::new(), Vec::new());
     for repeat in 0..opts.repeats(3) {
         let path = bare_path.clone();
-        let rate = tokio::task::spawn_blocking(move || bare_sqlite(&path, apps, steps))
+        let rate = tokio::task::spawn_blocking(move || bare_sqlite(&path, repeat, apps, steps))
             .await
             .expect("the bare loop ran");
         bare_s.push(rate);
@@ -178,14 +177,15 @@ async fn sqlite(opts: &Opts, apps: usize, steps: usize) {
 }
 
 /// The bare loop on SQLite: the persister's table and settings (WAL,
-/// `synchronous = FULL`), one autocommitted insert per row.
-fn bare_sqlite(path: &std::path::Path, apps: usize, steps: usize) -> f64 {
-    let _ = std::fs::remove_file(path);
+/// `synchronous = FULL`), one autocommitted insert per row, into one file
+/// kept across repeats as the persister's is (a fresh file's growing
+/// write-ahead log makes every commit dearer).
+fn bare_sqlite(path: &std::path::Path, repeat: usize, apps: usize, steps: usize) -> f64 {
     let conn = rusqlite::Connection::open(path).expect("the bare database opens");
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         CREATE TABLE checkpoints (
+         CREATE TABLE IF NOT EXISTS checkpoints (
              app_id        TEXT    NOT NULL,
              sequence_id   INTEGER NOT NULL,
              partition_key TEXT,
@@ -208,7 +208,7 @@ fn bare_sqlite(path: &std::path::Path, apps: usize, steps: usize) -> f64 {
     let started = Instant::now();
     for i in 0..apps {
         for seq in 0..steps {
-            let (id, seq, state) = row(i, seq);
+            let (id, seq, state) = row(repeat, i, seq);
             insert
                 .execute(rusqlite::params![id, seq, state])
                 .expect("the bare insert");
