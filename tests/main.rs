@@ -8,6 +8,7 @@ mod hooks_tracing;
 mod persistence_resume;
 mod persister_contract;
 mod postgres_cli;
+mod postgres_crash;
 mod postgres_errors;
 mod postgres_persistence;
 mod postgres_support;
