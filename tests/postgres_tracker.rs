@@ -155,3 +155,64 @@ async fn a_follower_is_told_of_each_step_as_it_commits() {
             .is_err()
     );
 }
+
+/// The tracker's records are bounded: while the writer cannot commit (a
+/// row it needs is locked by another transaction), a hook that would queue
+/// more than `RECORD_QUEUE_CAPACITY` records waits, and goes on once the
+/// writer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn a_full_record_queue_makes_hooks_wait_for_the_writer() {
+    use std::sync::atomic::AtomicUsize;
+    use tributary::Hook;
+    use tributary_postgres::Database;
+
+    const CAP: usize = Database::RECORD_QUEUE_CAPACITY;
+    let schema = TestSchema::new("tracker_backpressure");
+    let tracker = PostgresTracker::new(schema.connect().await);
+    let app: tributary::AppInfo =
+        serde_json::from_value(serde_json::json!({ "app_id": "held" })).unwrap();
+    let state = tributary::State::new();
+    tracker.before_run(&app, &state);
+    tracker.flush().await.unwrap();
+
+    let mut holder = schema.client().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute(&format!(
+        "UPDATE \"{}\".apps SET updated_at = 0 WHERE app_id = 'held'",
+        schema.name
+    ))
+    .await
+    .unwrap();
+
+    let handed = Arc::new(AtomicUsize::new(0));
+    let pusher = {
+        let (tracker, handed, app) = (tracker.clone(), Arc::clone(&handed), app.clone());
+        std::thread::spawn(move || {
+            for _ in 0..2 * CAP {
+                tracker.before_run(&app, &tributary::State::new());
+                handed.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    // The writer is stuck on the lock, so the queue fills and stays full.
+    let started = std::time::Instant::now();
+    while handed.load(Ordering::SeqCst) < CAP {
+        assert!(started.elapsed() < BOUND, "the queue filled too slowly");
+        tokio::task::yield_now().await;
+    }
+    // A blocked hook is seen by its not going on: the pusher filled the
+    // queue in `fill`, and in four times as long it adds nothing (without
+    // the bound it would have pushed all 2 × CAP records by then).
+    let fill = started.elapsed();
+    std::thread::sleep((fill * 4).max(Duration::from_millis(100)));
+    assert_eq!(handed.load(Ordering::SeqCst), CAP);
+    assert!(!pusher.is_finished());
+
+    hold.rollback().await.unwrap();
+    tokio::task::spawn_blocking(move || pusher.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(handed.load(Ordering::SeqCst), 2 * CAP);
+    tracker.flush().await.unwrap();
+}
