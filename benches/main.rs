@@ -12,8 +12,9 @@
 //! `memory` (`memory_suspended` and `memory_slow_consumer`, each in a child
 //! process of its own), `pipeline` (`pipeline_throughput` of a chain and a
 //! diamond, `pipeline_memory_slow_sink` in a child process), `queue` (the
-//! work queue on Redis and NATS against the bare clients). See
-//! `docs/benchmarks.md`.
+//! work queue on Redis and NATS against the bare clients), `checkpoint`
+//! (checkpointed steps/s on SQLite and, with `TRIBUTARY_POSTGRES_URL`,
+//! PostgreSQL). See `docs/benchmarks.md`.
 
 mod report;
 mod scenarios;
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use scenarios::{control, map, memory, merge, pipeline, profile, queue};
+use scenarios::{checkpoint, control, map, memory, merge, pipeline, profile, queue};
 
 const SCENARIOS: &[&str] = &[
     "map_cpu",
@@ -35,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "memory",
     "pipeline",
     "queue",
+    "checkpoint",
 ];
 
 /// How long to measure.
@@ -137,6 +139,7 @@ fn main() -> anyhow::Result<()> {
             "pause" => on_worker(Box::pin(async move { control::pause(&opts).await })),
             "cancel" => on_worker(Box::pin(async move { control::cancel(&opts).await })),
             "queue" => on_worker(Box::pin(async move { queue::queue(&opts).await })),
+            "checkpoint" => on_worker(Box::pin(async move { checkpoint::checkpoint(&opts).await })),
             "memory" => {
                 memory::suspended(&opts);
                 memory::slow_consumer(&opts);

@@ -75,6 +75,7 @@
 //!   by bounded channels), as `pipeline`; see `docs/pipelines.md`.
 //! - `ui` (off): the web view of recorded and live runs, as `ui`
 //!   (`tributary::ui::UiServer`).
+//! - `postgres`: the PostgreSQL persister and tracker, as `postgres`.
 
 #[doc(inline)]
 pub use tributary_core::*;
@@ -96,6 +97,12 @@ pub use tributary_pipeline as pipeline;
 /// runs and live runs attached with their handle.
 #[cfg(feature = "ui")]
 pub use tributary_ui as ui;
+/// PostgreSQL persistence and tracking, for many processes and machines
+/// sharing one store (feature `postgres`, off by default):
+/// [`postgres::PostgresPersister`], [`postgres::PostgresTracker`],
+/// [`postgres::Database::follow`].
+#[cfg(feature = "postgres")]
+pub use tributary_postgres as postgres;
 
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {
