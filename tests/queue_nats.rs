@@ -106,6 +106,11 @@ async fn a_restarted_nats_server_loses_nothing_published_and_consumers_resume_by
     server.kill();
     server.start_again().await;
 
+    // A SIGKILLed nats-server may forget the acks of its last moments (its
+    // consumer state is flushed asynchronously), so an acknowledged message
+    // can come back once: delivery is at-least-once. What must hold is that
+    // nothing published is lost and the same queue object carries on.
+    let acked_before: std::collections::BTreeSet<u32> = done.clone();
     let started = std::time::Instant::now();
     while done.len() < 50 {
         assert!(started.elapsed() < Duration::from_secs(30), "have {done:?}");
@@ -115,10 +120,12 @@ async fn a_restarted_nats_server_loses_nothing_published_and_consumers_resume_by
                     .unwrap()
                     .parse()
                     .unwrap();
-                assert!(
-                    done.insert(v),
-                    "{v} acknowledged before the restart came back"
-                );
+                if !done.insert(v) {
+                    assert!(
+                        acked_before.contains(&v),
+                        "{v} delivered twice after the restart"
+                    );
+                }
                 q.ack(&d).await.unwrap();
             }
         }

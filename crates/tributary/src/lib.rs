@@ -93,16 +93,16 @@ pub use tributary_sqlite as sqlite;
 /// metrics. See [`pipeline::Pipeline`].
 #[cfg(feature = "pipeline")]
 pub use tributary_pipeline as pipeline;
-/// The web view of runs (feature `ui`): [`ui::UiServer`] serves recorded
-/// runs and live runs attached with their handle.
-#[cfg(feature = "ui")]
-pub use tributary_ui as ui;
 /// PostgreSQL persistence and tracking, for many processes and machines
 /// sharing one store (feature `postgres`, off by default):
 /// [`postgres::PostgresPersister`], [`postgres::PostgresTracker`],
 /// [`postgres::Database::follow`].
 #[cfg(feature = "postgres")]
 pub use tributary_postgres as postgres;
+/// The web view of runs (feature `ui`): [`ui::UiServer`] serves recorded
+/// runs and live runs attached with their handle.
+#[cfg(feature = "ui")]
+pub use tributary_ui as ui;
 
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {
