@@ -71,6 +71,8 @@
 //!
 //! - `sqlite` (default): the SQLite persister and tracker, as
 //!   [`sqlite`].
+//! - `durable`: durable steps and workflows, as `durable` (and the SQLite
+//!   journal, `sqlite::SqliteJournal`, with `sqlite`).
 
 #[doc(inline)]
 pub use tributary_core::*;
@@ -82,6 +84,12 @@ pub use tributary_runtime::*;
 /// [`sqlite::RunReader`].
 #[cfg(feature = "sqlite")]
 pub use tributary_sqlite as sqlite;
+
+/// Durable steps and workflows (feature `durable`, off by default): a
+/// journal of step results inside any action, replay, retries, saga
+/// compensation and durable sleep. See `docs/durable.md`.
+#[cfg(feature = "durable")]
+pub use tributary_durable as durable;
 
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {
