@@ -249,6 +249,7 @@ impl Scope {
     ) -> Result<T, DurableError> {
         let mut delays = policy.delays();
         let mut attempt: u32 = 0;
+        let mut last_error: Option<BoxError> = None;
         loop {
             attempt += 1;
             let info = StepAttempt {
@@ -256,15 +257,24 @@ impl Scope {
                 attempt,
                 idempotency_key: self.idempotency_key(&claim.step),
             };
-            let Some(fut) = body(info) else {
-                // A body of one future cannot run again.
-                return Err(DurableError::StepFailed {
-                    step: claim.step.clone(),
-                    attempts: attempt - 1,
-                    source:
-                        "the step's body is a single future and cannot be retried (use step_with)"
-                            .into(),
-                });
+            let fut = match (body(info), last_error.take()) {
+                (Some(fut), _) => fut,
+                // A body of one future cannot run again: its one failure
+                // is the step's.
+                (None, Some(source)) => {
+                    return Err(DurableError::StepFailed {
+                        step: claim.step.clone(),
+                        attempts: attempt - 1,
+                        source,
+                    });
+                }
+                (None, None) => {
+                    return Err(DurableError::StepFailed {
+                        step: claim.step.clone(),
+                        attempts: 0,
+                        source: "the step's body was already taken".into(),
+                    });
+                }
             };
             let outcome = match policy.attempt_timeout() {
                 None => fut.await,
@@ -289,6 +299,7 @@ impl Scope {
             match delay {
                 Some(delay) => {
                     tracing::debug!(step = %claim.step, attempt, error = %error, ?delay, "durable step failed; retrying");
+                    last_error = Some(error);
                     tokio::time::sleep(delay).await;
                 }
                 None => {
