@@ -53,11 +53,12 @@ impl Saga {
                             let id = id.clone();
                             async move {
                                 let n = undo_saga.runs.bump(&format!("undo{i}"));
-                                if let Some((at, gate)) = &undo_saga.block_undo {
-                                    if *at == i && n == 1 {
-                                        gate.notify_one();
-                                        std::future::pending::<()>().await;
-                                    }
+                                if let Some((at, gate)) = &undo_saga.block_undo
+                                    && *at == i
+                                    && n == 1
+                                {
+                                    gate.notify_one();
+                                    std::future::pending::<()>().await;
                                 }
                                 undo_saga.undone.lock().unwrap().push(id);
                                 Ok::<_, BoxError>(())
