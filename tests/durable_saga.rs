@@ -53,9 +53,10 @@ impl Saga {
                             let id = id.clone();
                             async move {
                                 let n = undo_saga.runs.bump(&format!("undo{i}"));
-                                if let Some((at, gate)) = &undo_saga.block_undo
-                                    && *at == i
-                                    && n == 1
+                                if let Some((_, gate)) = undo_saga
+                                    .block_undo
+                                    .as_ref()
+                                    .filter(|(at, _)| *at == i && n == 1)
                                 {
                                     gate.notify_one();
                                     std::future::pending::<()>().await;
