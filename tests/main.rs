@@ -6,6 +6,7 @@ mod application_run;
 mod application_stream;
 mod durable_policy;
 mod durable_saga;
+mod durable_sleep;
 mod durable_steps;
 mod durable_support;
 mod graph_build;
