@@ -9,6 +9,7 @@ mod durable_saga;
 mod durable_sleep;
 mod durable_steps;
 mod durable_support;
+mod durable_workflow;
 mod graph_build;
 mod hooks_pairing;
 mod hooks_panic;

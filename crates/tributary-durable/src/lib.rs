@@ -63,6 +63,7 @@ mod policy;
 mod scope;
 mod step;
 mod store;
+mod workflow;
 
 #[doc(inline)]
 pub use error::{DurableError, JournalError, Terminal, WorkflowError};
@@ -79,3 +80,5 @@ pub use store::{
     EntryKind, JournalEntry, JournalStore, MemoryJournal, Outcome, StepKey, WorkflowRecord,
     WorkflowStatus,
 };
+#[doc(inline)]
+pub use workflow::{WorkflowContext, WorkflowHandle, Workflows};

@@ -1,0 +1,535 @@
+//! Durable workflows: an async function of a [`WorkflowContext`] and an
+//! input, started under an id, journaled step by step, resumed after a
+//! crash.
+//!
+//! A workflow's steps are journaled under (workflow id, sequence 0); its
+//! record ([`WorkflowRecord`]) keeps its function's name, its input and how
+//! it ended. Starting an id that exists attaches to it: a running workflow
+//! is not started twice in one engine, a finished one returns its stored
+//! outcome without running anything, and an unfinished one left by a
+//! crashed process is resumed. [`Workflows::resume_all`] resumes every
+//! unfinished workflow (call it on startup).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tributary_core::BoxError;
+
+use crate::error::{DurableError, WorkflowError};
+use crate::scope::{Clock, Scope, system_clock};
+use crate::step::DurableExt;
+use crate::store::{JournalStore, WorkflowRecord, WorkflowStatus};
+
+type WorkflowFn = Arc<
+    dyn Fn(WorkflowContext, Value) -> BoxFuture<'static, Result<Value, BoxError>> + Send + Sync,
+>;
+
+/// How a workflow ended, as its handles see it.
+#[derive(Debug, Clone, PartialEq)]
+enum End {
+    Completed(Value),
+    Failed(String),
+    Cancelled,
+    Lost,
+}
+
+struct Running {
+    end: watch::Receiver<Option<End>>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+type RunningMap = Arc<std::sync::Mutex<HashMap<String, Running>>>;
+
+/// The workflow engine of a process: registered workflow functions over a
+/// [`JournalStore`]. Clones share everything; when the last clone is
+/// dropped, the workflows still running in it are stopped (they stay
+/// unfinished in the store, and `resume_all` picks them up).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tributary_core::BoxError;
+/// use tributary_durable::{DurableExt, MemoryJournal, WorkflowContext, Workflows};
+///
+/// async fn greet(ctx: WorkflowContext, name: String) -> Result<String, BoxError> {
+///     let upper: String = ctx.step("upper", async { Ok::<_, BoxError>(name.to_uppercase()) }).await?;
+///     Ok(format!("hello {upper}"))
+/// }
+///
+/// let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
+/// workflows.register("greet", greet);
+/// let handle = workflows.start("greet", "greet-1", "ada").await?;
+/// assert_eq!(handle.result::<String>().await?, "hello ADA");
+/// // The same id again: the stored outcome, nothing runs.
+/// let again = workflows.start("greet", "greet-1", "ada").await?;
+/// assert_eq!(again.result::<String>().await?, "hello ADA");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Workflows {
+    inner: Arc<Engine>,
+}
+
+struct Engine {
+    store: Arc<dyn JournalStore>,
+    clock: Clock,
+    functions: RwLock<HashMap<String, WorkflowFn>>,
+    running: RunningMap,
+    /// Held while a start or resume decides whether to launch a run, so
+    /// two of them never both launch one id.
+    launching: Mutex<()>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, run) in running.drain() {
+            if let Some(task) = run.task {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Workflows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let functions: Vec<String> = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        f.debug_struct("Workflows")
+            .field("functions", &functions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Workflows {
+    /// An engine over `store`, with no functions registered yet.
+    pub fn new(store: Arc<dyn JournalStore>) -> Self {
+        Self::with_clock_arc(store, system_clock())
+    }
+
+    /// An engine whose durable sleeps read the time of day from `clock`.
+    pub fn with_clock(
+        store: Arc<dyn JournalStore>,
+        clock: impl Fn() -> std::time::SystemTime + Send + Sync + 'static,
+    ) -> Self {
+        Self::with_clock_arc(store, Arc::new(clock))
+    }
+
+    fn with_clock_arc(store: Arc<dyn JournalStore>, clock: Clock) -> Self {
+        Workflows {
+            inner: Arc::new(Engine {
+                store,
+                clock,
+                functions: RwLock::new(HashMap::new()),
+                running: Arc::default(),
+                launching: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Register `f` as the workflow function `name` (replacing an earlier
+    /// one of that name). Workflows name their function in the store: a
+    /// process that resumes them must register the same names.
+    pub fn register<I, O, F, Fut>(&self, name: impl Into<String>, f: F) -> &Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(WorkflowContext, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, BoxError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let erased: WorkflowFn = Arc::new(move |ctx: WorkflowContext, input: Value| {
+            let f = Arc::clone(&f);
+            async move {
+                let input: I = serde_json::from_value(input).map_err(|e| {
+                    BoxError::from(format!("input does not fit the workflow's type: {e}"))
+                })?;
+                let output = f(ctx, input).await?;
+                Ok(serde_json::to_value(output)?)
+            }
+            .boxed()
+        });
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.into(), erased);
+        self
+    }
+
+    /// Start the workflow `id` running the function `name` on `input`, or
+    /// attach to it if the id exists (running here: the same run; finished:
+    /// its stored outcome; unfinished after a crash: resumed).
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowError::UnknownFunction`] for a name never registered,
+    /// [`WorkflowError::OtherFunction`] for an id started with another
+    /// function, [`WorkflowError::Value`] for an input that does not
+    /// serialise, [`WorkflowError::Store`] when the store fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped after the record is written, the workflow
+    /// is left unfinished for `resume` or `resume_all` to run.
+    pub async fn start<I: Serialize>(
+        &self,
+        name: &str,
+        id: &str,
+        input: I,
+    ) -> Result<WorkflowHandle, WorkflowError> {
+        let input = serde_json::to_value(input).map_err(|source| WorkflowError::Value {
+            workflow_id: id.to_owned(),
+            source,
+        })?;
+        self.function(name)?;
+        let _launching = self.inner.launching.lock().await;
+        if let Some(handle) = self.attach_running(id) {
+            return Ok(handle);
+        }
+        let (record, _created) = self
+            .inner
+            .store
+            .create_workflow(WorkflowRecord {
+                workflow_id: id.to_owned(),
+                name: name.to_owned(),
+                input,
+                status: WorkflowStatus::Running,
+                output: None,
+                error: None,
+            })
+            .await?;
+        if record.name != name {
+            return Err(WorkflowError::OtherFunction {
+                workflow_id: id.to_owned(),
+                existing: record.name,
+                requested: name.to_owned(),
+            });
+        }
+        self.launch(record)
+    }
+
+    /// Resume the workflow `id`: attach to it if it runs here, return its
+    /// outcome if it has finished, run it again (replaying its journal)
+    /// otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowError::UnknownId`] for an id never started,
+    /// [`WorkflowError::UnknownFunction`] when its function is not
+    /// registered in this process, [`WorkflowError::Store`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written before the workflow is launched.
+    pub async fn resume(&self, id: &str) -> Result<WorkflowHandle, WorkflowError> {
+        let _launching = self.inner.launching.lock().await;
+        if let Some(handle) = self.attach_running(id) {
+            return Ok(handle);
+        }
+        let record = self
+            .inner
+            .store
+            .workflow(id)
+            .await?
+            .ok_or_else(|| WorkflowError::UnknownId(id.to_owned()))?;
+        self.launch(record)
+    }
+
+    /// Resume every unfinished workflow of the store (on startup, after a
+    /// crash); their handles, by id.
+    ///
+    /// # Errors
+    ///
+    /// As [`resume`](Self::resume), for the first workflow that cannot be
+    /// resumed (those before it are running).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: workflows launched before the drop keep running.
+    pub async fn resume_all(&self) -> Result<Vec<WorkflowHandle>, WorkflowError> {
+        let unfinished = self.inner.store.unfinished_workflows().await?;
+        let mut handles = Vec::with_capacity(unfinished.len());
+        for record in unfinished {
+            handles.push(self.resume(&record.workflow_id).await?);
+        }
+        Ok(handles)
+    }
+
+    /// Cancel the workflow `id`: a running one is stopped at its next await
+    /// (the step in flight is dropped); it is recorded as cancelled and
+    /// never resumed.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowError::UnknownId`] for an id never started,
+    /// [`WorkflowError::Store`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn cancel(&self, id: &str) -> Result<(), WorkflowError> {
+        let _launching = self.inner.launching.lock().await;
+        if let Some(handle) = self.attach_running(id) {
+            handle.cancel();
+            return Ok(());
+        }
+        let mut record = self
+            .inner
+            .store
+            .workflow(id)
+            .await?
+            .ok_or_else(|| WorkflowError::UnknownId(id.to_owned()))?;
+        if !record.status.is_finished() {
+            record.status = WorkflowStatus::Cancelled;
+            self.inner.store.put_workflow(record).await?;
+        }
+        Ok(())
+    }
+
+    /// The stored record of `id`, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowError::Store`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn record(&self, id: &str) -> Result<Option<WorkflowRecord>, WorkflowError> {
+        Ok(self.inner.store.workflow(id).await?)
+    }
+
+    fn function(&self, name: &str) -> Result<WorkflowFn, WorkflowError> {
+        self.inner
+            .functions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WorkflowError::UnknownFunction(name.to_owned()))
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn attach_running(&self, id: &str) -> Option<WorkflowHandle> {
+        self.running().get(id).map(|run| WorkflowHandle {
+            id: id.to_owned(),
+            end: run.end.clone(),
+            cancel: run.cancel.clone(),
+        })
+    }
+
+    /// A handle on `record`: its outcome if finished, a new run otherwise.
+    fn launch(&self, record: WorkflowRecord) -> Result<WorkflowHandle, WorkflowError> {
+        let id = record.workflow_id.clone();
+        let finished = match record.status {
+            WorkflowStatus::Running => None,
+            WorkflowStatus::Completed => Some(End::Completed(record.output.unwrap_or(Value::Null))),
+            WorkflowStatus::Failed => Some(End::Failed(record.error.unwrap_or_default())),
+            WorkflowStatus::Cancelled => Some(End::Cancelled),
+        };
+        if let Some(end) = finished {
+            let (_tx, end) = watch::channel(Some(end));
+            return Ok(WorkflowHandle {
+                id,
+                end,
+                cancel: CancellationToken::new(),
+            });
+        }
+        let function = self.function(&record.name)?;
+        let (tx, end) = watch::channel(None);
+        let cancel = CancellationToken::new();
+        let ctx = WorkflowContext {
+            id: id.clone(),
+            scope: Arc::new(Scope::new(
+                Arc::clone(&self.inner.store),
+                id.clone(),
+                0,
+                Arc::clone(&self.inner.clock),
+            )),
+            cancel: cancel.clone(),
+        };
+        let store = Arc::clone(&self.inner.store);
+        let map = Arc::clone(&self.inner.running);
+        let handle_id = id.clone();
+        let token = cancel.clone();
+        let mut running = self.running();
+        let task = tokio::spawn(async move {
+            let body = function(ctx, record.input.clone());
+            let end = tokio::select! {
+                out = body => match out {
+                    Ok(value) => End::Completed(value),
+                    Err(e) => End::Failed(e.to_string()),
+                },
+                () = token.cancelled() => End::Cancelled,
+            };
+            let (status, output, error) = match &end {
+                End::Completed(v) => (WorkflowStatus::Completed, Some(v.clone()), None),
+                End::Failed(e) => (WorkflowStatus::Failed, None, Some(e.clone())),
+                _ => (WorkflowStatus::Cancelled, None, None),
+            };
+            let saved = store
+                .put_workflow(WorkflowRecord {
+                    status,
+                    output,
+                    error,
+                    ..record
+                })
+                .await;
+            let end = match saved {
+                Ok(()) => end,
+                Err(e) => {
+                    tracing::error!(workflow = %id, error = %e, "the workflow's outcome was not stored");
+                    End::Lost
+                }
+            };
+            // Removed before the outcome is sent: a start that sees the
+            // outcome finds the record, not a finished run.
+            map.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            let _ = tx.send(Some(end));
+        });
+        // The map's lock is taken before the task is spawned: the task
+        // cannot remove its entry before it is inserted.
+        running.insert(
+            handle_id.clone(),
+            Running {
+                end: end.clone(),
+                cancel: cancel.clone(),
+                task: Some(task),
+            },
+        );
+        Ok(WorkflowHandle {
+            id: handle_id,
+            end,
+            cancel,
+        })
+    }
+}
+
+/// A handle on one workflow: wait for its outcome, or cancel it. Cheap to
+/// clone; any number of handles may wait.
+#[derive(Clone)]
+pub struct WorkflowHandle {
+    id: String,
+    end: watch::Receiver<Option<End>>,
+    cancel: CancellationToken,
+}
+
+impl fmt::Debug for WorkflowHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkflowHandle {
+    /// The workflow's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Ask the workflow to stop (as [`Workflows::cancel`] for a workflow
+    /// running in this engine; nothing for one that has finished).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Wait for the workflow's outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowError::Failed`] with the function's error,
+    /// [`WorkflowError::Cancelled`], [`WorkflowError::Value`] for an output
+    /// that does not fit `O`, [`WorkflowError::Lost`] when the run stopped
+    /// without an outcome (its engine was dropped, the store failed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future leaves the workflow running.
+    pub async fn result<O: DeserializeOwned>(&self) -> Result<O, WorkflowError> {
+        let mut end = self.end.clone();
+        let outcome = match end.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        };
+        match outcome {
+            Some(End::Completed(value)) => {
+                serde_json::from_value(value).map_err(|source| WorkflowError::Value {
+                    workflow_id: self.id.clone(),
+                    source,
+                })
+            }
+            Some(End::Failed(error)) => Err(WorkflowError::Failed {
+                workflow_id: self.id.clone(),
+                error,
+            }),
+            Some(End::Cancelled) => Err(WorkflowError::Cancelled(self.id.clone())),
+            Some(End::Lost) | None => Err(WorkflowError::Lost(self.id.clone())),
+        }
+    }
+}
+
+/// What a workflow function is given: its id, durable steps (through
+/// [`DurableExt`]), and its cancellation.
+#[derive(Clone)]
+pub struct WorkflowContext {
+    id: String,
+    scope: Arc<Scope>,
+    cancel: CancellationToken,
+}
+
+impl fmt::Debug for WorkflowContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowContext")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkflowContext {
+    /// The workflow's id.
+    pub fn workflow_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether the workflow was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+impl DurableExt for WorkflowContext {
+    fn scope(&self) -> Result<Arc<Scope>, DurableError> {
+        Ok(Arc::clone(&self.scope))
+    }
+}
