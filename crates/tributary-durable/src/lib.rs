@@ -82,3 +82,8 @@ pub use store::{
 };
 #[doc(inline)]
 pub use workflow::{WorkflowContext, WorkflowHandle, Workflows};
+
+// The guide's examples are tested with the crate's.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/durable.md")]
+struct DurableGuide;
