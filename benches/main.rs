@@ -10,7 +10,8 @@
 //! target and whether it is met, and the peak RSS where it matters.
 //! Scenarios: `map_cpu`, `map_io`, `merge`, `first_item`, `pause`, `cancel`,
 //! `memory` (`memory_suspended` and `memory_slow_consumer`, each in a child
-//! process of its own). See `docs/benchmarks.md`.
+//! process of its own), `durable` (journaled steps/s on SQLite). See
+//! `docs/benchmarks.md`.
 
 mod report;
 mod scenarios;
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use scenarios::{control, map, memory, merge, profile};
+use scenarios::{control, durable, map, memory, merge, profile};
 
 const SCENARIOS: &[&str] = &[
     "map_cpu",
@@ -30,6 +31,7 @@ const SCENARIOS: &[&str] = &[
     "pause",
     "cancel",
     "memory",
+    "durable",
 ];
 
 /// How long to measure.
@@ -129,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             "first_item" => on_worker(Box::pin(async move { merge::first_item(&opts).await })),
             "pause" => on_worker(Box::pin(async move { control::pause(&opts).await })),
             "cancel" => on_worker(Box::pin(async move { control::cancel(&opts).await })),
+            "durable" => on_worker(Box::pin(async move { durable::durable(&opts).await })),
             "memory" => {
                 memory::suspended(&opts);
                 memory::slow_consumer(&opts);

@@ -2,6 +2,7 @@
 //! doing the same work in the same run.
 
 pub(crate) mod control;
+pub(crate) mod durable;
 pub(crate) mod map;
 pub(crate) mod memory;
 pub(crate) mod merge;

@@ -102,6 +102,13 @@ impl Scope {
         }
     }
 
+    /// A scope that knows its journal is empty (a workflow record created
+    /// just now), so its first step does not read the store.
+    pub(crate) fn with_empty_journal(self) -> Self {
+        self.cursor().loaded = Some(Arc::new(Vec::new()));
+        self
+    }
+
     /// The application (or workflow) id the steps are journaled under.
     pub fn app_id(&self) -> &str {
         &self.app_id

@@ -90,9 +90,10 @@ struct Engine {
     clock: Clock,
     functions: RwLock<HashMap<String, WorkflowFn>>,
     running: RunningMap,
-    /// Held while a start or resume decides whether to launch a run, so
-    /// two of them never both launch one id.
-    launching: Mutex<()>,
+    /// One lock per id while a start, resume or cancel of that id decides
+    /// whether to launch a run, so two of them never both launch one id
+    /// (starts of different ids go on concurrently).
+    launching: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>,
 }
 
 impl Drop for Engine {
@@ -143,7 +144,7 @@ impl Workflows {
                 clock,
                 functions: RwLock::new(HashMap::new()),
                 running: Arc::default(),
-                launching: Mutex::new(()),
+                launching: Arc::default(),
             }),
         }
     }
@@ -204,11 +205,11 @@ impl Workflows {
             source,
         })?;
         self.function(name)?;
-        let _launching = self.inner.launching.lock().await;
+        let _launching = self.lock_id(id).await;
         if let Some(handle) = self.attach_running(id) {
             return Ok(handle);
         }
-        let (record, _created) = self
+        let (record, created) = self
             .inner
             .store
             .create_workflow(WorkflowRecord {
@@ -227,7 +228,9 @@ impl Workflows {
                 requested: name.to_owned(),
             });
         }
-        self.launch(record)
+        // A record created just now has no journal yet: its first step
+        // need not read one.
+        self.launch(record, created)
     }
 
     /// Resume the workflow `id`: attach to it if it runs here, return its
@@ -244,7 +247,7 @@ impl Workflows {
     ///
     /// Cancel safe: nothing is written before the workflow is launched.
     pub async fn resume(&self, id: &str) -> Result<WorkflowHandle, WorkflowError> {
-        let _launching = self.inner.launching.lock().await;
+        let _launching = self.lock_id(id).await;
         if let Some(handle) = self.attach_running(id) {
             return Ok(handle);
         }
@@ -254,7 +257,7 @@ impl Workflows {
             .workflow(id)
             .await?
             .ok_or_else(|| WorkflowError::UnknownId(id.to_owned()))?;
-        self.launch(record)
+        self.launch(record, false)
     }
 
     /// Resume every unfinished workflow of the store (on startup, after a
@@ -290,7 +293,7 @@ impl Workflows {
     ///
     /// Cancel safe.
     pub async fn cancel(&self, id: &str) -> Result<(), WorkflowError> {
-        let _launching = self.inner.launching.lock().await;
+        let _launching = self.lock_id(id).await;
         if let Some(handle) = self.attach_running(id) {
             handle.cancel();
             return Ok(());
@@ -331,6 +334,23 @@ impl Workflows {
             .ok_or_else(|| WorkflowError::UnknownFunction(name.to_owned()))
     }
 
+    /// Take the launch lock of `id`.
+    async fn lock_id(&self, id: &str) -> IdLock {
+        let lock = {
+            let mut map = self
+                .inner
+                .launching
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(map.entry(id.to_owned()).or_default())
+        };
+        IdLock {
+            guard: Some(lock.lock_owned().await),
+            map: Arc::clone(&self.inner.launching),
+            id: id.to_owned(),
+        }
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         self.inner
             .running
@@ -347,7 +367,7 @@ impl Workflows {
     }
 
     /// A handle on `record`: its outcome if finished, a new run otherwise.
-    fn launch(&self, record: WorkflowRecord) -> Result<WorkflowHandle, WorkflowError> {
+    fn launch(&self, record: WorkflowRecord, fresh: bool) -> Result<WorkflowHandle, WorkflowError> {
         let id = record.workflow_id.clone();
         let finished = match record.status {
             WorkflowStatus::Running => None,
@@ -368,12 +388,19 @@ impl Workflows {
         let cancel = CancellationToken::new();
         let ctx = WorkflowContext {
             id: id.clone(),
-            scope: Arc::new(Scope::new(
-                Arc::clone(&self.inner.store),
-                id.clone(),
-                0,
-                Arc::clone(&self.inner.clock),
-            )),
+            scope: Arc::new({
+                let scope = Scope::new(
+                    Arc::clone(&self.inner.store),
+                    id.clone(),
+                    0,
+                    Arc::clone(&self.inner.clock),
+                );
+                if fresh {
+                    scope.with_empty_journal()
+                } else {
+                    scope
+                }
+            }),
             cancel: cancel.clone(),
         };
         let store = Arc::clone(&self.inner.store);
@@ -432,6 +459,24 @@ impl Workflows {
             end,
             cancel,
         })
+    }
+}
+
+/// The launch lock of one id; its map entry goes once nobody holds or
+/// waits for it (the map holds only ids being launched).
+struct IdLock {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    map: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    id: String,
+}
+
+impl Drop for IdLock {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.id);
+        }
     }
 }
 
