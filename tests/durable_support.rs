@@ -138,4 +138,20 @@ impl JournalStore for Recording {
     async fn unfinished_workflows(&self) -> Result<Vec<WorkflowRecord>, JournalError> {
         self.inner.unfinished_workflows().await
     }
+    async fn send_event(
+        &self,
+        target: &str,
+        name: &str,
+        value: Value,
+    ) -> Result<u64, JournalError> {
+        self.inner.send_event(target, name, value).await
+    }
+    async fn event(
+        &self,
+        target: &str,
+        name: &str,
+        index: u64,
+    ) -> Result<Option<Value>, JournalError> {
+        self.inner.event(target, name, index).await
+    }
 }

@@ -383,6 +383,51 @@ impl Scope {
         }
     }
 
+    /// Wait for the next event named `name` sent to this scope's id (the
+    /// n-th wait for a name takes the n-th event of that name), journal it,
+    /// return it; a replay returns the journaled event.
+    pub(crate) async fn await_event(
+        &self,
+        name: &str,
+        wake: &tokio::sync::Notify,
+        poll: Duration,
+    ) -> Result<(StepKey, Value), DurableError> {
+        let claim = self
+            .claim(&format!("event:{name}"), EntryKind::Event)
+            .await?;
+        let recorded = match claim.recorded.clone() {
+            Some(outcome) => outcome,
+            None => {
+                let index = u64::from(claim.step.occurrence);
+                loop {
+                    // Registered before the store is read: an event sent in
+                    // between still wakes this wait.
+                    let notified = wake.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if let Some(value) = self.store.event(&self.app_id, name, index).await? {
+                        break self
+                            .record(&claim, EntryKind::Event, Outcome::Completed(value))
+                            .await?;
+                    }
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = tokio::time::sleep(poll) => {}
+                    }
+                }
+            }
+        };
+        match recorded {
+            Outcome::Completed(value) => Ok((claim.step, value)),
+            Outcome::Failed(_) => Err(crate::error::JournalError::Corrupt {
+                app_id: self.app_id.clone(),
+                sequence_id: self.sequence_id,
+                reason: format!("event {} is journaled as a failure", claim.step),
+            }
+            .into()),
+        }
+    }
+
     /// A durable sleep: journal the wake-up time, then sleep until it.
     pub(crate) async fn sleep(&self, duration: Duration) -> Result<(), DurableError> {
         let claim = self.claim("sleep", EntryKind::Sleep).await?;

@@ -13,14 +13,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary_core::BoxError;
@@ -94,6 +96,11 @@ struct Engine {
     /// whether to launch a run, so two of them never both launch one id
     /// (starts of different ids go on concurrently).
     launching: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// Woken on every event sent through this engine.
+    events: Arc<Notify>,
+    /// How often a waiting workflow reads the store for events sent by
+    /// other processes, in milliseconds.
+    event_poll_ms: Arc<AtomicU64>,
 }
 
 impl Drop for Engine {
@@ -145,6 +152,8 @@ impl Workflows {
                 functions: RwLock::new(HashMap::new()),
                 running: Arc::default(),
                 launching: Arc::default(),
+                events: Arc::new(Notify::new()),
+                event_poll_ms: Arc::new(AtomicU64::new(1_000)),
             }),
         }
     }
@@ -311,6 +320,49 @@ impl Workflows {
         Ok(())
     }
 
+    /// Send an event named `name` to the workflow `id`. It is stored first
+    /// (so neither a crash of the sender nor one of the workflow loses it);
+    /// the workflow's next [`WorkflowContext::await_event`] of that name
+    /// that has not received one yet takes it, journals it and never takes
+    /// it again. Workflows waiting in this engine wake at once; those in
+    /// other processes within their poll interval.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowError::UnknownId`] for an id never started,
+    /// [`WorkflowError::Value`] for a value that does not serialise,
+    /// [`WorkflowError::Store`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped after the store was asked, the event may or
+    /// may not have been kept.
+    pub async fn send_event<T: Serialize>(
+        &self,
+        id: &str,
+        name: &str,
+        value: T,
+    ) -> Result<(), WorkflowError> {
+        let value = serde_json::to_value(value).map_err(|source| WorkflowError::Value {
+            workflow_id: id.to_owned(),
+            source,
+        })?;
+        if self.inner.store.workflow(id).await?.is_none() {
+            return Err(WorkflowError::UnknownId(id.to_owned()));
+        }
+        self.inner.store.send_event(id, name, value).await?;
+        self.inner.events.notify_waiters();
+        Ok(())
+    }
+
+    /// How often a workflow waiting for an event reads the store, for
+    /// events sent by other processes (1 s unless set; events sent through
+    /// this engine wake it at once).
+    pub fn set_event_poll_interval(&self, every: Duration) {
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.inner.event_poll_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// The stored record of `id`, if any.
     ///
     /// # Errors
@@ -402,6 +454,8 @@ impl Workflows {
                 }
             }),
             cancel: cancel.clone(),
+            events: Arc::clone(&self.inner.events),
+            event_poll_ms: Arc::clone(&self.inner.event_poll_ms),
         };
         let store = Arc::clone(&self.inner.store);
         let map = Arc::clone(&self.inner.running);
@@ -551,6 +605,8 @@ pub struct WorkflowContext {
     id: String,
     scope: Arc<Scope>,
     cancel: CancellationToken,
+    events: Arc<Notify>,
+    event_poll_ms: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for WorkflowContext {
@@ -570,6 +626,50 @@ impl WorkflowContext {
     /// Whether the workflow was asked to stop.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Wait for the next event named `name` sent to this workflow with
+    /// [`Workflows::send_event`]: the n-th wait for a name takes the n-th
+    /// event of that name. The event is journaled once received, so after
+    /// a crash it is neither lost (an event sent but not yet received is
+    /// still in the store) nor delivered twice (a received one is replayed
+    /// from the journal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use tributary_core::BoxError;
+    /// use tributary_durable::{MemoryJournal, WorkflowContext, Workflows};
+    ///
+    /// let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
+    /// workflows.register("refund", |ctx: WorkflowContext, amount: u32| async move {
+    ///     let approved: bool = ctx.await_event("approval").await?;
+    ///     Ok::<_, BoxError>(if approved { amount } else { 0 })
+    /// });
+    /// let handle = workflows.start("refund", "refund-1", 40).await?;
+    /// workflows.send_event("refund-1", "approval", true).await?;
+    /// assert_eq!(handle.result::<u32>().await?, 40);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`DurableError::NonDeterminism`] when the journal holds another step
+    /// here, [`DurableError::Value`] for an event that does not fit `T`,
+    /// [`DurableError::Store`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is taken only when journaled; dropped before,
+    /// it stays for the next wait.
+    pub async fn await_event<T: DeserializeOwned>(&self, name: &str) -> Result<T, DurableError> {
+        let poll = Duration::from_millis(self.event_poll_ms.load(Ordering::Relaxed));
+        let (step, value) = self.scope.await_event(name, &self.events, poll).await?;
+        serde_json::from_value(value).map_err(|source| DurableError::Value { step, source })
     }
 }
 

@@ -399,4 +399,63 @@ impl JournalStore for SqliteJournal {
             .map_err(backend)?;
         rows.into_iter().map(RawWorkflow::decode).collect()
     }
+
+    async fn send_event(
+        &self,
+        target: &str,
+        name: &str,
+        value: Value,
+    ) -> Result<u64, JournalError> {
+        let (target, name, value) = (target.to_owned(), name.to_owned(), value.to_string());
+        let sent_at = now_micros();
+        let index: Arc<Mutex<i64>> = Arc::default();
+        let slot = Arc::clone(&index);
+        self.db
+            .write(move |tx| {
+                let next: i64 = tx
+                    .prepare_cached(
+                        "SELECT COALESCE(MAX(idx) + 1, 0) FROM events WHERE target = ?1 AND name = ?2",
+                    )?
+                    .query_row(params![target, name], |row| row.get(0))?;
+                tx.prepare_cached(
+                    "INSERT INTO events (target, name, idx, value, sent_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![target, name, next, value, sent_at])?;
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = next;
+                Ok(())
+            })
+            .await
+            .map_err(backend)?;
+        let index = *index.lock().unwrap_or_else(PoisonError::into_inner);
+        u64::try_from(index).map_err(JournalError::backend)
+    }
+
+    async fn event(
+        &self,
+        target: &str,
+        name: &str,
+        index: u64,
+    ) -> Result<Option<Value>, JournalError> {
+        let (t, n, i) = (target.to_owned(), name.to_owned(), to_i64(index)?);
+        let text: Option<String> = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT value FROM events WHERE target = ?1 AND name = ?2 AND idx = ?3",
+                )?
+                .query_row(params![t, n, i], |row| row.get(0))
+                .optional()
+            })
+            .await
+            .map_err(backend)?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| JournalError::Corrupt {
+                app_id: target.to_owned(),
+                sequence_id: 0,
+                reason: format!("event {name} #{index} is not JSON: {e}"),
+            })
+        })
+        .transpose()
+    }
 }

@@ -116,7 +116,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX steps_by_process ON steps (process, started_at);
     ",
     // 2 -> 3: the journal of durable steps (one row per step outcome at a
-    // position of an action attempt) and the records of durable workflows.
+    // position of an action attempt), the records of durable workflows and
+    // the events sent to them.
     "
     CREATE TABLE journal (
         app_id      TEXT    NOT NULL,
@@ -143,6 +144,16 @@ const MIGRATIONS: &[&str] = &[
         updated_at  INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX workflows_by_status ON workflows (status);
+
+    -- Events sent to workflows, numbered per (target, name) from 0.
+    CREATE TABLE events (
+        target  TEXT    NOT NULL,
+        name    TEXT    NOT NULL,
+        idx     INTEGER NOT NULL,
+        value   TEXT    NOT NULL,
+        sent_at INTEGER NOT NULL,
+        PRIMARY KEY (target, name, idx)
+    ) WITHOUT ROWID;
     ",
 ];
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
+use serde_json::Value;
 
 use super::{JournalEntry, JournalStore, WorkflowRecord, WorkflowStatus};
 use crate::error::JournalError;
@@ -45,6 +46,7 @@ pub struct MemoryJournal {
 struct Inner {
     entries: BTreeMap<(String, u64, u32), JournalEntry>,
     workflows: BTreeMap<String, WorkflowRecord>,
+    events: BTreeMap<(String, String), Vec<Value>>,
 }
 
 impl MemoryJournal {
@@ -132,5 +134,34 @@ impl JournalStore for MemoryJournal {
             .filter(|r| r.status == WorkflowStatus::Running)
             .cloned()
             .collect())
+    }
+
+    async fn send_event(
+        &self,
+        target: &str,
+        name: &str,
+        value: Value,
+    ) -> Result<u64, JournalError> {
+        let mut inner = self.lock();
+        let queue = inner
+            .events
+            .entry((target.to_owned(), name.to_owned()))
+            .or_default();
+        queue.push(value);
+        Ok(queue.len() as u64 - 1)
+    }
+
+    async fn event(
+        &self,
+        target: &str,
+        name: &str,
+        index: u64,
+    ) -> Result<Option<Value>, JournalError> {
+        let inner = self.lock();
+        Ok(inner
+            .events
+            .get(&(target.to_owned(), name.to_owned()))
+            .and_then(|q| q.get(usize::try_from(index).ok()?))
+            .cloned())
     }
 }

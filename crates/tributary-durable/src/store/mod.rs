@@ -60,6 +60,8 @@ pub enum EntryKind {
     Sleep,
     /// A compensation ran (saga undo); its value is `null`.
     Compensation,
+    /// An external event was received; its value is the event's.
+    Event,
 }
 
 impl EntryKind {
@@ -69,6 +71,7 @@ impl EntryKind {
             EntryKind::Step => "step",
             EntryKind::Sleep => "sleep",
             EntryKind::Compensation => "compensation",
+            EntryKind::Event => "event",
         }
     }
 
@@ -78,6 +81,7 @@ impl EntryKind {
             "step" => Some(EntryKind::Step),
             "sleep" => Some(EntryKind::Sleep),
             "compensation" => Some(EntryKind::Compensation),
+            "event" => Some(EntryKind::Event),
             _ => None,
         }
     }
@@ -180,7 +184,8 @@ pub struct WorkflowRecord {
     pub error: Option<String>,
 }
 
-/// Keeps journal entries and workflow records.
+/// Keeps journal entries, workflow records and the events sent to
+/// workflows.
 ///
 /// Implementations must make an acknowledged [`append`](Self::append) durable
 /// (it survives a crash of the process) and must be insert-if-absent at
@@ -215,6 +220,20 @@ pub trait JournalStore: Send + Sync + 'static {
 
     /// Every workflow with status [`WorkflowStatus::Running`], by id.
     async fn unfinished_workflows(&self) -> Result<Vec<WorkflowRecord>, JournalError>;
+
+    /// Keep an event named `name` for `target` (a workflow id), after the
+    /// events of that name sent to it before; its index among them, from 0.
+    async fn send_event(&self, target: &str, name: &str, value: Value)
+    -> Result<u64, JournalError>;
+
+    /// The `index`-th event named `name` sent to `target`, if it has been
+    /// sent.
+    async fn event(
+        &self,
+        target: &str,
+        name: &str,
+        index: u64,
+    ) -> Result<Option<Value>, JournalError>;
 }
 
 impl fmt::Debug for dyn JournalStore {
