@@ -270,3 +270,24 @@ async fn a_step_of_one_future_reports_its_own_error_when_retries_are_asked_for()
         other => panic!("expected the body's own error, got {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn pause_on_exhausted_in_an_action_fails_as_without_it() {
+    // No workflow, nobody to resume it: the step fails after its retries.
+    let attempts = Arc::new(AtomicU32::new(0));
+    let last = LastError::default();
+    let journal = Journal::new(Arc::new(MemoryJournal::new()));
+    let graph = flaky(
+        5,
+        transient,
+        retries(1).pause_on_exhausted(),
+        attempts.clone(),
+        last.clone(),
+    );
+    run_app(&graph, "job", &journal).await.unwrap_err();
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert!(matches!(
+        last.take(),
+        Some(DurableError::StepFailed { attempts: 2, .. })
+    ));
+}

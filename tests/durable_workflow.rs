@@ -200,3 +200,133 @@ async fn a_failing_workflow_records_its_error() {
     assert_eq!(record.status, WorkflowStatus::Failed);
     assert_eq!(record.error.as_deref(), Some("out of stock"));
 }
+
+/// A workflow whose one step fails while `healthy` is false, with two
+/// retries and a pause when they run out.
+fn register_pay(
+    workflows: &Workflows,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    attempts: Arc<std::sync::atomic::AtomicU32>,
+) {
+    use std::sync::atomic::Ordering;
+    workflows.register("pay", move |ctx: WorkflowContext, ()| {
+        let (healthy, attempts) = (healthy.clone(), attempts.clone());
+        async move {
+            let policy = StepPolicy::new()
+                .retries(2)
+                .backoff(
+                    std::time::Duration::from_millis(1),
+                    std::time::Duration::from_millis(1),
+                )
+                .pause_on_exhausted();
+            let paid: u32 = ctx
+                .step_with("charge", |_| {
+                    let (healthy, attempts) = (healthy.clone(), attempts.clone());
+                    async move {
+                        attempts.fetch_add(1, Ordering::SeqCst);
+                        if healthy.load(Ordering::SeqCst) {
+                            Ok(42)
+                        } else {
+                            Err::<u32, BoxError>("gateway down".into())
+                        }
+                    }
+                })
+                .policy(policy)
+                .await?;
+            Ok::<_, BoxError>(paid)
+        }
+    });
+}
+
+/// Wait (bounded) until the record of `id` has `status`.
+async fn wait_status(workflows: &Workflows, id: &str, status: WorkflowStatus) -> WorkflowRecord {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let record = workflows.record(id).await.unwrap();
+            if let Some(r) = record.filter(|r| r.status == status) {
+                return r;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the status is reached")
+}
+
+#[tokio::test]
+async fn a_step_out_of_retries_pauses_the_workflow_until_it_is_resumed() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let (healthy, attempts) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
+    register_pay(&workflows, healthy.clone(), attempts.clone());
+    let handle = workflows.start("pay", "pay-1", ()).await.unwrap();
+
+    let paused = wait_status(&workflows, "pay-1", WorkflowStatus::Paused).await;
+    assert_eq!(
+        paused.error.as_deref(),
+        Some("step charge#0 is out of retries: gateway down")
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    // Paused, not failed: still waiting.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), handle.result::<u32>())
+            .await
+            .is_err()
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    workflows.resume("pay-1").await.unwrap();
+    assert_eq!(handle.result::<u32>().await.unwrap(), 42);
+    assert_eq!(attempts.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        workflows.record("pay-1").await.unwrap().unwrap().status,
+        WorkflowStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn a_paused_workflow_can_be_cancelled() {
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+    let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
+    register_pay(
+        &workflows,
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let handle = workflows.start("pay", "pay-2", ()).await.unwrap();
+    wait_status(&workflows, "pay-2", WorkflowStatus::Paused).await;
+    workflows.cancel("pay-2").await.unwrap();
+    assert!(matches!(
+        handle.result::<u32>().await,
+        Err(WorkflowError::Cancelled(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_paused_workflow_stays_paused_across_a_restart_until_resumed() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let store: Arc<dyn JournalStore> = Arc::new(MemoryJournal::new());
+    let (healthy, attempts) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let first = Workflows::new(Arc::clone(&store));
+    register_pay(&first, healthy.clone(), attempts.clone());
+    first.start("pay", "pay-3", ()).await.unwrap();
+    wait_status(&first, "pay-3", WorkflowStatus::Paused).await;
+    drop(first);
+
+    let second = Workflows::new(store);
+    register_pay(&second, healthy.clone(), attempts.clone());
+    assert!(
+        second.resume_all().await.unwrap().is_empty(),
+        "a paused workflow waits for a user"
+    );
+    healthy.store(true, Ordering::SeqCst);
+    let handle = second.resume("pay-3").await.unwrap();
+    assert_eq!(handle.result::<u32>().await.unwrap(), 42);
+    assert_eq!(attempts.load(Ordering::SeqCst), 4);
+}

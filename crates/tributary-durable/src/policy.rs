@@ -46,6 +46,7 @@ pub struct StepPolicy {
     jitter: bool,
     timeout: Option<Duration>,
     retry_if: Option<RetryIf>,
+    pause: bool,
 }
 
 impl fmt::Debug for StepPolicy {
@@ -58,6 +59,7 @@ impl fmt::Debug for StepPolicy {
             .field("jitter", &self.jitter)
             .field("timeout", &self.timeout)
             .field("retry_if", &self.retry_if.is_some())
+            .field("pause", &self.pause)
             .finish()
     }
 }
@@ -72,6 +74,7 @@ impl Default for StepPolicy {
             jitter: false,
             timeout: None,
             retry_if: None,
+            pause: false,
         }
     }
 }
@@ -123,6 +126,23 @@ impl StepPolicy {
     pub fn retry_if(mut self, f: impl Fn(&BoxError) -> bool + Send + Sync + 'static) -> Self {
         self.retry_if = Some(Arc::new(f));
         self
+    }
+
+    /// When the retries run out (on an error that may be retried), pause
+    /// instead of failing: a workflow's record shows
+    /// [`WorkflowStatus::Paused`](crate::WorkflowStatus::Paused) and the
+    /// step waits until [`Workflows::resume`](crate::Workflows::resume)
+    /// starts its retries again (or the workflow is cancelled). A step of
+    /// an action (no workflow) has nobody to resume it and fails as
+    /// without this setting.
+    pub fn pause_on_exhausted(mut self) -> Self {
+        self.pause = true;
+        self
+    }
+
+    /// Whether the step pauses when its retries run out.
+    pub fn pauses_on_exhausted(&self) -> bool {
+        self.pause
     }
 
     /// How many times the body may run: retries + 1.

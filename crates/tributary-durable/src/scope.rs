@@ -42,6 +42,13 @@ pub struct StepAttempt {
     pub idempotency_key: String,
 }
 
+/// Where a step whose retries ran out waits to be resumed (workflows
+/// have one; actions do not).
+pub(crate) trait PauseGate: Send + Sync {
+    /// Pause on `error`; `true` once resumed (the step retries again).
+    fn pause<'a>(&'a self, step: &'a StepKey, error: &'a BoxError) -> BoxFuture<'a, bool>;
+}
+
 /// A registered compensation, ready to run.
 pub(crate) struct Pending {
     pub(crate) name: String,
@@ -68,6 +75,7 @@ pub struct Scope {
     sequence_id: u64,
     clock: Clock,
     cursor: Mutex<Cursor>,
+    pause: Option<Arc<dyn PauseGate>>,
 }
 
 impl fmt::Debug for Scope {
@@ -99,7 +107,14 @@ impl Scope {
             sequence_id,
             clock,
             cursor: Mutex::new(Cursor::default()),
+            pause: None,
         }
+    }
+
+    /// A scope whose exhausted steps may pause at `gate`.
+    pub(crate) fn with_pause(mut self, gate: Arc<dyn PauseGate>) -> Self {
+        self.pause = Some(gate);
+        self
     }
 
     /// A scope that knows its journal is empty (a workflow record created
@@ -298,11 +313,18 @@ impl Scope {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            let delay = if policy.should_retry(&error) {
-                delays.next()
-            } else {
-                None
-            };
+            let retryable = policy.should_retry(&error);
+            let mut delay = if retryable { delays.next() } else { None };
+            if delay.is_none() && retryable && policy.pauses_on_exhausted() {
+                if let Some(gate) = &self.pause {
+                    tracing::info!(step = %claim.step, attempt, error = %error, "durable step out of retries; paused");
+                    if gate.pause(&claim.step, &error).await {
+                        // Resumed: a fresh round of retries, the first now.
+                        delays = policy.delays();
+                        delay = Some(Duration::ZERO);
+                    }
+                }
+            }
             match delay {
                 Some(delay) => {
                     tracing::debug!(step = %claim.step, attempt, error = %error, ?delay, "durable step failed; retrying");

@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::BoxError;
 
 use crate::error::{DurableError, WorkflowError};
-use crate::scope::{Clock, Scope, system_clock};
+use crate::scope::{Clock, PauseGate, Scope, system_clock};
 use crate::step::DurableExt;
-use crate::store::{JournalStore, WorkflowRecord, WorkflowStatus};
+use crate::store::{JournalStore, StepKey, WorkflowRecord, WorkflowStatus};
 
 type WorkflowFn = Arc<
     dyn Fn(WorkflowContext, Value) -> BoxFuture<'static, Result<Value, BoxError>> + Send + Sync,
@@ -48,7 +48,53 @@ enum End {
 struct Running {
     end: watch::Receiver<Option<End>>,
     cancel: CancellationToken,
+    unpause: Arc<Notify>,
     task: Option<JoinHandle<()>>,
+}
+
+/// Where a workflow's exhausted step waits: the record says paused until
+/// [`Workflows::resume`] wakes it.
+struct WorkflowPause {
+    store: Arc<dyn JournalStore>,
+    record: WorkflowRecord,
+    unpause: Arc<Notify>,
+}
+
+impl PauseGate for WorkflowPause {
+    fn pause<'a>(&'a self, step: &'a StepKey, error: &'a BoxError) -> BoxFuture<'a, bool> {
+        async move {
+            // Registered before the record says paused: a resume that reads
+            // the record afterwards always wakes this wait.
+            let resumed = self.unpause.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            let paused = WorkflowRecord {
+                status: WorkflowStatus::Paused,
+                output: None,
+                error: Some(format!("step {step} is out of retries: {error}")),
+                ..self.record.clone()
+            };
+            if let Err(e) = self.store.put_workflow(paused).await {
+                tracing::error!(workflow = %self.record.workflow_id, error = %e, "cannot record the pause");
+                return false;
+            }
+            resumed.await;
+            let running = WorkflowRecord {
+                status: WorkflowStatus::Running,
+                output: None,
+                error: None,
+                ..self.record.clone()
+            };
+            match self.store.put_workflow(running).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(workflow = %self.record.workflow_id, error = %e, "cannot record the resume");
+                    false
+                }
+            }
+        }
+        .boxed()
+    }
 }
 
 type RunningMap = Arc<std::sync::Mutex<HashMap<String, Running>>>;
@@ -258,6 +304,13 @@ impl Workflows {
     pub async fn resume(&self, id: &str) -> Result<WorkflowHandle, WorkflowError> {
         let _launching = self.lock_id(id).await;
         if let Some(handle) = self.attach_running(id) {
+            // Paused here: start its step's retries again.
+            let paused = self.inner.store.workflow(id).await?;
+            if paused.is_some_and(|r| r.status == WorkflowStatus::Paused) {
+                if let Some(run) = self.running().get(id) {
+                    run.unpause.notify_waiters();
+                }
+            }
             return Ok(handle);
         }
         let record = self
@@ -422,9 +475,11 @@ impl Workflows {
     fn launch(&self, record: WorkflowRecord, fresh: bool) -> Result<WorkflowHandle, WorkflowError> {
         let id = record.workflow_id.clone();
         let finished = match record.status {
-            WorkflowStatus::Running => None,
-            WorkflowStatus::Completed => Some(End::Completed(record.output.unwrap_or(Value::Null))),
-            WorkflowStatus::Failed => Some(End::Failed(record.error.unwrap_or_default())),
+            WorkflowStatus::Running | WorkflowStatus::Paused => None,
+            WorkflowStatus::Completed => {
+                Some(End::Completed(record.output.clone().unwrap_or(Value::Null)))
+            }
+            WorkflowStatus::Failed => Some(End::Failed(record.error.clone().unwrap_or_default())),
             WorkflowStatus::Cancelled => Some(End::Cancelled),
         };
         if let Some(end) = finished {
@@ -438,6 +493,7 @@ impl Workflows {
         let function = self.function(&record.name)?;
         let (tx, end) = watch::channel(None);
         let cancel = CancellationToken::new();
+        let unpause = Arc::new(Notify::new());
         let ctx = WorkflowContext {
             id: id.clone(),
             scope: Arc::new({
@@ -446,7 +502,12 @@ impl Workflows {
                     id.clone(),
                     0,
                     Arc::clone(&self.inner.clock),
-                );
+                )
+                .with_pause(Arc::new(WorkflowPause {
+                    store: Arc::clone(&self.inner.store),
+                    record: record.clone(),
+                    unpause: Arc::clone(&unpause),
+                }));
                 if fresh {
                     scope.with_empty_journal()
                 } else {
@@ -463,6 +524,17 @@ impl Workflows {
         let token = cancel.clone();
         let mut running = self.running();
         let task = tokio::spawn(async move {
+            if record.status == WorkflowStatus::Paused {
+                // Resumed by a user in a new process: no longer paused.
+                let running = WorkflowRecord {
+                    status: WorkflowStatus::Running,
+                    error: None,
+                    ..record.clone()
+                };
+                if let Err(e) = store.put_workflow(running).await {
+                    tracing::error!(workflow = %id, error = %e, "cannot record the resume");
+                }
+            }
             let body = function(ctx, record.input.clone());
             let end = tokio::select! {
                 out = body => match out {
@@ -505,6 +577,7 @@ impl Workflows {
             Running {
                 end: end.clone(),
                 cancel: cancel.clone(),
+                unpause,
                 task: Some(task),
             },
         );

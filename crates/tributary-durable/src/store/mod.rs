@@ -137,6 +137,9 @@ pub enum WorkflowStatus {
     Failed,
     /// Cancelled by a user; never resumed.
     Cancelled,
+    /// A step ran out of retries and waits for a user to resume the
+    /// workflow (or cancel it); not resumed by `resume_all`.
+    Paused,
 }
 
 impl WorkflowStatus {
@@ -147,6 +150,7 @@ impl WorkflowStatus {
             WorkflowStatus::Completed => "completed",
             WorkflowStatus::Failed => "failed",
             WorkflowStatus::Cancelled => "cancelled",
+            WorkflowStatus::Paused => "paused",
         }
     }
 
@@ -157,13 +161,14 @@ impl WorkflowStatus {
             "completed" => Some(WorkflowStatus::Completed),
             "failed" => Some(WorkflowStatus::Failed),
             "cancelled" => Some(WorkflowStatus::Cancelled),
+            "paused" => Some(WorkflowStatus::Paused),
             _ => None,
         }
     }
 
     /// Whether the workflow has ended.
     pub fn is_finished(self) -> bool {
-        !matches!(self, WorkflowStatus::Running)
+        !matches!(self, WorkflowStatus::Running | WorkflowStatus::Paused)
     }
 }
 
