@@ -5,6 +5,7 @@ mod actions_validation;
 mod application_run;
 mod application_stream;
 mod durable_events;
+mod durable_join;
 mod durable_kill;
 mod durable_policy;
 mod durable_saga;

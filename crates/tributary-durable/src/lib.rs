@@ -74,7 +74,7 @@ pub use policy::StepPolicy;
 #[doc(inline)]
 pub use scope::{Clock, Scope, StepAttempt};
 #[doc(inline)]
-pub use step::{DurableExt, Step};
+pub use step::{Branch, DurableExt, Step};
 #[doc(inline)]
 pub use store::{
     EntryKind, JournalEntry, JournalStore, MemoryJournal, Outcome, StepKey, WorkflowRecord,

@@ -88,7 +88,7 @@ impl fmt::Debug for Scope {
 }
 
 /// A position handed to a step, and what the journal holds there.
-struct Claim {
+pub(crate) struct Claim {
     position: u32,
     step: StepKey,
     recorded: Option<Outcome>,
@@ -214,7 +214,7 @@ impl Scope {
     pub(crate) async fn run_step<'a, T>(
         &self,
         name: &str,
-        mut body: Body<'a, T>,
+        body: Body<'a, T>,
         policy: &StepPolicy,
         compensation: Option<Compensation<'a, T>>,
     ) -> Result<T, DurableError>
@@ -222,6 +222,26 @@ impl Scope {
         T: Serialize + DeserializeOwned + Send + 'a,
     {
         let claim = self.claim(name, EntryKind::Step).await?;
+        self.complete(claim, body, policy, compensation).await
+    }
+
+    /// Hand out the next position to a step named `name` (a durable join
+    /// claims its branches' positions in order before running them).
+    pub(crate) async fn claim_step(&self, name: &str) -> Result<Claim, DurableError> {
+        self.claim(name, EntryKind::Step).await
+    }
+
+    /// Run (or replay) a step at its claimed position.
+    pub(crate) async fn complete<'a, T>(
+        &self,
+        claim: Claim,
+        mut body: Body<'a, T>,
+        policy: &StepPolicy,
+        compensation: Option<Compensation<'a, T>>,
+    ) -> Result<T, DurableError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'a,
+    {
         let value = match &claim.recorded {
             Some(Outcome::Completed(value)) => value.clone(),
             Some(Outcome::Failed(error)) => {

@@ -102,6 +102,141 @@ pub trait DurableExt {
         Step::new(self.scope(), name, body)
     }
 
+    /// Run two steps concurrently, each journaled on its own: their
+    /// positions are taken in argument order before either runs, so replay
+    /// matches them whichever finished first, and a crash after one
+    /// finished re-runs only the other.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use tributary_core::BoxError;
+    /// use tributary_durable::{DurableExt, MemoryJournal, WorkflowContext, Workflows};
+    ///
+    /// let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
+    /// workflows.register("both", |ctx: WorkflowContext, ()| async move {
+    ///     let (hotel, car): (String, String) = ctx
+    ///         .join(
+    ///             ctx.step("hotel", async { Ok::<_, BoxError>("h-1".to_owned()) }),
+    ///             ctx.step("car", async { Ok::<_, BoxError>("c-1".to_owned()) }),
+    ///         )
+    ///         .await?;
+    ///     Ok::<_, BoxError>(format!("{hotel} {car}"))
+    /// });
+    /// let handle = workflows.start("both", "trip-1", ()).await?;
+    /// assert_eq!(handle.result::<String>().await?, "h-1 c-1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first branch's error (in argument order) when either fails; see
+    /// [`Step`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Step`]: a branch interrupted before its journal write runs
+    /// again on replay.
+    fn join<'a, A, B>(
+        &'a self,
+        a: Step<'a, A>,
+        b: Step<'a, B>,
+    ) -> BoxFuture<'a, Result<(A, B), DurableError>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'a,
+        B: Serialize + DeserializeOwned + Send + 'a,
+    {
+        let scope = self.scope();
+        async move {
+            let scope = scope?;
+            let claim_a = scope.claim_step(&a.name).await?;
+            let claim_b = scope.claim_step(&b.name).await?;
+            let (ra, rb) = futures_util::future::join(
+                scope.complete(claim_a, a.body, &a.policy, a.compensation),
+                scope.complete(claim_b, b.body, &b.policy, b.compensation),
+            )
+            .await;
+            Ok((ra?, rb?))
+        }
+        .boxed()
+    }
+
+    /// Race two futures as one step named `name`: the first to finish
+    /// wins, the other is dropped, and the winning branch and its value are
+    /// journaled, so replay takes the same branch without running either.
+    /// (A raw `tokio::select!` between steps breaks replay; see the guide.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tributary_core::BoxError;
+    /// use tributary_durable::{Branch, DurableExt, MemoryJournal, WorkflowContext, Workflows};
+    ///
+    /// let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
+    /// workflows.register("quote", |ctx: WorkflowContext, ()| async move {
+    ///     let slow = async {
+    ///         tokio::time::sleep(Duration::from_secs(60)).await;
+    ///         Ok::<_, BoxError>(120u32)
+    ///     };
+    ///     let fallback = async { Ok::<_, BoxError>("no quote".to_owned()) };
+    ///     let out = match ctx.select("quote-or-fallback", slow, fallback).await? {
+    ///         Branch::First(price) => format!("price {price}"),
+    ///         Branch::Second(text) => text,
+    ///     };
+    ///     Ok::<_, BoxError>(out)
+    /// });
+    /// let handle = workflows.start("quote", "q-1", ()).await?;
+    /// assert_eq!(handle.result::<String>().await?, "no quote");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The winner's error, if the first future to finish failed (as
+    /// [`DurableError::StepFailed`]); see [`Step`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Step`].
+    fn select<'a, A, B, E1, E2, FA, FB>(
+        &'a self,
+        name: &str,
+        a: FA,
+        b: FB,
+    ) -> BoxFuture<'a, Result<Branch<A, B>, DurableError>>
+    where
+        A: Serialize + DeserializeOwned + Send + 'a,
+        B: Serialize + DeserializeOwned + Send + 'a,
+        E1: Into<BoxError> + 'a,
+        E2: Into<BoxError> + 'a,
+        FA: Future<Output = Result<A, E1>> + Send + 'a,
+        FB: Future<Output = Result<B, E2>> + Send + 'a,
+    {
+        let race = async move {
+            let a = std::pin::pin!(a);
+            let b = std::pin::pin!(b);
+            match futures_util::future::select(a, b).await {
+                futures_util::future::Either::Left((won, _)) => {
+                    won.map(Branch::First).map_err(Into::into)
+                }
+                futures_util::future::Either::Right((won, _)) => {
+                    won.map(Branch::Second).map_err(Into::into)
+                }
+            }
+        };
+        let step: Step<'a, Branch<A, B>> = self.step::<_, BoxError, _>(name, race);
+        step.into_future()
+    }
+
     /// Sleep durably: the wake-up time is journaled, so a replay sleeps
     /// only what remains of it (nothing if it has passed).
     ///
@@ -128,6 +263,15 @@ impl DurableExt for ActionContext {
             })?
             .scope_of(self)
     }
+}
+
+/// Which branch of a [`DurableExt::select`] won, with its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Branch<A, B> {
+    /// The first future finished first.
+    First(A),
+    /// The second future finished first.
+    Second(B),
 }
 
 /// A durable step, ready to be awaited; set its [`policy`](Self::policy)
