@@ -49,7 +49,8 @@ use crate::now_micros;
 ///     outcome: Outcome::Completed(json!({ "pages": 3 })),
 /// };
 /// journal.append(entry.clone()).await?;
-/// assert_eq!(journal.load("job-1", 0).await?, [entry]);
+/// assert_eq!(journal.load("job-1", 0).await?, [entry.clone()]);
+/// assert_eq!(journal.entries("job-1").await?, [entry]);
 /// # Ok(())
 /// # }
 /// ```
@@ -81,6 +82,34 @@ impl SqliteJournal {
     /// The database.
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Every journal entry of `app_id` (an application or a workflow), in
+    /// (sequence id, position) order: what a listing of its durable steps
+    /// shows.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Backend`] when SQLite fails,
+    /// [`JournalError::Corrupt`] for an entry that cannot be decoded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn entries(&self, app_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
+        let id = app_id.to_owned();
+        let rows: Vec<RawEntry> = self
+            .db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM journal
+                     WHERE app_id = ?1 ORDER BY sequence_id, position"
+                ))?;
+                stmt.query_map([id], RawEntry::from_row)?.collect()
+            })
+            .await
+            .map_err(backend)?;
+        rows.into_iter().map(RawEntry::decode).collect()
     }
 }
 
