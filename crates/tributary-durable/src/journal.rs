@@ -19,7 +19,8 @@ use crate::store::JournalStore;
 /// `ctx.extension::<Journal>()`) and a [`Hook`]: before each step (each
 /// attempt of an action) it opens a fresh replay cursor for the step's
 /// (app id, sequence id), and after the step it drops it. One journal may
-/// serve many applications at once. Clones share everything.
+/// serve many applications at once (clones share everything), but not two
+/// running copies of one app id: they would share a cursor.
 ///
 /// # Examples
 ///

@@ -17,7 +17,14 @@
 //!   [`Terminal`] errors are never retried.
 //! - [`Step::compensate`]: saga undo, run in reverse on a terminal failure,
 //!   each journaled.
-//! - [`DurableExt::sleep`]: the wake-up time is journaled.
+//! - [`DurableExt::sleep`]: the wake-up time is journaled;
+//!   [`DurableExt::join`] runs two steps at once, each journaled;
+//!   [`DurableExt::select`] journals which branch of a race won.
+//! - [`Workflows`]: async functions of a [`WorkflowContext`] and an input,
+//!   started under an id (a second start attaches), resumed after a crash
+//!   ([`Workflows::resume_all`]), cancellable, with external events
+//!   ([`WorkflowContext::await_event`], [`Workflows::send_event`]) and
+//!   steps that pause when their retries run out.
 //!
 //! See `docs/durable.md` for the guarantees and the determinism rules.
 //!
