@@ -4,6 +4,7 @@ mod action_context;
 mod actions_validation;
 mod application_run;
 mod application_stream;
+mod durable_call;
 mod durable_events;
 mod durable_join;
 mod durable_kill;

@@ -25,6 +25,8 @@
 //!   ([`Workflows::resume_all`]), cancellable, with external events
 //!   ([`WorkflowContext::await_event`], [`Workflows::send_event`]) and
 //!   steps that pause when their retries run out.
+//! - [`DurableExt::call`]: a journaled call of a named function
+//!   ([`Functions`], behind the [`Invoke`] seam).
 //!
 //! See `docs/durable.md` for the guarantees and the determinism rules.
 //!
@@ -65,6 +67,7 @@
 //! ```
 
 mod error;
+mod functions;
 mod journal;
 mod policy;
 mod scope;
@@ -74,6 +77,8 @@ mod workflow;
 
 #[doc(inline)]
 pub use error::{DurableError, JournalError, Terminal, WorkflowError};
+#[doc(inline)]
+pub use functions::{Functions, Invoke};
 #[doc(inline)]
 pub use journal::{Journal, WithJournal};
 #[doc(inline)]

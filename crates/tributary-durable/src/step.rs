@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tributary_core::{ActionContext, BoxError};
 
-use crate::error::DurableError;
+use crate::error::{DurableError, Terminal};
+use crate::functions::{Functions, Invoke};
 use crate::journal::Journal;
 use crate::policy::StepPolicy;
 use crate::scope::{Body, Compensation, Scope, StepAttempt};
@@ -30,6 +31,52 @@ pub trait DurableExt {
     ///
     /// [`DurableError::NoJournal`] when no journal is attached.
     fn scope(&self) -> Result<Arc<Scope>, DurableError>;
+
+    /// Where [`call`](Self::call) sends calls: for an action, the
+    /// [`Functions`] attached as an extension; for a workflow, those of its
+    /// engine.
+    fn invoker(&self) -> Option<Arc<dyn Invoke>>;
+
+    /// Call the named function on `input` as a step named `call:<function>`:
+    /// the result is journaled, so a replay returns it without calling
+    /// again. Set a [`StepPolicy`] on the returned step to retry failed
+    /// calls (a function that does not exist fails terminally).
+    ///
+    /// # Examples
+    ///
+    /// See [`Functions`].
+    ///
+    /// # Errors
+    ///
+    /// See [`Step`]; a call without functions attached fails with a
+    /// terminal [`DurableError::StepFailed`].
+    fn call<'a, I, O>(&'a self, function: &str, input: I) -> Step<'a, O>
+    where
+        I: Serialize,
+        O: Serialize + DeserializeOwned + Send + 'a,
+    {
+        let invoker = self.invoker();
+        let input = serde_json::to_value(input).map_err(|e| e.to_string());
+        let function = function.to_owned();
+        let name = format!("call:{function}");
+        self.step_with(&name, move |_attempt| {
+            let (invoker, input, function) = (invoker.clone(), input.clone(), function.clone());
+            async move {
+                let input = input.map_err(|e| {
+                    Terminal::new(format!("input of {function} does not serialise: {e}"))
+                })?;
+                let invoker = invoker.ok_or_else(|| {
+                    Terminal::new(format!("no functions attached to call {function} with"))
+                })?;
+                let output = invoker.invoke(&function, input).await?;
+                serde_json::from_value::<O>(output).map_err(|e| {
+                    BoxError::from(Terminal::new(format!(
+                        "output of {function} does not fit its type: {e}"
+                    )))
+                })
+            }
+        })
+    }
 
     /// A step running `fut` once: awaiting it journals the value under
     /// (app id, sequence id, `name` + occurrence) before returning it; when
@@ -256,6 +303,11 @@ pub trait DurableExt {
 }
 
 impl DurableExt for ActionContext {
+    fn invoker(&self) -> Option<Arc<dyn Invoke>> {
+        self.extension::<Functions>()
+            .map(|f| Arc::new(f.clone()) as Arc<dyn Invoke>)
+    }
+
     fn scope(&self) -> Result<Arc<Scope>, DurableError> {
         self.extension::<Journal>()
             .ok_or_else(|| DurableError::NoJournal {

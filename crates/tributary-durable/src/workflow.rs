@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_core::BoxError;
 
 use crate::error::{DurableError, WorkflowError};
+use crate::functions::Invoke;
 use crate::scope::{Clock, PauseGate, Scope, system_clock};
 use crate::step::DurableExt;
 use crate::store::{JournalStore, StepKey, WorkflowRecord, WorkflowStatus};
@@ -147,6 +148,8 @@ struct Engine {
     /// How often a waiting workflow reads the store for events sent by
     /// other processes, in milliseconds.
     event_poll_ms: Arc<AtomicU64>,
+    /// What `ctx.call` runs.
+    invoker: RwLock<Option<Arc<dyn Invoke>>>,
 }
 
 impl Drop for Engine {
@@ -200,6 +203,7 @@ impl Workflows {
                 launching: Arc::default(),
                 events: Arc::new(Notify::new()),
                 event_poll_ms: Arc::new(AtomicU64::new(1_000)),
+                invoker: RwLock::new(None),
             }),
         }
     }
@@ -416,6 +420,17 @@ impl Workflows {
         self.inner.event_poll_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Where the workflows' `ctx.call`s go: [`Functions`](crate::Functions)
+    /// run in this process, or any other [`Invoke`] (workflows launched
+    /// afterwards use it).
+    pub fn set_functions(&self, functions: impl Invoke) {
+        *self
+            .inner
+            .invoker
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(functions));
+    }
+
     /// The stored record of `id`, if any.
     ///
     /// # Errors
@@ -517,6 +532,12 @@ impl Workflows {
             cancel: cancel.clone(),
             events: Arc::clone(&self.inner.events),
             event_poll_ms: Arc::clone(&self.inner.event_poll_ms),
+            functions: self
+                .inner
+                .invoker
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         };
         let store = Arc::clone(&self.inner.store);
         let map = Arc::clone(&self.inner.running);
@@ -680,6 +701,7 @@ pub struct WorkflowContext {
     cancel: CancellationToken,
     events: Arc<Notify>,
     event_poll_ms: Arc<AtomicU64>,
+    functions: Option<Arc<dyn Invoke>>,
 }
 
 impl fmt::Debug for WorkflowContext {
@@ -747,6 +769,10 @@ impl WorkflowContext {
 }
 
 impl DurableExt for WorkflowContext {
+    fn invoker(&self) -> Option<Arc<dyn Invoke>> {
+        self.functions.clone()
+    }
+
     fn scope(&self) -> Result<Arc<Scope>, DurableError> {
         Ok(Arc::clone(&self.scope))
     }
