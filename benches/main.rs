@@ -10,7 +10,11 @@
 //! target and whether it is met, and the peak RSS where it matters.
 //! Scenarios: `map_cpu`, `map_io`, `merge`, `first_item`, `pause`, `cancel`,
 //! `memory` (`memory_suspended` and `memory_slow_consumer`, each in a child
-//! process of its own), `durable` (journaled steps/s on SQLite). See
+//! process of its own), `pipeline` (`pipeline_throughput` of a chain and a
+//! diamond, `pipeline_memory_slow_sink` in a child process), `queue` (the
+//! work queue on Redis and NATS against the bare clients), `checkpoint`
+//! (checkpointed steps/s on SQLite and, with `TRIBUTARY_POSTGRES_URL`,
+//! PostgreSQL), `durable` (journaled steps/s on SQLite). See
 //! `docs/benchmarks.md`.
 
 mod report;
@@ -21,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use scenarios::{control, durable, map, memory, merge, profile};
+use scenarios::{checkpoint, control, durable, map, memory, merge, pipeline, profile, queue};
 
 const SCENARIOS: &[&str] = &[
     "map_cpu",
@@ -32,6 +36,9 @@ const SCENARIOS: &[&str] = &[
     "cancel",
     "memory",
     "durable",
+    "pipeline",
+    "queue",
+    "checkpoint",
 ];
 
 /// How long to measure.
@@ -67,6 +74,8 @@ fn main() -> anyhow::Result<()> {
         let n: u64 = args.get(2).context("--child needs a count")?.parse()?;
         let answer = if profile::is_profile(what) {
             runtime()?.block_on(profile::run(what, n))
+        } else if pipeline::is_child(what) {
+            runtime()?.block_on(pipeline::run_child(what, n))
         } else {
             runtime()?.block_on(memory::run_child(what, n))
         };
@@ -132,9 +141,15 @@ fn main() -> anyhow::Result<()> {
             "pause" => on_worker(Box::pin(async move { control::pause(&opts).await })),
             "cancel" => on_worker(Box::pin(async move { control::cancel(&opts).await })),
             "durable" => on_worker(Box::pin(async move { durable::durable(&opts).await })),
+            "queue" => on_worker(Box::pin(async move { queue::queue(&opts).await })),
+            "checkpoint" => on_worker(Box::pin(async move { checkpoint::checkpoint(&opts).await })),
             "memory" => {
                 memory::suspended(&opts);
                 memory::slow_consumer(&opts);
+            }
+            "pipeline" => {
+                on_worker(Box::pin(async move { pipeline::throughput(&opts).await }));
+                pipeline::slow_sink(&opts);
             }
             _ => unreachable!("checked above"),
         }

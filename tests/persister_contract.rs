@@ -1,7 +1,8 @@
 //! The contract every `Persister` keeps, written once and run against each
 //! backend (`persistence_resume` for memory, `sqlite_persistence` for
-//! SQLite). `open` hands out the persister under test; a file-backed one
-//! reopens its file each time, so every check also survives a reopen.
+//! SQLite, `postgres_persistence` for PostgreSQL). `open` hands out the
+//! persister under test; a file-backed one reopens its file each time, so
+//! every check also survives a reopen.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -450,11 +451,75 @@ pub(crate) async fn a_state_too_deep_to_load_is_refused_at_save(open: Open) {
     assert_eq!(history(&open().await, "deep").await.len(), 1);
 }
 
+/// Fencing: a backend that supports it refuses a write from an older epoch
+/// than the one stored for the application and stores nothing; one that
+/// does not refuses every fenced write, never storing it unchecked.
+pub(crate) async fn a_fenced_write_from_an_older_epoch_is_refused(open: Open) {
+    let p = open().await;
+    let cp = |app: &str, seq: u64, step: &str| {
+        Checkpoint::new(
+            app,
+            seq,
+            step,
+            StepStatus::Completed,
+            State::new().set("step", step),
+        )
+    };
+    if !p.supports_fencing() {
+        let err = p.save_fenced(&cp("fenced", 0, "a"), 1).await.unwrap_err();
+        assert!(
+            matches!(&err, PersistError::FencingUnsupported { app_id } if app_id == "fenced"),
+            "{err}"
+        );
+        assert!(p.load("fenced", None).await.unwrap().is_none());
+        return;
+    }
+    p.save_fenced(&cp("fenced", 0, "a"), 2).await.unwrap();
+    let err = p
+        .save_fenced(&cp("fenced", 1, "stale"), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PersistError::Fenced { app_id, sequence_id: 1, epoch: 1, current: 2 } if app_id == "fenced"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("epoch 1 is older than the stored epoch 2"),
+        "{err}"
+    );
+    let p = open().await;
+    assert!(p.load("fenced", Some(1)).await.unwrap().is_none());
+    // The same epoch writes on; a newer one takes over and fences it out.
+    p.save_fenced(&cp("fenced", 1, "b"), 2).await.unwrap();
+    p.save_fenced(&cp("fenced", 1, "c"), 3).await.unwrap();
+    let err = p
+        .save_fenced(&cp("fenced", 2, "late"), 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PersistError::Fenced { current: 3, .. }),
+        "{err}"
+    );
+    let latest = p.load("fenced", None).await.unwrap().unwrap();
+    assert_eq!((latest.sequence_id, latest.action.as_str()), (1, "c"));
+    // Epochs are per application.
+    p.save_fenced(&cp("other", 0, "a"), 1).await.unwrap();
+}
+
 /// One `#[tokio::test]` per contract check, for the backend `open` makes.
 #[macro_export]
 macro_rules! persister_contract_tests {
     ($open:expr) => {
+        $crate::persister_contract_tests!($open, #[cfg(all())]);
+    };
+    // `$attr` goes on every test (an `ignore` for a missing service).
+    ($open:expr, #[$attr:meta]) => {
         #[tokio::test]
+        #[$attr]
         async fn a_checkpoint_is_saved_after_every_step_with_its_status() {
             $crate::persister_contract::a_checkpoint_is_saved_after_every_step_with_its_status(
                 $open,
@@ -462,11 +527,13 @@ macro_rules! persister_contract_tests {
             .await
         }
         #[tokio::test]
+        #[$attr]
         async fn resume_after_a_failure_reruns_only_the_failed_action() {
             $crate::persister_contract::resume_after_a_failure_reruns_only_the_failed_action($open)
                 .await
         }
         #[tokio::test]
+        #[$attr]
         async fn resume_after_a_completed_step_continues_at_the_next_action() {
             $crate::persister_contract::resume_after_a_completed_step_continues_at_the_next_action(
                 $open,
@@ -474,20 +541,24 @@ macro_rules! persister_contract_tests {
             .await
         }
         #[tokio::test]
+        #[$attr]
         async fn fork_from_an_app_and_sequence_id() {
             $crate::persister_contract::fork_from_an_app_and_sequence_id($open).await
         }
         #[tokio::test]
+        #[$attr]
         async fn load_latest_or_by_sequence_and_list_by_partition() {
             $crate::persister_contract::load_latest_or_by_sequence_and_list_by_partition($open)
                 .await
         }
         #[tokio::test]
+        #[$attr]
         async fn a_checkpoint_holds_the_result_and_action_of_its_step() {
             $crate::persister_contract::a_checkpoint_holds_the_result_and_action_of_its_step($open)
                 .await
         }
         #[tokio::test]
+        #[$attr]
         async fn a_cancelled_checkpoint_is_stored_and_resumes_at_its_action() {
             $crate::persister_contract::a_cancelled_checkpoint_is_stored_and_resumes_at_its_action(
                 $open,
@@ -495,12 +566,19 @@ macro_rules! persister_contract_tests {
             .await
         }
         #[tokio::test]
+        #[$attr]
         async fn a_state_too_deep_to_load_is_refused_at_save() {
             $crate::persister_contract::a_state_too_deep_to_load_is_refused_at_save($open).await
         }
         #[tokio::test]
+        #[$attr]
         async fn save_is_an_upsert_and_the_state_round_trips() {
             $crate::persister_contract::save_is_an_upsert_and_the_state_round_trips($open).await
+        }
+        #[tokio::test]
+        #[$attr]
+        async fn a_fenced_write_from_an_older_epoch_is_refused() {
+            $crate::persister_contract::a_fenced_write_from_an_older_epoch_is_refused($open).await
         }
     };
 }

@@ -305,6 +305,7 @@ async fn rerun_parents_never_rerun_finished_child_steps_and_end_like_an_uninterr
     let tree = |json: bool| {
         let cli = tributary_cli::Cli {
             db: Some(flaky_db.clone()),
+            schema: "tributary".into(),
             json,
             command: tributary_cli::Command::Tree {
                 app_id: PARENT.to_owned(),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tributary_stream::{
     ConnectorRegistry, Json, MemoryBroker, MemoryConnector, MemoryPublisher, ProducerError,
-    Publisher, Store, StreamConsumer, StreamProducer, TransportError,
+    Publisher, Retry, Store, StreamConsumer, StreamProducer, TransportError,
 };
 
 use crate::stream_support::WAIT;
@@ -44,9 +44,11 @@ async fn a_failed_publish_evicts_its_objects_and_keeps_the_batch_for_a_retry() {
         inner: broker.publisher(),
         failures: failures.clone(),
     };
+    // Without retries, so that one failure reaches the caller.
     let mut producer = StreamProducer::builder(publisher, Json)
         .default_store(Store::new(memory.clone(), Json))
         .batch_size(2)
+        .retry(Retry::never())
         .build();
     let registry = ConnectorRegistry::new().with_connector(memory.clone());
     let mut consumer =
@@ -132,4 +134,67 @@ async fn a_full_topic_makes_the_producer_wait_without_losing_anything() {
             .is_none()
     );
     assert!(memory.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_flush_is_retried_with_the_same_batch_until_it_succeeds() {
+    let broker = MemoryBroker::new(16);
+    let memory = MemoryConnector::new();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let publisher = Flaky {
+        inner: broker.publisher(),
+        failures: failures.clone(),
+    };
+    let mut producer = StreamProducer::builder(publisher, Json)
+        .default_store(Store::new(memory.clone(), Json))
+        .batch_size(2)
+        .build();
+    let registry = ConnectorRegistry::new().with_connector(memory.clone());
+    let mut consumer =
+        StreamConsumer::<u32>::builder(broker.subscriber(["t"]).unwrap(), registry, Json).build();
+
+    producer.send("t", 1).await.unwrap();
+    // The batch's publish fails three times; the default policy retries it.
+    failures.store(3, Ordering::SeqCst);
+    producer.send("t", 2).await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "all three failures were met"
+    );
+    assert_eq!(
+        memory.len(),
+        2,
+        "one stored copy per object: the retries kept the keys"
+    );
+    producer.close().await.unwrap();
+
+    let mut values = Vec::new();
+    while let Some(item) = tokio::time::timeout(WAIT, consumer.next()).await.unwrap() {
+        values.push(item.unwrap().payload.into_value().await.unwrap());
+    }
+    assert_eq!(values, [1, 2]);
+    assert_eq!(consumer.stats().gaps, 0);
+
+    // Past its bound the failure reaches the caller, and the batch stays.
+    let failures = Arc::new(AtomicUsize::new(usize::MAX));
+    let mut producer = StreamProducer::builder(
+        Flaky {
+            inner: broker.publisher(),
+            failures: failures.clone(),
+        },
+        Json,
+    )
+    .retry(Retry {
+        attempts: 3,
+        ..Retry::default()
+    })
+    .build();
+    let err = producer.send("u", 7).await.unwrap_err();
+    assert!(matches!(err, ProducerError::Publish { .. }), "{err:?}");
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        usize::MAX - 3,
+        "three tries"
+    );
 }

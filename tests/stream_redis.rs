@@ -36,14 +36,14 @@ impl Drop for Cleanup {
     }
 }
 
-fn setup(test: &str) -> Option<(String, String, Cleanup)> {
-    let url = service_url(VAR, test)?;
+fn setup() -> (String, String, Cleanup) {
+    let url = service_url(VAR);
     let prefix = unique("tributary-test:") + ":";
     let cleanup = Cleanup {
         url: url.clone(),
         prefix: prefix.clone(),
     };
-    Some((url, prefix, cleanup))
+    (url, prefix, cleanup)
 }
 
 async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
@@ -55,11 +55,9 @@ async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn the_redis_connector_keeps_the_connector_contract() {
-    let Some((url, prefix, _cleanup)) = setup("the_redis_connector_keeps_the_connector_contract")
-    else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     let connector = RedisConnector::new(url, prefix).unwrap();
     crate::stream_proxy::connector_contract(&connector).await;
 }
@@ -75,10 +73,9 @@ async fn subscriber(url: &str, prefix: &str, consumer: &str) -> RedisSubscriber 
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn events_and_objects_travel_through_redis() {
-    let Some((url, prefix, _cleanup)) = setup("events_and_objects_travel_through_redis") else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     let objects = RedisConnector::new(&url, format!("{prefix}obj:")).unwrap();
     send_three(
         publisher(&url, &prefix).await,
@@ -114,12 +111,9 @@ async fn events_and_objects_travel_through_redis() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn a_consumer_that_crashes_before_acknowledging_gets_the_batch_again() {
-    let Some((url, prefix, _cleanup)) =
-        setup("a_consumer_that_crashes_before_acknowledging_gets_the_batch_again")
-    else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     let objects = RedisConnector::new(&url, format!("{prefix}obj:")).unwrap();
     send_three(
         publisher(&url, &prefix).await,
@@ -142,12 +136,9 @@ async fn a_consumer_that_crashes_before_acknowledging_gets_the_batch_again() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn another_consumer_claims_what_a_dead_one_left_pending() {
-    let Some((url, prefix, _cleanup)) =
-        setup("another_consumer_claims_what_a_dead_one_left_pending")
-    else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     let objects = RedisConnector::new(&url, format!("{prefix}obj:")).unwrap();
     send_three(
         publisher(&url, &prefix).await,
@@ -183,12 +174,9 @@ async fn another_consumer_claims_what_a_dead_one_left_pending() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn a_full_stream_holds_the_publisher_back_until_consumers_catch_up() {
-    let Some((url, prefix, _cleanup)) =
-        setup("a_full_stream_holds_the_publisher_back_until_consumers_catch_up")
-    else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     let publisher = RedisPublisher::connect(&url, prefix.clone())
         .await
         .unwrap()
@@ -198,12 +186,9 @@ async fn a_full_stream_holds_the_publisher_back_until_consumers_catch_up() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn a_consumer_resolves_proxies_from_a_producer_in_another_process() {
-    let Some((url, prefix, _cleanup)) =
-        setup("a_consumer_resolves_proxies_from_a_producer_in_another_process")
-    else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     const COUNT: usize = 5;
     const SIZE: usize = 64 * 1024;
     let sub = RedisSubscriber::connect(&url, &prefix, "group", "c", ["chunks"])
@@ -268,13 +253,10 @@ async fn a_consumer_resolves_proxies_from_a_producer_in_another_process() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn a_redis_kind_builds_connectors_only_for_trusted_servers() {
     use tributary_stream::{Connector, ConnectorDescriptor, Proxy, ResolveError};
-    let Some((url, prefix, _cleanup)) =
-        setup("a_redis_kind_builds_connectors_only_for_trusted_servers")
-    else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     let objects = RedisConnector::new(&url, prefix.clone()).unwrap();
     let key = objects.put(bytes::Bytes::from_static(b"42")).await.unwrap();
     let registry = ConnectorRegistry::new().with_kind(
@@ -303,10 +285,9 @@ async fn a_redis_kind_builds_connectors_only_for_trusted_servers() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn a_cancelled_read_loses_no_message() {
-    let Some((url, prefix, _cleanup)) = setup("a_cancelled_read_loses_no_message") else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     let publisher = RedisPublisher::connect(&url, prefix.clone()).await.unwrap();
     let mut sub = subscriber(&url, &prefix, "c").await;
     publisher.publish("t", "first".into()).await.unwrap();
@@ -335,12 +316,10 @@ async fn a_cancelled_read_loses_no_message() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn a_proxy_sent_to_another_process_is_resolved_there() {
     use tokio::io::AsyncWriteExt;
-    let Some((url, prefix, _cleanup)) = setup("a_proxy_sent_to_another_process_is_resolved_there")
-    else {
-        return;
-    };
+    let (url, prefix, _cleanup) = setup();
     let store = Store::new(RedisConnector::new(&url, prefix.clone()).unwrap(), Raw);
     let mut lines = String::new();
     let mut expected = String::new();
@@ -385,4 +364,62 @@ async fn a_proxy_sent_to_another_process_is_resolved_there() {
         left.is_empty(),
         "the worker's resolves evicted the objects: {left:?}"
     );
+}
+
+#[tokio::test]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
+async fn trimming_removes_only_what_every_group_acknowledged() {
+    let (url, prefix, _cleanup) = setup();
+    let publisher = RedisPublisher::connect(&url, prefix.clone()).await.unwrap();
+    let connect = |group: &'static str| {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        async move {
+            RedisSubscriber::connect(&url, &prefix, group, "c", ["t"])
+                .await
+                .unwrap()
+                .with_block(Duration::from_millis(100))
+        }
+    };
+    let mut a = connect("a").await;
+    let mut b = connect("b").await;
+    for i in 0..4 {
+        publisher
+            .publish("t", format!("m{i}").into())
+            .await
+            .unwrap();
+    }
+    let take = async |sub: &mut RedisSubscriber, n: usize| {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            let d = tokio::time::timeout(WAIT, sub.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            ids.push(d.id);
+        }
+        ids
+    };
+    for id in take(&mut a, 4).await {
+        a.ack(id).await.unwrap();
+    }
+    let held = take(&mut b, 4).await;
+    b.ack(held[0]).await.unwrap();
+    b.ack(held[1]).await.unwrap();
+    publisher.publish("t", "unread".into()).await.unwrap();
+
+    let len = async || -> u64 {
+        let mut conn = redis_conn(&url).await;
+        redis::cmd("XLEN")
+            .arg(format!("{prefix}t"))
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(a.trim().await.unwrap(), 2, "only what both groups acked");
+    assert_eq!(len().await, 3);
+    b.ack(held[2]).await.unwrap();
+    b.ack(held[3]).await.unwrap();
+    assert_eq!(b.trim().await.unwrap(), 2);
+    assert_eq!(len().await, 1, "the unread entry stays");
 }

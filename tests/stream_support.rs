@@ -17,20 +17,27 @@ pub(crate) fn meta(value: serde_json::Value) -> Metadata {
     value.as_object().expect("metadata is an object").clone()
 }
 
-/// The URL in `var`, or `None` after printing why the test skips.
-pub(crate) fn service_url(var: &str, test: &str) -> Option<String> {
+/// The URL in `var`.
+///
+/// Tests that call this carry `#[cfg_attr(not(<cfg>), ignore = "needs <var>")]`
+/// (see `tests/build.rs`), so they only run when the variable was set at
+/// build time; a binary built with it and run without it fails loudly
+/// rather than passing without testing anything.
+///
+/// # Panics
+///
+/// When `var` is not set.
+pub(crate) fn service_url(var: &str) -> String {
     match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            println!(
-                "SKIP {test}: {var} is not set (run `bash .ci/run --services-only` and export it)"
-            );
-            None
-        }
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{var} is not set at run time but was at build time; export it (`bash .ci/run --services-only` starts the services)"
+        ),
     }
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
+#[derive(Debug)]
 pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
 
 impl TempDir {

@@ -20,7 +20,7 @@ const SUSPENDED: u64 = 100_000;
 
 /// Run the runner again as a child measuring `what`; its last stdout line
 /// is its JSON answer.
-fn child(what: &str, n: u64) -> Value {
+pub(crate) fn child(what: &str, n: u64) -> Value {
     let exe = std::env::current_exe().expect("the runner's path");
     let out = std::process::Command::new(exe)
         .args(["--child", what, &n.to_string()])

@@ -198,3 +198,24 @@ fn deep_research_resumes_after_a_cancel_with_the_same_report() {
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
     let _ = std::fs::remove_dir_all(uninterrupted.parent().unwrap());
 }
+
+#[test]
+fn document_pipeline() {
+    let out = run_with(
+        "document_pipeline",
+        &[],
+        &[
+            "n4[[\"report · zip\"]]",
+            "document pipeline: 160 chunks from 20 documents",
+            "doc 0: 6 chunks, 54 words, score 6",
+            "doc 19: 10 chunks, 87 words, score 6",
+            "nothing dropped: true",
+        ],
+    );
+    // At least one live line of per-node rates before the end.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with('[') && l.contains("agent ") && l.contains("/s")),
+        "{out}"
+    );
+}

@@ -7,12 +7,16 @@
 //! tributary show <app-id>                 # one run, step by step (every attempt of a retried step)
 //! tributary tree <app-id>                 # the subgraphs it spawned, by task key, in task order
 //! tributary export <app-id> --format dot  # its actions, observed transitions and child subgraphs
+//! tributary ui --addr 127.0.0.1:7878      # the web view of the recorded runs, read-only
 //! ```
 //!
 //! The database is `--db PATH`, else `$TRIBUTARY_DB`, else
 //! `.tributary/tributary.db` in the current directory. It is opened
 //! read-only and never written, so a database of another user can be
-//! read. Output is a human-readable table; `--json` prints JSON for
+//! read. A `postgres://` (or `postgresql://`) URL instead of a path reads
+//! a PostgreSQL tracker's records (schema `--schema`, default `tributary`)
+//! with the same output; `show --follow` then goes on printing the run's
+//! new steps as they are recorded, announced by the database (no polling). Output is a human-readable table; `--json` prints JSON for
 //! scripts. Every text taken from the database is sanitised before it
 //! reaches the terminal: control characters and escape sequences are shown
 //! as `\u{..}` escapes (in JSON, as `\uXXXX`). Errors are one line on
@@ -38,6 +42,7 @@
 //! ```
 
 mod export;
+mod postgres;
 mod render;
 mod tree;
 
@@ -59,12 +64,21 @@ pub const DEFAULT_DB: &str = ".tributary/tributary.db";
 #[command(
     name = "tributary",
     version,
-    about = "Inspect the runs recorded by tributary's SQLite tracker"
+    about = "Inspect the runs recorded by tributary's SQLite or PostgreSQL tracker"
 )]
 pub struct Cli {
-    /// The tracker's database [default: .tributary/tributary.db]
+    /// The tracker's database: a file, or a postgres:// URL [default: .tributary/tributary.db]
     #[arg(long, env = "TRIBUTARY_DB", global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
+
+    /// The PostgreSQL schema of the tracker's tables, for a `postgres://` URL
+    #[arg(
+        long,
+        env = "TRIBUTARY_SCHEMA",
+        global = true,
+        default_value = "tributary"
+    )]
+    pub schema: String,
 
     /// Print JSON instead of a table
     #[arg(long, global = true)]
@@ -91,6 +105,9 @@ pub enum Command {
     Show {
         /// The run's app id
         app_id: String,
+        /// Then print each new step as it is recorded (PostgreSQL)
+        #[arg(long)]
+        follow: bool,
     },
     /// Draw the tree of subgraphs a run spawned, with their statuses
     Tree {
@@ -104,6 +121,16 @@ pub enum Command {
         /// The graph language
         #[arg(long, value_enum, default_value_t = Format::Mermaid)]
         format: Format,
+    },
+    /// Serve the web view of the recorded runs (read-only) until Ctrl-C
+    Ui {
+        /// Where to listen (loopback unless told otherwise)
+        #[arg(long, default_value = tributary_ui::DEFAULT_ADDR)]
+        addr: std::net::SocketAddr,
+        /// Allow controls (they act on live runs attached in-process; a
+        /// recorded database stays read-only)
+        #[arg(long)]
+        control: bool,
     },
 }
 
@@ -131,6 +158,21 @@ pub enum CliError {
         /// The database.
         path: PathBuf,
     },
+    /// The web view could not be served.
+    #[error(transparent)]
+    Ui(#[from] tributary_ui::UiError),
+    /// The PostgreSQL database could not be read.
+    #[error(transparent)]
+    Postgres(#[from] tributary_postgres::PostgresError),
+    /// The records read from PostgreSQL could not be copied for reading.
+    #[error("cannot copy the PostgreSQL records into a temporary file: {reason}")]
+    Snapshot {
+        /// Why.
+        reason: String,
+    },
+    /// `--follow` was asked of a SQLite file, which announces nothing.
+    #[error("--follow needs a PostgreSQL database (--db postgres://...)")]
+    FollowNeedsPostgres,
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
@@ -158,25 +200,80 @@ impl Cli {
 /// [`CliError`] for a missing, corrupt or newer database, an unknown app
 /// id, or a failed write.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
-    let reader = RunReader::open(cli.db_path())?;
+    let db = cli.db_path();
+    let url = db.to_str().filter(|d| postgres::is_url(d));
+    let follow = matches!(cli.command, Command::Show { follow: true, .. });
+    let feed = match (url, follow) {
+        (Some(url), true) => Some(postgres::listen(url, &cli.schema)?),
+        (None, true) => return Err(CliError::FollowNeedsPostgres),
+        _ => None,
+    };
+    let snapshot = url
+        .map(|url| postgres::snapshot(url, &cli.schema))
+        .transpose()?;
+    let reader = match &snapshot {
+        Some(s) => RunReader::open(&s.path)?,
+        None => RunReader::open(&db)?,
+    };
+    let source = match &snapshot {
+        Some(s) => s.source.clone(),
+        None => reader.path().display().to_string(),
+    };
+    let reader = Source {
+        reader,
+        label: source,
+    };
     let out = &mut Guard(out);
     match &cli.command {
         Command::Runs { partition, all } => {
             runs(&reader, partition.as_deref(), *all, cli.json, out)
         }
-        Command::Show { app_id } => show(&reader, app_id, cli.json, out),
+        Command::Show { app_id, .. } => {
+            show(&reader, app_id, cli.json, out)?;
+            match feed {
+                Some((rt, feed)) => postgres::follow(rt, feed, &reader, app_id, out),
+                None => Ok(()),
+            }
+        }
         Command::Tree { app_id } => tree::tree(&reader, &find(&reader, app_id)?, cli.json, out),
         Command::Export { app_id, format } => {
             let run = find(&reader, app_id)?;
             export::export(&reader, &run, *format, cli.json, out)
         }
+        Command::Ui { addr, control } => Ok(tributary_ui::serve_database_blocking(
+            reader.path(),
+            *addr,
+            *control,
+            |at| {
+                eprintln!(
+                    "tributary ui: serving {} on http://{at}",
+                    reader.path().display()
+                )
+            },
+        )?),
     }
 }
 
-fn find(reader: &RunReader, app_id: &str) -> Result<RunSummary, CliError> {
+/// The reader, and the database's name for messages (the file, or the
+/// PostgreSQL server, database and schema).
+#[derive(Debug)]
+struct Source {
+    reader: RunReader,
+    label: String,
+}
+
+impl std::ops::Deref for Source {
+    type Target = RunReader;
+
+    fn deref(&self) -> &RunReader {
+        &self.reader
+    }
+}
+
+fn find(reader: &Source, app_id: &str) -> Result<RunSummary, CliError> {
     reader.run(app_id)?.ok_or_else(|| CliError::UnknownApp {
         app_id: app_id.to_owned(),
-        path: reader.path().to_path_buf(),
+        path: PathBuf::from(&reader.label),
     })
 }
 
@@ -235,7 +332,7 @@ fn write_problems(runs: &[RunSummary], out: &mut dyn Write) -> Result<(), CliErr
 }
 
 fn runs(
-    reader: &RunReader,
+    reader: &Source,
     partition: Option<&str>,
     all: bool,
     json: bool,
@@ -250,11 +347,7 @@ fn runs(
         return write_json(out, &runs);
     }
     if runs.is_empty() {
-        writeln!(
-            out,
-            "no runs in {}",
-            clean(&reader.path().display().to_string())
-        )?;
+        writeln!(out, "no runs in {}", clean(&reader.label))?;
         return Ok(());
     }
     let mut columns = vec![
@@ -296,7 +389,7 @@ fn pointer_text(p: &ParentPointer) -> String {
     }
 }
 
-fn show(reader: &RunReader, app_id: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let run = find(reader, app_id)?;
     let steps = reader.steps(app_id)?;
     let children = reader.children(app_id)?;

@@ -300,6 +300,29 @@ pub enum PersistError {
         /// The deepest nesting allowed.
         limit: usize,
     },
+    /// A fenced write carried an older epoch than the one stored for its
+    /// application: a newer owner has taken the application over, and this
+    /// writer must stop. Nothing was stored.
+    #[error(
+        "checkpoint of app `{app_id}` at sequence {sequence_id} refused: epoch {epoch} is older than the stored epoch {current}"
+    )]
+    Fenced {
+        /// The application.
+        app_id: String,
+        /// The step's sequence id.
+        sequence_id: u64,
+        /// The epoch the write carried.
+        epoch: u64,
+        /// The epoch stored for the application.
+        current: u64,
+    },
+    /// The persister cannot check fencing epochs, so a fenced write was
+    /// refused rather than stored unchecked.
+    #[error("this persister does not support fenced writes (checkpoint of app `{app_id}`)")]
+    FencingUnsupported {
+        /// The application.
+        app_id: String,
+    },
 }
 
 impl PersistError {

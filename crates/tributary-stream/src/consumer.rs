@@ -99,6 +99,8 @@ pub struct ConsumerStats {
     pub duplicates: u64,
     /// Sequence gaps reported.
     pub gaps: u64,
+    /// Batches skipped because their sequence number was implausible.
+    pub implausible: u64,
     /// Objects the consumer's filter dropped.
     pub filtered: u64,
 }
@@ -125,7 +127,12 @@ pub struct ConsumerBuilder<T> {
     filter: Option<Box<dyn Filter>>,
     expected: HashSet<String>,
     resuming: bool,
+    window: u64,
 }
+
+/// How far ahead of the next expected batch a producer's batch may be by
+/// default before it is judged implausible.
+pub const DEFAULT_SEQUENCE_WINDOW: u64 = 1 << 16;
 
 impl<T> fmt::Debug for ConsumerBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,6 +173,16 @@ impl<T: Send + Sync + 'static> ConsumerBuilder<T> {
         self
     }
 
+    /// How far ahead of the next expected sequence number a producer's
+    /// batch may be (default [`DEFAULT_SEQUENCE_WINDOW`]). A batch further
+    /// ahead is reported as [`ConsumerError::ImplausibleSequence`] and
+    /// skipped, so that one forged or corrupt batch cannot make the
+    /// producer's real later batches look like duplicates.
+    pub fn sequence_window(mut self, window: u64) -> Self {
+        self.window = window;
+        self
+    }
+
     /// The consumer.
     pub fn build(self) -> StreamConsumer<T> {
         let topics = self
@@ -181,6 +198,7 @@ impl<T: Send + Sync + 'static> ConsumerBuilder<T> {
             filter: self.filter,
             expected: self.expected,
             resuming: self.resuming,
+            window: self.window,
             topics,
             current: None,
             pending_error: None,
@@ -201,9 +219,14 @@ impl<T: Send + Sync + 'static> ConsumerBuilder<T> {
 /// A batch is acknowledged when [`next`](Self::next) is called after its
 /// last item was returned: a consumer that crashes while handling an item
 /// gets that item's batch again when it resumes the subscription
-/// (at-least-once). A batch whose sequence number a producer already
-/// delivered is skipped as a duplicate; a jump in a producer's sequence is
-/// reported once as [`ConsumerError::SequenceGap`].
+/// (at-least-once). Sequence numbers are judged per producer and topic: a
+/// batch whose number the producer already delivered is skipped as a
+/// duplicate; a jump is reported once as [`ConsumerError::SequenceGap`]; a
+/// batch beyond the [plausible window](ConsumerBuilder::sequence_window)
+/// (or at the end of the number range) is reported as
+/// [`ConsumerError::ImplausibleSequence`] and skipped without moving the
+/// producer's position; a batch that names another topic than the one it
+/// arrived on is reported as [`ConsumerError::TopicMismatch`] and skipped.
 ///
 /// # End of stream
 ///
@@ -217,6 +240,7 @@ pub struct StreamConsumer<T> {
     filter: Option<Box<dyn Filter>>,
     expected: HashSet<String>,
     resuming: bool,
+    window: u64,
     topics: HashMap<String, TopicProgress>,
     current: Option<Current>,
     pending_error: Option<ConsumerError>,
@@ -248,6 +272,7 @@ impl<T: Send + Sync + 'static> StreamConsumer<T> {
             filter: None,
             expected: HashSet::new(),
             resuming: false,
+            window: DEFAULT_SEQUENCE_WINDOW,
         }
     }
 
@@ -321,29 +346,61 @@ impl<T: Send + Sync + 'static> StreamConsumer<T> {
                     return Some(Err(ConsumerError::Decode(e)));
                 }
             };
-            let resuming = self.resuming;
-            let progress = self.topics.entry(batch.topic.clone()).or_default();
-            let (next_seq, _) = progress
-                .producers
-                .entry(batch.producer.clone())
-                .or_insert((if resuming { batch.seq } else { 0 }, false));
-            if batch.seq < *next_seq {
+            if batch.topic != delivery.topic {
+                if let Err(e) = self.subscriber.ack(delivery.id).await {
+                    return Some(Err(e.into()));
+                }
+                return Some(Err(ConsumerError::TopicMismatch {
+                    delivered: delivery.topic,
+                    named: batch.topic,
+                }));
+            }
+            let known = self
+                .topics
+                .get(&batch.topic)
+                .and_then(|t| t.producers.get(&batch.producer))
+                .map(|(next, _)| *next);
+            let expected = match known {
+                Some(next) => next,
+                None if self.resuming => batch.seq,
+                None => 0,
+            };
+            if batch.seq < expected {
                 self.stats.duplicates += 1;
                 if let Err(e) = self.subscriber.ack(delivery.id).await {
                     return Some(Err(e.into()));
                 }
                 continue;
             }
-            if batch.seq > *next_seq {
+            let following = batch.seq.checked_add(1);
+            let (Some(following), true) = (following, batch.seq - expected <= self.window) else {
+                self.stats.implausible += 1;
+                if let Err(e) = self.subscriber.ack(delivery.id).await {
+                    return Some(Err(e.into()));
+                }
+                return Some(Err(ConsumerError::ImplausibleSequence {
+                    topic: batch.topic,
+                    producer: batch.producer,
+                    expected,
+                    got: batch.seq,
+                }));
+            };
+            if batch.seq > expected {
                 self.stats.gaps += 1;
                 self.pending_error = Some(ConsumerError::SequenceGap {
                     topic: batch.topic.clone(),
                     producer: batch.producer.clone(),
-                    expected: *next_seq,
+                    expected,
                     got: batch.seq,
                 });
             }
-            *next_seq = batch.seq + 1;
+            self.topics
+                .entry(batch.topic.clone())
+                .or_default()
+                .producers
+                .entry(batch.producer.clone())
+                .or_insert((0, false))
+                .0 = following;
             self.current = Some(Current {
                 delivery: delivery.id,
                 topic: batch.topic,

@@ -31,6 +31,17 @@ pub enum ConnectorError {
         #[source]
         source: BoxError,
     },
+    /// The backend did not answer within the connector's deadline (a
+    /// stalled server); the call can be tried again.
+    #[error("{kind} connector got no reply within {after:?} on {what}")]
+    Timeout {
+        /// The connector kind.
+        kind: &'static str,
+        /// What was being done, naming the key where there is one.
+        what: String,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
     /// The key cannot name an object of this connector (for example a file
     /// key with a path separator).
     #[error("key {key} is not valid for the {kind} connector")]
@@ -147,6 +158,17 @@ pub enum TransportError {
         /// The underlying error.
         #[source]
         source: BoxError,
+    },
+    /// The broker did not answer within the deadline (a stalled server or
+    /// network); the call can be tried again.
+    #[error("{backend} transport got no reply within {after:?} on topic `{topic}`")]
+    Timeout {
+        /// The backend (`"redis"`, `"nats"`).
+        backend: &'static str,
+        /// The topic, or `*` when the call concerns no single topic.
+        topic: String,
+        /// The deadline that passed.
+        after: std::time::Duration,
     },
     /// The topic cannot be used with this backend.
     #[error("invalid topic `{topic}`: {reason}")]
@@ -272,6 +294,33 @@ pub enum ConsumerError {
         expected: u64,
         /// The sequence number it received.
         got: u64,
+    },
+    /// A batch's sequence number is outside any plausible window of its
+    /// producer (more than the consumer's window ahead of the next expected
+    /// one, or at the end of the number range): a forged or corrupt batch.
+    /// It is acknowledged and skipped, and the producer's later batches are
+    /// judged as if it never came.
+    #[error(
+        "topic `{topic}`: producer {producer} sent batch {got}, outside the plausible window from {expected}"
+    )]
+    ImplausibleSequence {
+        /// The topic.
+        topic: String,
+        /// The producer.
+        producer: String,
+        /// The sequence number the consumer expected.
+        expected: u64,
+        /// The sequence number it received.
+        got: u64,
+    },
+    /// A message on one topic carries a batch that names another topic. It
+    /// is acknowledged and skipped; its producer is not registered.
+    #[error("a message on topic `{delivered}` names topic `{named}`")]
+    TopicMismatch {
+        /// The topic the message was delivered on.
+        delivered: String,
+        /// The topic its batch names.
+        named: String,
     },
     /// An inline object did not decode.
     #[error("inline object of topic `{topic}` does not decode")]

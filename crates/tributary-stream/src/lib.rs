@@ -9,6 +9,8 @@ mod filter;
 mod producer;
 mod proxy;
 mod publisher;
+#[cfg(feature = "redis")]
+mod redis_client;
 mod store;
 
 #[doc(inline)]
@@ -22,7 +24,9 @@ pub use connector::{
     memory::MemoryConnector,
 };
 #[doc(inline)]
-pub use consumer::{ConsumerBuilder, ConsumerStats, Item, Payload, StreamConsumer};
+pub use consumer::{
+    ConsumerBuilder, ConsumerStats, DEFAULT_SEQUENCE_WINDOW, Item, Payload, StreamConsumer,
+};
 #[doc(inline)]
 pub use error::{
     BoxError, CodecError, ConnectorError, ConsumerError, EventDecodeError, InvalidProbability,
@@ -33,7 +37,7 @@ pub use event::{Event, EventBatch, Metadata};
 #[doc(inline)]
 pub use filter::{Filter, Sample};
 #[doc(inline)]
-pub use producer::{ProducerBuilder, SendOptions, StreamProducer};
+pub use producer::{ProducerBuilder, Retry, SendOptions, StreamProducer};
 #[doc(inline)]
 pub use proxy::Proxy;
 #[doc(inline)]

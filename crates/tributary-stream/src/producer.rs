@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::connector::{Connector, Key};
-use crate::error::{ProducerError, StoreError};
+use crate::error::{ConnectorError, ProducerError, StoreError, TransportError};
 use crate::event::{Event, EventBatch, Metadata};
 use crate::filter::Filter;
 use crate::publisher::Publisher;
@@ -51,6 +52,84 @@ impl SendOptions {
     }
 }
 
+/// How a flush retries a store or publish that failed for a reason that may
+/// pass (a broken connection, a timeout): up to `attempts` tries in all,
+/// waiting `backoff` after the first failure and twice as long after each
+/// next one, at most `max_backoff`.
+///
+/// The default, 8 attempts from 50 ms up to 2 s, rides out about 5 s of a
+/// broker being away (a restart, a failover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Tries in all (at least 1).
+    pub attempts: u32,
+    /// The wait after the first failure.
+    pub backoff: Duration,
+    /// The longest wait between two tries.
+    pub max_backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 8,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Retry {
+    /// No retry: one try.
+    pub fn never() -> Self {
+        Self {
+            attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    fn pause(&self, failures: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(failures.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+fn transient_transport(e: &TransportError) -> bool {
+    matches!(
+        e,
+        TransportError::Backend { .. } | TransportError::Timeout { .. }
+    )
+}
+
+fn transient_store(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Connector(ConnectorError::Backend { .. } | ConnectorError::Timeout { .. })
+    )
+}
+
+/// Publishes `message`, trying again by `retry` while the failure may pass.
+async fn publish(
+    publisher: &dyn Publisher,
+    retry: Retry,
+    topic: &str,
+    message: bytes::Bytes,
+) -> Result<(), TransportError> {
+    let mut failures = 0;
+    loop {
+        match publisher.publish(topic, message.clone()).await {
+            Err(e) if transient_transport(&e) && failures + 1 < retry.attempts => {
+                failures += 1;
+                tracing::debug!(topic, error = %e, failures, "publish failed; retrying");
+                tokio::time::sleep(retry.pause(failures)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 struct TopicState<T> {
     // Values apart from their options, so that an aggregator gets `&[T]`.
     buffer: Vec<T>,
@@ -84,6 +163,7 @@ pub struct ProducerBuilder<T> {
     batch_size: usize,
     aggregator: Option<Aggregator<T>>,
     filter: Option<Box<dyn Filter>>,
+    retry: Retry,
 }
 
 impl<T> fmt::Debug for ProducerBuilder<T> {
@@ -139,6 +219,18 @@ impl<T: Send + Sync + 'static> ProducerBuilder<T> {
         self
     }
 
+    /// How a flush retries a failed store or publish (default
+    /// [`Retry::default`]). Every try of a batch carries the same sequence
+    /// number and the same object keys, so a consumer that receives two
+    /// copies (a publish whose reply was lost) skips the second.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Retry {
+            attempts: retry.attempts.max(1),
+            ..retry
+        };
+        self
+    }
+
     /// The producer.
     pub fn build(self) -> StreamProducer<T> {
         StreamProducer {
@@ -152,6 +244,7 @@ impl<T: Send + Sync + 'static> ProducerBuilder<T> {
             batch_size: self.batch_size,
             aggregator: self.aggregator,
             filter: self.filter,
+            retry: self.retry,
             topics: HashMap::new(),
             closed: false,
         }
@@ -176,10 +269,12 @@ impl<T: Send + Sync + 'static> ProducerBuilder<T> {
 /// send to a topic that does not fill a batch publishes an empty batch that
 /// announces the producer.
 ///
-/// If a publish fails, the objects stored for it are evicted again (those
-/// whose eviction fails too are named in [`ProducerError::Publish`]) and the
-/// batch stays buffered, so a later flush retries it with the same sequence
-/// number. Dropping a producer without closing it warns (via `tracing`)
+/// A store or publish that fails for a reason that may pass (a broken
+/// connection, a timeout) is tried again with the same batch, by the
+/// producer's [`Retry`] policy. If the last try fails too, the objects
+/// stored for it are evicted again (those whose eviction fails too are
+/// named in [`ProducerError::Publish`]) and the batch stays buffered, so a
+/// later flush retries it with the same sequence number. Dropping a producer without closing it warns (via `tracing`)
 /// about buffered objects and open topics.
 pub struct StreamProducer<T> {
     id: String,
@@ -190,6 +285,7 @@ pub struct StreamProducer<T> {
     batch_size: usize,
     aggregator: Option<Aggregator<T>>,
     filter: Option<Box<dyn Filter>>,
+    retry: Retry,
     topics: HashMap<String, TopicState<T>>,
     closed: bool,
 }
@@ -270,6 +366,7 @@ impl<T: Send + Sync + 'static> StreamProducer<T> {
             batch_size: 1,
             aggregator: None,
             filter: None,
+            retry: Retry::default(),
         }
     }
 
@@ -336,8 +433,7 @@ impl<T: Send + Sync + 'static> StreamProducer<T> {
             seq: state.seq,
             events: Vec::new(),
         };
-        self.publisher
-            .publish(topic, batch.to_bytes())
+        publish(&*self.publisher, self.retry, topic, batch.to_bytes())
             .await
             .map_err(|source| ProducerError::Publish {
                 topic: topic.to_owned(),
@@ -422,10 +518,18 @@ impl<T: Send + Sync + 'static> StreamProducer<T> {
         let mut events = Vec::with_capacity(items.len() + 1);
         let guard = match self.store_for(topic) {
             Some(store) => {
-                let keys = store
-                    .put_batch(items.iter().map(|(v, _, _)| *v))
-                    .await
-                    .map_err(topic_err)?;
+                let mut failures = 0;
+                let keys = loop {
+                    match store.put_batch(items.iter().map(|(v, _, _)| *v)).await {
+                        Ok(keys) => break keys,
+                        Err(e) if transient_store(&e) && failures + 1 < self.retry.attempts => {
+                            failures += 1;
+                            tracing::debug!(topic, error = %e, failures, "store failed; retrying");
+                            tokio::time::sleep(self.retry.pause(failures)).await;
+                        }
+                        Err(e) => return Err(topic_err(e)),
+                    }
+                };
                 let connector = store.connector().descriptor();
                 for ((_, metadata, evict), key) in items.into_iter().zip(&keys) {
                     events.push(Event::Object {
@@ -466,7 +570,7 @@ impl<T: Send + Sync + 'static> StreamProducer<T> {
             seq,
             events,
         };
-        match self.publisher.publish(topic, batch.to_bytes()).await {
+        match publish(&*self.publisher, self.retry, topic, batch.to_bytes()).await {
             Ok(()) => {
                 guard.disarm();
                 let state = self.topics.get_mut(topic).expect("topic state exists");

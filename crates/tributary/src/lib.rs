@@ -73,6 +73,11 @@
 //!   [`sqlite`].
 //! - `durable`: durable steps and workflows, as `durable` (and the SQLite
 //!   journal, `sqlite::SqliteJournal`, with `sqlite`).
+//! - `pipeline`: processor pipelines (a graph of async processors joined
+//!   by bounded channels), as `pipeline`; see `docs/pipelines.md`.
+//! - `ui` (off): the web view of recorded and live runs, as `ui`
+//!   (`tributary::ui::UiServer`).
+//! - `postgres`: the PostgreSQL persister and tracker, as `postgres`.
 
 #[doc(inline)]
 pub use tributary_core::*;
@@ -90,6 +95,22 @@ pub use tributary_sqlite as sqlite;
 /// compensation and durable sleep. See `docs/durable.md`.
 #[cfg(feature = "durable")]
 pub use tributary_durable as durable;
+
+/// Processor pipelines (feature `pipeline`): a graph of async processors
+/// joined by bounded channels, with joins, backpressure, clean ends and
+/// metrics. See [`pipeline::Pipeline`].
+#[cfg(feature = "pipeline")]
+pub use tributary_pipeline as pipeline;
+/// PostgreSQL persistence and tracking, for many processes and machines
+/// sharing one store (feature `postgres`, off by default):
+/// [`postgres::PostgresPersister`], [`postgres::PostgresTracker`],
+/// [`postgres::Database::follow`].
+#[cfg(feature = "postgres")]
+pub use tributary_postgres as postgres;
+/// The web view of runs (feature `ui`): [`ui::UiServer`] serves recorded
+/// runs and live runs attached with their handle.
+#[cfg(feature = "ui")]
+pub use tributary_ui as ui;
 
 /// The guide, whose examples are compiled and run as doctests.
 pub mod guide {

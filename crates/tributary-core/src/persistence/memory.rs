@@ -25,6 +25,8 @@ use crate::error::PersistError;
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryPersister {
     apps: Arc<Mutex<HashMap<String, BTreeMap<u64, Checkpoint>>>>,
+    /// The highest fencing epoch written per application.
+    epochs: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl InMemoryPersister {
@@ -72,6 +74,33 @@ impl Persister for InMemoryPersister {
             Some(seq) => steps.get(&seq).cloned(),
             None => steps.values().next_back().cloned(),
         })
+    }
+
+    fn supports_fencing(&self) -> bool {
+        true
+    }
+
+    async fn save_fenced(&self, checkpoint: &Checkpoint, epoch: u64) -> Result<(), PersistError> {
+        checkpoint.check_depth()?;
+        // Held across the check and the write: they are one step.
+        let mut epochs = self.epochs.lock().expect("persister lock poisoned");
+        let current = epochs.entry(checkpoint.app_id.clone()).or_insert(epoch);
+        if epoch < *current {
+            return Err(PersistError::Fenced {
+                app_id: checkpoint.app_id.clone(),
+                sequence_id: checkpoint.sequence_id,
+                epoch,
+                current: *current,
+            });
+        }
+        *current = epoch;
+        self.apps
+            .lock()
+            .expect("persister lock poisoned")
+            .entry(checkpoint.app_id.clone())
+            .or_default()
+            .insert(checkpoint.sequence_id, checkpoint.clone());
+        Ok(())
     }
 
     async fn list_app_ids(&self, partition_key: Option<&str>) -> Result<Vec<String>, PersistError> {

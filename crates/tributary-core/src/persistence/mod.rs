@@ -203,6 +203,17 @@ impl Checkpoint {
 ///   [`check_depth`](Checkpoint::check_depth) fails is refused with
 ///   [`PersistError::TooDeep`] and nothing is stored.
 /// - Implementations are safe to call concurrently from many applications.
+/// - Fencing (optional): [`save_fenced`](Persister::save_fenced) carries the
+///   writer's epoch. A backend that supports it keeps, per application, the
+///   highest epoch written so far; a fenced write with an older epoch is
+///   refused with [`PersistError::Fenced`] and stores nothing, one with the
+///   same or a newer epoch is saved and raises the stored epoch. The check
+///   and the write are one atomic operation, so of two writers racing, the
+///   older one cannot slip in after the newer. Plain [`save`](Persister::save)
+///   is not checked. A backend without fencing keeps the default, which
+///   refuses every fenced write with [`PersistError::FencingUnsupported`]
+///   (never an unchecked write); [`supports_fencing`](Persister::supports_fencing)
+///   tells which.
 #[async_trait]
 pub trait Persister: Send + Sync + 'static {
     /// Save a checkpoint.
@@ -232,6 +243,31 @@ pub trait Persister: Send + Sync + 'static {
     ///
     /// [`PersistError`] when the backend fails.
     async fn list_app_ids(&self, partition_key: Option<&str>) -> Result<Vec<String>, PersistError>;
+
+    /// Whether [`save_fenced`](Self::save_fenced) checks epochs (`false`
+    /// unless the backend overrides it).
+    fn supports_fencing(&self) -> bool {
+        false
+    }
+
+    /// Save a checkpoint written under fencing epoch `epoch` (a claim's
+    /// number: each new owner of an application writes with a higher one).
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError::Fenced`] when a newer epoch was already stored for
+    /// the application; by default [`PersistError::FencingUnsupported`];
+    /// otherwise as [`save`](Self::save).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`save`](Self::save) of the backend.
+    async fn save_fenced(&self, checkpoint: &Checkpoint, epoch: u64) -> Result<(), PersistError> {
+        let _ = epoch;
+        Err(PersistError::FencingUnsupported {
+            app_id: checkpoint.app_id.clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for dyn Persister {

@@ -5,23 +5,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
 use super::{Connector, ConnectorDescriptor, Key};
 use crate::error::ConnectorError;
+use crate::redis_client::{self, DEFAULT_TIMEOUT, Failure};
 
 /// Objects as Redis string values under `<prefix><key>`.
 ///
 /// The connection is opened on first use, so constructing one (and building
 /// one from a descriptor in a registry) does no I/O. Clones share the
-/// connection.
+/// connection, which reconnects by itself when it breaks (a server restart,
+/// an idle-connection kill): every operation is idempotent and is sent once
+/// more after a broken connection. Every operation has a deadline
+/// ([`with_timeout`](Self::with_timeout), 10 s by default) after which it
+/// fails with [`ConnectorError::Timeout`].
 #[derive(Debug, Clone)]
 pub struct RedisConnector {
     url: String,
     prefix: String,
-    client: redis::Client,
-    conn: Arc<OnceCell<MultiplexedConnection>>,
+    timeout: Duration,
+    conn: Arc<OnceCell<ConnectionManager>>,
 }
 
 fn backend(what: String, e: redis::RedisError) -> ConnectorError {
@@ -29,6 +34,17 @@ fn backend(what: String, e: redis::RedisError) -> ConnectorError {
         kind: RedisConnector::KIND,
         what,
         source: Box::new(e),
+    }
+}
+
+fn failed(what: String, f: Failure) -> ConnectorError {
+    match f {
+        Failure::Redis(e) => backend(what, e),
+        Failure::Timeout(after) => ConnectorError::Timeout {
+            kind: RedisConnector::KIND,
+            what,
+            after,
+        },
     }
 }
 
@@ -44,17 +60,22 @@ impl RedisConnector {
     /// When `url` is not a valid Redis URL.
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Result<Self, ConnectorError> {
         let url = url.into();
-        let client =
-            redis::Client::open(url.as_str()).map_err(|e| ConnectorError::InvalidConfig {
-                kind: Self::KIND.into(),
-                reason: format!("bad url {url}: {e}"),
-            })?;
+        redis::Client::open(url.as_str()).map_err(|e| ConnectorError::InvalidConfig {
+            kind: Self::KIND.into(),
+            reason: format!("bad url {url}: {e}"),
+        })?;
         Ok(Self {
             url,
             prefix: prefix.into(),
-            client,
+            timeout: DEFAULT_TIMEOUT,
             conn: Arc::default(),
         })
+    }
+
+    /// How long one operation may wait for the server (default 10 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// A factory for [`ConnectorRegistry::with_kind`](crate::ConnectorRegistry::with_kind)
@@ -88,20 +109,27 @@ impl RedisConnector {
         }
     }
 
-    async fn conn(&self) -> Result<MultiplexedConnection, ConnectorError> {
+    async fn conn(&self) -> Result<ConnectionManager, ConnectorError> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_response_timeout(Some(Duration::from_secs(30)))
-                    .set_connection_timeout(Some(Duration::from_secs(5)));
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config)
+                redis_client::manager(&self.url)
                     .await
                     .map_err(|e| backend(format!("connect to {}", self.url), e))
             })
             .await?;
         Ok(conn.clone())
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        what: impl FnOnce() -> String,
+    ) -> Result<T, ConnectorError> {
+        let mut conn = self.conn().await?;
+        redis_client::idempotent(&mut conn, cmd, self.timeout)
+            .await
+            .map_err(|f| failed(what(), f))
     }
 
     fn redis_key(&self, key: &Key) -> String {
@@ -120,13 +148,9 @@ impl Connector for RedisConnector {
 
     async fn put(&self, data: Bytes) -> Result<Key, ConnectorError> {
         let key = Key::random();
-        let mut conn = self.conn().await?;
-        redis::cmd("SET")
-            .arg(self.redis_key(&key))
-            .arg(data.as_ref())
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| backend(format!("put {key}"), e))?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.redis_key(&key)).arg(data.as_ref());
+        self.query::<()>(&cmd, || format!("put {key}")).await?;
         Ok(key)
     }
 
@@ -139,20 +163,15 @@ impl Connector for RedisConnector {
         for (k, d) in keys.iter().zip(&data) {
             cmd.arg(self.redis_key(k)).arg(d.as_ref());
         }
-        let mut conn = self.conn().await?;
-        cmd.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| backend(format!("put a batch of {} objects", keys.len()), e))?;
+        self.query::<()>(&cmd, || format!("put a batch of {} objects", keys.len()))
+            .await?;
         Ok(keys)
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Bytes>, ConnectorError> {
-        let mut conn = self.conn().await?;
-        let v: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.redis_key(key))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| backend(format!("get {key}"), e))?;
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.redis_key(key));
+        let v: Option<Vec<u8>> = self.query(&cmd, || format!("get {key}")).await?;
         Ok(v.map(Bytes::from))
     }
 
@@ -164,30 +183,22 @@ impl Connector for RedisConnector {
         for k in keys {
             cmd.arg(self.redis_key(k));
         }
-        let mut conn = self.conn().await?;
-        let v: Vec<Option<Vec<u8>>> = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| backend(format!("get a batch of {} objects", keys.len()), e))?;
+        let v: Vec<Option<Vec<u8>>> = self
+            .query(&cmd, || format!("get a batch of {} objects", keys.len()))
+            .await?;
         Ok(v.into_iter().map(|o| o.map(Bytes::from)).collect())
     }
 
     async fn exists(&self, key: &Key) -> Result<bool, ConnectorError> {
-        let mut conn = self.conn().await?;
-        let n: i64 = redis::cmd("EXISTS")
-            .arg(self.redis_key(key))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| backend(format!("exists {key}"), e))?;
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.redis_key(key));
+        let n: i64 = self.query(&cmd, || format!("exists {key}")).await?;
         Ok(n > 0)
     }
 
     async fn evict(&self, key: &Key) -> Result<(), ConnectorError> {
-        let mut conn = self.conn().await?;
-        redis::cmd("DEL")
-            .arg(self.redis_key(key))
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| backend(format!("evict {key}"), e))
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.redis_key(key));
+        self.query::<()>(&cmd, || format!("evict {key}")).await
     }
 }

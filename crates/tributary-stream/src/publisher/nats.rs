@@ -81,6 +81,7 @@ pub struct NatsPublisher {
     js: jetstream::Context,
     prefix: String,
     backpressure_timeout: Duration,
+    timeout: Duration,
 }
 
 // JetStream refuses a message because the stream is at its limits.
@@ -106,7 +107,16 @@ impl NatsPublisher {
             js,
             prefix: prefix.to_owned(),
             backpressure_timeout: Duration::ZERO,
+            timeout: Duration::from_secs(5),
         })
+    }
+
+    /// How long a publish waits for the server's acknowledgement before it
+    /// fails with [`TransportError::Timeout`] (default 5 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.js.set_timeout(timeout);
+        self.timeout = timeout;
+        self
     }
 
     /// How long a publish retries while the stream is full (default: not
@@ -125,13 +135,24 @@ impl Publisher for NatsPublisher {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(5);
         loop {
-            let ack = self
-                .js
-                .publish(subject.clone(), message.clone())
-                .await
-                .map_err(|e| backend(topic, e))?;
+            let timed_out = |e: &jetstream::context::PublishError| {
+                (e.kind() == jetstream::context::PublishErrorKind::TimedOut).then(|| {
+                    TransportError::Timeout {
+                        backend: "nats",
+                        topic: topic.to_owned(),
+                        after: self.timeout,
+                    }
+                })
+            };
+            let ack = match self.js.publish(subject.clone(), message.clone()).await {
+                Ok(ack) => ack,
+                Err(e) => return Err(timed_out(&e).unwrap_or_else(|| backend(topic, e))),
+            };
             match ack.await {
                 Ok(_) => return Ok(()),
+                Err(e) if timed_out(&e).is_some() => {
+                    return Err(timed_out(&e).expect("checked"));
+                }
                 Err(e) if stream_full(&e) => {
                     let waited = started.elapsed();
                     if waited >= self.backpressure_timeout {
@@ -154,8 +175,12 @@ impl Publisher for NatsPublisher {
 ///
 /// The consumer acknowledges explicitly; JetStream delivers a message again
 /// when it was not acknowledged within `ack_wait` (by default 30 s), which
-/// is what a subscriber of the same durable name gets after a crash.
+/// is what a subscriber of the same durable name gets after a crash. The
+/// server sends a heartbeat while no message flows; a read that misses two
+/// ([`NatsSubscriberOptions::heartbeat`]) fails with
+/// [`TransportError::Timeout`] and the subscriber goes on pulling.
 pub struct NatsSubscriber {
+    heartbeat: Duration,
     topics: Vec<String>,
     prefix: String,
     messages: pull::Stream,
@@ -181,6 +206,9 @@ pub struct NatsSubscriberOptions {
     pub ack_wait: Duration,
     /// How many unacknowledged messages JetStream lets this consumer hold.
     pub max_ack_pending: i64,
+    /// How often the server says it is alive while no message flows; a
+    /// read fails after missing two.
+    pub heartbeat: Duration,
 }
 
 impl Default for NatsSubscriberOptions {
@@ -188,6 +216,7 @@ impl Default for NatsSubscriberOptions {
         Self {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 1024,
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -196,6 +225,12 @@ impl NatsSubscriberOptions {
     /// Sets [`ack_wait`](Self::ack_wait).
     pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
         self.ack_wait = ack_wait;
+        self
+    }
+
+    /// Sets [`heartbeat`](Self::heartbeat).
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
         self
     }
 }
@@ -240,8 +275,15 @@ impl NatsSubscriber {
             )
             .await
             .map_err(|e| backend("*", e))?;
-        let messages = consumer.messages().await.map_err(|e| backend("*", e))?;
+        let messages = consumer
+            .stream()
+            .heartbeat(options.heartbeat)
+            .expires(options.heartbeat * 6)
+            .messages()
+            .await
+            .map_err(|e| backend("*", e))?;
         Ok(Self {
+            heartbeat: options.heartbeat,
             topics,
             prefix: prefix.to_owned(),
             messages,
@@ -261,7 +303,17 @@ impl Subscriber for NatsSubscriber {
         let Some(message) = self.messages.next().await else {
             return Ok(None);
         };
-        let message = message.map_err(|e| backend("*", e))?;
+        let message = message.map_err(|e| {
+            if e.kind() == pull::MessagesErrorKind::MissingHeartbeat {
+                TransportError::Timeout {
+                    backend: "nats",
+                    topic: "*".to_owned(),
+                    after: self.heartbeat * 2,
+                }
+            } else {
+                backend("*", e)
+            }
+        })?;
         let subject = message.subject.as_str();
         let topic = subject
             .strip_prefix(&self.prefix)

@@ -1,0 +1,119 @@
+//! [`TrackerSnapshot`]: the tracker's rows, read at once, for tools.
+
+use serde_json::{Map, Value};
+use tokio_postgres::NoTls;
+
+use crate::database::reader_config;
+use crate::error::PostgresError;
+use crate::schema::SCHEMA_VERSION;
+
+/// Every row the [`PostgresTracker`](crate::PostgresTracker) wrote in one
+/// schema, read in one repeatable-read transaction (a consistent picture
+/// while writers go on), each row a map from column name to value.
+///
+/// The columns are those of the SQLite tracker's `apps` and `steps` tables
+/// (schema version 2), so a tool can load the rows into a SQLite file and
+/// read them with the SQLite reader: that is how the `tributary` command
+/// shows a PostgreSQL database with the same output.
+///
+/// Reading never creates, migrates or writes anything.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct TrackerSnapshot {
+    /// `host:port/dbname` and the schema, for messages.
+    pub source: String,
+    /// The rows of `apps`.
+    pub apps: Vec<Map<String, Value>>,
+    /// The rows of `steps`.
+    pub steps: Vec<Map<String, Value>>,
+}
+
+impl TrackerSnapshot {
+    /// Read the tracker's rows of `schema` in the database at `url`.
+    ///
+    /// # Errors
+    ///
+    /// [`PostgresError::InvalidUrl`], [`PostgresError::InvalidSchema`],
+    /// [`PostgresError::Unreachable`], [`PostgresError::Authentication`],
+    /// [`PostgresError::NoSchema`] when nothing was ever tracked there,
+    /// [`PostgresError::SchemaTooNew`], [`PostgresError::Postgres`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn read(url: &str, schema: &str) -> Result<Self, PostgresError> {
+        let (config, target, user) = reader_config(url, schema)?;
+        let err = |e| PostgresError::classify(&target, &user, e);
+        let (mut client, connection) = config.connect(NoTls).await.map_err(err)?;
+        let driver = tokio::spawn(connection);
+        let read = async {
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(err)?;
+            let exists: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+                     WHERE table_schema = $1 AND table_name = 'tributary_schema')",
+                    &[&schema],
+                )
+                .await
+                .map_err(err)?
+                .get(0);
+            let no_schema = || PostgresError::NoSchema {
+                target: target.clone(),
+                schema: schema.to_owned(),
+            };
+            if !exists {
+                return Err(no_schema());
+            }
+            let version: i64 = tx
+                .query_opt(
+                    &format!("SELECT version FROM \"{schema}\".tributary_schema"),
+                    &[],
+                )
+                .await
+                .map_err(err)?
+                .map_or(0, |row| row.get(0));
+            if version > SCHEMA_VERSION {
+                return Err(PostgresError::SchemaTooNew {
+                    target: target.clone(),
+                    schema: schema.to_owned(),
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if version == 0 {
+                return Err(no_schema());
+            }
+            let rows = |table: &'static str| {
+                let sql = format!("SELECT row_to_json(t)::text FROM \"{schema}\".{table} t");
+                let tx = &tx;
+                async move {
+                    let rows = tx.query(&sql, &[]).await.map_err(err)?;
+                    Ok::<_, PostgresError>(
+                        rows.iter()
+                            .filter_map(|row| {
+                                serde_json::from_str::<Map<String, Value>>(row.get(0)).ok()
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            };
+            let apps = rows("apps").await?;
+            let steps = rows("steps").await?;
+            Ok(TrackerSnapshot {
+                source: format!("{target} schema {schema}"),
+                apps,
+                steps,
+            })
+        };
+        let snapshot = read.await;
+        drop(client);
+        let _ = driver.await;
+        snapshot
+    }
+}

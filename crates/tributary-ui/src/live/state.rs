@@ -1,0 +1,359 @@
+//! The model of a live run: its lanes and the merged stream, bounded.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+use serde_json::Value;
+use tributary_core::State;
+
+use super::view::{LaneView, StepBar};
+use crate::source::{CancelCause, Kind, Observed};
+
+/// Tokens kept per lane.
+pub(super) const TAIL: usize = 12;
+/// Tokens per lane sent in a live update (the lane detail has all of the tail).
+pub(super) const TAIL_SENT: usize = 3;
+/// Characters kept of one token or result text.
+pub(super) const TEXT_CHARS: usize = 200;
+/// Item positions (for zip-round columns) kept per lane.
+pub(super) const COLUMNS: usize = 8;
+/// Steps kept per lane.
+pub(super) const STEPS: usize = 32;
+/// Step bars per lane sent in a live update (the lane detail has all).
+pub(super) const STEPS_SENT: usize = 8;
+/// Pause spans kept per lane and per run.
+pub(super) const PAUSES: usize = 16;
+/// Items of the merged stream kept.
+pub(super) const MERGED: usize = 5_000;
+
+#[derive(Default)]
+pub(super) struct LiveState {
+    pub(super) version: u64,
+    pub(super) lanes: Vec<Lane>,
+    pub(super) by_key: HashMap<String, usize>,
+    pub(super) merged: VecDeque<Merged>,
+    pub(super) merged_total: u64,
+    /// A completion policy cancelled tasks: the completed ones won.
+    pub(super) policy_finished: bool,
+    /// The parents (lanes, `""` for the run) whose children a completion
+    /// policy cancelled: their completed children won.
+    pub(super) policy_parents: std::collections::HashSet<String>,
+    pub(super) ended: bool,
+    pub(super) max_seq: u64,
+    pub(super) pauses: VecDeque<Span>,
+}
+
+/// A time span in milliseconds since the run was attached.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(super) struct Span {
+    pub(super) start: u64,
+    pub(super) end: Option<u64>,
+}
+
+pub(super) struct Lane {
+    pub(super) key: String,
+    pub(super) parent: String,
+    pub(super) order: Vec<u64>,
+    pub(super) addressable: bool,
+    pub(super) index: u64,
+    pub(super) app_id: String,
+    pub(super) ended: Option<Kind>,
+    pub(super) action: Option<String>,
+    pub(super) items: u64,
+    pub(super) tokens: u64,
+    pub(super) tail: VecDeque<String>,
+    pub(super) columns: VecDeque<(u64, Kind)>,
+    pub(super) first_ms: u64,
+    pub(super) last_ms: u64,
+    pub(super) step_start_ms: u64,
+    pub(super) step_first_item_ms: Option<u64>,
+    pub(super) step_items: u64,
+    pub(super) steps: VecDeque<LaneStep>,
+    pub(super) steps_dropped: u64,
+    /// Paused through this view and not resumed since.
+    pub(super) paused: bool,
+    pub(super) pauses: VecDeque<Span>,
+    pub(super) error: Option<String>,
+    pub(super) cancel_cause: Option<CancelCause>,
+    pub(super) version: u64,
+}
+
+pub(super) struct LaneStep {
+    pub(super) action: String,
+    pub(super) kind: Kind,
+    pub(super) start_ms: u64,
+    pub(super) end_ms: u64,
+    pub(super) first_item_ms: Option<u64>,
+    pub(super) items: u64,
+    pub(super) result: Option<Value>,
+    pub(super) state: Option<State>,
+    pub(super) error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Merged {
+    /// The item's position in what the consumer received, from 0.
+    pub(super) pos: u64,
+    #[serde(skip)]
+    pub(super) version: u64,
+    pub(super) at_ms: u64,
+    pub(super) task: String,
+    pub(super) index: u64,
+    pub(super) action: Option<String>,
+    pub(super) kind: Kind,
+    pub(super) seq: u64,
+    pub(super) text: String,
+}
+
+pub(super) fn push_bounded<T>(queue: &mut VecDeque<T>, value: T, cap: usize) -> bool {
+    let dropped = queue.len() == cap;
+    if dropped {
+        queue.pop_front();
+    }
+    queue.push_back(value);
+    dropped
+}
+
+/// Text of a value for the page: strings as they are, anything else as
+/// JSON, cut to a bounded length.
+fn text_of(value: Option<&Value>) -> String {
+    let text = match value {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    cut(text)
+}
+
+fn cut(mut text: String) -> String {
+    if let Some((at, _)) = text.char_indices().nth(TEXT_CHARS) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
+impl LiveState {
+    pub(super) fn bump_run(&mut self) {
+        self.version += 1;
+        // Every lane's shown status depends on the run's pause.
+        let version = self.version;
+        for lane in &mut self.lanes {
+            if lane.ended.is_none() {
+                lane.version = version;
+            }
+        }
+    }
+
+    pub(super) fn record(&mut self, item: Observed, at: u64) {
+        self.version += 1;
+        let version = self.version;
+        // A nested task's ancestors have lanes even before items of
+        // their own.
+        for depth in 1..item.path.len() {
+            let key = item.path[..depth].join("/");
+            let a = match self.by_key.get(&key) {
+                Some(&a) => a,
+                None => {
+                    self.lanes.push(Lane::ancestor(&item, depth, at, version));
+                    self.by_key.insert(key, self.lanes.len() - 1);
+                    self.lanes.len() - 1
+                }
+            };
+            let action = item.ancestor_actions.get(depth - 1).cloned().flatten();
+            let ancestor = &mut self.lanes[a];
+            if action.is_some() && ancestor.action != action && ancestor.ended.is_none() {
+                ancestor.action = action;
+                ancestor.version = version;
+            }
+        }
+        let i = match self.by_key.get(&item.task_key) {
+            Some(&i) => i,
+            None => {
+                self.lanes.push(Lane::new(&item, at));
+                self.by_key
+                    .insert(item.task_key.clone(), self.lanes.len() - 1);
+                self.lanes.len() - 1
+            }
+        };
+        self.max_seq = self.max_seq.max(item.seq);
+        let text = match item.kind {
+            Kind::Failed | Kind::Cancelled => cut(item.error.clone().unwrap_or_default()),
+            _ => text_of(item.result.as_ref()),
+        };
+        let lane = &mut self.lanes[i];
+        lane.apply(&item, &text, at);
+        lane.version = version;
+        if item.cancel_cause == Some(CancelCause::Policy)
+            && self.policy_parents.insert(item.parent.clone())
+        {
+            self.policy_finished |= item.parent.is_empty();
+            for lane in &mut self.lanes {
+                if lane.ended == Some(Kind::Final) && lane.parent == item.parent {
+                    lane.version = version;
+                }
+            }
+        }
+        push_bounded(
+            &mut self.merged,
+            Merged {
+                pos: self.merged_total,
+                version,
+                at_ms: at,
+                task: item.task_key,
+                index: item.task_index,
+                action: item.action,
+                kind: item.kind,
+                seq: item.seq,
+                text,
+            },
+            MERGED,
+        );
+        self.merged_total += 1;
+    }
+}
+
+impl Lane {
+    /// The lane of `item`'s ancestor at `depth` (1 for the top-level task).
+    pub(super) fn ancestor(item: &Observed, depth: usize, at: u64, version: u64) -> Lane {
+        let mut lane = Lane::new(item, at);
+        lane.key = item.path[..depth].join("/");
+        lane.parent = item.path[..depth - 1].join("/");
+        lane.order = item.order[..depth].to_vec();
+        lane.index = item.order[depth - 1];
+        lane.addressable = depth == 1;
+        lane.app_id = String::new();
+        lane.version = version;
+        lane
+    }
+
+    pub(super) fn new(item: &Observed, at: u64) -> Lane {
+        Lane {
+            key: item.task_key.clone(),
+            parent: item.parent.clone(),
+            order: item.order.clone(),
+            addressable: item.addressable,
+            index: item.task_index,
+            app_id: item.app_id.clone(),
+            ended: None,
+            action: None,
+            items: 0,
+            tokens: 0,
+            tail: VecDeque::new(),
+            columns: VecDeque::new(),
+            first_ms: at,
+            last_ms: at,
+            step_start_ms: at,
+            step_first_item_ms: None,
+            step_items: 0,
+            steps: VecDeque::new(),
+            steps_dropped: 0,
+            paused: false,
+            pauses: VecDeque::new(),
+            error: None,
+            cancel_cause: None,
+            version: 0,
+        }
+    }
+
+    pub(super) fn apply(&mut self, item: &Observed, text: &str, at: u64) {
+        self.items += 1;
+        self.last_ms = at;
+        if item.action.is_some() {
+            self.action.clone_from(&item.action);
+        }
+        push_bounded(&mut self.columns, (item.seq, item.kind), COLUMNS);
+        if item.kind == Kind::Token {
+            self.tokens += 1;
+            self.step_items += 1;
+            self.step_first_item_ms.get_or_insert(at);
+            push_bounded(&mut self.tail, text.to_owned(), TAIL);
+            return;
+        }
+        let step = LaneStep {
+            action: item.action.clone().unwrap_or_default(),
+            kind: item.kind,
+            start_ms: self.step_start_ms,
+            end_ms: at,
+            first_item_ms: self.step_first_item_ms.take(),
+            items: std::mem::take(&mut self.step_items),
+            result: item.result.clone(),
+            state: item.state.clone(),
+            error: item.error.clone(),
+        };
+        if push_bounded(&mut self.steps, step, STEPS) {
+            self.steps_dropped += 1;
+        }
+        self.step_start_ms = at;
+        if matches!(item.kind, Kind::Final | Kind::Failed | Kind::Cancelled) {
+            self.ended = Some(item.kind);
+            self.paused = false;
+            if let Some(p) = self.pauses.back_mut().filter(|p| p.end.is_none()) {
+                p.end = Some(at);
+            }
+            self.error.clone_from(&item.error);
+            self.cancel_cause = item.cancel_cause;
+        }
+    }
+
+    pub(super) fn view(&self, st: &LiveState, run_paused: bool, now: u64) -> LaneView {
+        self.view_with(st, run_paused, now, STEPS_SENT)
+    }
+
+    pub(super) fn view_with(
+        &self,
+        st: &LiveState,
+        run_paused: bool,
+        now: u64,
+        bars: usize,
+    ) -> LaneView {
+        let status = match self.ended {
+            Some(Kind::Final) => "completed",
+            Some(Kind::Failed) => "failed",
+            Some(Kind::Cancelled) => "cancelled",
+            _ if self.paused || run_paused => "paused",
+            _ => "running",
+        };
+        let end = if self.ended.is_some() {
+            self.last_ms
+        } else {
+            now
+        };
+        LaneView {
+            key: self.key.clone(),
+            parent: self.parent.clone(),
+            order: self.order.clone(),
+            control: self.addressable,
+            index: self.index,
+            status,
+            action: self.action.clone(),
+            items: self.items,
+            tokens: self.tokens,
+            tail: self
+                .tail
+                .iter()
+                .skip(self.tail.len().saturating_sub(TAIL_SENT))
+                .cloned()
+                .collect(),
+            columns: self.columns.iter().copied().collect(),
+            start_ms: self.first_ms,
+            elapsed_ms: end.saturating_sub(self.first_ms),
+            winner: self.ended == Some(Kind::Final) && st.policy_parents.contains(&self.parent),
+            lost: self.cancel_cause == Some(CancelCause::Policy),
+            paused_here: self.paused,
+            error: self.error.clone(),
+            steps: self
+                .steps
+                .iter()
+                .skip(self.steps.len().saturating_sub(bars))
+                .map(|s| StepBar {
+                    action: s.action.clone(),
+                    kind: s.kind,
+                    start_ms: s.start_ms,
+                    end_ms: s.end_ms,
+                })
+                .collect(),
+            pauses: self.pauses.iter().copied().collect(),
+        }
+    }
+}
