@@ -14,7 +14,8 @@
 //! diamond, `pipeline_memory_slow_sink` in a child process), `queue` (the
 //! work queue on Redis and NATS against the bare clients), `checkpoint`
 //! (checkpointed steps/s on SQLite and, with `TRIBUTARY_POSTGRES_URL`,
-//! PostgreSQL). See `docs/benchmarks.md`.
+//! PostgreSQL), `durable` (journaled steps/s on SQLite). See
+//! `docs/benchmarks.md`.
 
 mod report;
 mod scenarios;
@@ -24,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use scenarios::{checkpoint, control, map, memory, merge, pipeline, profile, queue};
+use scenarios::{checkpoint, control, durable, map, memory, merge, pipeline, profile, queue};
 
 const SCENARIOS: &[&str] = &[
     "map_cpu",
@@ -34,6 +35,7 @@ const SCENARIOS: &[&str] = &[
     "pause",
     "cancel",
     "memory",
+    "durable",
     "pipeline",
     "queue",
     "checkpoint",
@@ -138,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             "first_item" => on_worker(Box::pin(async move { merge::first_item(&opts).await })),
             "pause" => on_worker(Box::pin(async move { control::pause(&opts).await })),
             "cancel" => on_worker(Box::pin(async move { control::cancel(&opts).await })),
+            "durable" => on_worker(Box::pin(async move { durable::durable(&opts).await })),
             "queue" => on_worker(Box::pin(async move { queue::queue(&opts).await })),
             "checkpoint" => on_worker(Box::pin(async move { checkpoint::checkpoint(&opts).await })),
             "memory" => {

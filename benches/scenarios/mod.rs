@@ -3,6 +3,7 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod control;
+pub(crate) mod durable;
 pub(crate) mod map;
 pub(crate) mod memory;
 pub(crate) mod merge;

@@ -70,6 +70,8 @@
 
 mod database;
 mod error;
+#[cfg(feature = "durable")]
+mod journal;
 mod persister;
 mod process;
 mod runs;
@@ -80,6 +82,9 @@ mod tracker;
 pub use database::Database;
 #[doc(inline)]
 pub use error::SqliteError;
+#[doc(inline)]
+#[cfg(feature = "durable")]
+pub use journal::SqliteJournal;
 #[doc(inline)]
 pub use persister::SqlitePersister;
 #[doc(inline)]

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::error::SqliteError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a tributary database ("Trib").
 const APPLICATION_ID: i64 = 0x5472_6962;
@@ -114,6 +114,46 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE steps ADD COLUMN unrecorded TEXT;
     -- When a process was last heard of: where a dead gap begins.
     CREATE INDEX steps_by_process ON steps (process, started_at);
+    ",
+    // 2 -> 3: the journal of durable steps (one row per step outcome at a
+    // position of an action attempt), the records of durable workflows and
+    // the events sent to them.
+    "
+    CREATE TABLE journal (
+        app_id      TEXT    NOT NULL,
+        sequence_id INTEGER NOT NULL,
+        position    INTEGER NOT NULL,
+        step        TEXT    NOT NULL,
+        occurrence  INTEGER NOT NULL,
+        kind        TEXT    NOT NULL,
+        status      TEXT    NOT NULL CHECK (status IN ('completed', 'failed')),
+        value       TEXT,
+        error       TEXT,
+        written_at  INTEGER NOT NULL,
+        PRIMARY KEY (app_id, sequence_id, position)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE workflows (
+        workflow_id TEXT    NOT NULL PRIMARY KEY,
+        name        TEXT    NOT NULL,
+        input       TEXT    NOT NULL,
+        status      TEXT    NOT NULL,
+        output      TEXT,
+        error       TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX workflows_by_status ON workflows (status);
+
+    -- Events sent to workflows, numbered per (target, name) from 0.
+    CREATE TABLE events (
+        target  TEXT    NOT NULL,
+        name    TEXT    NOT NULL,
+        idx     INTEGER NOT NULL,
+        value   TEXT    NOT NULL,
+        sent_at INTEGER NOT NULL,
+        PRIMARY KEY (target, name, idx)
+    ) WITHOUT ROWID;
     ",
 ];
 

@@ -71,6 +71,8 @@
 //!
 //! - `sqlite` (default): the SQLite persister and tracker, as
 //!   [`sqlite`].
+//! - `durable`: durable steps and workflows, as `durable` (and the SQLite
+//!   journal, `sqlite::SqliteJournal`, with `sqlite`).
 //! - `pipeline`: processor pipelines (a graph of async processors joined
 //!   by bounded channels), as `pipeline`; see `docs/pipelines.md`.
 //! - `ui` (off): the web view of recorded and live runs, as `ui`
@@ -87,6 +89,12 @@ pub use tributary_runtime::*;
 /// [`sqlite::RunReader`].
 #[cfg(feature = "sqlite")]
 pub use tributary_sqlite as sqlite;
+
+/// Durable steps and workflows (feature `durable`, off by default): a
+/// journal of step results inside any action, replay, retries, saga
+/// compensation and durable sleep. See `docs/durable.md`.
+#[cfg(feature = "durable")]
+pub use tributary_durable as durable;
 
 /// Processor pipelines (feature `pipeline`): a graph of async processors
 /// joined by bounded channels, with joins, backpressure, clean ends and

@@ -1,0 +1,143 @@
+//! [`Journal`]: how an application's actions reach the journal.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use tributary_core::{ActionContext, ApplicationBuilder, Hook, StepInfo, StepOutcome};
+
+use crate::error::DurableError;
+use crate::scope::{Clock, Scope, system_clock};
+use crate::store::JournalStore;
+
+/// An application's handle on a [`JournalStore`]: attached to an
+/// application with [`WithJournal::journal`], it lets every action journal
+/// its steps ([`DurableExt`](crate::DurableExt)).
+///
+/// It is both an extension (actions find it with
+/// `ctx.extension::<Journal>()`) and a [`Hook`]: before each step (each
+/// attempt of an action) it opens a fresh replay cursor for the step's
+/// (app id, sequence id), and after the step it drops it. One journal may
+/// serve many applications at once (clones share everything), but not two
+/// running copies of one app id: they would share a cursor.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use tributary_core::{action, Application, Graph, RunOptions, State};
+/// use tributary_durable::{DurableExt, Journal, MemoryJournal, WithJournal};
+///
+/// let journal = Journal::new(Arc::new(MemoryJournal::new()));
+/// let graph = Graph::single(action("fetch").writes(["n"]).run(|s: State, _, ctx| async move {
+///     let n: u32 = ctx.step("download", async { Ok::<_, std::io::Error>(7) }).await?;
+///     Ok((json!({}), s.set("n", n)))
+/// }));
+/// let mut app = Application::builder(graph).app_id("job-1").journal(&journal).build().await?;
+/// let out = app.run(RunOptions::new()).await?;
+/// assert_eq!(out.state.get("n"), Some(&json!(7)));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn JournalStore>,
+    clock: Clock,
+    scopes: Mutex<HashMap<(String, u64), Arc<Scope>>>,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("open_scopes", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// A journal writing to `store`.
+    pub fn new(store: Arc<dyn JournalStore>) -> Self {
+        Self::with_clock_arc(store, system_clock())
+    }
+
+    /// A journal that reads the time of day from `clock` (durable sleeps
+    /// journal their wake-up time in it; tests drive it by hand).
+    pub fn with_clock(
+        store: Arc<dyn JournalStore>,
+        clock: impl Fn() -> SystemTime + Send + Sync + 'static,
+    ) -> Self {
+        Self::with_clock_arc(store, Arc::new(clock))
+    }
+
+    fn with_clock_arc(store: Arc<dyn JournalStore>, clock: Clock) -> Self {
+        Journal {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                scopes: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn JournalStore> {
+        &self.inner.store
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), Arc<Scope>>> {
+        self.inner
+            .scopes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cursor of the step `ctx` runs in.
+    pub(crate) fn scope_of(&self, ctx: &ActionContext) -> Result<Arc<Scope>, DurableError> {
+        self.lock()
+            .get(&(ctx.app_id().to_owned(), ctx.sequence_id()))
+            .cloned()
+            .ok_or_else(|| DurableError::NoJournal {
+                app_id: ctx.app_id().to_owned(),
+            })
+    }
+}
+
+impl Hook for Journal {
+    fn before_step(&self, step: &StepInfo<'_>) {
+        let scope = Scope::new(
+            Arc::clone(&self.inner.store),
+            step.app.app_id.clone(),
+            step.sequence_id,
+            Arc::clone(&self.inner.clock),
+        );
+        self.lock()
+            .insert((step.app.app_id.clone(), step.sequence_id), Arc::new(scope));
+    }
+
+    fn after_step(&self, step: &StepInfo<'_>, _outcome: &StepOutcome<'_>) {
+        self.lock()
+            .remove(&(step.app.app_id.clone(), step.sequence_id));
+    }
+}
+
+/// Attach a [`Journal`] to an application: `.journal(&journal)` on its
+/// builder adds it as an extension and as a hook.
+pub trait WithJournal {
+    /// Attach `journal`.
+    #[must_use]
+    fn journal(self, journal: &Journal) -> Self;
+}
+
+impl WithJournal for ApplicationBuilder {
+    fn journal(self, journal: &Journal) -> Self {
+        self.extension(journal.clone()).hook(journal.clone())
+    }
+}
