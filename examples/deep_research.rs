@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use tributary::sqlite::{Database, SqlitePersister, SqliteTracker};
@@ -432,6 +431,11 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             }
         };
+        if item.is_nested() {
+            // A subtopic's item: its path is [topic task, subtopic].
+            show_child(&item, &mut bars, &multi, &style, &say);
+            continue;
+        }
         match (item.kind, item.action.as_deref()) {
             (ItemKind::Token, Some("plan")) => {
                 let word = item
@@ -441,15 +445,14 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_default();
                 say(format!("plan: {word}"))
             }
-            (ItemKind::Token, Some("research")) => {
-                let child: StreamItem = serde_json::from_value(item.result.unwrap_or_default())?;
-                show_child(&child, &mut bars, &multi, &style, &say);
-            }
             (ItemKind::NodeComplete, Some("research")) => say("writing the report...".into()),
             (ItemKind::Final, _) => {
                 report = item.state_update.and_then(|s| s.get("report").cloned())
             }
-            (ItemKind::Failed, _) => say(format!("run failed: {}", item.error.unwrap_or_default())),
+            (ItemKind::Failed, _) => say(format!(
+                "run failed: {}",
+                item.error.map(|e| e.message).unwrap_or_default()
+            )),
             _ => {}
         }
     }
@@ -517,11 +520,13 @@ fn show_child(
             say(format!("subtopic {key}: summarised"));
         }
         ItemKind::Failed | ItemKind::Cancelled => {
-            bar.abandon_with_message(child.error.clone().unwrap_or_default());
-            say(format!(
-                "subtopic {key}: {}",
-                child.error.clone().unwrap_or_default()
-            ));
+            let why = child
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            bar.abandon_with_message(why.clone());
+            say(format!("subtopic {key}: {why}"));
         }
     }
 }

@@ -1,26 +1,28 @@
 //! The subgraph actor: runs one task's application step by step.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use async_trait::async_trait;
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tributary_core::{
-    AppInfo, Application, EmitError, Emitted, State, StepRecord, StreamSink, TaskEnd,
-};
+use tokio::time::Instant;
+use tributary_core::{AppInfo, Application, State, StepRecord, StreamSink, TaskEnd};
 
+use crate::budget::TaskSlot;
 use crate::config::{MergeMode, RunConfig};
-use crate::control::{
-    Gate, GateChain, Inbox, RunHandle, RunShared, TaskControl, TaskRuntime, TaskSlot,
-};
+use crate::end::CancelReason;
 use crate::error::TaskError;
-use crate::item::{ItemKind, StreamItem};
-use crate::mailbox::{Ctl, Envelope};
+use crate::gate::Gate;
+use crate::handle::RunHandle;
+use crate::item::ItemKind;
+use crate::lane::{Lane, LaneConfig, Report, Stopped};
+use crate::mailbox::{Ctl, Envelope, Inbox};
+use crate::scope::TaskRuntime;
+use crate::shared::RunShared;
 use crate::task::TaskSpec;
-
-/// The task was cancelled while it waited.
-struct Stopped;
+use crate::task_control::TaskControl;
 
 /// How a task's body ended.
 enum Terminal {
@@ -31,183 +33,11 @@ enum Terminal {
     },
     Failed {
         action: Option<Arc<str>>,
-        error: String,
+        error: TaskError,
     },
     Cancelled {
         action: Option<Arc<str>>,
     },
-}
-
-/// What the actor and its token sink share: the task's identity, its way
-/// out to the merger, its sequence counter, its gates and its token.
-pub(crate) struct Lane {
-    key: Arc<str>,
-    index: u64,
-    app_id: Arc<str>,
-    out: mpsc::Sender<Envelope>,
-    ctl: mpsc::UnboundedSender<Ctl>,
-    next_seq: Mutex<u64>,
-    pub(crate) token: CancellationToken,
-    pub(crate) gates: GateChain,
-    /// The task's run (a handle, so that the task's actions can borrow it).
-    pub(crate) run: RunHandle,
-    tokens: bool,
-    terminal_via_ctl: bool,
-}
-
-impl Lane {
-    fn item(
-        &self,
-        seq: u64,
-        kind: ItemKind,
-        action: Option<Arc<str>>,
-        result: Option<Value>,
-        state_update: Option<State>,
-        error: Option<String>,
-    ) -> StreamItem {
-        StreamItem {
-            task_key: Arc::clone(&self.key),
-            task_index: self.index,
-            app_id: Arc::clone(&self.app_id),
-            action,
-            seq,
-            kind,
-            result,
-            state_update,
-            error,
-        }
-    }
-
-    /// Send an item through the task's way out, waiting for room (that is
-    /// the backpressure) unless the task is cancelled.
-    async fn send(
-        &self,
-        kind: ItemKind,
-        action: Option<Arc<str>>,
-        result: Option<Value>,
-        state_update: Option<State>,
-        slot: Option<TaskSlot>,
-    ) -> Result<(), Stopped> {
-        if self.token.is_cancelled() {
-            return Err(Stopped);
-        }
-        // Room now is the common case: take it without registering with the
-        // token's and the channel's waiter lists (two locks each way). The
-        // wait for room is boxed, so that the common case keeps no room for
-        // it in the futures of every task.
-        let permit = match self.out.try_reserve() {
-            Ok(permit) => permit,
-            Err(mpsc::error::TrySendError::Closed(())) => return Err(Stopped),
-            Err(mpsc::error::TrySendError::Full(())) => Box::pin(self.wait_for_room()).await?,
-        };
-        // Number and send under one lock so that concurrent emitters of one
-        // task (an action that emits from spawned subtasks) keep `seq` in
-        // queue order with no gaps.
-        let mut seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        permit.send(Envelope {
-            item: self.item(*seq, kind, action, result, state_update, None),
-            slot,
-        });
-        *seq += 1;
-        Ok(())
-    }
-
-    /// Wait for room in the task's way out, unless the task is cancelled.
-    async fn wait_for_room(&self) -> Result<mpsc::Permit<'_, Envelope>, Stopped> {
-        tokio::select! {
-            biased;
-            _ = self.token.cancelled() => Err(Stopped),
-            permit = self.out.reserve() => permit.map_err(|_| Stopped),
-        }
-    }
-
-    /// Hand a terminal item to the merger's control channel, never waiting.
-    fn push_terminal(&self, report: Report, slot: Option<TaskSlot>) {
-        let Report {
-            kind,
-            action,
-            result,
-            state,
-            error,
-        } = report;
-        let mut seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let item = self.item(*seq, kind, action, result, state, error);
-        *seq += 1;
-        let _ = self.ctl.send(Ctl::Terminal(Envelope { item, slot }));
-    }
-
-    /// Wait while the run, the task or an enclosing run is paused.
-    async fn wait_gates(&self) -> Result<(), Stopped> {
-        if self.gates.is_open() {
-            return Ok(());
-        }
-        self.run.shared.update_progress(|p| p.paused += 1);
-        let stopped = tokio::select! {
-            biased;
-            _ = self.token.cancelled() => true,
-            _ = self.gates.wait_open() => false,
-        };
-        self.run.shared.update_progress(|p| p.paused -= 1);
-        if stopped { Err(Stopped) } else { Ok(()) }
-    }
-
-    fn cancel_reason(&self, control: &TaskControl) -> String {
-        control
-            .reason()
-            .or_else(|| self.run.shared.reason.get())
-            .cloned()
-            .unwrap_or_else(|| "the enclosing task was cancelled".to_owned())
-    }
-}
-
-/// The parts of a terminal item.
-struct Report {
-    kind: ItemKind,
-    action: Option<Arc<str>>,
-    result: Option<Value>,
-    state: Option<State>,
-    error: Option<String>,
-}
-
-impl Report {
-    fn new(kind: ItemKind, action: Option<Arc<str>>, error: Option<String>) -> Self {
-        Report {
-            kind,
-            action,
-            result: None,
-            state: None,
-            error,
-        }
-    }
-}
-
-/// A task's lane is also its application's stream sink: it turns the
-/// task's `ctx.emit` calls into `Token` items (with no allocation of its
-/// own per task).
-#[async_trait]
-impl StreamSink for Lane {
-    async fn send(&self, item: Emitted) -> Result<(), EmitError> {
-        if !self.tokens {
-            return Ok(());
-        }
-        let Emitted { action, value, .. } = item;
-        let stopped = |action: &str| EmitError {
-            action: action.to_owned(),
-        };
-        if self.wait_gates().await.is_err() {
-            return Err(stopped(&action));
-        }
-        Lane::send(
-            self,
-            ItemKind::Token,
-            Some(Arc::clone(&action)),
-            Some(value),
-            None,
-            None,
-        )
-        .await
-        .map_err(|_| stopped(&action))
-    }
 }
 
 /// One task's actor.
@@ -234,19 +64,21 @@ impl Actor {
         ctl: mpsc::UnboundedSender<Ctl>,
     ) -> Self {
         let final_only = config.merge_mode == MergeMode::FinalOnly;
-        let lane = Arc::new(Lane {
+        let lane = Arc::new(Lane::new(LaneConfig {
             key: Arc::clone(&spec.key),
             index,
             app_id,
+            path: shared.prefix.child(Arc::clone(&spec.key)),
             out,
             ctl,
-            next_seq: Mutex::new(0),
             token: control.token.clone(),
             gates: shared.gates.with(Gate::Task(Arc::clone(&control.shared))),
+            task: Arc::clone(&control.shared),
             tokens: config.intermediate_stream_outputs && !final_only,
+            nested_nodes: config.intermediate_nodes && !final_only,
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
             run: RunHandle { shared },
-        });
+        }));
         Actor {
             lane,
             info: OnceLock::new(),
@@ -261,37 +93,42 @@ impl Actor {
     /// `async fn` taking `self` by value keeps two copies of `self` in its
     /// future, and this future lives as long as the task.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
-    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn run(self, span: tracing::Span) -> impl Future<Output = ()> + Send + 'static {
         async move {
             let mut guard = ExitGuard {
                 actor: &self,
                 delivered: false,
             };
+            self.control.shared.mark_started();
             self.lane.run.shared.update_progress(|p| p.running += 1);
+            tracing::debug!("task started");
             let terminal = match self.config.task_timeout {
                 // Boxed: only tasks with a timeout pay for the timer's room.
-                Some(after) => match Box::pin(tokio::time::timeout(after, self.body())).await {
-                    Ok(terminal) => terminal,
-                    Err(_) => Terminal::Failed {
-                        action: None,
-                        error: TaskError::TimedOut {
-                            task_key: self.spec.key.to_string(),
-                            after,
-                        }
-                        .to_string(),
-                    },
-                },
+                Some(after) => Box::pin(self.timed(after)).await,
                 None => self.body().await,
             };
-            let (kind, why) = self.deliver(terminal).await;
-            if let Some(info) = self.info.get() {
-                let end = match kind {
-                    ItemKind::Final => TaskEnd::Completed,
-                    ItemKind::Failed => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
-                    _ => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
-                };
-                for hook in &self.config.hooks {
-                    hook.on_task_complete(info, &self.spec.key, &end);
+            // A task ends after its subtree: every run nested in it has been
+            // cancelled or has ended; wait until their tasks have stopped.
+            for child in self.control.shared.children() {
+                child.tracker.close();
+                child.tracker.wait().await;
+            }
+            let terminal = self.complete_hooks(terminal);
+            let (kind, error) = self.deliver(terminal).await;
+            match kind {
+                ItemKind::Final => {
+                    span.record("outcome", "completed");
+                    tracing::debug!(outcome = "completed", "task ended");
+                }
+                ItemKind::Failed => {
+                    span.record("outcome", "failed");
+                    let error = error.map(|e| e.message).unwrap_or_default();
+                    tracing::warn!(outcome = "failed", %error, "task failed");
+                }
+                _ => {
+                    span.record("outcome", "cancelled");
+                    let reason = error.map(|e| e.message).unwrap_or_default();
+                    tracing::debug!(outcome = "cancelled", %reason, "task cancelled");
                 }
             }
             self.lane.run.shared.update_progress(|p| {
@@ -306,13 +143,72 @@ impl Actor {
         }
     }
 
+    /// The body under the task's timeout. Time the task spends paused at
+    /// its gates does not count.
+    async fn timed(&self, after: Duration) -> Terminal {
+        let start = Instant::now();
+        let body = self.body();
+        tokio::pin!(body);
+        let sleep = tokio::time::sleep(after);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut sleep => {
+                    let (paused, ongoing) = self.lane.paused_for();
+                    let now = Instant::now();
+                    let remaining = (start + after + paused).saturating_duration_since(now);
+                    if ongoing || !remaining.is_zero() {
+                        sleep.as_mut().reset(now + remaining.max(Duration::from_millis(1)));
+                        continue;
+                    }
+                    // The subtree learns why it is cancelled.
+                    self.control.cancel(CancelReason::Timeout);
+                    return Terminal::Failed {
+                        action: None,
+                        error: TaskError::timed_out(&self.spec.key, after),
+                    };
+                }
+                terminal = &mut body => return terminal,
+            }
+        }
+    }
+
+    /// Tell the hooks the task ended. A hook that panics fails the task.
+    fn complete_hooks(&self, terminal: Terminal) -> Terminal {
+        let Some(info) = self.info.get() else {
+            return terminal;
+        };
+        if self.config.hooks.is_empty() {
+            return terminal;
+        }
+        let why = match &terminal {
+            Terminal::Final { .. } => None,
+            Terminal::Failed { error, .. } => Some(error.message.clone()),
+            Terminal::Cancelled { .. } => Some(self.lane.cancel_reason().message),
+        };
+        let end = match &terminal {
+            Terminal::Final { .. } => TaskEnd::Completed,
+            Terminal::Failed { .. } => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
+            Terminal::Cancelled { .. } => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
+        };
+        for hook in &self.config.hooks {
+            let call = AssertUnwindSafe(|| hook.on_task_complete(info, &self.spec.key, &end));
+            if let Err(payload) = std::panic::catch_unwind(call) {
+                return Terminal::Failed {
+                    action: None,
+                    error: TaskError::panicked("the on_task_complete hook", &*payload),
+                };
+            }
+        }
+        terminal
+    }
+
     /// Hand the terminal item over; returns the kind actually delivered and
     /// the error or cancellation reason.
-    async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<String>) {
+    async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<crate::TaskError>) {
         let lane = &self.lane;
         let slot = Some(self.slot.clone());
-        // The reason is only read again by the task-completion hooks.
-        let for_hooks = |why: &String| (!self.config.hooks.is_empty()).then(|| why.clone());
         let (kind, action, result, state, error) = match terminal {
             Terminal::Final {
                 action,
@@ -323,35 +219,35 @@ impl Actor {
                 (ItemKind::Failed, action, None, None, Some(error))
             }
             Terminal::Cancelled { action } => {
-                let reason = lane.cancel_reason(&self.control);
-                let why = for_hooks(&reason);
-                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
-                return (ItemKind::Cancelled, why);
+                let reason = lane.cancel_reason();
+                lane.push_terminal(
+                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
+                    slot,
+                );
+                return (ItemKind::Cancelled, Some(reason));
             }
+        };
+        let report = Report {
+            kind,
+            action: action.clone(),
+            result,
+            state,
+            error: error.clone(),
         };
         if lane.terminal_via_ctl || kind == ItemKind::Failed {
             // Failures never wait for mailbox room: fail-fast reacts to them.
-            let why = error.as_ref().and_then(for_hooks);
-            let report = Report {
-                kind,
-                action,
-                result,
-                state,
-                error,
-            };
             lane.push_terminal(report, slot);
-            return (kind, why);
+            return (kind, error);
         }
-        match lane
-            .send(kind, action.clone(), result, state, slot.clone())
-            .await
-        {
+        match lane.send(report, slot.clone()).await {
             Ok(()) => (kind, None),
             Err(Stopped) => {
-                let reason = lane.cancel_reason(&self.control);
-                let why = for_hooks(&reason);
-                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
-                (ItemKind::Cancelled, why)
+                let reason = lane.cancel_reason();
+                lane.push_terminal(
+                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
+                    slot,
+                );
+                (ItemKind::Cancelled, Some(reason))
             }
         }
     }
@@ -362,11 +258,7 @@ impl Actor {
         if let Some(unknown) = spec.halt.unknown_action(&spec.graph) {
             return Terminal::Failed {
                 action: None,
-                error: TaskError::Build {
-                    task_key: spec.key.to_string(),
-                    error: format!("halt list names unknown action `{unknown}`"),
-                }
-                .to_string(),
+                error: TaskError::bad_halt(&spec.key, unknown),
             };
         }
         if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
@@ -379,23 +271,30 @@ impl Actor {
             Err(error) => {
                 return Terminal::Failed {
                     action: None,
-                    error: TaskError::Build {
-                        task_key: spec.key.to_string(),
-                        error,
-                    }
-                    .to_string(),
+                    error,
                 };
             }
         };
         let _ = self.info.set(Arc::clone(app.info()));
         for hook in &self.config.hooks {
-            hook.on_task_spawn(app.info(), &spec.key);
+            let call = AssertUnwindSafe(|| hook.on_task_spawn(app.info(), &spec.key));
+            if let Err(payload) = std::panic::catch_unwind(call) {
+                return Terminal::Failed {
+                    action: None,
+                    error: TaskError::panicked("the on_task_spawn hook", &*payload),
+                };
+            }
         }
         let nodes =
             self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
         let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
         let mut failures = 0u32;
         loop {
+            // A step that never awaits would otherwise keep the worker
+            // forever: give the scheduler its turn now and then (tokio's
+            // cooperative budget), so that timeouts, cancellation and
+            // pauses always get in.
+            tokio::task::consume_budget().await;
             if lane.wait_gates().await.is_err() {
                 return Terminal::Cancelled {
                     action: next_name(&app),
@@ -407,18 +306,27 @@ impl Actor {
                 let step = tokio::select! {
                     biased;
                     _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
-                    step = app.step(spec.halt.get_inputs()) => step,
+                    step = AssertUnwindSafe(app.step(spec.halt.get_inputs())).catch_unwind() => step,
                 };
                 match step {
-                    Ok(Some(record)) => Ok(record),
-                    Ok(None) => {
+                    Err(payload) => {
+                        // A panic that escaped the step (a hook's): the
+                        // application can not go on.
+                        let action = next_name(&app);
+                        let what = format!("a step of task `{}`", spec.key);
+                        let mut error = TaskError::panicked(&what, &*payload);
+                        error.action = action.as_deref().map(str::to_owned);
+                        return Terminal::Failed { action, error };
+                    }
+                    Ok(Ok(Some(record))) => Ok(record),
+                    Ok(Ok(None)) => {
                         return Terminal::Final {
                             action: None,
                             result: None,
                             state: app.state().clone(),
                         };
                     }
-                    Err(_) if lane.token.is_cancelled() => {
+                    Ok(Err(_)) if lane.token.is_cancelled() => {
                         // Cancelled while the step ran: its action saw the
                         // cancellation (an emit that could not be delivered)
                         // before this select did. That is a cancellation,
@@ -427,15 +335,16 @@ impl Actor {
                             action: next_name(&app),
                         };
                     }
-                    Err(error) => {
+                    Ok(Err(error)) => {
                         failures += 1;
+                        let action = next_name(&app);
+                        let error = TaskError::from_application(&error, action.as_deref());
                         if failures >= self.config.retry.max_attempts {
-                            return Terminal::Failed {
-                                action: next_name(&app),
-                                error: error.to_string(),
-                            };
+                            return Terminal::Failed { action, error };
                         }
-                        Err(self.config.retry.backoff(failures))
+                        let wait = self.config.retry.backoff(failures);
+                        tracing::info!(attempt = failures, wait = ?wait, error = %error, "step failed; retrying");
+                        Err(wait)
                     }
                 }
             };
@@ -468,15 +377,19 @@ impl Actor {
     ) -> Option<Terminal> {
         let (lane, spec) = (&self.lane, &self.spec);
         let next = app.next_action();
+        let node = |action: &Arc<str>, result: Value, state: State| Report {
+            kind: ItemKind::NodeComplete,
+            action: Some(Arc::clone(action)),
+            result: Some(result),
+            state: Some(state),
+            error: None,
+        };
         if let Some(before) = next.filter(|n| spec.halt.halts_before(n)) {
             let before: Arc<str> = Arc::from(before);
             if nodes
                 && lane
                     .send(
-                        ItemKind::NodeComplete,
-                        Some(Arc::clone(&record.action)),
-                        Some(record.result),
-                        Some(record.state.clone()),
+                        node(&record.action, record.result, record.state.clone()),
                         None,
                     )
                     .await
@@ -501,13 +414,7 @@ impl Actor {
         }
         if nodes
             && lane
-                .send(
-                    ItemKind::NodeComplete,
-                    Some(Arc::clone(&record.action)),
-                    Some(record.result),
-                    Some(record.state),
-                    None,
-                )
+                .send(node(&record.action, record.result, record.state), None)
                 .await
                 .is_err()
         {
@@ -518,7 +425,7 @@ impl Actor {
         None
     }
 
-    async fn build(&self) -> Result<Application, String> {
+    async fn build(&self) -> Result<Application, TaskError> {
         let spec = &self.spec;
         let lane = &self.lane;
         let config = &self.config;
@@ -545,7 +452,10 @@ impl Actor {
         if let Some(persister) = &config.persister {
             builder = builder.persister(Arc::clone(persister)).resume();
         }
-        builder.build().await.map_err(|e| e.to_string())
+        builder
+            .build()
+            .await
+            .map_err(|e| TaskError::build(&spec.key, &e, spec.entrypoint.as_deref()))
     }
 }
 
@@ -560,27 +470,35 @@ impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
         let lane = &self.actor.lane;
         if !self.delivered {
-            let error = if lane.token.is_cancelled() {
-                ItemKind::Cancelled
-            } else {
-                ItemKind::Failed
-            };
-            let why = Some("the task's actor stopped unexpectedly".to_owned());
-            lane.push_terminal(Report::new(error, None, why), Some(self.actor.slot.clone()));
+            let cancelled = lane.token.is_cancelled();
+            if !lane.terminal_sent() {
+                let (kind, error) = if cancelled {
+                    (ItemKind::Cancelled, lane.cancel_reason())
+                } else {
+                    (
+                        ItemKind::Failed,
+                        TaskError::new(
+                            crate::TaskErrorKind::Panicked,
+                            "the task's actor stopped unexpectedly",
+                            None,
+                        ),
+                    )
+                };
+                lane.push_terminal(
+                    Report::new(kind, None, Some(error)),
+                    Some(self.actor.slot.clone()),
+                );
+            }
             lane.run.shared.update_progress(|p| {
                 p.running -= 1;
-                match error {
-                    ItemKind::Failed => p.failed += 1,
-                    _ => p.cancelled += 1,
+                if cancelled {
+                    p.cancelled += 1;
+                } else {
+                    p.failed += 1;
                 }
             });
         }
-        lane.run
-            .shared
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&lane.key);
+        lane.run.shared.unregister(&lane.key);
         let _ = lane.run.shared.inbox.send(Inbox::Exited);
     }
 }

@@ -61,36 +61,55 @@
 
 mod actor;
 pub mod blocking;
+mod budget;
 mod config;
-mod control;
+mod end;
 mod error;
+mod gate;
+mod handle;
 mod ids;
 mod item;
+mod lane;
 mod mailbox;
 mod merger;
 mod parallel;
+mod path;
 mod policy;
+mod progress;
 mod runtime;
+mod scope;
+mod shared;
 mod supervisor;
 mod task;
+mod task_control;
 
 #[doc(inline)]
 pub use config::{FailurePolicy, MergeMode, RetryPolicy, RunConfig};
 #[doc(inline)]
-pub use control::{Progress, RunHandle, TaskRuntime, UnknownTask};
+pub use end::{CancelReason, RunEnd};
 #[doc(inline)]
-pub use error::{AddTaskError, RunError, TaskError};
+pub use error::{AddTaskError, RunError, TaskError, TaskErrorKind, UnknownTask};
+#[doc(inline)]
+pub use handle::RunHandle;
 #[doc(inline)]
 pub use ids::child_app_id;
 #[doc(inline)]
 pub use item::{ItemKind, StreamItem};
 #[doc(inline)]
-pub use merger::{Round, RunStream, RunSummary};
+pub use merger::{Round, RunReport, RunStream};
 #[doc(inline)]
 pub use parallel::{ParallelAction, ParallelBuilder, Subgraph};
 #[doc(inline)]
+pub use path::TaskPath;
+#[doc(inline)]
 pub use policy::{CompletionPolicy, Decision, FirstMatching, FirstN, JoinAll, QuickExit, Quorum};
+#[doc(inline)]
+pub use progress::Progress;
 #[doc(inline)]
 pub use runtime::{DEFAULT_MAX_CONCURRENCY, Runtime, RuntimeBuilder};
 #[doc(inline)]
+pub use scope::TaskRuntime;
+#[doc(inline)]
 pub use task::{TaskOutcome, TaskSource, TaskSpec, TaskStatus};
+#[doc(inline)]
+pub use task_control::{LiveStatus, TaskInfo};

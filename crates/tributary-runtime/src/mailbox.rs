@@ -1,14 +1,24 @@
-//! What travels from the supervisor and the actors to the merger.
+//! The messages of a run: what the supervisor's inbox and the merger's
+//! mailbox and control channel carry.
 
 use tokio::sync::mpsc;
 
-use crate::control::TaskSlot;
+use crate::budget::TaskSlot;
 use crate::item::StreamItem;
+use crate::task::TaskSpec;
+use crate::task_control::TaskControl;
 
-/// An item on its way to the merger. A terminal item carries its task's
+/// An item on its way to the merger, with its place in its lane: the
+/// top-level task of the run it travels in (`index`) and its position among
+/// everything that task sent (`seq`; items of tasks nested in it travel in
+/// its lane too). A terminal item of the lane's own task carries the task's
 /// slot, released when the merger takes the item.
 pub(crate) struct Envelope {
     pub(crate) item: StreamItem,
+    pub(crate) index: u64,
+    pub(crate) seq: u64,
+    /// Whether the item ends the lane's own task.
+    pub(crate) terminal: bool,
     pub(crate) slot: Option<TaskSlot>,
 }
 
@@ -28,4 +38,12 @@ pub(crate) enum Ctl {
     Seal { cohort: u64 },
     /// No task will be added: the run has `total` tasks.
     Closed { total: u64 },
+}
+
+/// What the supervisor's inbox carries.
+pub(crate) enum Inbox {
+    /// A task added through the handle, its key already reserved.
+    Add(TaskSpec, TaskControl),
+    /// A task's actor has exited.
+    Exited,
 }

@@ -15,14 +15,15 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 
 use crate::config::{FailurePolicy, MergeMode, RunConfig};
-use crate::control::{Progress, RunHandle, RunShared};
+use crate::end::{CancelReason, RunEnd};
 use crate::error::RunError;
+use crate::handle::RunHandle;
 use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::{Ctl, Envelope};
 use crate::policy::{CompletionPolicy, Decision};
+use crate::progress::Progress;
+use crate::shared::RunShared;
 use crate::task::TaskOutcome;
-
-pub(crate) const HANDLE_CANCEL: &str = "cancelled through the run handle";
 
 /// One round of a [`MergeMode::Zip`] run: the `index`-th item of every task
 /// of the cohort, in task order; `None` for a task that already ended.
@@ -37,10 +38,10 @@ pub struct Round {
     pub slots: Vec<Option<StreamItem>>,
 }
 
-/// How a run ended, from [`RunStream::finish`].
+/// The counts of a run that completed, from [`RunStream::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct RunSummary {
+pub struct RunReport {
     /// The final counts.
     pub progress: Progress,
     /// Whether the completion policy finished the run (quick exit, first-N,
@@ -95,10 +96,12 @@ struct LaneState {
 ///
 /// # Cancel safety
 ///
-/// `next()` (through `StreamExt`) is cancel safe: an item is only taken
-/// from the run when it is returned, so it can sit in a `select!` loop.
+/// [`next()`](RunStream::next) is cancel safe: an item is only taken from
+/// the run when it is returned, so it can sit in a `select!` loop.
 pub struct RunStream {
     shared: Arc<RunShared>,
+    /// How many keys the paths of the run's own tasks have.
+    depth: usize,
     mode: MergeMode,
     failure: FailurePolicy,
     policy: Box<dyn CompletionPolicy>,
@@ -114,8 +117,8 @@ pub struct RunStream {
     sealed: u64,
     round: u64,
     rounds: VecDeque<Round>,
-    error: Option<RunError>,
     finished_by_policy: bool,
+    failed: bool,
     done: bool,
 }
 
@@ -138,6 +141,7 @@ impl RunStream {
         ctl: mpsc::UnboundedReceiver<Ctl>,
     ) -> Self {
         RunStream {
+            depth: shared.prefix.len() + 1,
             shared,
             mode: config.merge_mode,
             failure: config.failure,
@@ -154,8 +158,8 @@ impl RunStream {
             sealed: 0,
             round: 0,
             rounds: VecDeque::new(),
-            error: None,
             finished_by_policy: false,
+            failed: false,
             done: false,
         }
     }
@@ -167,33 +171,59 @@ impl RunStream {
         }
     }
 
+    /// The next item of the run: the same as `StreamExt::next`, without
+    /// the import.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an item is only taken from the run when it is
+    /// returned, so `next` can sit in a `select!` loop.
+    pub async fn next(&mut self) -> Option<StreamItem> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// How the run ended; `None` while it has not.
+    pub fn end(&self) -> Option<&RunEnd> {
+        self.shared.end.get()
+    }
+
+    /// Whether an item comes from one of the run's own tasks (not from a
+    /// task nested in one of them).
+    pub fn is_own(&self, item: &StreamItem) -> bool {
+        item.path.len() == self.depth
+    }
+
     /// Read the run to its end, dropping the items, and say how it ended.
     ///
     /// # Errors
     ///
     /// [`RunError::TaskFailed`] when a task failed under the fail-fast
-    /// policy; [`RunError::Cancelled`] when the run was cancelled through
-    /// its handle.
+    /// policy; [`RunError::Cancelled`] when the run was cancelled (through
+    /// its handle, or by the task it is nested in).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe, in that the items read so far are simply gone and the
     /// stream can no longer be used (it is consumed).
-    pub async fn finish(mut self) -> Result<RunSummary, RunError> {
-        while futures_util::StreamExt::next(&mut self).await.is_some() {}
+    pub async fn finish(mut self) -> Result<RunReport, RunError> {
+        while self.next().await.is_some() {}
         self.summary()
     }
 
-    /// Read the run to its end and return every task's outcome in task
-    /// order, whatever order they completed in. Buffers one outcome per
-    /// task; for runs too large for that, fold items as they come instead.
+    /// Read the run to its end and return the outcome of every one of its
+    /// own tasks in task order, whatever order they completed in. Buffers
+    /// one outcome per task; for runs too large for that, fold items as
+    /// they come instead.
     ///
     /// # Errors
     ///
     /// As [`finish`](Self::finish).
     pub async fn outcomes(mut self) -> Result<Vec<TaskOutcome>, RunError> {
         let mut outcomes = Vec::new();
-        while let Some(item) = futures_util::StreamExt::next(&mut self).await {
+        while let Some(item) = self.next().await {
+            if !self.is_own(&item) {
+                continue;
+            }
             if let Some(outcome) = TaskOutcome::from_item(&item) {
                 outcomes.push(outcome);
             }
@@ -226,15 +256,12 @@ impl RunStream {
         }
     }
 
-    /// How the run ended so far: its error, or a summary.
-    pub(crate) fn summary(&self) -> Result<RunSummary, RunError> {
-        if let Some(error) = &self.error {
-            return Err(error.clone());
+    /// How the run ended so far: its error, or its counts.
+    pub(crate) fn summary(&self) -> Result<RunReport, RunError> {
+        if let Some(error) = self.shared.end.get().and_then(RunEnd::error) {
+            return Err(error);
         }
-        if self.shared.reason.get().map(String::as_str) == Some(HANDLE_CANCEL) {
-            return Err(RunError::Cancelled);
-        }
-        Ok(RunSummary {
+        Ok(RunReport {
             progress: *self.shared.progress.borrow(),
             finished_by_policy: self.finished_by_policy,
         })
@@ -263,6 +290,16 @@ impl RunStream {
         if !self.done && self.total == Some(self.terminals) && self.parked.is_empty() {
             self.done = true;
             progressed = true;
+            let end = if self.shared.root.is_cancelled() && !self.finished_by_policy {
+                RunEnd::Cancelled {
+                    reason: self.shared.inherited_reason(),
+                }
+            } else {
+                RunEnd::Completed {
+                    by_policy: self.finished_by_policy,
+                }
+            };
+            self.shared.set_end(end);
         }
         progressed
     }
@@ -288,15 +325,15 @@ impl RunStream {
                 self.on_arrival(&env.item);
                 match self.mode {
                     MergeMode::AsCompleted | MergeMode::FinalOnly => {
-                        let index = env.item.task_index;
-                        if self.received.get(&index).copied().unwrap_or(0) == env.item.seq {
+                        let index = env.index;
+                        if self.received.get(&index).copied().unwrap_or(0) == env.seq {
                             self.emit(env);
                         } else {
                             self.parked.insert(index, env);
                         }
                     }
                     MergeMode::Ordered | MergeMode::Zip => {
-                        let index = env.item.task_index;
+                        let index = env.index;
                         if let Some(lane) = self.lanes.iter_mut().find(|l| l.index == index) {
                             lane.terminal = Some(env);
                         } else if let Some(slot) = env.slot {
@@ -313,30 +350,37 @@ impl RunStream {
         if item.kind == ItemKind::Failed
             && self.failure == FailurePolicy::FailFast
             && !self.finished_by_policy
-            && self.error.is_none()
+            && !self.failed
         {
-            self.error = Some(RunError::TaskFailed {
-                task_key: item.task_key.to_string(),
-                error: item.error.clone().unwrap_or_default(),
-            });
-            self.shared
-                .cancel("another task failed and the run fails fast");
+            self.failed = true;
+            if let Some(error) = &item.error {
+                self.shared.set_end(RunEnd::Failed {
+                    task: item.path.clone(),
+                    error: error.clone(),
+                });
+            }
+            self.shared.cancel(CancelReason::FailFast);
         }
         self.decide(item);
     }
 
+    /// The completion policy sees an item of one of the run's own tasks.
     fn decide(&mut self, item: &StreamItem) {
+        if item.path.len() != self.depth {
+            return;
+        }
         match self.policy.on_item(item) {
             Decision::Continue => {}
             Decision::Finish => {
-                if !self.finished_by_policy && self.error.is_none() {
+                if !self.finished_by_policy && !self.failed {
                     self.finished_by_policy = true;
-                    self.shared.cancel("the completion policy finished the run");
+                    self.shared.set_end(RunEnd::Completed { by_policy: true });
+                    self.shared.cancel(CancelReason::Policy);
                 }
             }
             Decision::CancelTask(key) => {
                 if let Some(task) = self.shared.task(&key) {
-                    task.cancel("cancelled by the completion policy");
+                    task.cancel(CancelReason::Policy);
                 }
             }
         }
@@ -351,12 +395,12 @@ impl RunStream {
     /// The bookkeeping of handing an item over: a terminal item releases its
     /// task's slot and counts towards the end of the run.
     fn account(&mut self, env: Envelope) -> StreamItem {
-        if env.item.is_terminal() {
+        if env.terminal {
             if let Some(slot) = env.slot {
                 slot.release_all();
             }
             self.terminals += 1;
-            self.received.remove(&env.item.task_index);
+            self.received.remove(&env.index);
         }
         env.item
     }
@@ -364,8 +408,8 @@ impl RunStream {
     fn poll_mail(&mut self, cx: &mut Context<'_>) -> bool {
         match self.mail.poll_recv(cx) {
             Poll::Ready(Some(env)) => {
-                let index = env.item.task_index;
-                if env.item.is_terminal() {
+                let index = env.index;
+                if env.terminal {
                     self.on_arrival(&env.item);
                     self.emit(env);
                 } else {
@@ -377,10 +421,7 @@ impl RunStream {
                     self.decide(&env.item);
                     self.emit(env);
                     if !self.parked.is_empty()
-                        && self
-                            .parked
-                            .get(&index)
-                            .is_some_and(|p| p.item.seq == expected)
+                        && self.parked.get(&index).is_some_and(|p| p.seq == expected)
                     {
                         let parked = self.parked.remove(&index).expect("checked above");
                         self.emit(parked);
@@ -399,7 +440,7 @@ impl RunStream {
         if lane
             .terminal
             .as_ref()
-            .is_some_and(|t| t.item.seq == lane.received)
+            .is_some_and(|t| t.seq == lane.received)
         {
             let terminal = lane.terminal.take().expect("checked above");
             self.lanes.pop_front();
@@ -441,7 +482,7 @@ impl RunStream {
             if lane
                 .terminal
                 .as_ref()
-                .is_some_and(|t| t.item.seq == lane.received)
+                .is_some_and(|t| t.seq == lane.received)
             {
                 lane.buffered = lane.terminal.take();
                 progressed = true;
@@ -470,14 +511,14 @@ impl RunStream {
                 None => slots.push(None),
                 Some(env) => {
                     lane.received += 1;
-                    lane.done |= env.item.is_terminal();
+                    lane.done |= env.terminal;
                     slots.push(Some(env.item.clone()));
                     taken.push(env);
                 }
             }
         }
         for env in taken {
-            if !env.item.is_terminal() {
+            if !env.terminal {
                 self.decide(&env.item);
             }
             self.account(env);
@@ -522,7 +563,16 @@ impl Stream for RunStream {
 impl Drop for RunStream {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.cancel("the run's stream was dropped");
+            if self.shared.root.is_cancelled() {
+                self.shared.set_end(RunEnd::Cancelled {
+                    reason: self.shared.inherited_reason(),
+                });
+            } else {
+                self.shared.set_end(RunEnd::Cancelled {
+                    reason: CancelReason::StreamDropped,
+                });
+                self.shared.cancel(CancelReason::StreamDropped);
+            }
         }
     }
 }

@@ -9,7 +9,10 @@ use futures_util::stream::BoxStream;
 use serde_json::Value;
 use tributary_core::{Action, Graph, Inputs, RunOptions, State};
 
+use crate::end::CancelReason;
+use crate::error::TaskError;
 use crate::item::{ItemKind, StreamItem};
+use crate::path::TaskPath;
 
 /// One task: a subgraph application to run, from an entrypoint to a halt
 /// point, on a state, with inputs, under a key unique within its run.
@@ -201,6 +204,21 @@ impl TaskSource {
         }
     }
 
+    /// How many tasks the source holds, when it knows exactly (an iterator
+    /// whose `size_hint` has equal bounds, as every `ExactSizeIterator`).
+    pub fn size_hint(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Iter(it) => match it.size_hint() {
+                (lower, Some(upper)) if lower == upper => u64::try_from(lower).ok(),
+                _ => None,
+            },
+            Inner::Stream(s) => match s.size_hint() {
+                (lower, Some(upper)) if lower == upper => u64::try_from(lower).ok(),
+                _ => None,
+            },
+        }
+    }
+
     /// The next task if it is ready without waiting; `Err(())` when the
     /// source must be awaited.
     pub(crate) fn try_next(&mut self) -> Result<Option<TaskSpec>, ()> {
@@ -223,6 +241,8 @@ impl From<Vec<TaskSpec>> for TaskSource {
 pub struct TaskOutcome {
     /// The task's key.
     pub key: Arc<str>,
+    /// The task's path from the root run.
+    pub path: TaskPath,
     /// Its position in task order.
     pub index: u64,
     /// Its application's id.
@@ -245,12 +265,12 @@ pub enum TaskStatus {
     /// It failed.
     Failed {
         /// Why.
-        error: String,
+        error: TaskError,
     },
     /// It was cancelled.
     Cancelled {
         /// Why.
-        reason: String,
+        reason: CancelReason,
     },
 }
 
@@ -284,15 +304,18 @@ impl TaskOutcome {
                 state: item.state_update.clone().unwrap_or_default(),
             },
             ItemKind::Failed => TaskStatus::Failed {
-                error: item.error.clone().unwrap_or_default(),
+                error: item.error.clone().unwrap_or_else(|| {
+                    TaskError::new(crate::TaskErrorKind::ActionFailed, "the task failed", None)
+                }),
             },
             ItemKind::Cancelled => TaskStatus::Cancelled {
-                reason: item.error.clone().unwrap_or_default(),
+                reason: item.cancel_reason().unwrap_or(CancelReason::Parent),
             },
             ItemKind::Token | ItemKind::NodeComplete => return None,
         };
         Some(TaskOutcome {
             key: Arc::clone(&item.task_key),
+            path: item.path.clone(),
             index: item.task_index,
             app_id: Arc::clone(&item.app_id),
             status,
