@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_util::StreamExt;
 use serde_json::json;
 use tributary::{
-    Application, ApplicationError, Graph, HaltReason, Inputs, RunOptions, State, action, default,
-    when,
+    Advance, Application, ApplicationError, Graph, HaltReason, Inputs, RunOptions, State, action,
+    default, when,
 };
 
 /// a -> b -> c -> (end); each appends its name to `trail`.
@@ -218,4 +218,150 @@ async fn a_failed_step_keeps_the_state_and_is_retried_at_the_same_sequence_id() 
     assert_eq!(app.sequence_id(), Some(0));
     let rec = app.step(&Inputs::new()).await.unwrap().unwrap();
     assert_eq!(rec.sequence_id, 0);
+}
+
+/// Drive `app` with `advance` to its halt: (intermediate nodes, outcome).
+async fn drive(app: &mut Application, opts: &RunOptions) -> (Vec<String>, tributary::RunOutcome) {
+    let mut nodes = Vec::new();
+    loop {
+        let (node, outcome) = app.advance(opts).await.unwrap().split();
+        nodes.extend(node.map(|n| n.action.to_string()));
+        if let Some(outcome) = outcome {
+            return (nodes, outcome);
+        }
+    }
+}
+
+#[tokio::test]
+async fn advance_halts_where_run_halts_with_the_same_outcome() {
+    let cases = [
+        RunOptions::new(),
+        RunOptions::after(["b"]),
+        RunOptions::before(["c"]),
+        RunOptions::after(["b"]).halt_before(["c"]),
+        RunOptions::before(["a"]),
+        RunOptions::after(["a"]),
+    ];
+    for opts in cases {
+        let by_run = app().await.run(opts.clone()).await.unwrap();
+        let mut stepped = app().await;
+        let (_, by_advance) = drive(&mut stepped, &opts).await;
+        assert_eq!(by_advance, by_run, "{opts:?}");
+        assert_eq!(stepped.state(), &by_run.state);
+    }
+}
+
+#[tokio::test]
+async fn advance_reports_intermediate_nodes_apart_from_the_halt_step() {
+    // Halting after `c` (the graph's end): a and b are nodes, c is the halt.
+    let (nodes, outcome) = drive(&mut app().await, &RunOptions::new()).await;
+    assert_eq!(nodes, ["a", "b"]);
+    assert_eq!(outcome.reason, HaltReason::GraphEnd);
+    assert_eq!(outcome.result, Some(json!({ "ran": "c", "seq": 2 })));
+
+    // Halting before `c`: b ran and is a node; the outcome names c, no result.
+    let (nodes, outcome) = drive(&mut app().await, &RunOptions::before(["c"])).await;
+    assert_eq!(nodes, ["a", "b"]);
+    assert_eq!(outcome.action.as_deref(), Some("c"));
+    assert_eq!(outcome.result, None);
+    assert_eq!(outcome.reason, HaltReason::HaltBefore);
+}
+
+#[tokio::test]
+async fn advance_with_nothing_left_halts_without_a_step() {
+    let mut app = app().await;
+    app.run(RunOptions::new()).await.unwrap();
+    match app.advance(&RunOptions::new()).await.unwrap() {
+        Advance::Halt { step, outcome } => {
+            assert!(step.is_none());
+            assert_eq!(outcome.reason, HaltReason::GraphEnd);
+            assert_eq!(outcome.action, None);
+        }
+        other => panic!("expected a halt, got {other:?}"),
+    }
+    assert_eq!(app.sequence_id(), Some(2));
+}
+
+/// ping <-> pong, two actions that never await; the loop ends only when
+/// `stop` is set (pong copies it into the state).
+fn busy_loop(stop: Arc<std::sync::atomic::AtomicBool>) -> Graph {
+    Graph::builder()
+        .action(action("ping").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("pong").writes(["stop"]).run(move |s: State, _, _| {
+            let stop = stop.load(Ordering::Relaxed);
+            async move { Ok((json!({}), s.set("stop", stop))) }
+        }))
+        .transition("ping", "pong", default())
+        .transition("pong", "ping", when("stop", false))
+        .entrypoint("ping")
+        .build()
+        .unwrap()
+}
+
+/// Run the busy loop under `tokio::time::timeout(50 ms)` on `runtime` in a
+/// thread of its own; whether the timeout fired, or `None` if nothing came
+/// back within 20 s (the loop is then stopped through its flag, so the test
+/// never hangs).
+fn timeout_of_a_busy_loop(runtime: tokio::runtime::Runtime) -> Option<bool> {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let graph = busy_loop(stop.clone());
+    let thread = std::thread::spawn(move || {
+        let fired = runtime.block_on(async move {
+            let mut app = Application::builder(graph).build().await.unwrap();
+            let run = app.run(RunOptions::new());
+            tokio::time::timeout(Duration::from_millis(50), run)
+                .await
+                .is_err()
+        });
+        let _ = tx.send(fired);
+    });
+    let fired = rx.recv_timeout(Duration::from_secs(20)).ok();
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    fired
+}
+
+#[test]
+fn a_timeout_fires_around_a_run_whose_steps_never_await_current_thread() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    assert_eq!(timeout_of_a_busy_loop(runtime), Some(true));
+}
+
+#[test]
+fn a_timeout_fires_around_a_run_whose_steps_never_await_multi_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    assert_eq!(timeout_of_a_busy_loop(runtime), Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawned_busy_run_can_be_aborted() {
+    // Aborting a task only takes effect when it yields: the budget makes a
+    // never-awaiting run yield.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let graph = busy_loop(stop.clone());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let running = started.clone();
+    let task = tokio::spawn(async move {
+        let mut app = Application::builder(graph).build().await.unwrap();
+        running.notify_one();
+        app.run(RunOptions::new()).await
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(20), started.notified())
+        .await
+        .expect("the run started");
+    task.abort();
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(20), task).await;
+    stop.store(true, Ordering::Relaxed);
+    let joined = joined.expect("the aborted run stopped");
+    assert!(joined.unwrap_err().is_cancelled());
 }

@@ -30,7 +30,10 @@ impl Hook for Recorder {
         self.push("before_run".into());
     }
     fn after_run(&self, _: &AppInfo, outcome: Result<&RunOutcome, &ApplicationError>) {
-        self.push(format!("after_run ok={}", outcome.is_ok()));
+        match outcome {
+            Err(ApplicationError::Abandoned { .. }) => self.push("after_run abandoned".into()),
+            _ => self.push(format!("after_run ok={}", outcome.is_ok())),
+        }
     }
     fn before_step(&self, step: &StepInfo<'_>) {
         self.push(format!("before_step {} {}", step.sequence_id, step.action));
@@ -111,21 +114,45 @@ async fn an_abandoned_stream_step_is_reported() {
         assert_eq!(stream.next().await, Some(json!(0)));
     }
     let log = rec.take();
-    let last = log.last().unwrap();
+    let [.., step, run] = &log[..] else {
+        panic!("{log:?}")
+    };
     assert!(
-        last.starts_with("after_step chatty abandoned items="),
+        step.starts_with("after_step chatty abandoned items="),
         "{log:?}"
     );
-    assert!(!log.iter().any(|l| l.starts_with("after_run")), "{log:?}");
+    // The run that told its hooks it started tells them it was abandoned.
+    assert_eq!(run, "after_run abandoned", "{log:?}");
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("after_run")).count(),
+        1,
+        "{log:?}"
+    );
 }
 
 /// (span, its parent's name) pairs.
 type Parents = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
 /// Records the names of spans as they are created, with their fields, and
-/// each span's parent.
+/// each span's parent; then every field recorded on a span later
+/// (`"{span} | field=value"`) and every event (`"event {span} | fields"`).
 #[derive(Default, Clone)]
-struct SpanNames(Arc<Mutex<Vec<String>>>, Parents);
+struct SpanNames(Arc<Mutex<Vec<String>>>, Parents, Arc<Mutex<Vec<String>>>);
+
+/// A span's description, kept in its extensions.
+struct Desc(String);
+
+/// Writes fields as ` name=value`.
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={:?}", field.name(), value));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!(" {}={}", field.name(), value));
+    }
+}
 
 impl<S> tracing_subscriber::Layer<S> for SpanNames
 where
@@ -137,19 +164,56 @@ where
         id: &tracing::span::Id,
         ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        struct V(String);
-        impl tracing::field::Visit for V {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!(" {}={:?}", field.name(), value));
-            }
-        }
-        let mut v = V(attrs.metadata().name().to_owned());
+        let mut v = Fields(attrs.metadata().name().to_owned());
         attrs.record(&mut v);
         let parent = ctx
             .span(id)
             .and_then(|span| span.parent().map(|p| p.name().to_owned()));
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Desc(v.0.clone()));
+        }
         self.1.lock().unwrap().push((v.0.clone(), parent));
         self.0.lock().unwrap().push(v.0);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let desc = span
+            .extensions()
+            .get::<Desc>()
+            .map(|d| d.0.clone())
+            .unwrap_or_default();
+        let mut v = Fields(format!("{desc} |"));
+        values.record(&mut v);
+        self.2.lock().unwrap().push(v.0);
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let desc = ctx
+            .event_span(event)
+            .and_then(|span| span.extensions().get::<Desc>().map(|d| d.0.clone()))
+            .unwrap_or_default();
+        let mut v = Fields(format!("event {} {desc} |", event.metadata().level()));
+        event.record(&mut v);
+        self.2.lock().unwrap().push(v.0);
+    }
+}
+
+impl SpanNames {
+    /// The records and events of spans whose description contains `needle`.
+    fn records_of(&self, needle: &str) -> Vec<String> {
+        self.2
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 }
 
@@ -229,5 +293,65 @@ async fn every_runtime_task_is_a_tracing_span_around_its_steps() {
             Some("tributary.task".to_owned()),
             Some("tributary.task".to_owned())
         ]
+    );
+}
+
+#[tokio::test]
+async fn step_spans_carry_their_outcome_and_a_failure_is_an_event() {
+    let names = global_spans();
+    let flaky = Graph::builder()
+        .action(action("fine").run(|s, _, _| async move { Ok((json!({}), s)) }))
+        .action(action("breaks").run(|_, _, _| async move { Err("no route to host".into()) }))
+        .transition("fine", "breaks", default())
+        .entrypoint("fine")
+        .build()
+        .unwrap();
+    let mut app = Application::builder(flaky)
+        .app_id("spans-outcomes")
+        .build()
+        .await
+        .unwrap();
+    app.run(RunOptions::new()).await.unwrap_err();
+    let records = names.records_of("app_id=spans-outcomes ");
+    let fine = "tributary.step app_id=spans-outcomes action=fine sequence_id=0 |";
+    let breaks = "tributary.step app_id=spans-outcomes action=breaks sequence_id=1 |";
+    let run = "tributary.run app_id=spans-outcomes |";
+    let expected = [
+        format!("{fine} outcome=completed"),
+        format!("{breaks} outcome=failed"),
+        format!("{breaks} error_kind=action_failed"),
+        format!(
+            "event WARN {breaks} message=step failed error_kind=action_failed \
+             error=step 1 failed: action `breaks` failed: no route to host"
+        ),
+        format!("{run} outcome=failed"),
+        format!("{run} error_kind=action_failed"),
+    ];
+    for line in &expected {
+        assert!(records.contains(line), "missing {line:?} in {records:#?}");
+    }
+}
+
+#[tokio::test]
+async fn an_abandoned_step_span_says_so() {
+    let names = global_spans();
+    let waits = Graph::single(action("waits").run(|s, _, _| async move {
+        std::future::pending::<()>().await;
+        Ok((json!({}), s))
+    }));
+    let mut app = Application::builder(waits)
+        .app_id("spans-abandoned")
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        futures_util::FutureExt::now_or_never(app.run(RunOptions::new())).is_none(),
+        "the step waits"
+    );
+    let records = names.records_of("app_id=spans-abandoned ");
+    let step = "tributary.step app_id=spans-abandoned action=waits sequence_id=0 |";
+    assert!(
+        records.contains(&format!("{step} outcome=abandoned")),
+        "{records:#?}"
     );
 }

@@ -1,9 +1,12 @@
 //! tributary's integration tests: one binary, one module per topic.
 
+mod action_context;
 mod actions_validation;
 mod application_run;
 mod application_stream;
 mod graph_build;
+mod hooks_pairing;
+mod hooks_panic;
 mod hooks_tracing;
 mod persistence_resume;
 mod persister_contract;

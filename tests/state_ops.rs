@@ -207,3 +207,40 @@ fn changed_keys_reports_added_removed_and_changed() {
     // Setting an equal value is not a change.
     assert!(a.changed_keys(&a.set("same", 1)).is_empty());
 }
+
+#[test]
+fn set_as_writes_any_serialize_and_reads_back_with_get_as() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Forecast {
+        city: String,
+        days: Vec<u8>,
+    }
+    let forecast = Forecast {
+        city: "Ghent".into(),
+        days: vec![1, 2],
+    };
+    let s = base();
+    let t = s.set_as("forecast", &forecast).unwrap();
+    assert_eq!(
+        t.get("forecast"),
+        Some(&json!({ "city": "Ghent", "days": [1, 2] }))
+    );
+    assert_eq!(t.get_as::<Forecast>("forecast").unwrap(), forecast);
+    assert_eq!(s.get("forecast"), None, "the original is unchanged");
+    // Unsized values serialize too.
+    let u = s.set_as("name", "y").unwrap();
+    assert_eq!(u.get("name"), Some(&json!("y")));
+}
+
+#[test]
+fn set_as_refuses_a_value_that_does_not_serialize_and_names_the_key() {
+    // JSON objects have string keys: a map keyed by a tuple cannot be one.
+    let mut bad = std::collections::BTreeMap::new();
+    bad.insert((1, 2), "x");
+    let err = base().set_as("pairs", &bad).unwrap_err();
+    assert!(
+        matches!(&err, StateError::Serialize { key, .. } if key == "pairs"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("`pairs`"), "{err}");
+}

@@ -1,5 +1,9 @@
 //! Errors of the core: actions, graphs, applications and persistence.
 
+use std::any::Any;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::state::json_type;
@@ -85,6 +89,17 @@ pub enum ActionError {
         /// The panic payload, when it was a string.
         message: String,
     },
+    /// A hook panicked in `before_step` or `on_stream_item` while this
+    /// action's step ran. The panic was caught and the step failed: the
+    /// state is as it was before the step.
+    #[error("a hook panicked during the step of action `{action}`: {panic}")]
+    HookPanicked {
+        /// The action.
+        action: String,
+        /// Which hook method panicked, and the panic message.
+        #[source]
+        panic: HookPanic,
+    },
 }
 
 impl ActionError {
@@ -98,7 +113,23 @@ impl ActionError {
             | ActionError::MissingInput { action, .. }
             | ActionError::ConditionKeyMissing { action, .. }
             | ActionError::Failed { action, .. }
-            | ActionError::Panicked { action, .. } => action,
+            | ActionError::Panicked { action, .. }
+            | ActionError::HookPanicked { action, .. } => action,
+        }
+    }
+
+    /// A short name of the kind of failure, for logs and span fields.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ActionError::UndeclaredWrite { .. } => "undeclared_write",
+            ActionError::MissingWrite { .. } => "missing_write",
+            ActionError::ReservedKey { .. } => "reserved_key",
+            ActionError::ResultNotObject { .. } => "result_not_object",
+            ActionError::MissingInput { .. } => "missing_input",
+            ActionError::ConditionKeyMissing { .. } => "condition_key_missing",
+            ActionError::Failed { .. } => "action_failed",
+            ActionError::Panicked { .. } => "action_panicked",
+            ActionError::HookPanicked { .. } => "hook_panicked",
         }
     }
 
@@ -109,19 +140,93 @@ impl ActionError {
         }
     }
 
-    pub(crate) fn panicked(action: &str, payload: Box<dyn std::any::Any + Send>) -> Self {
-        let message = if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "non-string panic payload".to_owned()
-        };
+    pub(crate) fn panicked(action: &str, payload: Box<dyn Any + Send>) -> Self {
         ActionError::Panicked {
             action: action.to_owned(),
-            message,
+            message: panic_message(payload),
         }
     }
+}
+
+/// The message of a caught panic: its payload when that is a string.
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// A method of [`Hook`](crate::Hook), as named in a [`HookPanic`].
+///
+/// Displays as the method's name (`before_step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HookMethod {
+    /// [`Hook::on_create`](crate::Hook::on_create).
+    OnCreate,
+    /// [`Hook::before_run`](crate::Hook::before_run).
+    BeforeRun,
+    /// [`Hook::after_run`](crate::Hook::after_run).
+    AfterRun,
+    /// [`Hook::before_step`](crate::Hook::before_step).
+    BeforeStep,
+    /// [`Hook::after_step`](crate::Hook::after_step).
+    AfterStep,
+    /// [`Hook::on_stream_item`](crate::Hook::on_stream_item).
+    OnStreamItem,
+    /// [`Hook::on_task_spawn`](crate::Hook::on_task_spawn).
+    OnTaskSpawn,
+    /// [`Hook::on_task_complete`](crate::Hook::on_task_complete).
+    OnTaskComplete,
+}
+
+impl HookMethod {
+    /// The method's name: `"before_step"`, `"on_stream_item"`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookMethod::OnCreate => "on_create",
+            HookMethod::BeforeRun => "before_run",
+            HookMethod::AfterRun => "after_run",
+            HookMethod::BeforeStep => "before_step",
+            HookMethod::AfterStep => "after_step",
+            HookMethod::OnStreamItem => "on_stream_item",
+            HookMethod::OnTaskSpawn => "on_task_spawn",
+            HookMethod::OnTaskComplete => "on_task_complete",
+        }
+    }
+}
+
+impl fmt::Display for HookMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A hook panicked: which method, and the panic message.
+///
+/// Hooks are called with their panics caught, so a panicking hook never
+/// unwinds through the application (nor aborts the process when a second
+/// hook panics during cleanup); the application reports this instead.
+///
+/// # Examples
+///
+/// ```
+/// use tributary_core::{HookMethod, HookPanic};
+///
+/// let panic = HookPanic { method: HookMethod::AfterStep, message: "disk full".into() };
+/// assert_eq!(panic.to_string(), "hook method `after_step` panicked: disk full");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("hook method `{method}` panicked: {message}")]
+pub struct HookPanic {
+    /// The hook method that panicked.
+    pub method: HookMethod,
+    /// The panic's message (its payload, when that was a string).
+    pub message: String,
 }
 
 /// An error that refuses a graph at build time.
@@ -222,6 +327,9 @@ pub enum BuildError {
     /// The persister failed while loading.
     #[error(transparent)]
     Persist(#[from] PersistError),
+    /// A hook panicked in `on_create`.
+    #[error("cannot build the application: {0}")]
+    Hook(#[source] HookPanic),
 }
 
 /// An error from running an [`Application`](crate::Application).
@@ -251,6 +359,21 @@ pub enum ApplicationError {
     /// A halt list names an action the graph does not have.
     #[error("halt list names unknown action `{0}`")]
     UnknownHaltAction(String),
+    /// A hook panicked in `before_run`, `after_run` or `after_step`. The
+    /// panic was caught. After an `after_step` panic the step is kept (it
+    /// completed and its checkpoint says so) and the run stops; a panic in
+    /// `before_step` or `on_stream_item` fails the step instead
+    /// ([`ActionError::HookPanicked`] inside [`ApplicationError::Step`]).
+    #[error("{0}")]
+    Hook(#[source] HookPanic),
+    /// The run was dropped before it ended (a consumer stopped reading
+    /// `iterate` or `stream_result`, or the `run` future was dropped): what
+    /// the `after_run` hooks are told then.
+    #[error("the run of app `{app_id}` was abandoned before it ended")]
+    Abandoned {
+        /// The application.
+        app_id: String,
+    },
 }
 
 impl ApplicationError {
@@ -259,6 +382,55 @@ impl ApplicationError {
         match self {
             ApplicationError::Step { source, .. } => Some(source),
             _ => None,
+        }
+    }
+
+    /// The hook panic behind this error, if a hook panicked: directly
+    /// ([`ApplicationError::Hook`]) or during a step
+    /// ([`ActionError::HookPanicked`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, Application, Graph, Hook, HookMethod, RunOptions, StepInfo};
+    ///
+    /// struct Faulty;
+    /// impl Hook for Faulty {
+    ///     fn before_step(&self, _: &StepInfo<'_>) {
+    ///         panic!("tracker is broken");
+    ///     }
+    /// }
+    /// let graph = Graph::single(action("a").run(|s, _, _| async move { Ok((json!({}), s)) }));
+    /// let mut app = Application::builder(graph).hook(Faulty).build().await?;
+    /// let err = app.run(RunOptions::new()).await.unwrap_err();
+    /// let panic = err.hook_panic().expect("a hook panicked");
+    /// assert_eq!(panic.method, HookMethod::BeforeStep);
+    /// assert_eq!(panic.message, "tracker is broken");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn hook_panic(&self) -> Option<&HookPanic> {
+        match self {
+            ApplicationError::Hook(panic)
+            | ApplicationError::Step {
+                source: ActionError::HookPanicked { panic, .. },
+                ..
+            } => Some(panic),
+            _ => None,
+        }
+    }
+
+    /// A short name of the kind of failure, for logs and span fields.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ApplicationError::Step { source, .. } => source.kind(),
+            ApplicationError::Persist { .. } => "persist",
+            ApplicationError::UnknownHaltAction(_) => "unknown_halt_action",
+            ApplicationError::Hook(_) => "hook_panicked",
+            ApplicationError::Abandoned { .. } => "abandoned",
         }
     }
 }

@@ -5,6 +5,17 @@
 //! a writer thread (the SQLite tracker does). Every method has an empty
 //! default; implement the ones you need.
 //!
+//! Every `before_run` is paired with exactly one `after_run`, whether the
+//! run is driven by [`Application::run`](crate::Application::run),
+//! [`iterate`](crate::Application::iterate) or
+//! [`stream_result`](crate::Application::stream_result); a run dropped
+//! before it ends reports [`ApplicationError::Abandoned`].
+//!
+//! A hook that panics does not unwind through the application: every hook
+//! method is called with its panics caught ([`call_hooks`]), the other hooks
+//! are still called, and the application returns a typed error naming the
+//! method ([`HookPanic`]).
+//!
 //! # Examples
 //!
 //! ```
@@ -21,13 +32,15 @@
 //! }
 //! ```
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::action::Inputs;
-use crate::application::{AppInfo, RunOutcome};
-use crate::error::{ActionError, ApplicationError};
+use crate::error::{ActionError, ApplicationError, HookMethod, HookPanic, panic_message};
+use crate::identity::AppInfo;
+use crate::inputs::Inputs;
+use crate::outcome::RunOutcome;
 use crate::state::State;
 
 /// Observes an application's lifecycle. Hooks are also how a tracker
@@ -79,6 +92,70 @@ impl std::fmt::Debug for dyn Hook {
 
 /// The hooks of an application, shared by its steps and contexts.
 pub(crate) type HookList = Arc<[Arc<dyn Hook>]>;
+
+/// Call `f` on every hook, catching panics: every hook is called even when
+/// an earlier one panics, and the first panic is returned as a
+/// [`HookPanic`] naming `method`.
+///
+/// The application calls its hooks through this; a runtime calls
+/// `on_task_spawn` and `on_task_complete` through it too, so that a
+/// panicking hook becomes the task's failure instead of unwinding through
+/// (or aborting) the runtime.
+///
+/// # Errors
+///
+/// The first hook's panic, as a [`HookPanic`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use tributary_core::{action, call_hooks, AppInfo, Application, Graph, Hook, HookMethod, TaskEnd};
+///
+/// struct Faulty;
+/// impl Hook for Faulty {
+///     fn on_task_complete(&self, _: &AppInfo, key: &str, _: &TaskEnd<'_>) {
+///         panic!("cannot record {key}");
+///     }
+/// }
+/// struct Quiet;
+/// impl Hook for Quiet {}
+///
+/// let graph = Graph::single(action("a").run(|s, _, _| async move { Ok((json!({}), s)) }));
+/// let app = Application::builder(graph).build().await?;
+/// let hooks: Vec<Arc<dyn Hook>> = vec![Arc::new(Quiet), Arc::new(Faulty)];
+/// let result = call_hooks(&hooks, HookMethod::OnTaskComplete, |hook| {
+///     hook.on_task_complete(app.info(), "t-1", &TaskEnd::Completed)
+/// });
+/// let panic = result.unwrap_err();
+/// assert_eq!(panic.method, HookMethod::OnTaskComplete);
+/// assert_eq!(panic.message, "cannot record t-1");
+/// # Ok(())
+/// # }
+/// ```
+pub fn call_hooks<F>(hooks: &[Arc<dyn Hook>], method: HookMethod, mut f: F) -> Result<(), HookPanic>
+where
+    F: FnMut(&dyn Hook),
+{
+    let mut first = None;
+    for hook in hooks {
+        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| f(hook.as_ref()))) {
+            let panic = HookPanic {
+                method,
+                message: panic_message(payload),
+            };
+            tracing::error!(hook_method = %method, message = %panic.message, "a hook panicked");
+            first.get_or_insert(panic);
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some(panic) => Err(panic),
+    }
+}
 
 /// The step a hook is told about.
 #[derive(Debug)]

@@ -52,29 +52,36 @@ mod condition;
 mod error;
 mod graph;
 mod hooks;
+mod identity;
+mod inputs;
+mod outcome;
 mod persistence;
 mod state;
 
 #[doc(inline)]
 pub use action::{
-    Action, ActionBuilder, ActionContext, ActionResult, Emitted, Extensions, FnAction, InputSpec,
-    Inputs, ParentPointer, StreamSink, action, spawn_blocking,
+    Action, ActionBuilder, ActionContext, ActionResult, Emitted, Extensions, FnAction, StreamSink,
+    action, spawn_blocking,
 };
 #[doc(inline)]
-pub use application::{
-    AppInfo, Application, ApplicationBuilder, HaltReason, RunOptions, RunOutcome, StepRecord,
-    StreamResult,
-};
+pub use application::{Application, ApplicationBuilder, RunOptions, StreamResult};
 #[doc(inline)]
 pub use condition::{Condition, condition, default, when};
 #[doc(inline)]
 pub use error::{
-    ActionError, ApplicationError, BoxError, BuildError, EmitError, GraphError, PersistError,
+    ActionError, ApplicationError, BoxError, BuildError, EmitError, GraphError, HookMethod,
+    HookPanic, PersistError,
 };
 #[doc(inline)]
 pub use graph::{Graph, GraphBuilder, Transition};
 #[doc(inline)]
-pub use hooks::{Hook, StepInfo, StepOutcome, StreamItemInfo, TaskEnd};
+pub use hooks::{Hook, StepInfo, StepOutcome, StreamItemInfo, TaskEnd, call_hooks};
+#[doc(inline)]
+pub use identity::{AppInfo, ParentPointer};
+#[doc(inline)]
+pub use inputs::{InputSpec, Inputs};
+#[doc(inline)]
+pub use outcome::{Advance, HaltReason, RunOutcome, StepRecord};
 #[doc(inline)]
 pub use persistence::{Checkpoint, InMemoryPersister, Persister, StepStatus};
 #[doc(inline)]

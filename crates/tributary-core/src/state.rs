@@ -136,6 +136,15 @@ pub enum StateError {
         /// The JSON type found.
         found: &'static str,
     },
+    /// A typed write could not serialize its value as JSON.
+    #[error("value for state key `{key}` does not serialize as JSON: {source}")]
+    Serialize {
+        /// The key.
+        key: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// The JSON type name of a value, for error messages.
@@ -244,6 +253,44 @@ impl State {
         self.with_map(|m| {
             m.insert(key, value);
         })
+    }
+
+    /// A new state with `key` set to `value` serialized as JSON (inserted or
+    /// overwritten): the typed counterpart of [`get_as`](Self::get_as).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use tributary_core::State;
+    ///
+    /// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    /// struct Forecast {
+    ///     city: String,
+    ///     rain_mm: f64,
+    /// }
+    ///
+    /// let forecast = Forecast { city: "Ghent".into(), rain_mm: 12.5 };
+    /// let state = State::new().set_as("forecast", &forecast)?;
+    /// assert_eq!(state.get_as::<Forecast>("forecast")?, forecast);
+    /// # Ok::<(), tributary_core::StateError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Serialize`] when `value` does not serialize as JSON (a
+    /// map with non-string keys, a `Serialize` impl that fails); the state
+    /// is unchanged.
+    pub fn set_as<T: Serialize + ?Sized>(
+        &self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<State, StateError> {
+        let key = key.into();
+        match serde_json::to_value(value) {
+            Ok(value) => Ok(self.set(key, value)),
+            Err(source) => Err(StateError::Serialize { key, source }),
+        }
     }
 
     /// A new state with every pair of `pairs` set (inserted or overwritten).

@@ -1,30 +1,15 @@
 use std::any::{Any, TypeId};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::application::AppInfo;
-use crate::error::{BoxError, EmitError};
-use crate::hooks::{Hook, HookList, StreamItemInfo};
+use crate::error::{BoxError, EmitError, HookMethod, HookPanic};
+use crate::hooks::{Hook, HookList, StreamItemInfo, call_hooks};
+use crate::identity::{AppInfo, ParentPointer};
 use crate::persistence::Persister;
-
-/// Points from an application to the one it came from: the application it was
-/// forked from, or the application (and step) that spawned it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ParentPointer {
-    /// The parent's app id.
-    pub app_id: String,
-    /// The parent's sequence id (the step that spawned or was forked from).
-    pub sequence_id: u64,
-    /// The parent's action at that step, when known.
-    pub action: Option<String>,
-    /// The parent's partition key.
-    pub partition_key: Option<String>,
-}
 
 /// One intermediate output of an action, as handed to a [`StreamSink`].
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +73,32 @@ impl Extensions {
             .and_then(|(_, v)| v.downcast_ref::<T>())
     }
 
+    /// Insert every value of `other` (shared, not cloned), replacing values
+    /// of the same types.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tributary_core::Extensions;
+    ///
+    /// let mut a = Extensions::new();
+    /// a.insert(1u8);
+    /// a.insert("kept");
+    /// let mut b = Extensions::new();
+    /// b.insert(2u8);
+    /// a.merge(&b);
+    /// assert_eq!(a.get::<u8>(), Some(&2));
+    /// assert_eq!(a.get::<&str>(), Some(&"kept"));
+    /// ```
+    pub fn merge(&mut self, other: &Extensions) {
+        for (id, value) in &other.map {
+            match self.map.iter_mut().find(|(k, _)| k == id) {
+                Some(slot) => slot.1 = Arc::clone(value),
+                None => self.map.push((*id, Arc::clone(value))),
+            }
+        }
+    }
+
     /// Whether the map is empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
@@ -102,6 +113,15 @@ impl fmt::Debug for Extensions {
     }
 }
 
+/// What a step and every clone of its context share.
+#[derive(Debug, Default)]
+pub(crate) struct StepShared {
+    /// How many outputs the step emitted.
+    pub(crate) emitted: AtomicU64,
+    /// The first panic of an `on_stream_item` hook during the step.
+    pub(crate) hook_panic: OnceLock<HookPanic>,
+}
+
 /// What an action knows about the step it runs in, and how it streams.
 ///
 /// Cheap to clone; a clone emits into the same stream.
@@ -112,7 +132,7 @@ pub struct ActionContext {
     pub(crate) action: Arc<str>,
     pub(crate) sink: Option<Arc<dyn StreamSink>>,
     pub(crate) hooks: HookList,
-    pub(crate) emitted: Arc<AtomicU64>,
+    pub(crate) step: Arc<StepShared>,
     pub(crate) extensions: Arc<Extensions>,
     pub(crate) persister: Option<Arc<dyn Persister>>,
 }
@@ -148,6 +168,45 @@ impl ActionContext {
         &self.action
     }
 
+    /// The key of the runtime task running this application; `None` when
+    /// the application runs outside a runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, Application, Graph, RunOptions};
+    ///
+    /// let graph = Graph::single(action("label").writes(["label"]).run(|s, _, ctx| async move {
+    ///     let label = match ctx.task_key() {
+    ///         Some(key) => format!("{} (at {})", key, ctx.task_path().join("/")),
+    ///         None => "standalone".to_owned(),
+    ///     };
+    ///     Ok((json!({}), s.set("label", label)))
+    /// }));
+    /// let mut app = Application::builder(graph.clone()).build().await?;
+    /// let out = app.run(RunOptions::new()).await?;
+    /// assert_eq!(out.state.get("label"), Some(&json!("standalone")));
+    ///
+    /// let mut app = Application::builder(graph).task_path(["city", "rain"]).build().await?;
+    /// let out = app.run(RunOptions::new()).await?;
+    /// assert_eq!(out.state.get("label"), Some(&json!("rain (at city/rain)")));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn task_key(&self) -> Option<&str> {
+        self.app.task_key()
+    }
+
+    /// The task keys from the root of the run to this application's task,
+    /// its own key last; empty when the application runs outside a runtime.
+    /// See [`task_key`](Self::task_key) for an example.
+    pub fn task_path(&self) -> &[Arc<str>] {
+        self.app.task_path()
+    }
+
     /// The application this one was forked from, if any.
     pub fn parent(&self) -> Option<&ParentPointer> {
         self.app.parent.as_ref()
@@ -168,6 +227,40 @@ impl ActionContext {
         &self.extensions
     }
 
+    /// The service of type `T` attached with
+    /// [`ApplicationBuilder::extension`](crate::ApplicationBuilder::extension)
+    /// (or by the runtime), if any: dependency injection without a clone per
+    /// closure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, Application, Graph, RunOptions};
+    ///
+    /// #[derive(Debug)]
+    /// struct Pool { url: String }
+    ///
+    /// let graph = Graph::single(action("query").writes(["db"]).run(|s, _, ctx| async move {
+    ///     let pool = ctx.extension::<Pool>().ok_or("no pool attached")?;
+    ///     let url = pool.url.clone();
+    ///     Ok((json!({}), s.set("db", url)))
+    /// }));
+    /// let mut app = Application::builder(graph)
+    ///     .extension(Pool { url: "postgres://db".into() })
+    ///     .build()
+    ///     .await?;
+    /// let out = app.run(RunOptions::new()).await?;
+    /// assert_eq!(out.state.get("db"), Some(&json!("postgres://db")));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extensions.get::<T>()
+    }
+
     /// The application's persister, if it has one (parallel actions cascade
     /// it to their children).
     pub fn persister(&self) -> Option<&Arc<dyn Persister>> {
@@ -182,7 +275,7 @@ impl ActionContext {
 
     /// How many outputs this step has emitted so far.
     pub fn items_emitted(&self) -> u64 {
-        self.emitted.load(Ordering::Relaxed)
+        self.step.emitted.load(Ordering::Relaxed)
     }
 
     /// Emit one intermediate output of this action.
@@ -194,8 +287,10 @@ impl ActionContext {
     ///
     /// # Errors
     ///
-    /// [`EmitError`] when the consumer has gone away; returning it with `?`
-    /// ends the action.
+    /// [`EmitError`] when the consumer has gone away, or when an
+    /// `on_stream_item` hook panicked (the step then fails with
+    /// [`ActionError::HookPanicked`](crate::ActionError::HookPanicked));
+    /// returning it with `?` ends the action.
     ///
     /// # Cancel safety
     ///
@@ -203,7 +298,7 @@ impl ActionContext {
     /// output may or may not have been delivered.
     pub async fn emit(&self, value: impl Into<Value>) -> Result<(), EmitError> {
         let value = value.into();
-        let index = self.emitted.fetch_add(1, Ordering::Relaxed);
+        let index = self.step.emitted.fetch_add(1, Ordering::Relaxed);
         if !self.hooks.is_empty() {
             let info = StreamItemInfo {
                 app: &self.app,
@@ -211,8 +306,16 @@ impl ActionContext {
                 action: &self.action,
                 index,
             };
-            for hook in self.hooks.iter() {
-                hook.on_stream_item(&info, &value);
+            let called = call_hooks(&self.hooks, HookMethod::OnStreamItem, |hook| {
+                hook.on_stream_item(&info, &value)
+            });
+            if let Err(panic) = called {
+                // The step fails with the panic (the application reads it
+                // from here); the error stops the action.
+                let _ = self.step.hook_panic.set(panic);
+                return Err(EmitError {
+                    action: self.action.to_string(),
+                });
             }
         }
         match &self.sink {

@@ -41,7 +41,6 @@
 
 mod builder;
 mod context;
-mod inputs;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -49,9 +48,11 @@ use serde_json::Value;
 use crate::error::BoxError;
 use crate::state::State;
 
+pub use crate::identity::ParentPointer;
+pub use crate::inputs::{InputSpec, Inputs};
 pub use builder::{ActionBuilder, FnAction, action};
-pub use context::{ActionContext, Emitted, Extensions, ParentPointer, StreamSink, spawn_blocking};
-pub use inputs::{InputSpec, Inputs};
+pub(crate) use context::StepShared;
+pub use context::{ActionContext, Emitted, Extensions, StreamSink, spawn_blocking};
 
 /// What an action returns: its result (a JSON object) and the new state.
 pub type ActionResult = Result<(Value, State), BoxError>;

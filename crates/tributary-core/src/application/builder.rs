@@ -1,11 +1,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{AppInfo, Application};
-use crate::action::{Extensions, ParentPointer, StreamSink};
-use crate::error::BuildError;
+use super::Application;
+use crate::action::{Extensions, StreamSink};
+use crate::error::{BuildError, HookMethod};
 use crate::graph::Graph;
-use crate::hooks::Hook;
+use crate::hooks::{Hook, call_hooks};
+use crate::identity::{AppInfo, ParentPointer};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::State;
 
@@ -65,6 +66,7 @@ pub struct ApplicationBuilder {
     spawning_parent: Option<ParentPointer>,
     sink: Option<Arc<dyn StreamSink>>,
     extensions: Extensions,
+    task_path: Vec<Arc<str>>,
 }
 
 impl fmt::Debug for ApplicationBuilder {
@@ -93,6 +95,7 @@ impl ApplicationBuilder {
             spawning_parent: None,
             sink: None,
             extensions: Extensions::new(),
+            task_path: Vec::new(),
         }
     }
 
@@ -164,10 +167,80 @@ impl ApplicationBuilder {
         self
     }
 
+    /// Place the application in a run's task tree: the task keys from the
+    /// run's root to this application's task, its own key last. The runtime
+    /// sets it; actions read it with
+    /// [`ActionContext::task_key`](crate::ActionContext::task_key) and
+    /// [`ActionContext::task_path`](crate::ActionContext::task_path), hooks
+    /// through [`AppInfo::task_path`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, Application, Graph, RunOptions};
+    ///
+    /// let graph = Graph::single(action("where").writes(["key"]).run(|s, _, ctx| async move {
+    ///     let key = ctx.task_key().unwrap_or("none").to_owned();
+    ///     Ok((json!({}), s.set("key", key)))
+    /// }));
+    /// let mut app = Application::builder(graph)
+    ///     .task_path(["forecast", "flood risk"])
+    ///     .build()
+    ///     .await?;
+    /// let outcome = app.run(RunOptions::new()).await?;
+    /// assert_eq!(outcome.state.get("key"), Some(&json!("flood risk")));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn task_path<I, K>(mut self, path: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<Arc<str>>,
+    {
+        self.task_path = path.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Make a service available to actions through
-    /// [`ActionContext::extensions`](crate::ActionContext::extensions).
+    /// [`ActionContext::extension`](crate::ActionContext::extension) (one
+    /// value per type; a later value of the same type replaces it).
+    ///
+    /// See [`ActionContext::extension`](crate::ActionContext::extension)
+    /// for an example.
     pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.extensions.insert(value);
+        self
+    }
+
+    /// Make every service of `extensions` available to actions, replacing
+    /// values of the same types set before (the runtime hands a run's
+    /// extensions to each of its tasks this way; the values are shared, not
+    /// cloned).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, Application, Extensions, Graph, RunOptions};
+    ///
+    /// let mut shared = Extensions::new();
+    /// shared.insert(42u32);
+    /// let graph = Graph::single(action("read").writes(["n"]).run(|s, _, ctx| async move {
+    ///     let n = *ctx.extension::<u32>().ok_or("missing")?;
+    ///     Ok((json!({}), s.set("n", n)))
+    /// }));
+    /// let mut app = Application::builder(graph).extensions(&shared).build().await?;
+    /// assert_eq!(app.run(RunOptions::new()).await?.state.get("n"), Some(&json!(42)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn extensions(mut self, extensions: &Extensions) -> Self {
+        self.extensions.merge(extensions);
         self
     }
 
@@ -178,7 +251,8 @@ impl ApplicationBuilder {
     ///
     /// [`BuildError`] for an unknown entrypoint, a resume or fork without a
     /// persister, a fork from itself or from a missing checkpoint, a
-    /// checkpoint that names an unknown action, and persister failures.
+    /// checkpoint that names an unknown action, persister failures, and a
+    /// hook that panics in `on_create` ([`BuildError::Hook`]).
     pub async fn build(self) -> Result<Application, BuildError> {
         let app_id = self
             .app_id
@@ -237,10 +311,12 @@ impl ApplicationBuilder {
             partition_key: self.partition_key,
             parent,
             spawning_parent: self.spawning_parent,
+            task_path: self.task_path,
         });
-        for hook in &self.hooks {
-            hook.on_create(&info, &state);
-        }
+        call_hooks(&self.hooks, HookMethod::OnCreate, |hook| {
+            hook.on_create(&info, &state)
+        })
+        .map_err(BuildError::Hook)?;
         Ok(Application {
             graph: self.graph,
             info,

@@ -3,10 +3,12 @@
 //! An [`Application`] runs its graph one action at a time. Each
 //! [`step`](Application::step) runs the next action, validates its writes,
 //! picks the next action by the transitions, saves a checkpoint when a
-//! persister is set, and fires the hooks. [`run`](Application::run) steps
-//! until a halt condition, [`iterate`](Application::iterate) yields each step
-//! as a `Stream`, and [`stream_result`](Application::stream_result) streams the
-//! intermediate outputs of the halt action.
+//! persister is set, and fires the hooks. [`advance`](Application::advance)
+//! runs one step and applies the halting decision: it is the one stepping
+//! function that [`run`](Application::run) (steps until a halt condition),
+//! [`iterate`](Application::iterate) (yields each step as a `Stream`),
+//! [`stream_result`](Application::stream_result) (streams the intermediate
+//! outputs of the halt action) and the runtime's subgraph actors share.
 //!
 //! Halting: after each step the run stops if the next action is in
 //! `halt_before` (no result), or the action just run is in `halt_after`, or no
@@ -47,41 +49,32 @@
 //! ```
 
 mod builder;
+mod run_hooks;
 mod stream;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use futures_util::stream::BoxStream;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::action::{ActionContext, Extensions, Inputs, ParentPointer, StreamSink};
-use crate::error::{ActionError, ApplicationError};
+use crate::action::{ActionContext, Extensions, StepShared, StreamSink};
+use crate::error::{ActionError, ApplicationError, HookMethod};
 use crate::graph::Graph;
-use crate::hooks::{HookList, StepInfo, StepOutcome};
+use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
+use crate::identity::AppInfo;
+use crate::inputs::Inputs;
+use crate::outcome::{Advance, HaltReason, RunOutcome, StepRecord};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::{RESERVED_PREFIX, State};
 
+use run_hooks::RunHooks;
+
 pub use builder::ApplicationBuilder;
 pub use stream::StreamResult;
-
-/// Who an application is: its id, partition key and parent pointers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct AppInfo {
-    /// The application's id.
-    pub app_id: String,
-    /// Its partition key (a user or tenant id, for listing).
-    pub partition_key: Option<String>,
-    /// The application it was forked from.
-    pub parent: Option<ParentPointer>,
-    /// The application (and step) that spawned it.
-    pub spawning_parent: Option<ParentPointer>,
-}
 
 /// Where a run stops and what every step receives.
 #[derive(Debug, Clone, Default)]
@@ -165,51 +158,35 @@ impl RunOptions {
     pub fn halts_before(&self, action: &str) -> bool {
         self.halt_before.iter().any(|a| a == action)
     }
-}
 
-/// Why a run stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HaltReason {
-    /// The action just run is in `halt_after`.
-    HaltAfter,
-    /// The next action is in `halt_before`; it did not run.
-    HaltBefore,
-    /// No transition holds (or there was nothing left to run).
-    GraphEnd,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct RunOutcome {
-    /// The action the run halted at: the last action run, or for
-    /// [`HaltReason::HaltBefore`] the action it halted before. `None` when
-    /// there was nothing to run.
-    pub action: Option<String>,
-    /// The result of the last action run; `None` for `HaltBefore` and when
-    /// nothing ran.
-    pub result: Option<Value>,
-    /// The state at the end.
-    pub state: State,
-    /// Why the run stopped.
-    pub reason: HaltReason,
-}
-
-/// One completed step.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct StepRecord {
-    /// Its sequence id.
-    pub sequence_id: u64,
-    /// Its action.
-    pub action: Arc<str>,
-    /// The action's result.
-    pub result: Value,
-    /// The state after the step.
-    pub state: State,
-    /// How many intermediate outputs it emitted.
-    pub items: u64,
+    /// The halting decision after a step of `ran`, when `next` is the action
+    /// the transitions chose (`None`: no transition holds).
+    ///
+    /// `halt_before` beats `halt_after`: the run halts before `next` when it
+    /// is in `halt_before`, else after `ran` when it is in `halt_after`,
+    /// else at the graph's end when there is no `next`; otherwise it goes on
+    /// (`None`). There is no check before the first step: the first action
+    /// always runs. [`Application::advance`] applies this after every step.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tributary_core::{HaltReason, RunOptions};
+    ///
+    /// let opts = RunOptions::after(["write"]).halt_before(["review"]);
+    /// assert_eq!(opts.halt_after_step("plan", Some("write")), None);
+    /// assert_eq!(opts.halt_after_step("write", Some("review")), Some(HaltReason::HaltBefore));
+    /// assert_eq!(opts.halt_after_step("write", Some("plan")), Some(HaltReason::HaltAfter));
+    /// assert_eq!(opts.halt_after_step("plan", None), Some(HaltReason::GraphEnd));
+    /// ```
+    pub fn halt_after_step(&self, ran: &str, next: Option<&str>) -> Option<HaltReason> {
+        match next {
+            Some(next) if self.halts_before(next) => Some(HaltReason::HaltBefore),
+            _ if self.halts_after(ran) => Some(HaltReason::HaltAfter),
+            None => Some(HaltReason::GraphEnd),
+            Some(_) => None,
+        }
+    }
 }
 
 /// A graph, a state and a position, run one action at a time.
@@ -298,11 +275,17 @@ impl Application {
     /// Returns `Ok(None)` when no action is left. On error the state is as
     /// it was before the step and the same action is next again.
     ///
+    /// Each step consumes a unit of tokio's cooperative budget, so a run
+    /// whose actions never wait still yields to the scheduler now and then:
+    /// timeouts and cancellation around it always get in.
+    ///
     /// # Errors
     ///
     /// [`ApplicationError::Step`] when the action fails, panics or breaks its
-    /// declarations; [`ApplicationError::Persist`] when its checkpoint cannot
-    /// be saved.
+    /// declarations, or a hook panics in `before_step` or `on_stream_item`
+    /// ([`ActionError::HookPanicked`]); [`ApplicationError::Persist`] when
+    /// its checkpoint cannot be saved; [`ApplicationError::Hook`] when a hook
+    /// panics in `after_step` (the step is kept).
     ///
     /// # Cancel safety
     ///
@@ -318,6 +301,11 @@ impl Application {
         inputs: &Inputs,
         sink_override: Option<Arc<dyn StreamSink>>,
     ) -> Result<Option<StepRecord>, ApplicationError> {
+        // Give the scheduler a chance between steps: a graph whose actions
+        // never wait would otherwise keep its thread forever, and no timeout,
+        // cancellation or pause around it could get in. The budget yields
+        // once every hundred-odd steps, not every step.
+        tokio::task::coop::consume_budget().await;
         let Some(index) = self.next_action else {
             return Ok(None);
         };
@@ -329,47 +317,55 @@ impl Application {
             "tributary.step",
             app_id = %self.info.app_id,
             action = %name,
-            sequence_id = seq
+            sequence_id = seq,
+            outcome = tracing::field::Empty,
+            error_kind = tracing::field::Empty,
         );
         async move {
-            let emitted = Arc::new(AtomicU64::new(0));
+            let shared = Arc::new(StepShared::default());
             let selected = inputs.select(&name, action.inputs());
-            let guard = (!self.hooks.is_empty()).then(|| {
-                let step_inputs = selected.as_ref().cloned().unwrap_or_default();
+            let mut guard = StepGuard {
+                hooks: None,
+                armed: true,
+            };
+            let mut before = Ok(());
+            if !self.hooks.is_empty() {
                 // Boxed: applications without hooks (the common case for
                 // runtime tasks) keep no room for it in the step's future.
-                let guard = Box::new(AbandonGuard {
+                let hooks = guard.hooks.insert(Box::new(StepHooks {
                     app: Arc::clone(&self.info),
                     hooks: Arc::clone(&self.hooks),
                     action: Arc::clone(&name),
                     seq,
                     state: self.state.clone(),
-                    inputs: step_inputs,
-                    emitted: Arc::clone(&emitted),
-                    armed: true,
+                    inputs: selected.as_ref().cloned().unwrap_or_default(),
+                    shared: Arc::clone(&shared),
+                }));
+                let info = hooks.info();
+                before = call_hooks(&self.hooks, HookMethod::BeforeStep, |hook| {
+                    hook.before_step(&info)
                 });
-                let info = guard.info();
-                for hook in self.hooks.iter() {
-                    hook.before_step(&info);
-                }
-                guard
-            });
+            }
 
-            let outcome = match selected {
-                Err(e) => Err(e),
-                Ok(step_inputs) => {
+            let outcome = match (before, selected) {
+                (Err(panic), _) => Err(ActionError::HookPanicked {
+                    action: name.to_string(),
+                    panic,
+                }),
+                (Ok(()), Err(e)) => Err(e),
+                (Ok(()), Ok(step_inputs)) => {
                     let ctx = ActionContext {
                         app: Arc::clone(&self.info),
                         sequence_id: seq,
                         action: Arc::clone(&name),
                         sink: sink_override.or_else(|| self.sink.clone()),
                         hooks: Arc::clone(&self.hooks),
-                        emitted: Arc::clone(&emitted),
+                        step: Arc::clone(&shared),
                         extensions: Arc::clone(&self.extensions),
                         persister: self.persister.clone(),
                     };
                     let run = action.run(self.state.clone(), step_inputs, ctx);
-                    match AssertUnwindSafe(run).catch_unwind().await {
+                    let ran = match AssertUnwindSafe(run).catch_unwind().await {
                         Err(payload) => Err(ActionError::panicked(&name, payload)),
                         Ok(Err(source)) => Err(ActionError::Failed {
                             action: name.to_string(),
@@ -380,6 +376,15 @@ impl Application {
                                 .and_then(|()| self.graph.next(index, &state))
                                 .map(|next| (result, state, next))
                         }
+                    };
+                    // A stream-item hook that panicked fails the step,
+                    // whatever the action made of its emit error.
+                    match shared.hook_panic.get() {
+                        Some(panic) => Err(ActionError::HookPanicked {
+                            action: name.to_string(),
+                            panic: panic.clone(),
+                        }),
+                        None => ran,
                     }
                 }
             };
@@ -400,15 +405,21 @@ impl Application {
                     state,
                 ))
                 .await;
-                // On error the guard reports the step as abandoned: nothing
-                // was kept.
-                saved?;
+                if let Err(error) = saved {
+                    // The hooks hear the step was abandoned: nothing was
+                    // kept.
+                    record_failure(&error);
+                    guard.armed = false;
+                    guard.abandon_hooks();
+                    return Err(error);
+                }
             }
 
-            let items = emitted.load(Ordering::Relaxed);
-            if let Some(mut guard) = guard {
-                guard.armed = false;
-                let info = guard.info();
+            let items = shared.emitted.load(Ordering::Relaxed);
+            guard.armed = false;
+            let mut after = Ok(());
+            if let Some(hooks) = &guard.hooks {
+                let info = hooks.info();
                 let hook_outcome = match &outcome {
                     Ok((result, state, _)) => StepOutcome::Completed {
                         result,
@@ -417,15 +428,21 @@ impl Application {
                     },
                     Err(error) => StepOutcome::Failed { error, items },
                 };
-                for hook in self.hooks.iter() {
-                    hook.after_step(&info, &hook_outcome);
-                }
+                after = call_hooks(&self.hooks, HookMethod::AfterStep, |hook| {
+                    hook.after_step(&info, &hook_outcome)
+                });
             }
             match outcome {
                 Ok((result, state, next)) => {
                     self.state = state.clone();
                     self.next_action = next;
                     self.next_seq = seq + 1;
+                    let span = tracing::Span::current();
+                    span.record("outcome", "completed");
+                    tracing::debug!(items, "step completed");
+                    // The step is kept (its checkpoint says completed); a
+                    // panicking after_step hook still stops the run.
+                    after.map_err(ApplicationError::Hook)?;
                     Ok(Some(StepRecord {
                         sequence_id: seq,
                         action: name,
@@ -434,10 +451,14 @@ impl Application {
                         items,
                     }))
                 }
-                Err(source) => Err(ApplicationError::Step {
-                    sequence_id: seq,
-                    source,
-                }),
+                Err(source) => {
+                    let error = ApplicationError::Step {
+                        sequence_id: seq,
+                        source,
+                    };
+                    record_failure(&error);
+                    Err(error)
+                }
             }
         }
         .instrument(span)
@@ -451,36 +472,109 @@ impl Application {
         }
     }
 
-    /// After `record`, whether the run halts, and how.
-    fn halt_check(&self, opts: &RunOptions, record: &StepRecord) -> Option<RunOutcome> {
-        let outcome = |action: &str, result: Option<&Value>, reason| RunOutcome {
-            action: Some(action.to_owned()),
-            result: result.cloned(),
+    /// Run the next step and decide whether the run halts after it: the
+    /// stepping function behind [`run`](Self::run),
+    /// [`iterate`](Self::iterate), [`stream_result`](Self::stream_result)
+    /// and the runtime's subgraph actors.
+    ///
+    /// One call runs one [`step`](Self::step) (hooks, validation, the next
+    /// action by the transitions, the checkpoint) and then applies the
+    /// halting decision ([`RunOptions::halt_after_step`]). It returns
+    /// [`Advance::Continue`] with the step when the run goes on, and
+    /// [`Advance::Halt`] with the run's outcome when it halts (with no step
+    /// when nothing was left to run). Nothing is checked before the step:
+    /// the first action of a run always runs. The halt lists are not
+    /// checked against the graph here; [`RunOptions::unknown_action`] does
+    /// that once per run.
+    ///
+    /// # Examples
+    ///
+    /// A driver loop that reports every intermediate node and the final
+    /// outcome, as the runtime does:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, default, when, Application, Graph, HaltReason, RunOptions, State};
+    ///
+    /// let graph = Graph::builder()
+    ///     .action(action("count").reads(["n"]).writes(["n"]).run(|s: State, _, _| async move {
+    ///         let s = s.increment("n", 1)?;
+    ///         Ok((json!({ "n": s.get("n") }), s))
+    ///     }))
+    ///     .action(action("done").run(|s, _, _| async move { Ok((json!({ "ok": true }), s)) }))
+    ///     .transition("count", "done", when("n", 2))
+    ///     .transition("count", "count", default())
+    ///     .entrypoint("count")
+    ///     .build()?;
+    /// let mut app = Application::builder(graph).state(State::new().set("n", 0)).build().await?;
+    ///
+    /// let opts = RunOptions::after(["done"]);
+    /// let mut nodes = Vec::new();
+    /// let outcome = loop {
+    ///     let (node, outcome) = app.advance(&opts).await?.split();
+    ///     nodes.extend(node.map(|n| n.action.to_string()));
+    ///     if let Some(outcome) = outcome {
+    ///         break outcome;
+    ///     }
+    /// };
+    /// assert_eq!(nodes, ["count", "count"]);
+    /// assert_eq!(outcome.reason, HaltReason::HaltAfter);
+    /// assert_eq!(outcome.result, Some(json!({ "ok": true })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`step`](Self::step): on error the state is as it was before the
+    /// step and the same action is next again.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`step`](Self::step): dropping the future abandons the step and
+    /// leaves the application at the state before it.
+    pub async fn advance(&mut self, opts: &RunOptions) -> Result<Advance, ApplicationError> {
+        self.advance_with(opts, None).await
+    }
+
+    pub(crate) async fn advance_with(
+        &mut self,
+        opts: &RunOptions,
+        sink_override: Option<Arc<dyn StreamSink>>,
+    ) -> Result<Advance, ApplicationError> {
+        let Some(record) = self.step_with(&opts.inputs, sink_override).await? else {
+            return Ok(Advance::Halt {
+                step: None,
+                outcome: self.nothing_to_run(),
+            });
+        };
+        let next = self.next_action();
+        let Some(reason) = opts.halt_after_step(&record.action, next) else {
+            return Ok(Advance::Continue(record));
+        };
+        let (action, result) = match (reason, next) {
+            (HaltReason::HaltBefore, Some(next)) => (next.to_owned(), None),
+            _ => (record.action.to_string(), Some(record.result.clone())),
+        };
+        let outcome = RunOutcome {
+            action: Some(action),
+            result,
             state: self.state.clone(),
             reason,
         };
-        match self.next_action() {
-            Some(next) if opts.halts_before(next) => {
-                Some(outcome(next, None, HaltReason::HaltBefore))
-            }
-            _ if opts.halts_after(&record.action) => Some(outcome(
-                &record.action,
-                Some(&record.result),
-                HaltReason::HaltAfter,
-            )),
-            None => Some(outcome(
-                &record.action,
-                Some(&record.result),
-                HaltReason::GraphEnd,
-            )),
-            Some(_) => None,
-        }
+        Ok(Advance::Halt {
+            step: Some(record),
+            outcome,
+        })
     }
 
-    fn nothing_ran(&self, last: Option<StepRecord>) -> RunOutcome {
+    /// The outcome of a run that found nothing left to run.
+    fn nothing_to_run(&self) -> RunOutcome {
         RunOutcome {
-            action: last.as_ref().map(|r| r.action.to_string()),
-            result: last.map(|r| r.result),
+            action: None,
+            result: None,
             state: self.state.clone(),
             reason: HaltReason::GraphEnd,
         }
@@ -488,11 +582,16 @@ impl Application {
 
     /// Step until a halt condition holds or the graph ends.
     ///
+    /// The hooks hear `before_run` first and `after_run` exactly once at the
+    /// end (with [`ApplicationError::Abandoned`] when the future is dropped
+    /// before the run ends).
+    ///
     /// # Errors
     ///
     /// [`ApplicationError::UnknownHaltAction`] before anything runs when a
     /// halt list names an unknown action; otherwise the first failing step's
-    /// error (the state is as it was before that step).
+    /// error (the state is as it was before that step), or a hook's panic
+    /// ([`ApplicationError::hook_panic`]).
     ///
     /// # Cancel safety
     ///
@@ -500,34 +599,74 @@ impl Application {
     /// application keeps every completed step and abandons the current one.
     pub async fn run(&mut self, opts: RunOptions) -> Result<RunOutcome, ApplicationError> {
         self.check_halts(&opts)?;
-        for hook in self.hooks.iter() {
-            hook.before_run(&self.info, &self.state);
-        }
-        let span = tracing::info_span!("tributary.run", app_id = %self.info.app_id);
-        let result = async {
-            let mut last = None;
-            loop {
-                match self.step(&opts.inputs).await? {
-                    None => return Ok(self.nothing_ran(last)),
-                    Some(record) => {
-                        if let Some(outcome) = self.halt_check(&opts, &record) {
-                            return Ok(outcome);
-                        }
-                        last = Some(record);
-                    }
+        let span = tracing::info_span!(
+            "tributary.run",
+            app_id = %self.info.app_id,
+            outcome = tracing::field::Empty,
+            error_kind = tracing::field::Empty,
+        );
+        async {
+            let hooks = RunHooks::begin(self)?;
+            let result = loop {
+                match self.advance(&opts).await {
+                    Ok(Advance::Continue(_)) => {}
+                    Ok(Advance::Halt { outcome, .. }) => break Ok(outcome),
+                    Err(error) => break Err(error),
                 }
-            }
+            };
+            let result = hooks.end(result);
+            let span = tracing::Span::current();
+            match &result {
+                Ok(_) => span.record("outcome", "completed"),
+                Err(error) => span
+                    .record("outcome", "failed")
+                    .record("error_kind", error.kind()),
+            };
+            result
         }
         .instrument(span)
-        .await;
-        for hook in self.hooks.iter() {
-            hook.after_run(&self.info, result.as_ref());
-        }
-        result
+        .await
     }
 
     /// The steps of a run as a `Stream`, ending after the step at which
     /// [`run`](Self::run) would halt, or after the first error.
+    ///
+    /// The hooks are told as for [`run`](Self::run): `before_run` when the
+    /// stream is first polled, `after_run` when it ends (before its last
+    /// item is handed out), or with [`ApplicationError::Abandoned`] when it
+    /// is dropped before the end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::StreamExt;
+    /// use serde_json::json;
+    /// use tributary_core::{action, default, Application, Graph, RunOptions};
+    ///
+    /// let graph = Graph::builder()
+    ///     .action(action("a").run(|s, _, _| async move { Ok((json!({}), s)) }))
+    ///     .action(action("b").run(|s, _, _| async move { Ok((json!({}), s)) }))
+    ///     .transition("a", "b", default())
+    ///     .entrypoint("a")
+    ///     .build()?;
+    /// let mut app = Application::builder(graph).build().await?;
+    /// let mut names = Vec::new();
+    /// let mut steps = app.iterate(RunOptions::new());
+    /// while let Some(step) = steps.next().await {
+    ///     names.push(step?.action.to_string());
+    /// }
+    /// assert_eq!(names, ["a", "b"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The stream's last item is the error that ended the run, if one did:
+    /// [`ApplicationError::UnknownHaltAction`] before anything runs, a
+    /// failed step, or a hook's panic.
     ///
     /// # Cancel safety
     ///
@@ -537,23 +676,41 @@ impl Application {
         &mut self,
         opts: RunOptions,
     ) -> BoxStream<'_, Result<StepRecord, ApplicationError>> {
+        /// Where the stream is.
+        enum Iter<'a> {
+            /// Not polled yet: the hooks have not been told.
+            Start(&'a mut Application, RunOptions),
+            /// Running, its hooks told.
+            Running(&'a mut Application, RunOptions, RunHooks),
+            /// Ended with this error, still to hand out.
+            Fail(ApplicationError),
+        }
         let start = match self.check_halts(&opts) {
-            Ok(()) => Ok((self, opts)),
-            Err(e) => Err(e),
+            Ok(()) => Iter::Start(self, opts),
+            Err(e) => Iter::Fail(e),
         };
         Box::pin(futures_util::stream::unfold(
             Some(start),
-            |next| async move {
-                match next? {
-                    Err(e) => Some((Err(e), None)),
-                    Ok((app, opts)) => match app.step(&opts.inputs).await {
-                        Err(e) => Some((Err(e), None)),
-                        Ok(None) => None,
-                        Ok(Some(record)) => {
-                            let more = app.halt_check(&opts, &record).is_none();
-                            Some((Ok(record), more.then_some(Ok((app, opts)))))
-                        }
+            |state| async move {
+                let (app, opts, hooks) = match state? {
+                    Iter::Fail(e) => return Some((Err(e), None)),
+                    Iter::Start(app, opts) => match RunHooks::begin(app) {
+                        Ok(hooks) => (app, opts, hooks),
+                        Err(e) => return Some((Err(e), None)),
                     },
+                    Iter::Running(app, opts, hooks) => (app, opts, hooks),
+                };
+                match app.advance(&opts).await {
+                    Ok(Advance::Continue(record)) => {
+                        Some((Ok(record), Some(Iter::Running(app, opts, hooks))))
+                    }
+                    Ok(Advance::Halt { step, outcome }) => match (step, hooks.end(Ok(outcome))) {
+                        (Some(record), Ok(_)) => Some((Ok(record), None)),
+                        (Some(record), Err(e)) => Some((Ok(record), Some(Iter::Fail(e)))),
+                        (None, Ok(_)) => None,
+                        (None, Err(e)) => Some((Err(e), None)),
+                    },
+                    Err(e) => hooks.end(Err(e)).err().map(|e| (Err(e), None)),
                 }
             },
         ))
@@ -570,9 +727,16 @@ impl Application {
     /// result and state. Dropping the `StreamResult` early abandons the halt
     /// step: there is no final result and the state does not advance.
     ///
+    /// The hooks are told as for [`run`](Self::run): `before_run` now, and
+    /// `after_run` once when the run ends, or with
+    /// [`ApplicationError::Abandoned`] when the `StreamResult` is dropped
+    /// before its halt step ended.
+    ///
     /// # Errors
     ///
-    /// As [`run`](Self::run), for the steps before the halt action.
+    /// [`ApplicationError::UnknownHaltAction`] before anything runs, and a
+    /// `before_run` hook's panic; the errors of the steps before the halt
+    /// action come from [`StreamResult::get`].
     ///
     /// # Cancel safety
     ///
@@ -582,33 +746,26 @@ impl Application {
         opts: RunOptions,
     ) -> Result<StreamResult<'_>, ApplicationError> {
         self.check_halts(&opts)?;
-        for hook in self.hooks.iter() {
-            hook.before_run(&self.info, &self.state);
-        }
-        let mut last: Option<StepRecord> = None;
+        let hooks = RunHooks::begin(self)?;
+        // Step until the next action is the one to stream, or the run
+        // halts on its way there.
         loop {
             let Some(next) = self.next_action() else {
-                let outcome = self.nothing_ran(last);
-                return Ok(StreamResult::done(self, Ok(outcome)));
+                let outcome = hooks.end(Ok(self.nothing_to_run()));
+                return Ok(StreamResult::done(self, outcome));
             };
             if opts.halts_after(next) {
                 break;
             }
-            if last.is_some() && opts.halts_before(next) {
-                let outcome = RunOutcome {
-                    action: Some(next.to_owned()),
-                    result: None,
-                    state: self.state.clone(),
-                    reason: HaltReason::HaltBefore,
-                };
-                return Ok(StreamResult::done(self, Ok(outcome)));
-            }
-            match self.step(&opts.inputs).await {
-                Ok(record) => last = record,
-                Err(e) => return Ok(StreamResult::done(self, Err(e))),
+            match self.advance(&opts).await {
+                Ok(Advance::Continue(_)) => {}
+                Ok(Advance::Halt { outcome, .. }) => {
+                    return Ok(StreamResult::done(self, hooks.end(Ok(outcome))));
+                }
+                Err(e) => return Ok(StreamResult::done(self, hooks.end(Err(e)))),
             }
         }
-        Ok(StreamResult::live(self, opts))
+        Ok(StreamResult::live(self, opts, hooks))
     }
 }
 
@@ -639,19 +796,26 @@ async fn save_checkpoint(
         })
 }
 
-/// Tells the hooks a step was abandoned if it is dropped while armed.
-struct AbandonGuard {
+/// Record a failed step on its span (the current one) and log it.
+fn record_failure(error: &ApplicationError) {
+    let span = tracing::Span::current();
+    span.record("outcome", "failed");
+    span.record("error_kind", error.kind());
+    tracing::warn!(error_kind = error.kind(), error = %error, "step failed");
+}
+
+/// What the step hooks are told about a step.
+struct StepHooks {
     app: Arc<AppInfo>,
     hooks: HookList,
     action: Arc<str>,
     seq: u64,
     state: State,
     inputs: Inputs,
-    emitted: Arc<AtomicU64>,
-    armed: bool,
+    shared: Arc<StepShared>,
 }
 
-impl AbandonGuard {
+impl StepHooks {
     fn info(&self) -> StepInfo<'_> {
         StepInfo {
             app: &self.app,
@@ -663,16 +827,38 @@ impl AbandonGuard {
     }
 }
 
-impl Drop for AbandonGuard {
+/// Reports a step dropped before it ended (while armed) as abandoned: on
+/// its span and to its hooks.
+struct StepGuard {
+    hooks: Option<Box<StepHooks>>,
+    armed: bool,
+}
+
+impl Drop for StepGuard {
     fn drop(&mut self) {
-        if self.armed {
+        if !self.armed {
+            return;
+        }
+        // The step's future is dropped inside its span.
+        tracing::Span::current().record("outcome", "abandoned");
+        tracing::debug!("step abandoned");
+        self.abandon_hooks();
+    }
+}
+
+impl StepGuard {
+    /// Tell the hooks the step was abandoned.
+    fn abandon_hooks(&self) {
+        if let Some(hooks) = &self.hooks {
             let outcome = StepOutcome::Abandoned {
-                items: self.emitted.load(Ordering::Relaxed),
+                items: hooks.shared.emitted.load(Ordering::Relaxed),
             };
-            let info = self.info();
-            for hook in self.hooks.iter() {
-                hook.after_step(&info, &outcome);
-            }
+            let info = hooks.info();
+            // Nobody is left to hand a panic to: `call_hooks` logs it, and
+            // catching it keeps a drop during unwinding from aborting.
+            let _ = call_hooks(&hooks.hooks, HookMethod::AfterStep, |hook| {
+                hook.after_step(&info, &outcome)
+            });
         }
     }
 }

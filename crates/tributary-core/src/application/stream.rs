@@ -9,10 +9,11 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{AppInfo, Application, HaltReason, RunOptions, RunOutcome};
+use super::{Application, RunHooks, RunOptions};
 use crate::action::{Emitted, StreamSink};
 use crate::error::{ApplicationError, EmitError};
-use crate::hooks::HookList;
+use crate::identity::AppInfo;
+use crate::outcome::{Advance, HaltReason, RunOutcome};
 
 /// How many outputs of the halt action may wait for the consumer before
 /// `emit` blocks.
@@ -29,7 +30,9 @@ pub struct StreamResult<'a> {
     step: Option<BoxFuture<'a, Result<RunOutcome, ApplicationError>>>,
     outcome: Option<Result<RunOutcome, ApplicationError>>,
     app: Arc<AppInfo>,
-    hooks: HookList,
+    // After `step`: fields drop in order, so an abandoned halt step is
+    // reported before the abandoned run.
+    run: Option<RunHooks>,
 }
 
 impl fmt::Debug for StreamResult<'_> {
@@ -53,48 +56,40 @@ impl StreamSink for ChannelSink {
 }
 
 impl<'a> StreamResult<'a> {
+    /// A run that ended before its halt action (the hooks are told).
     pub(super) fn done(app: &Application, outcome: Result<RunOutcome, ApplicationError>) -> Self {
-        let mut this = StreamResult {
+        StreamResult {
             rx: None,
             step: None,
             outcome: Some(outcome),
             app: Arc::clone(&app.info),
-            hooks: Arc::clone(&app.hooks),
-        };
-        this.finish();
-        this
+            run: None,
+        }
     }
 
-    pub(super) fn live(app: &'a mut Application, opts: RunOptions) -> Self {
+    /// A run whose halt action is next: streaming it runs it.
+    pub(super) fn live(app: &'a mut Application, opts: RunOptions, run: RunHooks) -> Self {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-        let (info, hooks) = (Arc::clone(&app.info), Arc::clone(&app.hooks));
+        let info = Arc::clone(&app.info);
         let step = Box::pin(async move {
             let sink: Arc<dyn StreamSink> = Arc::new(ChannelSink(tx));
-            let record = app
-                .step_with(&opts.inputs, Some(sink))
-                .await?
-                .expect("stream_result only goes live when an action is next");
-            Ok(RunOutcome {
-                action: Some(record.action.to_string()),
-                result: Some(record.result),
-                state: record.state,
-                reason: HaltReason::HaltAfter,
-            })
+            // The halt action is in `halt_after`: this step ends the run.
+            match app.advance_with(&opts, Some(sink)).await? {
+                Advance::Halt { outcome, .. } => Ok(outcome),
+                Advance::Continue(record) => Ok(RunOutcome {
+                    action: Some(record.action.to_string()),
+                    result: Some(record.result),
+                    state: record.state,
+                    reason: HaltReason::HaltAfter,
+                }),
+            }
         });
         StreamResult {
             rx: Some(rx),
             step: Some(step),
             outcome: None,
             app: info,
-            hooks,
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(outcome) = &self.outcome {
-            for hook in self.hooks.iter() {
-                hook.after_run(&self.app, outcome.as_ref());
-            }
+            run: Some(run),
         }
     }
 
@@ -134,8 +129,10 @@ impl Stream for StreamResult<'_> {
                 Some(step) => match step.as_mut().poll(cx) {
                     Poll::Ready(outcome) => {
                         this.step = None;
-                        this.outcome = Some(outcome);
-                        this.finish();
+                        this.outcome = Some(match this.run.take() {
+                            Some(run) => run.end(outcome),
+                            None => outcome,
+                        });
                         // The sink is dropped with the step: drain what is left.
                     }
                     Poll::Pending => return Poll::Pending,

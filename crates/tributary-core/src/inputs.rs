@@ -1,3 +1,6 @@
+//! The inputs of a step: values given to `run` (or a task) that each action
+//! receives filtered to what it declares.
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -69,7 +72,7 @@ impl Inputs {
     /// # Errors
     ///
     /// When the input is missing or does not deserialize as `T`.
-    pub fn get_as<T: DeserializeOwned>(&self, name: &str) -> Result<T, crate::BoxError> {
+    pub fn get_as<T: DeserializeOwned>(&self, name: &str) -> Result<T, crate::error::BoxError> {
         let value = self
             .get(name)
             .ok_or_else(|| format!("input `{name}` was not given"))?;
