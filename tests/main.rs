@@ -13,6 +13,7 @@ mod persister_contract;
 mod runtime_blocking;
 mod runtime_control;
 mod runtime_ends;
+mod runtime_extensions;
 mod runtime_hooks;
 mod runtime_merge;
 mod runtime_parallel;

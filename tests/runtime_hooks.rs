@@ -86,3 +86,40 @@ async fn a_hook_panicking_in_any_method_gives_a_failed_item_and_the_stream_ends(
         assert!(error.message.contains("hook broke"), "{at:?}: {error:?}");
     }
 }
+
+/// Panics in `before_step` and again in `after_step`.
+#[derive(Debug)]
+struct TwicePanicky;
+
+impl Hook for TwicePanicky {
+    fn before_step(&self, _: &StepInfo<'_>) {
+        panic!("before_step hook broke");
+    }
+    fn after_step(&self, _: &StepInfo<'_>, _: &StepOutcome<'_>) {
+        panic!("after_step hook broke");
+    }
+}
+
+#[tokio::test]
+async fn two_panicking_hooks_fail_the_task_without_aborting_the_process() {
+    let config = RunConfig::new()
+        .hook(Arc::new(TwicePanicky))
+        .hook(Arc::new(Panicky(Where::AfterStep)));
+    let tasks = vec![TaskSpec::new("a", graph()), TaskSpec::new("b", graph())];
+    let (handle, mut stream) = Runtime::new().run(
+        tasks,
+        config.failure_policy(tributary::FailurePolicy::Continue),
+    );
+    let items = tokio::time::timeout(Duration::from_secs(30), collect(&mut stream))
+        .await
+        .expect("the stream ends");
+    let failed: Vec<_> = items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Failed)
+        .collect();
+    assert_eq!(failed.len(), 2);
+    for item in failed {
+        assert_eq!(item.error.as_ref().unwrap().kind, TaskErrorKind::Panicked);
+    }
+    assert_eq!(handle.progress_now().failed, 2);
+}

@@ -8,7 +8,9 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tributary_core::{AppInfo, Application, State, StepRecord, StreamSink, TaskEnd};
+use tributary_core::{
+    AppInfo, Application, HookMethod, State, StepRecord, StreamSink, TaskEnd, call_hooks,
+};
 
 use crate::budget::TaskSlot;
 use crate::config::{MergeMode, RunConfig};
@@ -192,16 +194,16 @@ impl Actor {
             Terminal::Failed { .. } => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
             Terminal::Cancelled { .. } => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
         };
-        for hook in &self.config.hooks {
-            let call = AssertUnwindSafe(|| hook.on_task_complete(info, &self.spec.key, &end));
-            if let Err(payload) = std::panic::catch_unwind(call) {
-                return Terminal::Failed {
-                    action: None,
-                    error: TaskError::panicked("the on_task_complete hook", &*payload),
-                };
-            }
+        let called = call_hooks(&self.config.hooks, HookMethod::OnTaskComplete, |h| {
+            h.on_task_complete(info, &self.spec.key, &end)
+        });
+        match called {
+            Ok(()) => terminal,
+            Err(panic) => Terminal::Failed {
+                action: None,
+                error: TaskError::hook(&panic),
+            },
         }
-        terminal
     }
 
     /// Hand the terminal item over; returns the kind actually delivered and
@@ -276,24 +278,23 @@ impl Actor {
             }
         };
         let _ = self.info.set(Arc::clone(app.info()));
-        for hook in &self.config.hooks {
-            let call = AssertUnwindSafe(|| hook.on_task_spawn(app.info(), &spec.key));
-            if let Err(payload) = std::panic::catch_unwind(call) {
-                return Terminal::Failed {
-                    action: None,
-                    error: TaskError::panicked("the on_task_spawn hook", &*payload),
-                };
-            }
+        if let Err(panic) = call_hooks(&self.config.hooks, HookMethod::OnTaskSpawn, |h| {
+            h.on_task_spawn(app.info(), &spec.key)
+        }) {
+            return Terminal::Failed {
+                action: None,
+                error: TaskError::hook(&panic),
+            };
         }
         let nodes =
             self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
         let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
         let mut failures = 0u32;
         loop {
-            // A step that never awaits would otherwise keep the worker
-            // forever: give the scheduler its turn now and then (tokio's
-            // cooperative budget), so that timeouts, cancellation and
-            // pauses always get in.
+            // Core's step spends tokio's cooperative budget too; this keeps
+            // the pause and cancel checks below in the same budget, so a
+            // task whose steps never await always lets timeouts, cancel and
+            // pause in.
             tokio::task::consume_budget().await;
             if lane.wait_gates().await.is_err() {
                 return Terminal::Cancelled {
@@ -303,29 +304,22 @@ impl Actor {
             // The step's result lives only in this block, so that it takes
             // no room in this future at the awaits below.
             let after = {
-                let step = tokio::select! {
+                let advance = tokio::select! {
                     biased;
                     _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
-                    step = AssertUnwindSafe(app.step(spec.halt.get_inputs())).catch_unwind() => step,
+                    a = AssertUnwindSafe(app.advance(&spec.halt)).catch_unwind() => a,
                 };
-                match step {
+                match advance {
                     Err(payload) => {
-                        // A panic that escaped the step (a hook's): the
-                        // application can not go on.
+                        // A panic that escaped the step: the application can
+                        // not go on.
                         let action = next_name(&app);
                         let what = format!("a step of task `{}`", spec.key);
                         let mut error = TaskError::panicked(&what, &*payload);
                         error.action = action.as_deref().map(str::to_owned);
                         return Terminal::Failed { action, error };
                     }
-                    Ok(Ok(Some(record))) => Ok(record),
-                    Ok(Ok(None)) => {
-                        return Terminal::Final {
-                            action: None,
-                            result: None,
-                            state: app.state().clone(),
-                        };
-                    }
+                    Ok(Ok(advance)) => Ok(advance.split()),
                     Ok(Err(_)) if lane.token.is_cancelled() => {
                         // Cancelled while the step ran: its action saw the
                         // cancellation (an emit that could not be delivered)
@@ -336,20 +330,27 @@ impl Actor {
                         };
                     }
                     Ok(Err(error)) => {
-                        failures += 1;
                         let action = next_name(&app);
-                        let error = TaskError::from_application(&error, action.as_deref());
-                        if failures >= self.config.retry.max_attempts {
-                            return Terminal::Failed { action, error };
+                        let task_error = TaskError::from_application(&error, action.as_deref());
+                        // A hook that panicked after the step kept it: the
+                        // task can not trust its hooks any more.
+                        failures += 1;
+                        if failures >= self.config.retry.max_attempts
+                            || matches!(error, tributary_core::ApplicationError::Hook(_))
+                        {
+                            return Terminal::Failed {
+                                action,
+                                error: task_error,
+                            };
                         }
                         let wait = self.config.retry.backoff(failures);
-                        tracing::info!(attempt = failures, wait = ?wait, error = %error, "step failed; retrying");
+                        tracing::info!(attempt = failures, wait = ?wait, error = %task_error, "step failed; retrying");
                         Err(wait)
                     }
                 }
             };
-            let record = match after {
-                Ok(record) => record,
+            let (node, outcome) = match after {
+                Ok(split) => split,
                 Err(wait) => {
                     tokio::select! {
                         biased;
@@ -360,69 +361,35 @@ impl Actor {
                 }
             };
             failures = 0;
-            if let Some(terminal) = self.after_step(&app, record, nodes).await {
-                return terminal;
+            if let Some(node) = node.filter(|_| nodes) {
+                if self.node_item(node).await.is_err() {
+                    return Terminal::Cancelled {
+                        action: next_name(&app),
+                    };
+                }
+            }
+            if let Some(outcome) = outcome {
+                return Terminal::Final {
+                    action: outcome.action.map(Arc::from),
+                    result: outcome.result,
+                    state: outcome.state,
+                };
             }
         }
     }
 
-    /// After a step: the task's end, or its node item and `None` to go on.
-    /// A function of its own so that the record and the send do not take
-    /// room in the body's future at every other await.
-    async fn after_step(
-        &self,
-        app: &Application,
-        record: StepRecord,
-        nodes: bool,
-    ) -> Option<Terminal> {
-        let (lane, spec) = (&self.lane, &self.spec);
-        let next = app.next_action();
-        let node = |action: &Arc<str>, result: Value, state: State| Report {
+    /// Stream the node item of an intermediate step. A function of its own
+    /// so that the record and the send do not take room in the body's
+    /// future at every other await.
+    async fn node_item(&self, record: StepRecord) -> Result<(), Stopped> {
+        let report = Report {
             kind: ItemKind::NodeComplete,
-            action: Some(Arc::clone(action)),
-            result: Some(result),
-            state: Some(state),
+            action: Some(record.action),
+            result: Some(record.result),
+            state: Some(record.state),
             error: None,
         };
-        if let Some(before) = next.filter(|n| spec.halt.halts_before(n)) {
-            let before: Arc<str> = Arc::from(before);
-            if nodes
-                && lane
-                    .send(
-                        node(&record.action, record.result, record.state.clone()),
-                        None,
-                    )
-                    .await
-                    .is_err()
-            {
-                return Some(Terminal::Cancelled {
-                    action: Some(before),
-                });
-            }
-            return Some(Terminal::Final {
-                action: Some(before),
-                result: None,
-                state: record.state,
-            });
-        }
-        if next.is_none() || spec.halt.halts_after(&record.action) {
-            return Some(Terminal::Final {
-                action: Some(record.action),
-                result: Some(record.result),
-                state: record.state,
-            });
-        }
-        if nodes
-            && lane
-                .send(node(&record.action, record.result, record.state), None)
-                .await
-                .is_err()
-        {
-            return Some(Terminal::Cancelled {
-                action: next.map(Arc::from),
-            });
-        }
-        None
+        self.lane.send(report, None).await
     }
 
     async fn build(&self) -> Result<Application, TaskError> {
@@ -432,11 +399,15 @@ impl Actor {
         let mut builder = Application::builder(spec.graph.clone())
             .app_id(lane.app_id.to_string())
             .state(spec.state.clone())
-            .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>)
-            .extension(TaskRuntime {
-                lane: Arc::clone(lane),
-                slot: self.slot.clone(),
-            });
+            .task_path(lane.path.keys().iter().cloned())
+            .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>);
+        if !config.extensions.is_empty() {
+            builder = builder.extensions(&config.extensions);
+        }
+        builder = builder.extension(TaskRuntime {
+            lane: Arc::clone(lane),
+            slot: self.slot.clone(),
+        });
         if let Some(entry) = &spec.entrypoint {
             builder = builder.entrypoint(entry.clone());
         }

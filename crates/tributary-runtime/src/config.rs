@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_core::{Hook, ParentPointer, Persister};
+use tributary_core::{Extensions, Hook, ParentPointer, Persister};
 
 use crate::policy::{CompletionPolicy, JoinAll};
 
@@ -134,6 +134,7 @@ pub struct RunConfig {
     pub(crate) hooks: Vec<Arc<dyn Hook>>,
     pub(crate) spawning_parent: Option<ParentPointer>,
     pub(crate) partition_key: Option<String>,
+    pub(crate) extensions: Extensions,
 }
 
 impl fmt::Debug for RunConfig {
@@ -173,6 +174,7 @@ impl Default for RunConfig {
             hooks: Vec::new(),
             spawning_parent: None,
             partition_key: None,
+            extensions: Extensions::new(),
         }
     }
 }
@@ -292,6 +294,40 @@ impl RunConfig {
     /// The partition key of every task's application.
     pub fn partition_key(mut self, key: impl Into<String>) -> Self {
         self.partition_key = Some(key.into());
+        self
+    }
+
+    /// Give every task's actions `value` (an HTTP client, a database pool):
+    /// they read it with `ctx.extension::<T>()`. One value is shared by every
+    /// task (put what must not be copied behind an `Arc`, or use a type that
+    /// is a handle already); a second value of the same type replaces the
+    /// first. Parallel actions pass the extensions of their task on to their
+    /// children (unless `cascade(false)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use serde_json::json;
+    /// use tributary_core::{action, State};
+    /// use tributary_runtime::{RunConfig, Runtime, TaskSpec};
+    ///
+    /// #[derive(Debug)]
+    /// struct Client { base: String }
+    ///
+    /// let fetch = action("fetch").run(|s: State, _, ctx| async move {
+    ///     let client = ctx.extension::<Client>().expect("set on the run");
+    ///     Ok((json!({ "url": format!("{}/{}", client.base, ctx.task_key().unwrap()) }), s))
+    /// });
+    /// let config = RunConfig::new().extension(Client { base: "https://example.org".into() });
+    /// let (_h, stream) = Runtime::new().run(vec![TaskSpec::action("a", fetch)], config);
+    /// let outcomes = stream.outcomes().await.unwrap();
+    /// assert_eq!(outcomes[0].result(), Some(&json!({ "url": "https://example.org/a" })));
+    /// # }
+    /// ```
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
         self
     }
 

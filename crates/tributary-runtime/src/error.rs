@@ -111,6 +111,10 @@ impl TaskError {
         )
     }
 
+    pub(crate) fn hook(panic: &tributary_core::HookPanic) -> Self {
+        TaskError::new(TaskErrorKind::Panicked, panic.to_string(), None)
+    }
+
     pub(crate) fn panicked(what: &str, payload: &(dyn std::any::Any + Send)) -> Self {
         let message = payload
             .downcast_ref::<&str>()
@@ -127,6 +131,7 @@ impl TaskError {
     pub(crate) fn build(task: &str, error: &BuildError, action: Option<&str>) -> Self {
         let kind = match error {
             BuildError::Persist(_) => TaskErrorKind::Persistence,
+            BuildError::Hook(_) => TaskErrorKind::Panicked,
             _ => TaskErrorKind::Validation,
         };
         TaskError::new(
@@ -149,13 +154,14 @@ impl TaskError {
         let kind = match error {
             ApplicationError::Step { source, .. } => match source {
                 ActionError::Failed { .. } => TaskErrorKind::ActionFailed,
-                ActionError::Panicked { .. } => TaskErrorKind::Panicked,
+                ActionError::Panicked { .. } | ActionError::HookPanicked { .. } => {
+                    TaskErrorKind::Panicked
+                }
                 _ => TaskErrorKind::Validation,
             },
             ApplicationError::Persist { .. } => TaskErrorKind::Persistence,
             ApplicationError::UnknownHaltAction(_) => TaskErrorKind::Validation,
-            // A hook that panicked inside the step, reported by core.
-            _ if error.to_string().contains("panicked") => TaskErrorKind::Panicked,
+            ApplicationError::Hook(_) => TaskErrorKind::Panicked,
             _ => TaskErrorKind::ActionFailed,
         };
         let action = match error {

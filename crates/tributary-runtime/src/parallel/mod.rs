@@ -377,7 +377,20 @@ impl ParallelBuilder {
     /// The children's run settings (merge mode, policies, limits, retries,
     /// persister and hooks overrides).
     pub fn config(mut self, config: RunConfig) -> Self {
+        // Extensions given with `extension` before stay.
+        let given = std::mem::take(&mut self.action.config.extensions);
         self.action.config = config;
+        let mut extensions = given;
+        extensions.merge(&self.action.config.extensions);
+        self.action.config.extensions = extensions;
+        self
+    }
+
+    /// Give every child's actions `value` (see
+    /// [`RunConfig::extension`](crate::RunConfig::extension)); it overrides
+    /// a value of the same type the parent's task has.
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.action.config = self.action.config.extension(value);
         self
     }
 
@@ -446,6 +459,9 @@ impl Action for ParallelAction {
             if config.hooks.is_empty() {
                 config.hooks = ctx.hooks().to_vec();
             }
+            let mut extensions = ctx.extensions().clone();
+            extensions.merge(&config.extensions);
+            config.extensions = extensions;
         }
 
         let task = ctx.extensions().get::<TaskRuntime>().cloned();
