@@ -14,16 +14,16 @@ use tributary_core::{
 
 use crate::budget::TaskSlot;
 use crate::config::{MergeMode, RunConfig};
-use crate::end::CancelReason;
 use crate::error::TaskError;
 use crate::gate::Gate;
 use crate::handle::RunHandle;
 use crate::item::ItemKind;
 use crate::lane::{Lane, LaneConfig, Report, Stopped};
 use crate::mailbox::{Ctl, Envelope, Inbox};
+use crate::reason::CancelReason;
 use crate::scope::TaskRuntime;
 use crate::shared::RunShared;
-use crate::task::TaskSpec;
+use crate::spec::TaskSpec;
 use crate::task_control::TaskControl;
 
 /// How a task's body ended.
@@ -112,8 +112,8 @@ impl Actor {
             // A task ends after its subtree: every run nested in it has been
             // cancelled or has ended; wait until their tasks have stopped.
             for child in self.control.shared.children() {
-                child.tracker.close();
-                child.tracker.wait().await;
+                child.tracker().close();
+                child.tracker().wait().await;
             }
             let terminal = self.complete_hooks(terminal);
             let (kind, error) = self.deliver(terminal).await;
@@ -208,7 +208,7 @@ impl Actor {
 
     /// Hand the terminal item over; returns the kind actually delivered and
     /// the error or cancellation reason.
-    async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<crate::TaskError>) {
+    async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<TaskError>) {
         let lane = &self.lane;
         let slot = Some(self.slot.clone());
         let (kind, action, result, state, error) = match terminal {
@@ -449,7 +449,7 @@ impl Drop for ExitGuard<'_> {
                     (
                         ItemKind::Failed,
                         TaskError::new(
-                            crate::TaskErrorKind::Panicked,
+                            crate::error::TaskErrorKind::Panicked,
                             "the task's actor stopped unexpectedly",
                             None,
                         ),

@@ -27,8 +27,9 @@ use crate::config::RunConfig;
 use crate::error::RunError;
 use crate::handle::RunHandle;
 use crate::merger::{RunReport, RunStream};
+use crate::outcome::TaskOutcome;
 use crate::runtime::Runtime;
-use crate::task::{TaskOutcome, TaskSource};
+use crate::source::TaskSource;
 
 /// Runs tributary runs from synchronous code.
 #[derive(Debug)]

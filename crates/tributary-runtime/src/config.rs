@@ -42,7 +42,7 @@ pub enum MergeMode {
 #[non_exhaustive]
 pub enum FailurePolicy {
     /// Cancel every other task and surface the error
-    /// ([`RunError::TaskFailed`](crate::RunError::TaskFailed)).
+    /// ([`RunError::TaskFailed`](crate::error::RunError::TaskFailed)).
     #[default]
     FailFast,
     /// Report the failure and go on; reducers see it as a failed task.

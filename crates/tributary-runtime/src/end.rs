@@ -33,43 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::TaskError;
 use crate::path::TaskPath;
-
-/// Why a task or a run was cancelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum CancelReason {
-    /// The run was cancelled through its handle
-    /// ([`RunHandle::cancel`](crate::RunHandle::cancel)).
-    Handle,
-    /// This task, or a task it is nested in, was cancelled through
-    /// [`RunHandle::cancel_task`](crate::RunHandle::cancel_task).
-    Task,
-    /// The completion policy finished the run or cancelled this task.
-    Policy,
-    /// Another task failed and the run fails fast.
-    FailFast,
-    /// The task its run is nested in timed out.
-    Timeout,
-    /// The task its run is nested in ended or was cancelled.
-    Parent,
-    /// The run's stream was dropped before the run ended.
-    StreamDropped,
-}
-
-impl std::fmt::Display for CancelReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CancelReason::Handle => "cancelled through the run handle",
-            CancelReason::Task => "cancelled through the run handle's cancel_task",
-            CancelReason::Policy => "cancelled by the completion policy",
-            CancelReason::FailFast => "another task failed and the run fails fast",
-            CancelReason::Timeout => "the enclosing task timed out",
-            CancelReason::Parent => "the enclosing task ended",
-            CancelReason::StreamDropped => "the run's stream was dropped",
-        })
-    }
-}
+use crate::reason::CancelReason;
 
 /// How a run ended. Set once, by whichever path ends the run first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,11 +67,11 @@ impl RunEnd {
     }
 
     /// The run's error: `None` when it completed.
-    pub fn error(&self) -> Option<crate::RunError> {
+    pub fn error(&self) -> Option<crate::error::RunError> {
         match self {
             RunEnd::Completed { .. } => None,
-            RunEnd::Cancelled { reason } => Some(crate::RunError::Cancelled(*reason)),
-            RunEnd::Failed { task, error } => Some(crate::RunError::TaskFailed {
+            RunEnd::Cancelled { reason } => Some(crate::error::RunError::Cancelled(*reason)),
+            RunEnd::Failed { task, error } => Some(crate::error::RunError::TaskFailed {
                 task_key: task.key().unwrap_or_default().to_owned(),
                 path: task.clone(),
                 error: error.clone(),

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use tributary_core::{ActionError, ApplicationError, BuildError};
 
-use crate::end::CancelReason;
 use crate::path::TaskPath;
+use crate::reason::CancelReason;
 
 /// A run's failure, from [`RunStream::finish`](crate::RunStream::finish),
 /// [`RunHandle::error`](crate::RunHandle::error) and
@@ -179,15 +179,15 @@ impl TaskError {
 pub enum AddTaskError {
     /// The run has ended; the task is given back.
     #[error("the run has ended; task `{}` was not added", .0.key())]
-    Ended(Box<crate::TaskSpec>),
+    Ended(Box<crate::spec::TaskSpec>),
     /// Another task of the run already has this key; the task is given back.
     #[error("task key `{}` is used twice in one run", .0.key())]
-    DuplicateKey(Box<crate::TaskSpec>),
+    DuplicateKey(Box<crate::spec::TaskSpec>),
 }
 
 impl AddTaskError {
     /// The task that was not added.
-    pub fn into_task(self) -> crate::TaskSpec {
+    pub fn into_task(self) -> crate::spec::TaskSpec {
         match self {
             AddTaskError::Ended(t) | AddTaskError::DuplicateKey(t) => *t,
         }

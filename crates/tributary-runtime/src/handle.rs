@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::end::{CancelReason, RunEnd};
+use crate::end::RunEnd;
 use crate::error::{AddTaskError, RunError, UnknownTask};
 use crate::mailbox::Inbox;
 use crate::path::TaskPath;
 use crate::progress::Progress;
+use crate::reason::CancelReason;
 use crate::shared::RunShared;
-use crate::task::TaskSpec;
-use crate::task_control::{TaskControl, TaskInfo};
+use crate::spec::TaskSpec;
+use crate::task_control::{NestedRun, TaskControl, TaskInfo};
 
 /// Controls a live run. `Clone + Send + Sync`; its commands never block.
 ///

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tributary_core::State;
 
-use crate::end::CancelReason;
 use crate::error::TaskError;
 use crate::path::TaskPath;
+use crate::reason::CancelReason;
 
 /// What a [`StreamItem`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -72,21 +72,24 @@ mod item;
 mod lane;
 mod mailbox;
 mod merger;
+mod outcome;
 mod parallel;
 mod path;
 mod policy;
 mod progress;
+mod reason;
 mod runtime;
 mod scope;
 mod shared;
+mod source;
+mod spec;
 mod supervisor;
-mod task;
 mod task_control;
 
 #[doc(inline)]
 pub use config::{FailurePolicy, MergeMode, RetryPolicy, RunConfig};
 #[doc(inline)]
-pub use end::{CancelReason, RunEnd};
+pub use end::RunEnd;
 #[doc(inline)]
 pub use error::{AddTaskError, RunError, TaskError, TaskErrorKind, UnknownTask};
 #[doc(inline)]
@@ -98,6 +101,8 @@ pub use item::{ItemKind, StreamItem};
 #[doc(inline)]
 pub use merger::{Round, RunReport, RunStream};
 #[doc(inline)]
+pub use outcome::{TaskOutcome, TaskStatus};
+#[doc(inline)]
 pub use parallel::{ParallelAction, ParallelBuilder, Subgraph};
 #[doc(inline)]
 pub use path::TaskPath;
@@ -106,10 +111,14 @@ pub use policy::{CompletionPolicy, Decision, FirstMatching, FirstN, JoinAll, Qui
 #[doc(inline)]
 pub use progress::Progress;
 #[doc(inline)]
+pub use reason::CancelReason;
+#[doc(inline)]
 pub use runtime::{DEFAULT_MAX_CONCURRENCY, Runtime, RuntimeBuilder};
 #[doc(inline)]
 pub use scope::TaskRuntime;
 #[doc(inline)]
-pub use task::{TaskOutcome, TaskSource, TaskSpec, TaskStatus};
+pub use source::TaskSource;
+#[doc(inline)]
+pub use spec::TaskSpec;
 #[doc(inline)]
 pub use task_control::{LiveStatus, TaskInfo};

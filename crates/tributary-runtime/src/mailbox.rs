@@ -5,7 +5,7 @@ use tokio::sync::mpsc;
 
 use crate::budget::TaskSlot;
 use crate::item::StreamItem;
-use crate::task::TaskSpec;
+use crate::spec::TaskSpec;
 use crate::task_control::TaskControl;
 
 /// An item on its way to the merger, with its place in its lane: the

@@ -15,15 +15,16 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 
 use crate::config::{FailurePolicy, MergeMode, RunConfig};
-use crate::end::{CancelReason, RunEnd};
+use crate::end::RunEnd;
 use crate::error::RunError;
 use crate::handle::RunHandle;
 use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::{Ctl, Envelope};
+use crate::outcome::TaskOutcome;
 use crate::policy::{CompletionPolicy, Decision};
 use crate::progress::Progress;
+use crate::reason::CancelReason;
 use crate::shared::RunShared;
-use crate::task::TaskOutcome;
 
 /// One round of a [`MergeMode::Zip`] run: the `index`-th item of every task
 /// of the cohort, in task order; `None` for a task that already ended.

@@ -17,8 +17,8 @@ use crate::path::TaskPath;
 use crate::progress::Progress;
 use crate::scope::TaskRuntime;
 use crate::shared::{ParentTask, RunShared};
+use crate::source::TaskSource;
 use crate::supervisor::Supervisor;
-use crate::task::TaskSource;
 
 /// The budget a runtime gives its tasks when none is set: enough to keep
 /// two cores busy with I/O-bound tasks, small enough to bound memory.
@@ -232,7 +232,8 @@ impl Runtime {
             span: tracing::Span::current(),
         });
         if let Some(p) = parent {
-            p.lane.task.add_child(&shared);
+            let weak: std::sync::Weak<RunShared> = Arc::downgrade(&shared);
+            p.lane.task.add_child(weak);
         }
         let handle = RunHandle {
             shared: Arc::clone(&shared),

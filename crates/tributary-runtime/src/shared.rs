@@ -11,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::Budget;
-use crate::end::{CancelReason, RunEnd};
+use crate::end::RunEnd;
 use crate::gate::{Gate, GateChain};
 use crate::mailbox::Inbox;
 use crate::path::TaskPath;
 use crate::progress::Progress;
-use crate::task_control::{LiveStatus, TaskControl, TaskInfo, TaskShared};
+use crate::reason::CancelReason;
+use crate::task_control::{LiveStatus, NestedRun, TaskControl, TaskInfo, TaskShared};
 
 /// The task a nested run runs in.
 pub(crate) struct ParentTask {
@@ -136,56 +137,6 @@ impl RunShared {
         self.table().live.get(key).map(|(_, c)| c.clone())
     }
 
-    /// The control of the task at `path` (relative to this run), nested or
-    /// not, queued or running.
-    pub(crate) fn resolve(&self, path: &[Arc<str>]) -> Option<TaskControl> {
-        let (first, rest) = path.split_first()?;
-        let task = self.task(first)?;
-        if rest.is_empty() {
-            return Some(task);
-        }
-        task.shared
-            .children()
-            .iter()
-            .find_map(|run| run.resolve(rest))
-    }
-
-    /// Every task of the tree under this run that has not ended, with
-    /// paths relative to this run.
-    pub(crate) fn list(&self, prefix: &TaskPath, out: &mut Vec<TaskInfo>) {
-        let mut tasks: Vec<(Arc<str>, u64, TaskControl)> = self
-            .table()
-            .live
-            .iter()
-            .map(|(k, (i, c))| (Arc::clone(k), *i, c.clone()))
-            .collect();
-        tasks.sort_by_key(|(_, i, _)| *i);
-        for (key, index, control) in tasks {
-            let path = prefix.child(key);
-            let status = if control.token.is_cancelled() {
-                LiveStatus::Cancelling
-            } else if !control.shared.is_started() {
-                LiveStatus::Queued
-            } else if !self
-                .gates
-                .with(Gate::Task(Arc::clone(&control.shared)))
-                .is_open()
-            {
-                LiveStatus::Paused
-            } else {
-                LiveStatus::Running
-            };
-            out.push(TaskInfo {
-                path: path.clone(),
-                index,
-                status,
-            });
-            for child in control.shared.children() {
-                child.list(&path, out);
-            }
-        }
-    }
-
     /// Change the counts of this run and of every run it is nested in.
     pub(crate) fn update_progress(&self, f: impl Fn(&mut Progress)) {
         let mut run = Some(self);
@@ -226,5 +177,61 @@ impl RunShared {
                 });
             }
         }
+    }
+}
+
+impl NestedRun for RunShared {
+    /// The control of the task at `path` (relative to this run), nested or
+    /// not, queued or running.
+    fn resolve(&self, path: &[Arc<str>]) -> Option<TaskControl> {
+        let (first, rest) = path.split_first()?;
+        let task = self.task(first)?;
+        if rest.is_empty() {
+            return Some(task);
+        }
+        task.shared
+            .children()
+            .iter()
+            .find_map(|run| run.resolve(rest))
+    }
+
+    /// Every task of the tree under this run that has not ended, with
+    /// paths relative to this run.
+    fn list(&self, prefix: &TaskPath, out: &mut Vec<TaskInfo>) {
+        let mut tasks: Vec<(Arc<str>, u64, TaskControl)> = self
+            .table()
+            .live
+            .iter()
+            .map(|(k, (i, c))| (Arc::clone(k), *i, c.clone()))
+            .collect();
+        tasks.sort_by_key(|(_, i, _)| *i);
+        for (key, index, control) in tasks {
+            let path = prefix.child(key);
+            let status = if control.token.is_cancelled() {
+                LiveStatus::Cancelling
+            } else if !control.shared.is_started() {
+                LiveStatus::Queued
+            } else if !self
+                .gates
+                .with(Gate::Task(Arc::clone(&control.shared)))
+                .is_open()
+            {
+                LiveStatus::Paused
+            } else {
+                LiveStatus::Running
+            };
+            out.push(TaskInfo {
+                path: path.clone(),
+                index,
+                status,
+            });
+            for child in control.shared.children() {
+                child.list(&path, out);
+            }
+        }
+    }
+
+    fn tracker(&self) -> &TaskTracker {
+        &self.tracker
     }
 }

@@ -16,7 +16,8 @@ use crate::ids::ChildIds;
 use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::{Ctl, Envelope, Inbox};
 use crate::shared::RunShared;
-use crate::task::{TaskSource, TaskSpec};
+use crate::source::TaskSource;
+use crate::spec::TaskSpec;
 use crate::task_control::TaskControl;
 
 pub(crate) struct Supervisor {

@@ -14,9 +14,21 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::end::CancelReason;
+use tokio_util::task::TaskTracker;
+
 use crate::path::TaskPath;
-use crate::shared::RunShared;
+use crate::reason::CancelReason;
+
+/// A run nested in a task, as the task sees it (the run's shared state
+/// implements it).
+pub(crate) trait NestedRun: Send + Sync {
+    /// The control of the task at `path`, relative to the run.
+    fn resolve(&self, path: &[Arc<str>]) -> Option<TaskControl>;
+    /// The run's live tasks, under `prefix`.
+    fn list(&self, prefix: &TaskPath, out: &mut Vec<TaskInfo>);
+    /// The tracker of the run's tasks.
+    fn tracker(&self) -> &TaskTracker;
+}
 
 /// The controls of one task that has not ended.
 #[derive(Clone)]
@@ -35,7 +47,7 @@ pub(crate) struct TaskShared {
     pub(crate) reason: OnceLock<CancelReason>,
     started: AtomicBool,
     /// The runs nested in the task (its parallel actions' runs).
-    children: Mutex<Vec<Weak<RunShared>>>,
+    children: Mutex<Vec<Weak<dyn NestedRun>>>,
 }
 
 impl TaskShared {
@@ -52,14 +64,14 @@ impl TaskShared {
     }
 
     /// Record a run nested in the task.
-    pub(crate) fn add_child(&self, run: &Arc<RunShared>) {
+    pub(crate) fn add_child(&self, run: Weak<dyn NestedRun>) {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
         children.retain(|c| c.strong_count() > 0);
-        children.push(Arc::downgrade(run));
+        children.push(run);
     }
 
     /// The runs nested in the task that are still alive.
-    pub(crate) fn children(&self) -> Vec<Arc<RunShared>> {
+    pub(crate) fn children(&self) -> Vec<Arc<dyn NestedRun>> {
         self.children
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -73,9 +73,11 @@ use tributary_core::{
 
 use crate::config::RunConfig;
 use crate::ids::ChildIds;
+use crate::outcome::TaskOutcome;
 use crate::runtime::Runtime;
 use crate::scope::TaskRuntime;
-use crate::task::{TaskOutcome, TaskSource, TaskSpec};
+use crate::source::TaskSource;
+use crate::spec::TaskSpec;
 
 /// A subgraph a parallel action runs: a graph, where to enter it and where
 /// to halt.
@@ -498,8 +500,8 @@ impl Action for ParallelAction {
                 }
                 if let Some(outcome) = outcome {
                     counts[match outcome.status {
-                        crate::task::TaskStatus::Completed { .. } => 0,
-                        crate::task::TaskStatus::Failed { .. } => 1,
+                        crate::outcome::TaskStatus::Completed { .. } => 0,
+                        crate::outcome::TaskStatus::Failed { .. } => 1,
                         _ => 2,
                     }] += 1;
                     match &self.reducer {
