@@ -315,3 +315,80 @@ async fn a_task_that_runs_too_long_fails_with_a_timeout() {
     // slow finished 2 steps (200 ms) before its timeout; quick all 5.
     assert_eq!(steps.get(), 7);
 }
+
+/// An action's own error type, as a client library would return it.
+#[derive(Debug)]
+struct Status(u16);
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http status {}", self.0)
+    }
+}
+
+impl std::error::Error for Status {}
+
+/// Whether an error is an HTTP status worth retrying (429 or 5xx).
+fn transient(error: &tributary::ApplicationError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(Status(code)) = e.downcast_ref::<Status>() {
+            return *code == 429 || *code >= 500;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_predicate_retries_transient_errors_only() {
+    // `code` fails twice with the status in the state, then succeeds.
+    let calls = |runs: Count| {
+        Graph::single(action("call").run(move |s: State, _, _| {
+            let runs = runs.clone();
+            async move {
+                runs.bump();
+                let code: u16 = s.get_as("code")?;
+                if runs.get() <= 2 {
+                    return Err(Box::new(Status(code)) as tributary::BoxError);
+                }
+                Ok((json!({}), s))
+            }
+        }))
+    };
+    let config = RunConfig::new()
+        .retry(
+            RetryPolicy::exponential(5, Duration::from_millis(10))
+                .jitter()
+                .retry_if(transient),
+        )
+        .failure_policy(FailurePolicy::Continue);
+    let (rate_limited, bad_request) = (Count::default(), Count::default());
+    let tasks = vec![
+        TaskSpec::new("429", calls(rate_limited.clone())).state(State::new().set("code", 429)),
+        TaskSpec::new("400", calls(bad_request.clone())).state(State::new().set("code", 400)),
+    ];
+    let (_h, stream) = Runtime::new().run(tasks, config);
+    let outcomes = stream.outcomes().await.unwrap();
+    assert!(outcomes[0].is_completed());
+    assert_eq!(rate_limited.get(), 3);
+    assert!(
+        matches!(&outcomes[1].status, tributary::TaskStatus::Failed { error } if error.message.contains("http status 400"))
+    );
+    assert_eq!(bad_request.get(), 1, "a 400 is not retried");
+}
+
+#[test]
+fn jitter_spreads_the_waits_above_the_plain_backoff() {
+    let plain: Vec<Duration> = RetryPolicy::exponential(6, Duration::from_millis(100))
+        .backoffs()
+        .collect();
+    assert_eq!(plain, [100, 200, 400, 800, 1600].map(Duration::from_millis));
+    let jittered: Vec<Duration> = RetryPolicy::exponential(6, Duration::from_millis(100))
+        .jitter()
+        .backoffs()
+        .collect();
+    assert_eq!(jittered.len(), plain.len());
+    assert!(jittered.iter().zip(&plain).all(|(j, p)| j >= p));
+    assert_ne!(jittered, plain);
+}

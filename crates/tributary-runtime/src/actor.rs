@@ -289,6 +289,9 @@ impl Actor {
         let nodes =
             self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
         let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
+        // The waits before the retries of the step failing now (boxed: only
+        // a failing task pays for it).
+        let mut backoffs: Option<Box<dyn Iterator<Item = Duration> + Send>> = None;
         let mut failures = 0u32;
         loop {
             // Core's step spends tokio's cooperative budget too; this keeps
@@ -335,15 +338,23 @@ impl Actor {
                         // A hook that panicked after the step kept it: the
                         // task can not trust its hooks any more.
                         failures += 1;
-                        if failures >= self.config.retry.max_attempts
+                        let retry = &self.config.retry;
+                        let wait = if retry.is_none()
                             || matches!(error, tributary_core::ApplicationError::Hook(_))
+                            || !retry.should_retry(&error)
                         {
+                            None
+                        } else {
+                            backoffs
+                                .get_or_insert_with(|| Box::new(retry.backoffs()))
+                                .next()
+                        };
+                        let Some(wait) = wait else {
                             return Terminal::Failed {
                                 action,
                                 error: task_error,
                             };
-                        }
-                        let wait = self.config.retry.backoff(failures);
+                        };
                         tracing::info!(attempt = failures, wait = ?wait, error = %task_error, "step failed; retrying");
                         Err(wait)
                     }
@@ -361,6 +372,7 @@ impl Actor {
                 }
             };
             failures = 0;
+            backoffs = None;
             if let Some(node) = node.filter(|_| nodes) {
                 if self.node_item(node).await.is_err() {
                     return Terminal::Cancelled {

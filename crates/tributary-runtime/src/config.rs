@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_core::{Extensions, Hook, ParentPointer, Persister};
+use backon::ExponentialBuilder;
+use tributary_core::{ApplicationError, Extensions, Hook, ParentPointer, Persister};
 
 use crate::policy::{CompletionPolicy, JoinAll};
 
@@ -49,46 +50,137 @@ pub enum FailurePolicy {
     Continue,
 }
 
-/// Retries of a failing step, with exponential backoff. The task resumes
-/// from its last checkpoint: the failed step runs again, nothing before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+type RetryIf = Arc<dyn Fn(&ApplicationError) -> bool + Send + Sync>;
+
+/// Retries of a failing step, with exponential backoff (computed by the
+/// `backon` crate), optional jitter, and an optional predicate that says
+/// which errors are worth a retry. The task resumes from its last
+/// checkpoint: the failed step runs again, nothing before it. Time spent
+/// waiting between attempts counts against the task's timeout.
+///
+/// # Examples
+///
+/// Retry a rate-limited call (an HTTP 429) up to five times with jittered
+/// backoff, but fail at once on a bad request (a 400):
+///
+/// ```
+/// use std::time::Duration;
+/// use tributary_core::ApplicationError;
+/// use tributary_runtime::RetryPolicy;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("http status {0}")]
+/// struct Status(u16);
+///
+/// fn transient(error: &ApplicationError) -> bool {
+///     // Walk the error's sources to the action's own error.
+///     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+///     while let Some(e) = source {
+///         if let Some(Status(code)) = e.downcast_ref::<Status>() {
+///             return *code == 429 || *code >= 500;
+///         }
+///         source = e.source();
+///     }
+///     false
+/// }
+///
+/// let retry = RetryPolicy::exponential(5, Duration::from_millis(100))
+///     .jitter()
+///     .max_backoff(Duration::from_secs(5))
+///     .retry_if(transient);
+/// assert_eq!(retry.max_attempts(), 5);
+/// ```
+#[derive(Clone)]
 pub struct RetryPolicy {
-    /// Attempts per step in all (1 means no retry).
-    pub max_attempts: u32,
-    /// Wait before the first retry.
-    pub initial_backoff: Duration,
-    /// Factor applied to the wait after each retry.
-    pub multiplier: u32,
-    /// Longest wait.
-    pub max_backoff: Duration,
+    max_attempts: u32,
+    backoff: ExponentialBuilder,
+    retry_if: Option<RetryIf>,
+}
+
+impl fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("retry_if", &self.retry_if.is_some())
+            .finish()
+    }
 }
 
 impl RetryPolicy {
     /// No retries.
     pub const NONE: RetryPolicy = RetryPolicy {
         max_attempts: 1,
-        initial_backoff: Duration::ZERO,
-        multiplier: 1,
-        max_backoff: Duration::ZERO,
+        backoff: ExponentialBuilder::new(),
+        retry_if: None,
     };
 
     /// Up to `max_attempts` attempts per step, waiting `initial_backoff`,
     /// then twice that, ... up to 30 s.
     pub fn exponential(max_attempts: u32, initial_backoff: Duration) -> Self {
+        let max_attempts = max_attempts.max(1);
         RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            initial_backoff,
-            multiplier: 2,
-            max_backoff: Duration::from_secs(30),
+            max_attempts,
+            backoff: ExponentialBuilder::new()
+                .with_min_delay(initial_backoff)
+                .with_factor(2.0)
+                .with_max_delay(Duration::from_secs(30))
+                .with_max_times(max_attempts as usize - 1),
+            retry_if: None,
         }
     }
 
-    /// The wait before retry number `retry` (1 for the first retry).
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let factor = self.multiplier.saturating_pow(retry.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+    /// Multiply the wait by `factor` after each retry (2 by default).
+    pub fn factor(mut self, factor: f32) -> Self {
+        self.backoff = self.backoff.with_factor(factor);
+        self
+    }
+
+    /// Wait at most `max` between two attempts (30 s by default).
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.backoff = self.backoff.with_max_delay(max);
+        self
+    }
+
+    /// Add a random jitter to every wait, so that tasks that failed
+    /// together do not all retry at the same instant.
+    pub fn jitter(mut self) -> Self {
+        self.backoff = self.backoff.with_jitter();
+        self
+    }
+
+    /// Retry only the errors for which `transient` holds (a rate limit, a
+    /// timeout); any other error fails the task at once.
+    pub fn retry_if<F>(mut self, transient: F) -> Self
+    where
+        F: Fn(&ApplicationError) -> bool + Send + Sync + 'static,
+    {
+        self.retry_if = Some(Arc::new(transient));
+        self
+    }
+
+    /// Attempts per step in all (1 means no retry).
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The waits before each retry, in order (random ones with jitter).
+    pub fn backoffs(&self) -> impl Iterator<Item = Duration> + Send + 'static {
+        use backon::BackoffBuilder;
+        // The factor is an f32: round the float noise off (to whole
+        // microseconds) so that 100 ms doubles to 200 ms, not 200.000003.
+        self.backoff
+            .build()
+            .map(|d| Duration::from_micros(d.as_micros().try_into().unwrap_or(u64::MAX)))
+    }
+
+    /// Whether `error` is worth another attempt.
+    pub(crate) fn should_retry(&self, error: &ApplicationError) -> bool {
+        self.retry_if.as_ref().is_none_or(|f| f(error))
+    }
+
+    pub(crate) fn is_none(&self) -> bool {
+        self.max_attempts <= 1
     }
 }
 
