@@ -90,6 +90,14 @@ fn crawler() {
 }
 
 #[test]
+fn nested_control() {
+    run(
+        "nested_control",
+        &["cancelled doc-b/2; translated 6 of 7 paragraphs"],
+    );
+}
+
+#[test]
 fn service_loop() {
     run("service_loop", &["tokens", "finished 3, cancelled 1"]);
 }
