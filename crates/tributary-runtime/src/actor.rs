@@ -18,7 +18,7 @@ use crate::error::TaskError;
 use crate::gate::Gate;
 use crate::handle::RunHandle;
 use crate::item::ItemKind;
-use crate::lane::{Lane, LaneConfig, Report, Stopped};
+use crate::mailbox::lane::{Lane, LaneConfig, Report, Stopped};
 use crate::mailbox::{Ctl, Envelope, Inbox};
 use crate::reason::CancelReason;
 use crate::scope::TaskRuntime;

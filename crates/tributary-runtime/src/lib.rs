@@ -69,7 +69,6 @@ mod gate;
 mod handle;
 mod ids;
 mod item;
-mod lane;
 mod mailbox;
 mod merger;
 mod outcome;

@@ -273,3 +273,37 @@ fn run_id() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tributary_core::{State, action};
+
+    use super::*;
+    use crate::spec::TaskSpec;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runs_parts_are_built_without_spawning_and_driven_by_the_caller() {
+        let work = action("work").run(|s: State, _, _| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            Ok((json!({}), s))
+        });
+        let tasks: Vec<TaskSpec> = (0..3)
+            .map(|i| TaskSpec::action(format!("t{i}"), work.clone()))
+            .collect();
+        let (handle, stream, supervisor) =
+            Runtime::new().pair(TaskSource::iter(tasks), RunConfig::new(), None);
+        // Nothing runs until the supervisor is driven.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            handle.progress_now().running + handle.progress_now().completed,
+            0
+        );
+        let ((), report) = tokio::join!(supervisor.run(), stream.finish());
+        assert_eq!(report.unwrap().progress.completed, 3);
+        assert_eq!(
+            handle.end(),
+            Some(crate::RunEnd::Completed { by_policy: false })
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::budget::TaskSlot;
 use crate::handle::RunHandle;
-use crate::lane::Lane;
+use crate::mailbox::lane::Lane;
 use crate::path::TaskPath;
 
 /// What a task's actions find in their context's extensions: the runtime

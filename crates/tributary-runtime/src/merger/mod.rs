@@ -6,7 +6,11 @@
 //! merge mode, the completion policy and the failure policy, and ends the
 //! stream once every task has reported its terminal item.
 
-use std::collections::{HashMap, VecDeque};
+mod as_completed;
+mod ordered;
+mod zip;
+
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,25 +23,15 @@ use crate::end::RunEnd;
 use crate::error::RunError;
 use crate::handle::RunHandle;
 use crate::item::{ItemKind, StreamItem};
+use crate::mailbox::reorder::{LaneReceiver, Reorder};
 use crate::mailbox::{Ctl, Envelope};
 use crate::outcome::TaskOutcome;
+
 use crate::policy::{CompletionPolicy, Decision};
 use crate::progress::Progress;
 use crate::reason::CancelReason;
 use crate::shared::RunShared;
-
-/// One round of a [`MergeMode::Zip`] run: the `index`-th item of every task
-/// of the cohort, in task order; `None` for a task that already ended.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Round {
-    /// The zip cohort (tasks `cohort * c .. (cohort + 1) * c` for a limit `c`).
-    pub cohort: u64,
-    /// The round's number within its cohort, from 0 (`seq` of its items).
-    pub index: u64,
-    /// One slot per task of the cohort, in task order.
-    pub slots: Vec<Option<StreamItem>>,
-}
+pub use zip::Round;
 
 /// The counts of a run that completed, from [`RunStream::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,48 +42,6 @@ pub struct RunReport {
     /// Whether the completion policy finished the run (quick exit, first-N,
     /// ...) rather than every task running to its end.
     pub finished_by_policy: bool,
-}
-
-/// Hashes the merger's task indices: they are handed out by the runtime
-/// (0, 1, 2, ...), never chosen by a caller, so a multiplicative hash is
-/// enough and much cheaper than SipHash on the per-item path.
-#[derive(Clone, Copy, Default)]
-struct IndexHash;
-
-impl std::hash::BuildHasher for IndexHash {
-    type Hasher = IndexHasher;
-
-    fn build_hasher(&self) -> IndexHasher {
-        IndexHasher(0)
-    }
-}
-
-struct IndexHasher(u64);
-
-impl std::hash::Hasher for IndexHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-struct LaneState {
-    index: u64,
-    cohort: u64,
-    rx: Option<mpsc::Receiver<Envelope>>,
-    received: u64,
-    terminal: Option<Envelope>,
-    buffered: Option<Envelope>,
-    done: bool,
 }
 
 /// The stream of a run's items, merged by its [`MergeMode`]. Reading it
@@ -112,9 +64,8 @@ pub struct RunStream {
     total: Option<u64>,
     terminals: u64,
     out: VecDeque<StreamItem>,
-    received: HashMap<u64, u64, IndexHash>,
-    parked: HashMap<u64, Envelope, IndexHash>,
-    lanes: VecDeque<LaneState>,
+    reorder: Reorder,
+    lanes: VecDeque<LaneReceiver>,
     sealed: u64,
     round: u64,
     rounds: VecDeque<Round>,
@@ -153,8 +104,7 @@ impl RunStream {
             total: None,
             terminals: 0,
             out: VecDeque::new(),
-            received: HashMap::default(),
-            parked: HashMap::default(),
+            reorder: Reorder::default(),
             lanes: VecDeque::new(),
             sealed: 0,
             round: 0,
@@ -288,7 +238,7 @@ impl RunStream {
             MergeMode::Ordered => self.poll_ordered(cx),
             MergeMode::Zip => self.poll_zip(cx),
         };
-        if !self.done && self.total == Some(self.terminals) && self.parked.is_empty() {
+        if !self.done && self.total == Some(self.terminals) && self.reorder.is_idle() {
             self.done = true;
             progressed = true;
             let end = if self.shared.root.is_cancelled() && !self.finished_by_policy {
@@ -310,15 +260,7 @@ impl RunStream {
             Ctl::Closed { total } => self.total = Some(total),
             Ctl::Seal { cohort } => self.sealed = self.sealed.max(cohort + 1),
             Ctl::Register { index, cohort, rx } => {
-                let lane = LaneState {
-                    index,
-                    cohort,
-                    rx,
-                    received: 0,
-                    terminal: None,
-                    buffered: None,
-                    done: false,
-                };
+                let lane = LaneReceiver::new(index, cohort, rx);
                 let at = self.lanes.partition_point(|l| l.index < index);
                 self.lanes.insert(at, lane);
             }
@@ -326,17 +268,14 @@ impl RunStream {
                 self.on_arrival(&env.item);
                 match self.mode {
                     MergeMode::AsCompleted | MergeMode::FinalOnly => {
-                        let index = env.index;
-                        if self.received.get(&index).copied().unwrap_or(0) == env.seq {
+                        if let Some(env) = self.reorder.terminal(env) {
                             self.emit(env);
-                        } else {
-                            self.parked.insert(index, env);
                         }
                     }
                     MergeMode::Ordered | MergeMode::Zip => {
                         let index = env.index;
                         if let Some(lane) = self.lanes.iter_mut().find(|l| l.index == index) {
-                            lane.terminal = Some(env);
+                            lane.set_terminal(env);
                         } else if let Some(slot) = env.slot {
                             slot.release_all();
                         }
@@ -401,140 +340,9 @@ impl RunStream {
                 slot.release_all();
             }
             self.terminals += 1;
-            self.received.remove(&env.index);
+            self.reorder.ended(env.index);
         }
         env.item
-    }
-
-    fn poll_mail(&mut self, cx: &mut Context<'_>) -> bool {
-        match self.mail.poll_recv(cx) {
-            Poll::Ready(Some(env)) => {
-                let index = env.index;
-                if env.terminal {
-                    self.on_arrival(&env.item);
-                    self.emit(env);
-                } else {
-                    let expected = {
-                        let count = self.received.entry(index).or_insert(0);
-                        *count += 1;
-                        *count
-                    };
-                    self.decide(&env.item);
-                    self.emit(env);
-                    if !self.parked.is_empty()
-                        && self.parked.get(&index).is_some_and(|p| p.seq == expected)
-                    {
-                        let parked = self.parked.remove(&index).expect("checked above");
-                        self.emit(parked);
-                    }
-                }
-                true
-            }
-            Poll::Ready(None) | Poll::Pending => false,
-        }
-    }
-
-    fn poll_ordered(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(lane) = self.lanes.front_mut() else {
-            return false;
-        };
-        if lane
-            .terminal
-            .as_ref()
-            .is_some_and(|t| t.seq == lane.received)
-        {
-            let terminal = lane.terminal.take().expect("checked above");
-            self.lanes.pop_front();
-            self.emit(terminal);
-            return true;
-        }
-        let Some(rx) = &mut lane.rx else {
-            return false;
-        };
-        match rx.poll_recv(cx) {
-            Poll::Ready(Some(env)) => {
-                lane.received += 1;
-                self.decide(&env.item);
-                self.emit(env);
-                true
-            }
-            Poll::Ready(None) => {
-                lane.rx = None;
-                true
-            }
-            Poll::Pending => false,
-        }
-    }
-
-    fn poll_zip(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(cohort) = self.lanes.front().map(|l| l.cohort) else {
-            return false;
-        };
-        if cohort >= self.sealed {
-            return false;
-        }
-        let members = self.lanes.iter().take_while(|l| l.cohort == cohort).count();
-        let mut progressed = false;
-        let mut complete = true;
-        for lane in self.lanes.iter_mut().take(members) {
-            if lane.done || lane.buffered.is_some() {
-                continue;
-            }
-            if lane
-                .terminal
-                .as_ref()
-                .is_some_and(|t| t.seq == lane.received)
-            {
-                lane.buffered = lane.terminal.take();
-                progressed = true;
-                continue;
-            }
-            match lane.rx.as_mut().map(|rx| rx.poll_recv(cx)) {
-                Some(Poll::Ready(Some(env))) => {
-                    lane.buffered = Some(env);
-                    progressed = true;
-                }
-                Some(Poll::Ready(None)) => {
-                    lane.rx = None;
-                    progressed = true;
-                    complete = false;
-                }
-                Some(Poll::Pending) | None => complete = false,
-            }
-        }
-        if !complete {
-            return progressed;
-        }
-        let mut slots = Vec::with_capacity(members);
-        let mut taken = Vec::new();
-        for lane in self.lanes.iter_mut().take(members) {
-            match lane.buffered.take() {
-                None => slots.push(None),
-                Some(env) => {
-                    lane.received += 1;
-                    lane.done |= env.terminal;
-                    slots.push(Some(env.item.clone()));
-                    taken.push(env);
-                }
-            }
-        }
-        for env in taken {
-            if !env.terminal {
-                self.decide(&env.item);
-            }
-            self.account(env);
-        }
-        self.rounds.push_back(Round {
-            cohort,
-            index: self.round,
-            slots,
-        });
-        self.round += 1;
-        if self.lanes.iter().take(members).all(|l| l.done) {
-            self.lanes.drain(..members);
-            self.round = 0;
-        }
-        true
     }
 }
 

@@ -14,12 +14,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tributary_core::{EmitError, Emitted, State, StreamSink};
 
+use super::{Ctl, Envelope};
 use crate::budget::TaskSlot;
 use crate::error::TaskError;
 use crate::gate::GateChain;
 use crate::handle::RunHandle;
 use crate::item::{ItemKind, StreamItem};
-use crate::mailbox::{Ctl, Envelope};
 use crate::path::TaskPath;
 use crate::task_control::TaskShared;
 

@@ -1,5 +1,10 @@
-//! The messages of a run: what the supervisor's inbox and the merger's
-//! mailbox and control channel carry.
+//! The mailbox of a run: the messages of the supervisor's inbox and of the
+//! merger's mailbox and control channel, the sending half (a task's
+//! [`lane`]) and the receiving half ([`reorder`]: each task's items back in
+//! order), so that the merger only merges.
+
+pub(crate) mod lane;
+pub(crate) mod reorder;
 
 use tokio::sync::mpsc;
 
