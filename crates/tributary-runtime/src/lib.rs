@@ -19,13 +19,19 @@
 //! hop. A task keeps its slot until the consumer has its terminal item, so
 //! a slow consumer bounds memory instead of growing it.
 //!
+//! The run's tasks form a tree: a parallel action's children are nested in
+//! its task, their items reach the consumer as ordinary items carrying
+//! their [`TaskPath`], and the handle pauses, resumes or cancels any task of
+//! the tree by key or path. A run ends once, with a [`RunEnd`] that the
+//! stream and every handle read; failed and cancelled tasks carry a typed
+//! [`TaskError`] (with a [`CancelReason`] for cancellations).
+//!
 //! # Examples
 //!
 //! ```
 //! # #[tokio::main]
 //! # async fn main() {
 //! use std::time::Duration;
-//! use futures_util::StreamExt;
 //! use serde_json::json;
 //! use tributary_core::{action, Graph, State};
 //! use tributary_runtime::{ItemKind, QuickExit, RunConfig, Runtime, TaskSource, TaskSpec};

@@ -37,7 +37,6 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 4096;
 /// ```
 /// # #[tokio::main]
 /// # async fn main() {
-/// use futures_util::StreamExt;
 /// use serde_json::json;
 /// use tributary_core::{action, Graph, State};
 /// use tributary_runtime::{ItemKind, RunConfig, Runtime, TaskSource, TaskSpec};
