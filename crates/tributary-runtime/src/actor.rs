@@ -67,7 +67,6 @@ impl Actor {
     ) -> Self {
         let final_only = config.merge_mode == MergeMode::FinalOnly;
         let lane = Arc::new(Lane::new(LaneConfig {
-            key: Arc::clone(&spec.key),
             index,
             app_id,
             path: shared.prefix.child(Arc::clone(&spec.key)),
@@ -79,6 +78,7 @@ impl Actor {
             tokens: config.intermediate_stream_outputs && !final_only,
             nested_nodes: config.intermediate_nodes && !final_only,
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
+            pause_clock: config.task_timeout.is_some(),
             run: RunHandle { shared },
         }));
         Actor {
@@ -111,9 +111,9 @@ impl Actor {
             };
             // A task ends after its subtree: every run nested in it has been
             // cancelled or has ended; wait until their tasks have stopped.
-            for child in self.control.shared.children() {
-                child.tracker().close();
-                child.tracker().wait().await;
+            for child in self.lane.run.shared.nested_in(&self.spec.key) {
+                child.tracker.close();
+                child.tracker.wait().await;
             }
             let terminal = self.complete_hooks(terminal);
             let (kind, error) = self.deliver(terminal).await;
@@ -481,7 +481,7 @@ impl Drop for ExitGuard<'_> {
                 }
             });
         }
-        lane.run.shared.unregister(&lane.key);
+        lane.run.shared.unregister(lane.key());
         let _ = lane.run.shared.inbox.send(Inbox::Exited);
     }
 }

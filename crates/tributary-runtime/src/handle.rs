@@ -14,7 +14,7 @@ use crate::progress::Progress;
 use crate::reason::CancelReason;
 use crate::shared::RunShared;
 use crate::spec::TaskSpec;
-use crate::task_control::{NestedRun, TaskControl, TaskInfo};
+use crate::task_control::{TaskControl, TaskInfo};
 
 /// Controls a live run. `Clone + Send + Sync`; its commands never block.
 ///

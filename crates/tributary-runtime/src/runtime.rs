@@ -224,6 +224,7 @@ impl Runtime {
                 task: Arc::clone(&p.lane.task),
             }),
             tasks: Mutex::new(Default::default()),
+            nested: Mutex::new(Default::default()),
             progress: watch::Sender::new(Progress::default()),
             tracker: TaskTracker::new(),
             inbox: inbox_tx,
@@ -231,8 +232,7 @@ impl Runtime {
             span: tracing::Span::current(),
         });
         if let Some(p) = parent {
-            let weak: std::sync::Weak<RunShared> = Arc::downgrade(&shared);
-            p.lane.task.add_child(weak);
+            p.lane.run.shared.add_nested(p.lane.key(), &shared);
         }
         let handle = RunHandle {
             shared: Arc::clone(&shared),

@@ -54,7 +54,7 @@ impl TaskRuntime {
 
     /// The task's key.
     pub fn key(&self) -> &str {
-        &self.lane.key
+        self.lane.key()
     }
 
     /// The task's path from the root run.

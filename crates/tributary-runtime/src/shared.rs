@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use crate::mailbox::Inbox;
 use crate::path::TaskPath;
 use crate::progress::Progress;
 use crate::reason::CancelReason;
-use crate::task_control::{LiveStatus, NestedRun, TaskControl, TaskInfo, TaskShared};
+use crate::task_control::{LiveStatus, TaskControl, TaskInfo, TaskShared};
 
 /// The task a nested run runs in.
 pub(crate) struct ParentTask {
@@ -58,6 +58,9 @@ pub(crate) struct RunShared {
     pub(crate) prefix: TaskPath,
     pub(crate) parent: Option<ParentTask>,
     pub(crate) tasks: Mutex<TaskTable>,
+    /// The runs nested in this run's tasks, by task key (only tasks that
+    /// nest runs have an entry).
+    pub(crate) nested: Mutex<HashMap<Arc<str>, Vec<Weak<RunShared>>>>,
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) tracker: TaskTracker,
     pub(crate) inbox: mpsc::UnboundedSender<Inbox>,
@@ -130,6 +133,30 @@ impl RunShared {
     /// The task has ended.
     pub(crate) fn unregister(&self, key: &str) {
         self.table().live.remove(key);
+        let mut nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
+        if !nested.is_empty() {
+            nested.remove(key);
+        }
+    }
+
+    /// Record `run` as nested in this run's task `key`.
+    pub(crate) fn add_nested(&self, key: &Arc<str>, run: &Arc<RunShared>) {
+        let mut nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
+        let runs = nested.entry(Arc::clone(key)).or_default();
+        runs.retain(|r| r.strong_count() > 0);
+        runs.push(Arc::downgrade(run));
+    }
+
+    /// The runs nested in this run's task `key` that are still alive.
+    pub(crate) fn nested_in(&self, key: &str) -> Vec<Arc<RunShared>> {
+        let nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
+        if nested.is_empty() {
+            return Vec::new();
+        }
+        nested
+            .get(key)
+            .map(|runs| runs.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
     }
 
     /// The control of a task of this run that has not ended.
@@ -180,24 +207,23 @@ impl RunShared {
     }
 }
 
-impl NestedRun for RunShared {
+impl RunShared {
     /// The control of the task at `path` (relative to this run), nested or
     /// not, queued or running.
-    fn resolve(&self, path: &[Arc<str>]) -> Option<TaskControl> {
+    pub(crate) fn resolve(&self, path: &[Arc<str>]) -> Option<TaskControl> {
         let (first, rest) = path.split_first()?;
         let task = self.task(first)?;
         if rest.is_empty() {
             return Some(task);
         }
-        task.shared
-            .children()
+        self.nested_in(first)
             .iter()
             .find_map(|run| run.resolve(rest))
     }
 
     /// Every task of the tree under this run that has not ended, with
     /// paths relative to this run.
-    fn list(&self, prefix: &TaskPath, out: &mut Vec<TaskInfo>) {
+    pub(crate) fn list(&self, prefix: &TaskPath, out: &mut Vec<TaskInfo>) {
         let mut tasks: Vec<(Arc<str>, u64, TaskControl)> = self
             .table()
             .live
@@ -225,13 +251,9 @@ impl NestedRun for RunShared {
                 index,
                 status,
             });
-            for child in control.shared.children() {
+            for child in self.nested_in(path.key().unwrap_or_default()) {
                 child.list(&path, out);
             }
         }
-    }
-
-    fn tracker(&self) -> &TaskTracker {
-        &self.tracker
     }
 }

@@ -1,34 +1,23 @@
 //! A task's controls: its cancellation token, its pause gate, why it was
-//! cancelled, whether it has started, and the runs nested in it.
+//! cancelled and whether it has started.
 //!
 //! Invariants: a task's control exists from the moment the run knows the
 //! task (taken from its source or added) until the task has ended, so a
 //! queued task can be paused or cancelled before it starts; a task's token
 //! is a child of its run's, and the root token of every run nested in the
 //! task is a child of the task's, so cancelling a task cancels its subtree.
+//! (The runs nested in a task are recorded by the task's run, so that tasks
+//! that nest nothing pay nothing for it.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use tokio_util::task::TaskTracker;
-
 use crate::path::TaskPath;
 use crate::reason::CancelReason;
-
-/// A run nested in a task, as the task sees it (the run's shared state
-/// implements it).
-pub(crate) trait NestedRun: Send + Sync {
-    /// The control of the task at `path`, relative to the run.
-    fn resolve(&self, path: &[Arc<str>]) -> Option<TaskControl>;
-    /// The run's live tasks, under `prefix`.
-    fn list(&self, prefix: &TaskPath, out: &mut Vec<TaskInfo>);
-    /// The tracker of the run's tasks.
-    fn tracker(&self) -> &TaskTracker;
-}
 
 /// The controls of one task that has not ended.
 #[derive(Clone)]
@@ -37,8 +26,8 @@ pub(crate) struct TaskControl {
     pub(crate) shared: Arc<TaskShared>,
 }
 
-/// A task's pause gate, cancellation reason, start flag and nested runs,
-/// in one allocation.
+/// A task's pause gate, cancellation reason and start flag, in one
+/// allocation.
 #[derive(Default)]
 pub(crate) struct TaskShared {
     /// Created the first time the task is paused: most tasks never are,
@@ -46,8 +35,6 @@ pub(crate) struct TaskShared {
     paused: OnceLock<watch::Sender<bool>>,
     pub(crate) reason: OnceLock<CancelReason>,
     started: AtomicBool,
-    /// The runs nested in the task (its parallel actions' runs).
-    children: Mutex<Vec<Weak<dyn NestedRun>>>,
 }
 
 impl TaskShared {
@@ -61,23 +48,6 @@ impl TaskShared {
 
     pub(crate) fn is_started(&self) -> bool {
         self.started.load(Ordering::Relaxed)
-    }
-
-    /// Record a run nested in the task.
-    pub(crate) fn add_child(&self, run: Weak<dyn NestedRun>) {
-        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-        children.retain(|c| c.strong_count() > 0);
-        children.push(run);
-    }
-
-    /// The runs nested in the task that are still alive.
-    pub(crate) fn children(&self) -> Vec<Arc<dyn NestedRun>> {
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect()
     }
 }
 

@@ -67,7 +67,6 @@ struct PauseClock {
 /// share: the task's identity, its way out to the merger, its counters,
 /// its gates and its token.
 pub(crate) struct Lane {
-    pub(crate) key: Arc<str>,
     pub(crate) index: u64,
     pub(crate) app_id: Arc<str>,
     pub(crate) path: TaskPath,
@@ -83,12 +82,12 @@ pub(crate) struct Lane {
     nested_nodes: bool,
     pub(crate) terminal_via_ctl: bool,
     terminal_sent: AtomicBool,
-    pause: Mutex<PauseClock>,
+    /// Only tasks with a timeout keep time spent paused.
+    pause: Option<Box<Mutex<PauseClock>>>,
 }
 
 /// How a lane is set up.
 pub(crate) struct LaneConfig {
-    pub(crate) key: Arc<str>,
     pub(crate) index: u64,
     pub(crate) app_id: Arc<str>,
     pub(crate) path: TaskPath,
@@ -103,12 +102,13 @@ pub(crate) struct LaneConfig {
     /// Node and terminal items of nested tasks are streamed.
     pub(crate) nested_nodes: bool,
     pub(crate) terminal_via_ctl: bool,
+    /// Keep the time spent paused (the task has a timeout).
+    pub(crate) pause_clock: bool,
 }
 
 impl Lane {
     pub(crate) fn new(c: LaneConfig) -> Self {
         Lane {
-            key: c.key,
             index: c.index,
             app_id: c.app_id,
             path: c.path,
@@ -123,13 +123,21 @@ impl Lane {
             nested_nodes: c.nested_nodes,
             terminal_via_ctl: c.terminal_via_ctl,
             terminal_sent: AtomicBool::new(false),
-            pause: Mutex::default(),
+            pause: c.pause_clock.then(Box::default),
         }
+    }
+
+    /// The task's key.
+    pub(crate) fn key(&self) -> &Arc<str> {
+        self.path
+            .keys()
+            .last()
+            .expect("a task's path ends with its key")
     }
 
     fn own_item(&self, seq: u64, report: Report) -> StreamItem {
         StreamItem {
-            task_key: Arc::clone(&self.key),
+            task_key: Arc::clone(self.key()),
             path: self.path.clone(),
             task_index: self.index,
             app_id: Arc::clone(&self.app_id),
@@ -261,7 +269,10 @@ impl Lane {
 
     /// Time the task has spent paused so far (a pause going on included).
     pub(crate) fn paused_for(&self) -> (Duration, bool) {
-        let clock = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(clock) = &self.pause else {
+            return (Duration::ZERO, false);
+        };
+        let clock = clock.lock().unwrap_or_else(|e| e.into_inner());
         match clock.since {
             Some(since) => (clock.total + since.elapsed(), true),
             None => (clock.total, false),
@@ -289,16 +300,18 @@ struct PausedGuard<'a> {
 impl<'a> PausedGuard<'a> {
     fn enter(lane: &'a Lane) -> Self {
         lane.run.shared.update_progress(|p| p.paused += 1);
-        let mut clock = lane.pause.lock().unwrap_or_else(|e| e.into_inner());
-        clock.since.get_or_insert_with(Instant::now);
+        if let Some(clock) = &lane.pause {
+            let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
+            clock.since.get_or_insert_with(Instant::now);
+        }
         PausedGuard { lane }
     }
 }
 
 impl Drop for PausedGuard<'_> {
     fn drop(&mut self) {
-        {
-            let mut clock = self.lane.pause.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(clock) = &self.lane.pause {
+            let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(since) = clock.since.take() {
                 clock.total += since.elapsed();
             }
