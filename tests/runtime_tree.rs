@@ -2,12 +2,13 @@
 //! addressing any task by key or path (queued or running, nested or not),
 //! tree-wide cancel, keys unique for the whole run, tree-wide progress.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tributary::{
-    AddTaskError, CancelReason, Graph, ItemKind, LiveStatus, ParallelAction, RunConfig, Runtime,
-    State, StreamItem, Subgraph, TaskErrorKind, TaskPath, TaskSpec, action,
+    AddTaskError, CancelReason, Graph, InMemoryPersister, ItemKind, LiveStatus, ParallelAction,
+    RunConfig, Runtime, State, StreamItem, Subgraph, TaskErrorKind, TaskPath, TaskSpec, action,
 };
 
 use crate::support::{Count, Live};
@@ -335,37 +336,66 @@ async fn cancelling_a_parent_cancels_its_subtree() {
 
 #[tokio::test(start_paused = true)]
 async fn a_key_is_unique_for_the_whole_run_not_only_while_tasks_overlap() {
-    let runs = Count::default();
-    let work = {
-        let runs = runs.clone();
-        Graph::single(action("work").writes(["n"]).run(move |s: State, _, _| {
+    // With a persister (where a reused key would find the first task's
+    // checkpoints) by default, and on request without one.
+    let with_persister = RunConfig::new().persister(Arc::new(InMemoryPersister::new()));
+    let on_request = RunConfig::new().remember_keys(true);
+    for config in [with_persister, on_request] {
+        let runs = Count::default();
+        let work = {
             let runs = runs.clone();
-            async move {
-                runs.bump();
-                Ok((json!({}), s.set("n", runs.get())))
-            }
-        }))
-    };
-    let tasks = vec![
-        TaskSpec::new("same", work.clone()),
-        TaskSpec::new("same", work.clone()),
-    ];
-    let config = RunConfig::new()
-        .max_concurrency(1)
-        .failure_policy(tributary::FailurePolicy::Continue);
-    let (handle, mut stream) = Runtime::new().run(tasks, config);
-    let items = collect(&mut stream).await;
-    assert_eq!(items.len(), 2);
-    assert_eq!(items[0].kind, ItemKind::Final);
-    assert_eq!(items[1].kind, ItemKind::Failed);
-    let error = items[1].error.clone().unwrap();
-    assert_eq!(error.kind, TaskErrorKind::Validation);
-    assert!(error.message.contains("used twice"), "{error:?}");
-    assert_eq!(runs.get(), 1);
-    assert!(matches!(
-        handle.add_task(TaskSpec::new("same", work)),
-        Err(AddTaskError::Ended(_) | AddTaskError::DuplicateKey(_))
-    ));
+            Graph::single(action("work").writes(["n"]).run(move |s: State, _, _| {
+                let runs = runs.clone();
+                async move {
+                    runs.bump();
+                    Ok((json!({}), s.set("n", runs.get())))
+                }
+            }))
+        };
+        let tasks = vec![
+            TaskSpec::new("same", work.clone()),
+            TaskSpec::new("same", work.clone()),
+        ];
+        let config = config
+            .max_concurrency(1)
+            .failure_policy(tributary::FailurePolicy::Continue);
+        let (handle, mut stream) = Runtime::new().run(tasks, config);
+        let items = collect(&mut stream).await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].kind, ItemKind::Final);
+        assert_eq!(items[1].kind, ItemKind::Failed);
+        let error = items[1].error.clone().unwrap();
+        assert_eq!(error.kind, TaskErrorKind::Validation);
+        assert!(error.message.contains("used twice"), "{error:?}");
+        // The second never ran, and never returned the first's state.
+        assert_eq!(runs.get(), 1);
+        assert!(items[1].state_update.is_none());
+        assert!(matches!(
+            handle.add_task(TaskSpec::new("same", work)),
+            Err(AddTaskError::Ended(_) | AddTaskError::DuplicateKey(_))
+        ));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn add_task_refuses_a_key_in_use() {
+    let forever = Graph::single(action("wait").run(|s: State, _, _| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok((json!({}), s))
+    }));
+    let (handle, _stream) = Runtime::new().run(
+        vec![TaskSpec::new("busy", forever.clone())],
+        RunConfig::new(),
+    );
+    handle
+        .progress()
+        .wait_for(|p| p.running == 1)
+        .await
+        .unwrap();
+    let refused = handle.add_task(TaskSpec::new("busy", forever.clone()));
+    assert!(matches!(refused, Err(AddTaskError::DuplicateKey(ref t)) if t.key() == "busy"));
+    assert!(handle.add_task(TaskSpec::new("free", forever)).is_ok());
+    handle.cancel().await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -95,7 +95,7 @@ impl Actor {
     /// `async fn` taking `self` by value keeps two copies of `self` in its
     /// future, and this future lives as long as the task.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
-    pub(crate) fn run(self, span: tracing::Span) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
         async move {
             let mut guard = ExitGuard {
                 actor: &self,
@@ -117,6 +117,8 @@ impl Actor {
             }
             let terminal = self.complete_hooks(terminal);
             let (kind, error) = self.deliver(terminal).await;
+            // The actor runs inside its task's span.
+            let span = tracing::Span::current();
             match kind {
                 ItemKind::Final => {
                     span.record("outcome", "completed");
@@ -291,7 +293,7 @@ impl Actor {
         let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
         // The waits before the retries of the step failing now (boxed: only
         // a failing task pays for it).
-        let mut backoffs: Option<Box<dyn Iterator<Item = Duration> + Send>> = None;
+        let mut backoffs: Option<Box<backon::ExponentialBackoff>> = None;
         let mut failures = 0u32;
         loop {
             // Core's step spends tokio's cooperative budget too; this keeps
@@ -346,8 +348,9 @@ impl Actor {
                             None
                         } else {
                             backoffs
-                                .get_or_insert_with(|| Box::new(retry.backoffs()))
+                                .get_or_insert_with(|| Box::new(retry.backoff_iter()))
                                 .next()
+                                .map(crate::config::round_backoff)
                         };
                         let Some(wait) = wait else {
                             return Terminal::Failed {
@@ -373,6 +376,16 @@ impl Actor {
             };
             failures = 0;
             backoffs = None;
+            // The end, boxed: it lives across the node item's send only when
+            // the task halts before an action (rare), and would otherwise
+            // take room in every task's future.
+            let end = outcome.map(|o| {
+                Box::new(Terminal::Final {
+                    action: o.action.map(Arc::from),
+                    result: o.result,
+                    state: o.state,
+                })
+            });
             if let Some(node) = node.filter(|_| nodes) {
                 if self.node_item(node).await.is_err() {
                     return Terminal::Cancelled {
@@ -380,12 +393,8 @@ impl Actor {
                     };
                 }
             }
-            if let Some(outcome) = outcome {
-                return Terminal::Final {
-                    action: outcome.action.map(Arc::from),
-                    result: outcome.result,
-                    state: outcome.state,
-                };
+            if let Some(end) = end {
+                return *end;
             }
         }
     }

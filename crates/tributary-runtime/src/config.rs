@@ -50,6 +50,12 @@ pub enum FailurePolicy {
     Continue,
 }
 
+/// The factor is an f32: round the float noise off a wait (to whole
+/// microseconds) so that 100 ms doubles to 200 ms, not 200.000003 ms.
+pub(crate) fn round_backoff(d: Duration) -> Duration {
+    Duration::from_micros(d.as_micros().try_into().unwrap_or(u64::MAX))
+}
+
 type RetryIf = Arc<dyn Fn(&ApplicationError) -> bool + Send + Sync>;
 
 /// Retries of a failing step, with exponential backoff (computed by the
@@ -166,12 +172,12 @@ impl RetryPolicy {
 
     /// The waits before each retry, in order (random ones with jitter).
     pub fn backoffs(&self) -> impl Iterator<Item = Duration> + Send + 'static {
+        self.backoff_iter().map(round_backoff)
+    }
+
+    pub(crate) fn backoff_iter(&self) -> backon::ExponentialBackoff {
         use backon::BackoffBuilder;
-        // The factor is an f32: round the float noise off (to whole
-        // microseconds) so that 100 ms doubles to 200 ms, not 200.000003.
-        self.backoff
-            .build()
-            .map(|d| Duration::from_micros(d.as_micros().try_into().unwrap_or(u64::MAX)))
+        self.backoff.build()
     }
 
     /// Whether `error` is worth another attempt.
@@ -227,6 +233,7 @@ pub struct RunConfig {
     pub(crate) spawning_parent: Option<ParentPointer>,
     pub(crate) partition_key: Option<String>,
     pub(crate) extensions: Extensions,
+    pub(crate) remember_keys: Option<bool>,
 }
 
 impl fmt::Debug for RunConfig {
@@ -267,6 +274,7 @@ impl Default for RunConfig {
             spawning_parent: None,
             partition_key: None,
             extensions: Extensions::new(),
+            remember_keys: None,
         }
     }
 }
@@ -421,6 +429,25 @@ impl RunConfig {
     pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.extensions.insert(value);
         self
+    }
+
+    /// Remember every key the run takes, so that a key stays refused after
+    /// its first task ended (a second task with it fails with a
+    /// `Validation` error). Without this a key is refused only while
+    /// another task with it is queued or running.
+    ///
+    /// On by default when the run has a persister: a task reusing a key
+    /// would share the first one's app id and find its checkpoints instead
+    /// of running. Off by default otherwise, because remembering costs eight
+    /// bytes per task for the whole run, and a run of millions of tasks
+    /// must stay within bounded memory.
+    pub fn remember_keys(mut self, on: bool) -> Self {
+        self.remember_keys = Some(on);
+        self
+    }
+
+    pub(crate) fn remembers_keys(&self) -> bool {
+        self.remember_keys.unwrap_or(self.persister.is_some())
     }
 
     pub(crate) fn make_policy(&self) -> Box<dyn CompletionPolicy> {

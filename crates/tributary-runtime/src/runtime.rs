@@ -16,7 +16,7 @@ use crate::merger::RunStream;
 use crate::path::TaskPath;
 use crate::progress::Progress;
 use crate::scope::TaskRuntime;
-use crate::shared::{ParentTask, RunShared};
+use crate::shared::{ParentTask, RunShared, TaskTable};
 use crate::source::TaskSource;
 use crate::supervisor::Supervisor;
 
@@ -223,7 +223,7 @@ impl Runtime {
                 run: Arc::clone(&p.lane.run.shared),
                 task: Arc::clone(&p.lane.task),
             }),
-            tasks: Mutex::new(Default::default()),
+            tasks: Mutex::new(TaskTable::new(config.remembers_keys())),
             nested: Mutex::new(Default::default()),
             progress: watch::Sender::new(Progress::default()),
             tracker: TaskTracker::new(),

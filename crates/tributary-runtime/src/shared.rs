@@ -25,13 +25,15 @@ pub(crate) struct ParentTask {
     pub(crate) task: Arc<TaskShared>,
 }
 
-/// The tasks of a run that have not ended, and every key the run has seen.
+/// The tasks of a run that have not ended, and, when the run remembers
+/// keys, every key it has taken.
 #[derive(Default)]
 pub(crate) struct TaskTable {
     live: HashMap<Arc<str>, (u64, TaskControl)>,
-    /// Hashes of every key taken so far: a key is unique for the whole run,
-    /// and eight bytes per task is what remembering that costs.
-    seen: HashSet<u64>,
+    /// Hashes of every key taken so far (when the run remembers keys): a
+    /// key is then unique for the whole run, and eight bytes per task is
+    /// what remembering that costs.
+    seen: Option<HashSet<u64>>,
     hasher: std::hash::RandomState,
 }
 
@@ -39,8 +41,12 @@ pub(crate) struct TaskTable {
 pub(crate) struct DuplicateKey;
 
 impl TaskTable {
-    fn key_hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
+    /// A table; `remember`: refuse a key even after its task ended.
+    pub(crate) fn new(remember: bool) -> Self {
+        TaskTable {
+            seen: remember.then(HashSet::new),
+            ..TaskTable::default()
+        }
     }
 }
 
@@ -108,9 +114,14 @@ impl RunShared {
     /// Make a task known to the run: from now on it can be addressed.
     pub(crate) fn register(&self, key: &Arc<str>, index: u64) -> Result<TaskControl, DuplicateKey> {
         let mut table = self.table();
-        let hash = table.key_hash(key);
-        if !table.seen.insert(hash) {
+        if table.live.contains_key(key) {
             return Err(DuplicateKey);
+        }
+        if table.seen.is_some() {
+            let hash = table.hasher.hash_one(key);
+            if table.seen.as_mut().is_some_and(|seen| !seen.insert(hash)) {
+                return Err(DuplicateKey);
+            }
         }
         let control = TaskControl::new(&self.root);
         table.live.insert(Arc::clone(key), (index, control.clone()));

@@ -418,7 +418,7 @@ impl Supervisor {
             out,
             self.ctl.clone(),
         );
-        let run = actor.run(span.clone()).instrument(span);
+        let run = actor.run().instrument(span);
         self.shared.spawn(run);
     }
 
