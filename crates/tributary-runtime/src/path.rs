@@ -25,11 +25,71 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 /// The task keys from the run's root to a task.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskPath(Arc<[Arc<str>]>);
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "Vec<Arc<str>>", into = "Vec<Arc<str>>")]
+pub struct TaskPath(Keys);
+
+/// A top-level task's path is its key: no allocation of its own (every
+/// task has a path).
+#[derive(Clone)]
+enum Keys {
+    One(Arc<str>),
+    Many(Arc<[Arc<str>]>),
+}
+
+impl Default for TaskPath {
+    fn default() -> Self {
+        TaskPath(Keys::Many(Arc::new([])))
+    }
+}
+
+impl PartialEq for TaskPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys() == other.keys()
+    }
+}
+
+impl Eq for TaskPath {}
+
+impl std::hash::Hash for TaskPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.keys().hash(state);
+    }
+}
+
+impl PartialOrd for TaskPath {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TaskPath {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.keys().cmp(other.keys())
+    }
+}
+
+impl From<Vec<Arc<str>>> for TaskPath {
+    fn from(keys: Vec<Arc<str>>) -> Self {
+        TaskPath::from_keys(keys)
+    }
+}
+
+impl From<TaskPath> for Vec<Arc<str>> {
+    fn from(path: TaskPath) -> Self {
+        path.keys().to_vec()
+    }
+}
 
 impl TaskPath {
+    fn from_keys(mut keys: Vec<Arc<str>>) -> Self {
+        if keys.len() == 1 {
+            TaskPath(Keys::One(keys.pop().expect("one key")))
+        } else {
+            TaskPath(Keys::Many(keys.into()))
+        }
+    }
+
     /// The empty path (the root run itself).
     pub fn root() -> Self {
         Self::default()
@@ -37,56 +97,62 @@ impl TaskPath {
 
     /// The keys, from the root down.
     pub fn keys(&self) -> &[Arc<str>] {
-        &self.0
+        match &self.0 {
+            Keys::One(key) => std::slice::from_ref(key),
+            Keys::Many(keys) => keys,
+        }
     }
 
     /// The task's own key (the last one); `None` for the empty path.
     pub fn key(&self) -> Option<&str> {
-        self.0.last().map(|k| &**k)
+        self.keys().last().map(|k| &**k)
     }
 
     /// How many keys the path has (1 for a top-level task).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.keys().len()
     }
 
     /// Whether the path is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.keys().is_empty()
     }
 
     /// The path of the task this one is nested in.
     pub fn parent(&self) -> Option<TaskPath> {
-        match self.0.len() {
+        match self.len() {
             0 => None,
-            n => Some(TaskPath(self.0[..n - 1].into())),
+            n => Some(TaskPath::from_keys(self.keys()[..n - 1].to_vec())),
         }
     }
 
     /// The path of this task's child `key`.
     pub fn child(&self, key: Arc<str>) -> TaskPath {
-        let mut keys = Vec::with_capacity(self.0.len() + 1);
-        keys.extend(self.0.iter().cloned());
+        if self.is_empty() {
+            return TaskPath(Keys::One(key));
+        }
+        let mut keys = Vec::with_capacity(self.len() + 1);
+        keys.extend(self.keys().iter().cloned());
         keys.push(key);
-        TaskPath(keys.into())
+        TaskPath(Keys::Many(keys.into()))
     }
 
     /// Whether `self` is `other` or a task nested in it.
     pub fn starts_with(&self, other: &TaskPath) -> bool {
-        self.0.starts_with(&other.0)
+        self.keys().starts_with(other.keys())
     }
 }
 
 impl fmt::Debug for TaskPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter()).finish()
+        f.debug_list().entries(self.keys().iter()).finish()
     }
 }
 
 /// The keys joined by `/`.
 impl fmt::Display for TaskPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, key) in self.0.iter().enumerate() {
+        for (i, key) in self.keys().iter().enumerate() {
             if i > 0 {
                 f.write_str("/")?;
             }
@@ -98,7 +164,7 @@ impl fmt::Display for TaskPath {
 
 impl<S: AsRef<str>> FromIterator<S> for TaskPath {
     fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
-        TaskPath(iter.into_iter().map(|k| Arc::from(k.as_ref())).collect())
+        TaskPath::from_keys(iter.into_iter().map(|k| Arc::from(k.as_ref())).collect())
     }
 }
 
@@ -114,8 +180,14 @@ impl<S: AsRef<str>> From<&[S]> for TaskPath {
     }
 }
 
-impl<S: AsRef<str>> From<Vec<S>> for TaskPath {
-    fn from(keys: Vec<S>) -> Self {
+impl From<Vec<String>> for TaskPath {
+    fn from(keys: Vec<String>) -> Self {
+        keys.into_iter().collect()
+    }
+}
+
+impl From<Vec<&str>> for TaskPath {
+    fn from(keys: Vec<&str>) -> Self {
         keys.into_iter().collect()
     }
 }
@@ -123,7 +195,7 @@ impl<S: AsRef<str>> From<Vec<S>> for TaskPath {
 /// A top-level task's path: its key.
 impl From<&str> for TaskPath {
     fn from(key: &str) -> Self {
-        TaskPath(Arc::new([Arc::from(key)]))
+        TaskPath(Keys::One(Arc::from(key)))
     }
 }
 
@@ -137,7 +209,7 @@ impl From<&String> for TaskPath {
 /// A top-level task's path: its key.
 impl From<String> for TaskPath {
     fn from(key: String) -> Self {
-        TaskPath(Arc::new([Arc::from(key)]))
+        TaskPath(Keys::One(Arc::from(key)))
     }
 }
 
