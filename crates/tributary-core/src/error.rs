@@ -186,6 +186,15 @@ pub enum HookMethod {
 
 impl HookMethod {
     /// The method's name: `"before_step"`, `"on_stream_item"`, ...
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tributary_core::HookMethod;
+    ///
+    /// assert_eq!(HookMethod::OnStreamItem.as_str(), "on_stream_item");
+    /// assert_eq!(HookMethod::AfterRun.to_string(), "after_run");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             HookMethod::OnCreate => "on_create",

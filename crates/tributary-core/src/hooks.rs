@@ -50,10 +50,12 @@ pub trait Hook: Send + Sync + 'static {
     /// An application was built (fresh, resumed or forked).
     fn on_create(&self, app: &AppInfo, state: &State) {}
 
-    /// `run`, `iterate` or `stream_result` starts.
+    /// `run`, `iterate` (on its first poll) or `stream_result` starts.
     fn before_run(&self, app: &AppInfo, state: &State) {}
 
-    /// `run`, `iterate` or `stream_result` ended.
+    /// `run`, `iterate` or `stream_result` ended: called exactly once after
+    /// every `before_run`, with [`ApplicationError::Abandoned`] when the run
+    /// was dropped before it ended.
     fn after_run(&self, app: &AppInfo, outcome: Result<&RunOutcome, &ApplicationError>) {}
 
     /// A step is about to run its action.

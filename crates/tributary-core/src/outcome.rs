@@ -114,11 +114,29 @@ pub enum Advance {
 
 impl Advance {
     /// Whether the run halts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, Application, Graph, RunOptions};
+    ///
+    /// let graph = Graph::single(action("only").run(|s, _, _| async move { Ok((json!({}), s)) }));
+    /// let mut app = Application::builder(graph).build().await?;
+    /// let advance = app.advance(&RunOptions::new()).await?;
+    /// assert!(advance.is_halt()); // no transition out of `only`
+    /// assert_eq!(advance.step().map(|s| s.sequence_id), Some(0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is_halt(&self) -> bool {
         matches!(self, Advance::Halt { .. })
     }
 
-    /// The step this call ran, if any.
+    /// The step this call ran, if any (see [`is_halt`](Self::is_halt) for
+    /// an example).
     pub fn step(&self) -> Option<&StepRecord> {
         match self {
             Advance::Continue(record) => Some(record),

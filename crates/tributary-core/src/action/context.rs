@@ -113,14 +113,9 @@ impl fmt::Debug for Extensions {
     }
 }
 
-/// What a step and every clone of its context share.
-#[derive(Debug, Default)]
-pub(crate) struct StepShared {
-    /// How many outputs the step emitted.
-    pub(crate) emitted: AtomicU64,
-    /// The first panic of an `on_stream_item` hook during the step.
-    pub(crate) hook_panic: OnceLock<HookPanic>,
-}
+/// Where an `on_stream_item` hook's panic during a step is kept for the
+/// step to fail with. Only steps of applications with hooks have one.
+pub(crate) type HookPanicSlot = Arc<OnceLock<HookPanic>>;
 
 /// What an action knows about the step it runs in, and how it streams.
 ///
@@ -132,7 +127,8 @@ pub struct ActionContext {
     pub(crate) action: Arc<str>,
     pub(crate) sink: Option<Arc<dyn StreamSink>>,
     pub(crate) hooks: HookList,
-    pub(crate) step: Arc<StepShared>,
+    pub(crate) emitted: Arc<AtomicU64>,
+    pub(crate) hook_panic: Option<HookPanicSlot>,
     pub(crate) extensions: Arc<Extensions>,
     pub(crate) persister: Option<Arc<dyn Persister>>,
 }
@@ -275,7 +271,7 @@ impl ActionContext {
 
     /// How many outputs this step has emitted so far.
     pub fn items_emitted(&self) -> u64 {
-        self.step.emitted.load(Ordering::Relaxed)
+        self.emitted.load(Ordering::Relaxed)
     }
 
     /// Emit one intermediate output of this action.
@@ -298,7 +294,7 @@ impl ActionContext {
     /// output may or may not have been delivered.
     pub async fn emit(&self, value: impl Into<Value>) -> Result<(), EmitError> {
         let value = value.into();
-        let index = self.step.emitted.fetch_add(1, Ordering::Relaxed);
+        let index = self.emitted.fetch_add(1, Ordering::Relaxed);
         if !self.hooks.is_empty() {
             let info = StreamItemInfo {
                 app: &self.app,
@@ -312,7 +308,9 @@ impl ActionContext {
             if let Err(panic) = called {
                 // The step fails with the panic (the application reads it
                 // from here); the error stops the action.
-                let _ = self.step.hook_panic.set(panic);
+                if let Some(slot) = &self.hook_panic {
+                    let _ = slot.set(panic);
+                }
                 return Err(EmitError {
                     action: self.action.to_string(),
                 });

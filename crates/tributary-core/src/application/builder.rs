@@ -80,8 +80,17 @@ impl fmt::Debug for ApplicationBuilder {
     }
 }
 
+impl Application {
+    /// Start building an application of `graph`.
+    ///
+    /// See [`ApplicationBuilder`] for an example.
+    pub fn builder(graph: Graph) -> ApplicationBuilder {
+        ApplicationBuilder::new(graph)
+    }
+}
+
 impl ApplicationBuilder {
-    pub(super) fn new(graph: Graph) -> Self {
+    fn new(graph: Graph) -> Self {
         ApplicationBuilder {
             graph,
             app_id: None,

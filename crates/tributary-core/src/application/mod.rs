@@ -54,14 +54,14 @@ mod stream;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::action::{ActionContext, Extensions, StepShared, StreamSink};
+use crate::action::{ActionContext, Extensions, HookPanicSlot, StreamSink};
 use crate::error::{ActionError, ApplicationError, HookMethod};
 use crate::graph::Graph;
 use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
@@ -191,6 +191,8 @@ impl RunOptions {
 
 /// A graph, a state and a position, run one action at a time.
 ///
+/// [`advance`](Application::advance) is the stepping function every driver
+/// shares (`run`, `iterate`, `stream_result`, the runtime's actors).
 /// Each [`step`](Application::step) runs the next action, validates its
 /// writes, picks the next action by the transitions, saves a checkpoint when
 /// a persister is set, and fires the hooks. After each step a run stops if
@@ -224,11 +226,6 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Start building an application of `graph`.
-    pub fn builder(graph: Graph) -> ApplicationBuilder {
-        ApplicationBuilder::new(graph)
-    }
-
     /// The application's id.
     pub fn app_id(&self) -> &str {
         &self.info.app_id
@@ -272,8 +269,10 @@ impl Application {
 
     /// Run the next action.
     ///
-    /// Returns `Ok(None)` when no action is left. On error the state is as
-    /// it was before the step and the same action is next again.
+    /// Returns `Ok(None)` when no action is left. When the step fails the
+    /// state is as it was before it and the same action is next again (the
+    /// one error after which the step is kept is a panicking `after_step`
+    /// hook, see below).
     ///
     /// Each step consumes a unit of tokio's cooperative budget, so a run
     /// whose actions never wait still yields to the scheduler now and then:
@@ -321,8 +320,11 @@ impl Application {
             outcome = tracing::field::Empty,
             error_kind = tracing::field::Empty,
         );
+        // Without a subscriber interested in the span, skip looking it up
+        // again to record the outcome.
+        let traced = !span.is_disabled();
         async move {
-            let shared = Arc::new(StepShared::default());
+            let emitted = Arc::new(AtomicU64::new(0));
             let selected = inputs.select(&name, action.inputs());
             let mut guard = StepGuard {
                 hooks: None,
@@ -339,7 +341,8 @@ impl Application {
                     seq,
                     state: self.state.clone(),
                     inputs: selected.as_ref().cloned().unwrap_or_default(),
-                    shared: Arc::clone(&shared),
+                    emitted: Arc::clone(&emitted),
+                    hook_panic: HookPanicSlot::default(),
                 }));
                 let info = hooks.info();
                 before = call_hooks(&self.hooks, HookMethod::BeforeStep, |hook| {
@@ -360,7 +363,8 @@ impl Application {
                         action: Arc::clone(&name),
                         sink: sink_override.or_else(|| self.sink.clone()),
                         hooks: Arc::clone(&self.hooks),
-                        step: Arc::clone(&shared),
+                        emitted: Arc::clone(&emitted),
+                        hook_panic: guard.hooks.as_ref().map(|h| Arc::clone(&h.hook_panic)),
                         extensions: Arc::clone(&self.extensions),
                         persister: self.persister.clone(),
                     };
@@ -379,7 +383,7 @@ impl Application {
                     };
                     // A stream-item hook that panicked fails the step,
                     // whatever the action made of its emit error.
-                    match shared.hook_panic.get() {
+                    match guard.hooks.as_ref().and_then(|h| h.hook_panic.get()) {
                         Some(panic) => Err(ActionError::HookPanicked {
                             action: name.to_string(),
                             panic: panic.clone(),
@@ -415,7 +419,7 @@ impl Application {
                 }
             }
 
-            let items = shared.emitted.load(Ordering::Relaxed);
+            let items = emitted.load(Ordering::Relaxed);
             guard.armed = false;
             let mut after = Ok(());
             if let Some(hooks) = &guard.hooks {
@@ -437,8 +441,9 @@ impl Application {
                     self.state = state.clone();
                     self.next_action = next;
                     self.next_seq = seq + 1;
-                    let span = tracing::Span::current();
-                    span.record("outcome", "completed");
+                    if traced {
+                        tracing::Span::current().record("outcome", "completed");
+                    }
                     tracing::debug!(items, "step completed");
                     // The step is kept (its checkpoint says completed); a
                     // panicking after_step hook still stops the run.
@@ -606,7 +611,7 @@ impl Application {
             error_kind = tracing::field::Empty,
         );
         async {
-            let hooks = RunHooks::begin(self)?;
+            let hooks = RunHooks::begin(&self.info, &self.hooks, &self.state)?;
             let result = loop {
                 match self.advance(&opts).await {
                     Ok(Advance::Continue(_)) => {}
@@ -694,10 +699,12 @@ impl Application {
             |state| async move {
                 let (app, opts, hooks) = match state? {
                     Iter::Fail(e) => return Some((Err(e), None)),
-                    Iter::Start(app, opts) => match RunHooks::begin(app) {
-                        Ok(hooks) => (app, opts, hooks),
-                        Err(e) => return Some((Err(e), None)),
-                    },
+                    Iter::Start(app, opts) => {
+                        match RunHooks::begin(&app.info, &app.hooks, &app.state) {
+                            Ok(hooks) => (app, opts, hooks),
+                            Err(e) => return Some((Err(e), None)),
+                        }
+                    }
                     Iter::Running(app, opts, hooks) => (app, opts, hooks),
                 };
                 match app.advance(&opts).await {
@@ -746,13 +753,13 @@ impl Application {
         opts: RunOptions,
     ) -> Result<StreamResult<'_>, ApplicationError> {
         self.check_halts(&opts)?;
-        let hooks = RunHooks::begin(self)?;
+        let hooks = RunHooks::begin(&self.info, &self.hooks, &self.state)?;
         // Step until the next action is the one to stream, or the run
         // halts on its way there.
         loop {
             let Some(next) = self.next_action() else {
                 let outcome = hooks.end(Ok(self.nothing_to_run()));
-                return Ok(StreamResult::done(self, outcome));
+                return Ok(StreamResult::done(Arc::clone(&self.info), outcome));
             };
             if opts.halts_after(next) {
                 break;
@@ -760,12 +767,34 @@ impl Application {
             match self.advance(&opts).await {
                 Ok(Advance::Continue(_)) => {}
                 Ok(Advance::Halt { outcome, .. }) => {
-                    return Ok(StreamResult::done(self, hooks.end(Ok(outcome))));
+                    return Ok(StreamResult::done(
+                        Arc::clone(&self.info),
+                        hooks.end(Ok(outcome)),
+                    ));
                 }
-                Err(e) => return Ok(StreamResult::done(self, hooks.end(Err(e)))),
+                Err(e) => {
+                    return Ok(StreamResult::done(
+                        Arc::clone(&self.info),
+                        hooks.end(Err(e)),
+                    ));
+                }
             }
         }
-        Ok(StreamResult::live(self, opts, hooks))
+        let (sink, rx) = stream::channel();
+        let info = Arc::clone(&self.info);
+        let step = Box::pin(async move {
+            // The halt action is in `halt_after`: this step ends the run.
+            match self.advance_with(&opts, Some(sink)).await? {
+                Advance::Halt { outcome, .. } => Ok(outcome),
+                Advance::Continue(record) => Ok(RunOutcome {
+                    action: Some(record.action.to_string()),
+                    result: Some(record.result),
+                    state: record.state,
+                    reason: HaltReason::HaltAfter,
+                }),
+            }
+        });
+        Ok(StreamResult::live(info, rx, step, hooks))
     }
 }
 
@@ -812,7 +841,9 @@ struct StepHooks {
     seq: u64,
     state: State,
     inputs: Inputs,
-    shared: Arc<StepShared>,
+    emitted: Arc<AtomicU64>,
+    /// Where the action's context puts an `on_stream_item` hook's panic.
+    hook_panic: HookPanicSlot,
 }
 
 impl StepHooks {
@@ -851,7 +882,7 @@ impl StepGuard {
     fn abandon_hooks(&self) {
         if let Some(hooks) = &self.hooks {
             let outcome = StepOutcome::Abandoned {
-                items: hooks.shared.emitted.load(Ordering::Relaxed),
+                items: hooks.emitted.load(Ordering::Relaxed),
             };
             let info = hooks.info();
             // Nobody is left to hand a panic to: `call_hooks` logs it, and

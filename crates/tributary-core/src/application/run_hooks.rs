@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use super::Application;
 use crate::error::{ApplicationError, HookMethod, HookPanic};
 use crate::hooks::{HookList, call_hooks};
 use crate::identity::AppInfo;
 use crate::outcome::RunOutcome;
+use crate::state::State;
 
 /// A run its hooks were told about; dropping it before [`end`](Self::end)
 /// tells them the run was abandoned.
@@ -23,17 +23,21 @@ impl RunHooks {
     ///
     /// A panicking `before_run` ends the run at once: every hook is told
     /// with `after_run`, and the panic is the error.
-    pub(super) fn begin(app: &Application) -> Result<Self, ApplicationError> {
+    pub(super) fn begin(
+        app: &Arc<AppInfo>,
+        hooks: &HookList,
+        state: &State,
+    ) -> Result<Self, ApplicationError> {
         let this = RunHooks {
-            app: Arc::clone(&app.info),
-            hooks: Arc::clone(&app.hooks),
-            armed: !app.hooks.is_empty(),
+            app: Arc::clone(app),
+            hooks: Arc::clone(hooks),
+            armed: !hooks.is_empty(),
         };
         if !this.armed {
             return Ok(this);
         }
-        match call_hooks(&this.hooks, HookMethod::BeforeRun, |hook| {
-            hook.before_run(&app.info, &app.state)
+        match call_hooks(hooks, HookMethod::BeforeRun, |hook| {
+            hook.before_run(app, state)
         }) {
             Ok(()) => Ok(this),
             Err(panic) => {

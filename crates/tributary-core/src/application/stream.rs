@@ -9,11 +9,11 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Application, RunHooks, RunOptions};
+use super::run_hooks::RunHooks;
 use crate::action::{Emitted, StreamSink};
 use crate::error::{ApplicationError, EmitError};
 use crate::identity::AppInfo;
-use crate::outcome::{Advance, HaltReason, RunOutcome};
+use crate::outcome::RunOutcome;
 
 /// How many outputs of the halt action may wait for the consumer before
 /// `emit` blocks.
@@ -21,7 +21,7 @@ const STREAM_CAPACITY: usize = 8;
 
 /// The intermediate outputs of a halt action, then its final result.
 ///
-/// Returned by [`Application::stream_result`]. It is a `Stream` of the
+/// Returned by [`Application::stream_result`](crate::Application::stream_result). It is a `Stream` of the
 /// action's outputs; consuming it drives the action. [`get`](Self::get)
 /// gives the final result and state.
 #[must_use = "a stream result does nothing unless polled or awaited with `get`"]
@@ -55,40 +55,37 @@ impl StreamSink for ChannelSink {
     }
 }
 
+/// A sink for the halt action's outputs and the stream's end of it.
+pub(super) fn channel() -> (Arc<dyn StreamSink>, mpsc::Receiver<Value>) {
+    let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+    (Arc::new(ChannelSink(tx)), rx)
+}
+
 impl<'a> StreamResult<'a> {
-    /// A run that ended before its halt action (the hooks are told).
-    pub(super) fn done(app: &Application, outcome: Result<RunOutcome, ApplicationError>) -> Self {
+    /// A run that ended before its halt action (the hooks were told).
+    pub(super) fn done(app: Arc<AppInfo>, outcome: Result<RunOutcome, ApplicationError>) -> Self {
         StreamResult {
             rx: None,
             step: None,
             outcome: Some(outcome),
-            app: Arc::clone(&app.info),
+            app,
             run: None,
         }
     }
 
-    /// A run whose halt action is next: streaming it runs it.
-    pub(super) fn live(app: &'a mut Application, opts: RunOptions, run: RunHooks) -> Self {
-        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-        let info = Arc::clone(&app.info);
-        let step = Box::pin(async move {
-            let sink: Arc<dyn StreamSink> = Arc::new(ChannelSink(tx));
-            // The halt action is in `halt_after`: this step ends the run.
-            match app.advance_with(&opts, Some(sink)).await? {
-                Advance::Halt { outcome, .. } => Ok(outcome),
-                Advance::Continue(record) => Ok(RunOutcome {
-                    action: Some(record.action.to_string()),
-                    result: Some(record.result),
-                    state: record.state,
-                    reason: HaltReason::HaltAfter,
-                }),
-            }
-        });
+    /// A run whose halt action `step` streams into `rx` (from [`channel`]);
+    /// `run` tells the hooks how it ends.
+    pub(super) fn live(
+        app: Arc<AppInfo>,
+        rx: mpsc::Receiver<Value>,
+        step: BoxFuture<'a, Result<RunOutcome, ApplicationError>>,
+        run: RunHooks,
+    ) -> Self {
         StreamResult {
             rx: Some(rx),
             step: Some(step),
             outcome: None,
-            app: info,
+            app,
             run: Some(run),
         }
     }
