@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The budget shared by every run of a runtime, nested runs included.
 pub(crate) struct Budget {
@@ -60,6 +61,53 @@ impl Budget {
         };
         tokio::time::sleep_until(at).await;
     }
+}
+
+/// The permits of a batch, in task order.
+pub(crate) type Permits = std::iter::Chain<
+    std::option::IntoIter<Option<OwnedSemaphorePermit>>,
+    std::vec::IntoIter<Option<OwnedSemaphorePermit>>,
+>;
+
+trait NoPermits {
+    fn none(n: usize) -> Self;
+}
+
+impl NoPermits for Permits {
+    /// `n` empty permits (no limit to hold).
+    fn none(n: usize) -> Self {
+        let rest: Vec<Option<OwnedSemaphorePermit>> = (1..n).map(|_| None).collect();
+        Some(None).into_iter().chain(rest)
+    }
+}
+
+/// One permit per task of a batch (`None` where there is no limit).
+/// A batch of one, the common case, allocates nothing.
+pub(crate) async fn acquire(
+    root: CancellationToken,
+    sem: Option<Arc<Semaphore>>,
+    n: usize,
+) -> Result<Permits, ()> {
+    let Some(sem) = sem else {
+        return Ok(Permits::none(n));
+    };
+    let n32 = u32::try_from(n).map_err(|_| ())?;
+    let mut permit = match Arc::clone(&sem).try_acquire_many_owned(n32) {
+        Ok(p) => p,
+        Err(_) => tokio::select! {
+            biased;
+            _ = root.cancelled() => return Err(()),
+            p = sem.acquire_many_owned(n32) => p.map_err(|_| ())?,
+        },
+    };
+    let mut rest = Vec::new();
+    if n > 1 {
+        rest.reserve_exact(n - 1);
+        for _ in 1..n {
+            rest.push(permit.split(1));
+        }
+    }
+    Ok(Some(Some(permit)).into_iter().chain(rest))
 }
 
 /// A task's hold on the concurrency limits: its permit of the runtime's

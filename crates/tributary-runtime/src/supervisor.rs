@@ -4,12 +4,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
 use crate::actor::Actor;
-use crate::budget::TaskSlot;
+use crate::budget::{TaskSlot, acquire};
 use crate::config::{MergeMode, RunConfig};
 use crate::error::TaskError;
 use crate::ids::ChildIds;
@@ -50,24 +49,6 @@ struct Pulled {
 enum Wait {
     Ready,
     Cancelled,
-}
-
-/// The permits of a batch, in task order.
-type Permits = std::iter::Chain<
-    std::option::IntoIter<Option<OwnedSemaphorePermit>>,
-    std::vec::IntoIter<Option<OwnedSemaphorePermit>>,
->;
-
-trait NoPermits {
-    fn none(n: usize) -> Self;
-}
-
-impl NoPermits for Permits {
-    /// `n` empty permits (no limit to hold).
-    fn none(n: usize) -> Self {
-        let rest: Vec<Option<OwnedSemaphorePermit>> = (1..n).map(|_| None).collect();
-        Some(None).into_iter().chain(rest)
-    }
 }
 
 impl Supervisor {
@@ -283,35 +264,6 @@ impl Supervisor {
         Wait::Ready
     }
 
-    /// One permit per task of a batch (`None` where there is no limit).
-    /// A batch of one, the common case, allocates nothing.
-    async fn acquire(
-        root: CancellationToken,
-        sem: Option<Arc<Semaphore>>,
-        n: usize,
-    ) -> Result<Permits, ()> {
-        let Some(sem) = sem else {
-            return Ok(Permits::none(n));
-        };
-        let n32 = u32::try_from(n).map_err(|_| ())?;
-        let mut permit = match Arc::clone(&sem).try_acquire_many_owned(n32) {
-            Ok(p) => p,
-            Err(_) => tokio::select! {
-                biased;
-                _ = root.cancelled() => return Err(()),
-                p = sem.acquire_many_owned(n32) => p.map_err(|_| ())?,
-            },
-        };
-        let mut rest = Vec::new();
-        if n > 1 {
-            rest.reserve_exact(n - 1);
-            for _ in 1..n {
-                rest.push(permit.split(1));
-            }
-        }
-        Ok(Some(Some(permit)).into_iter().chain(rest))
-    }
-
     /// Start the tasks of `batch` (one, or a zip cohort) once the gates are
     /// open and they all hold a slot.
     async fn start(&mut self, batch: &mut Vec<Pulled>) -> Wait {
@@ -324,11 +276,11 @@ impl Supervisor {
         }
         let n = batch.len();
         let root = self.shared.root.clone();
-        let Ok(run_permits) = Self::acquire(root.clone(), self.run_limit.clone(), n).await else {
+        let Ok(run_permits) = acquire(root.clone(), self.run_limit.clone(), n).await else {
             return Wait::Cancelled;
         };
         let budget = self.shared.budget.permits().cloned();
-        let Ok(budget_permits) = Self::acquire(root, budget.clone(), n).await else {
+        let Ok(budget_permits) = acquire(root, budget.clone(), n).await else {
             return Wait::Cancelled;
         };
         let cohort = self.cohort;
