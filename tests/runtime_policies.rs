@@ -392,3 +392,24 @@ fn jitter_spreads_the_waits_above_the_plain_backoff() {
     assert!(jittered.iter().zip(&plain).all(|(j, p)| j >= p));
     assert_ne!(jittered, plain);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_start_rate_spaces_task_starts_across_the_runtime() {
+    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t0 = tokio::time::Instant::now();
+    let work = {
+        let started = started.clone();
+        Graph::single(action("work").run(move |s: State, _, _| {
+            let started = started.clone();
+            async move {
+                started.lock().unwrap().push(t0.elapsed().as_millis());
+                Ok((json!({}), s))
+            }
+        }))
+    };
+    let runtime = Runtime::builder().start_rate(10.0).build();
+    let tasks = (0..5).map(move |i| TaskSpec::new(format!("t{i}"), work.clone()));
+    let (_h, stream) = runtime.run(tributary::TaskSource::iter(tasks), RunConfig::new());
+    stream.finish().await.unwrap();
+    assert_eq!(*started.lock().unwrap(), [0, 100, 200, 300, 400]);
+}
