@@ -4,25 +4,37 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use governor::clock::{Clock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// The start-rate limiter: `governor`'s GCRA on tokio's clock.
+type StartLimiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioNanos>>;
 
 /// The budget shared by every run of a runtime, nested runs included.
 pub(crate) struct Budget {
     permits: Option<Arc<Semaphore>>,
     max_concurrency: Option<usize>,
     start_interval: Option<Duration>,
-    next_start: Mutex<Option<Instant>>,
+    limiter: Option<StartLimiter>,
 }
 
 impl Budget {
     pub(crate) fn new(max_concurrency: Option<usize>, start_rate: Option<f64>) -> Self {
+        let start_interval = start_rate.map(|r| Duration::from_secs_f64(1.0 / r));
         Budget {
             permits: max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
             max_concurrency,
-            start_interval: start_rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-            next_start: Mutex::new(None),
+            start_interval,
+            // A burst of one: starts are spaced evenly from the first.
+            limiter: start_interval
+                .and_then(Quota::with_period)
+                .map(|quota| RateLimiter::direct_with_clock(quota, TokioClock::new())),
         }
     }
 
@@ -47,19 +59,72 @@ impl Budget {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: the turn is taken when the future is first polled.
+    /// Cancel safe: the turn is taken only when the future returns.
     pub(crate) async fn pace(&self) {
-        let Some(interval) = self.start_interval else {
+        let Some(limiter) = &self.limiter else {
             return;
         };
-        let at = {
-            let mut next = self.next_start.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let at = next.map_or(now, |n| n.max(now));
-            *next = Some(at + interval);
-            at
-        };
-        tokio::time::sleep_until(at).await;
+        loop {
+            match limiter.check() {
+                Ok(()) => return,
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(TokioClock::now_of(limiter));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// Nanoseconds on tokio's clock since the limiter was made: `governor`'s
+/// own clocks do not follow tokio's, which tests pause and advance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TokioNanos(u64);
+
+impl std::ops::Add<Nanos> for TokioNanos {
+    type Output = Self;
+
+    fn add(self, other: Nanos) -> Self {
+        TokioNanos(self.0.saturating_add(other.as_u64()))
+    }
+}
+
+impl Reference for TokioNanos {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        Nanos::from(Duration::from_nanos(self.0.saturating_sub(earlier.0)))
+    }
+
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        TokioNanos(self.0.checked_sub(duration.as_u64()).unwrap_or(self.0))
+    }
+}
+
+/// tokio's clock, for `governor`.
+#[derive(Debug, Clone)]
+pub(crate) struct TokioClock {
+    base: Instant,
+}
+
+impl TokioClock {
+    fn new() -> Self {
+        TokioClock {
+            base: Instant::now(),
+        }
+    }
+
+    fn now_of(limiter: &StartLimiter) -> TokioNanos {
+        limiter.clock().now()
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = TokioNanos;
+
+    fn now(&self) -> TokioNanos {
+        let nanos = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_nanos();
+        TokioNanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
 
