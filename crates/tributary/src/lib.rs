@@ -77,6 +77,8 @@
 
 // ===== building and running one application (tributary-core) =====
 
+// ===== building and running one application (tributary-core) =====
+
 #[doc(inline)]
 pub use tributary_core::{
     Action, ActionContext, ActionError, ActionResult, Advance, AppInfo, Application,
