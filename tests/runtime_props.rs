@@ -179,8 +179,8 @@ type Tree = Vec<Vec<u64>>;
 
 fn trees() -> impl Strategy<Value = (Tree, u64, MergeMode)> {
     (
-        prop::collection::vec(prop::collection::vec(0u64..40, 0..5), 1..6),
-        0u64..50,
+        prop::collection::vec(prop::collection::vec(0u64..20, 0..8), 1..8),
+        0u64..15,
         prop_oneof![
             Just(MergeMode::AsCompleted),
             Just(MergeMode::Ordered),
@@ -198,9 +198,10 @@ proptest! {
     /// the last ones, report nothing).
     #[test]
     fn cancel_stops_the_whole_tree_at_any_moment((tree, cancel_at, mode) in trees()) {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Two real worker threads: leaves run beside the canceller.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_time()
-            .start_paused(true)
             .build()
             .unwrap();
         let (alive_after, terminals) = rt.block_on(async {

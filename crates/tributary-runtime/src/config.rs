@@ -29,6 +29,10 @@ pub enum MergeMode {
     /// all of them have finished, tasks `c..2c`, and so on. Without a limit
     /// the whole run is one cohort. A cohort starts only when all its tasks
     /// can hold a slot at once, so zip never deadlocks on the budget.
+    ///
+    /// The items of tasks nested in a task (a parallel action's children)
+    /// travel in that task's lane: they take places in its rounds, in the
+    /// order the task forwarded them.
     Zip,
     /// All items of task 0, then all of task 1, ...; later tasks run ahead
     /// into small per-task channels (bounded) and then wait.

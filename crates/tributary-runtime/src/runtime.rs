@@ -1,6 +1,6 @@
 //! The runtime: a shared concurrency budget and start rate, and `run`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -225,6 +225,7 @@ impl Runtime {
             }),
             tasks: Mutex::new(TaskTable::new(config.remembers_keys())),
             nested: Mutex::new(Default::default()),
+            has_nested: AtomicBool::new(false),
             progress: watch::Sender::new(Progress::default()),
             tracker: TaskTracker::new(),
             inbox: inbox_tx,

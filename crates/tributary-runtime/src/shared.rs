@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{mpsc, watch};
@@ -67,6 +68,9 @@ pub(crate) struct RunShared {
     /// The runs nested in this run's tasks, by task key (only tasks that
     /// nest runs have an entry).
     pub(crate) nested: Mutex<HashMap<Arc<str>, Vec<Weak<RunShared>>>>,
+    /// Whether a run was ever nested in one of this run's tasks: most runs
+    /// nest nothing, and their tasks then never touch `nested`.
+    pub(crate) has_nested: AtomicBool,
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) tracker: TaskTracker,
     pub(crate) inbox: mpsc::UnboundedSender<Inbox>,
@@ -114,9 +118,11 @@ impl RunShared {
     /// Make a task known to the run: from now on it can be addressed.
     pub(crate) fn register(&self, key: &Arc<str>, index: u64) -> Result<TaskControl, DuplicateKey> {
         let mut table = self.table();
-        if table.live.contains_key(key) {
+        let table = &mut *table;
+        let std::collections::hash_map::Entry::Vacant(slot) = table.live.entry(Arc::clone(key))
+        else {
             return Err(DuplicateKey);
-        }
+        };
         if table.seen.is_some() {
             let hash = table.hasher.hash_one(key);
             if table.seen.as_mut().is_some_and(|seen| !seen.insert(hash)) {
@@ -124,7 +130,7 @@ impl RunShared {
             }
         }
         let control = TaskControl::new(&self.root);
-        table.live.insert(Arc::clone(key), (index, control.clone()));
+        slot.insert((index, control.clone()));
         Ok(control)
     }
 
@@ -144,15 +150,18 @@ impl RunShared {
     /// The task has ended.
     pub(crate) fn unregister(&self, key: &str) {
         self.table().live.remove(key);
-        let mut nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
-        if !nested.is_empty() {
-            nested.remove(key);
+        if self.has_nested.load(Ordering::Acquire) {
+            self.nested
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
         }
     }
 
     /// Record `run` as nested in this run's task `key`.
     pub(crate) fn add_nested(&self, key: &Arc<str>, run: &Arc<RunShared>) {
         let mut nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
+        self.has_nested.store(true, Ordering::Release);
         let runs = nested.entry(Arc::clone(key)).or_default();
         runs.retain(|r| r.strong_count() > 0);
         runs.push(Arc::downgrade(run));
@@ -160,10 +169,10 @@ impl RunShared {
 
     /// The runs nested in this run's task `key` that are still alive.
     pub(crate) fn nested_in(&self, key: &str) -> Vec<Arc<RunShared>> {
-        let nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
-        if nested.is_empty() {
+        if !self.has_nested.load(Ordering::Acquire) {
             return Vec::new();
         }
+        let nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
         nested
             .get(key)
             .map(|runs| runs.iter().filter_map(Weak::upgrade).collect())

@@ -140,7 +140,7 @@ impl RunStream {
 
     /// Whether an item comes from one of the run's own tasks (not from a
     /// task nested in one of them).
-    pub fn is_own(&self, item: &StreamItem) -> bool {
+    pub(crate) fn is_own(&self, item: &StreamItem) -> bool {
         item.path.len() == self.depth
     }
 
