@@ -492,7 +492,9 @@ function livePage(name) {
       el("span", { class: "key mono", title: l.key, text: l.key, style: `padding-left:${(l.order.length - 1) * 14}px`, onclick: () => selectLane(l.key) }),
       state_,
       el("span", { class: "act mono", text: l.action || "" }),
-      el("span", { class: "muted", text: fmtMs(l.elapsed_ms) }),
+      // A lane with nothing new (a parent whose children stream) is not
+      // sent again, so its time goes on from the run's.
+      el("span", { class: "muted", text: fmtMs(live ? Math.max(l.elapsed_ms, r.elapsed_ms - l.start_ms) : l.elapsed_ms) }),
       el("span", { class: "tail", title: l.error || l.tail.join(" "), text: l.error && !live ? l.error : l.tail.join(" ") }),
       cols, wf, ctl);
   }
