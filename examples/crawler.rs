@@ -9,7 +9,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use futures_util::StreamExt;
 use serde_json::json;
 use tributary::{Graph, ItemKind, RunConfig, Runtime, State, TaskRuntime, TaskSpec, action};
 use tributary_examples::http;

@@ -12,20 +12,25 @@
 //! given time to show control. Interrupt it (Ctrl-C) and run the same
 //! command again: it resumes, says how many subtopics were already done and
 //! does not redo them. At the end it prints where the run is stored and the
-//! `tributary` command that shows its tree.
+//! `tributary` command that shows its tree. With `--ui` it also serves the
+//! web view of the live run (a lane per subtopic, the merged stream, pause
+//! and cancel per lane) and of the runs recorded in its database, and
+//! prints its address.
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
 use tributary::sqlite::{Database, SqlitePersister, SqliteTracker};
+use tributary::ui::{DEFAULT_ADDR, LiveRun, UiServer};
 use tributary::{
     FirstN, Graph, ItemKind, JoinAll, MergeMode, ParallelAction, Persister, QuickExit, RunConfig,
-    Runtime, State, StepStatus, StreamItem, Subgraph, TaskSpec, action, child_app_id, default,
+    RunHandle, Runtime, State, StepStatus, StreamItem, Subgraph, TaskSpec, action, child_app_id,
+    default,
 };
 use tributary_examples::Rng;
 
@@ -42,6 +47,9 @@ usage: deep_research [options]
   --speed F             latency multiplier: 0.1 is ten times faster (default 1)
   --db PATH             the SQLite database (default .tributary/tributary.db)
   --fresh               start a new run instead of resuming the last one
+  --ui                  serve the web view of the run (127.0.0.1:7878, or a free port)
+                        and keep it up after the run until Ctrl-C ...
+  --exit-when-done      ... or exit when the run ends
   -h, --help            this text";
 
 /// The command line.
@@ -57,6 +65,8 @@ struct Args {
     speed: f64,
     db: PathBuf,
     fresh: bool,
+    ui: bool,
+    exit_when_done: bool,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -71,6 +81,8 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         speed: 1.0,
         db: PathBuf::from(".tributary/tributary.db"),
         fresh: false,
+        ui: false,
+        exit_when_done: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -98,6 +110,8 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--speed" => args.speed = value()?.parse()?,
             "--db" => args.db = PathBuf::from(value()?),
             "--fresh" => args.fresh = true,
+            "--ui" => args.ui = true,
+            "--exit-when-done" => args.exit_when_done = true,
             other => anyhow::bail!("unknown flag `{other}` (see --help)"),
         }
     }
@@ -364,6 +378,11 @@ async fn main() -> anyhow::Result<()> {
         .persister(Arc::new(persister.clone()))
         .hook(tracker.clone());
     let (handle, mut stream) = Runtime::new().run(vec![task], config);
+    let view = if args.ui {
+        Some(View::start(&handle, &args.db).await?)
+    } else {
+        None
+    };
 
     // One bar per subtopic (on a terminal); plain lines otherwise.
     let fancy = std::io::stderr().is_terminal();
@@ -432,6 +451,14 @@ async fn main() -> anyhow::Result<()> {
                 continue;
             }
         };
+        if let Some(view) = &view {
+            view.live.record(&item);
+        }
+        if item.is_nested() {
+            // A subtopic's item: its path is [topic task, subtopic].
+            show_child(&item, &mut bars, &multi, &style, &say);
+            continue;
+        }
         match (item.kind, item.action.as_deref()) {
             (ItemKind::Token, Some("plan")) => {
                 let word = item
@@ -441,15 +468,14 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_default();
                 say(format!("plan: {word}"))
             }
-            (ItemKind::Token, Some("research")) => {
-                let child: StreamItem = serde_json::from_value(item.result.unwrap_or_default())?;
-                show_child(&child, &mut bars, &multi, &style, &say);
-            }
             (ItemKind::NodeComplete, Some("research")) => say("writing the report...".into()),
             (ItemKind::Final, _) => {
                 report = item.state_update.and_then(|s| s.get("report").cloned())
             }
-            (ItemKind::Failed, _) => say(format!("run failed: {}", item.error.unwrap_or_default())),
+            (ItemKind::Failed, _) => say(format!(
+                "run failed: {}",
+                item.error.map(|e| e.message).unwrap_or_default()
+            )),
             _ => {}
         }
     }
@@ -470,7 +496,54 @@ async fn main() -> anyhow::Result<()> {
         "see its tree: cargo run -p tributary-cli -- --db {} tree {app_id}",
         args.db.display()
     );
+    if let Some(view) = view {
+        view.live.record_end();
+        if !args.exit_when_done {
+            println!("the web view stays up at {} until Ctrl-C", view.url);
+            tokio::signal::ctrl_c().await?;
+        }
+        view.stop().await?;
+    }
     Ok(())
+}
+
+/// The web view of the run (`--ui`), served on loopback until stopped.
+struct View {
+    live: LiveRun,
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tributary::ui::UiError>>,
+}
+
+impl View {
+    /// Serve the live run (with its controls) and the database's recorded
+    /// runs; print the address.
+    async fn start(handle: &RunHandle, db: &std::path::Path) -> anyhow::Result<View> {
+        let ui = UiServer::new().database(db)?;
+        let live = ui.attach_run("deep-research", handle.clone());
+        let listener = match TcpListener::bind(DEFAULT_ADDR).await {
+            Ok(listener) => listener,
+            Err(_) => TcpListener::bind("127.0.0.1:0").await?, // the usual port is taken
+        };
+        let url = format!("http://{}/#/live/deep-research", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(ui.serve_with_shutdown(listener, async move {
+            let _ = stopped.await;
+        }));
+        println!("the web view of this run: {url}");
+        Ok(View {
+            live,
+            url,
+            stop,
+            server,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
 }
 
 /// Update the bar of the child an item belongs to.
@@ -517,11 +590,13 @@ fn show_child(
             say(format!("subtopic {key}: summarised"));
         }
         ItemKind::Failed | ItemKind::Cancelled => {
-            bar.abandon_with_message(child.error.clone().unwrap_or_default());
-            say(format!(
-                "subtopic {key}: {}",
-                child.error.clone().unwrap_or_default()
-            ));
+            let why = child
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            bar.abandon_with_message(why.clone());
+            say(format!("subtopic {key}: {why}"));
         }
     }
 }

@@ -8,11 +8,9 @@
 //! waiting on its children gives its slot back).
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tributary::{
-    Graph, ItemKind, ParallelAction, RunConfig, Runtime, State, StreamItem, Subgraph, TaskSpec,
-    action, default,
+    Graph, ItemKind, ParallelAction, RunConfig, Runtime, State, Subgraph, TaskSpec, action, default,
 };
 use tributary_examples::Rng;
 
@@ -108,18 +106,10 @@ async fn main() -> anyhow::Result<()> {
     let mut final_state = None;
     while let Some(item) = stream.next().await {
         match item.kind {
-            // Children's items arrive forwarded as tokens of their parent:
-            // unwrap them to see the replies stream live.
-            ItemKind::Token => {
-                let file_item: StreamItem = serde_json::from_value(item.result.unwrap())?;
-                if file_item.kind == ItemKind::Token {
-                    let reply_item: StreamItem = serde_json::from_value(file_item.result.unwrap())?;
-                    if reply_item.kind == ItemKind::Token {
-                        tokens += 1;
-                    }
-                }
-            }
-            ItemKind::Final => final_state = item.state_update,
+            // Children's items arrive as ordinary items; their path says
+            // where they come from: ["pr-42", file, comment] for a reply.
+            ItemKind::Token if item.path.len() == 3 => tokens += 1,
+            ItemKind::Final if !item.is_nested() => final_state = item.state_update,
             ItemKind::Failed => anyhow::bail!("review failed: {:?}", item.error),
             _ => {}
         }

@@ -6,7 +6,6 @@
 //! models are cancelled mid-answer and report `Cancelled`.
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::json;
 use tributary::{Graph, ItemKind, QuickExit, RunConfig, Runtime, State, TaskSpec, action};
 use tributary_examples::Rng;
@@ -79,7 +78,9 @@ async fn main() -> anyhow::Result<()> {
                 println!(
                     "{at:>5} ms  {:<7} cancelled ({})",
                     item.task_key,
-                    item.error.unwrap_or_default()
+                    item.cancel_reason()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default()
                 );
                 cancelled.push(item.task_key.to_string());
             }

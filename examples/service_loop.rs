@@ -7,7 +7,6 @@
 //! item is lost when another branch wins.
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tributary::{Graph, ItemKind, RunConfig, Runtime, State, TaskSpec, action};

@@ -141,7 +141,9 @@ async fn a_failed_subgraph_is_the_inputs_error_under_the_nodes_policy() {
         .downcast_ref::<SubgraphError>()
         .expect("a subgraph error");
     assert!(
-        matches!(err, SubgraphError::Failed { node, task, .. } if node == "agent" && task == "chunk-1"),
+        matches!(err, SubgraphError::Failed { node, task, error }
+            if node == "agent" && task == "chunk-1"
+                && error.kind == tributary::TaskErrorKind::ActionFailed),
         "{err:?}"
     );
     assert!(letters.recv().await.is_none());

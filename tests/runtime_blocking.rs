@@ -59,3 +59,27 @@ fn cancel_from_sync_code_waits_for_the_tasks() {
     assert!(run.handle().is_cancelled());
     assert_eq!(run.filter(|i| i.kind == ItemKind::Cancelled).count(), 3);
 }
+
+#[test]
+fn actions_under_the_blocking_facade_can_open_sockets() {
+    let rt = BlockingRuntime::new().unwrap();
+    let graph = tributary::Graph::single(tributary::action("listen").run(
+        |s: State, _, _| async move {
+            // Needs the runtime's I/O driver.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr()?.port();
+            let (accepted, connected) = tokio::join!(
+                listener.accept(),
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+            );
+            accepted?;
+            connected?;
+            Ok((json!({ "port": port }), s))
+        },
+    ));
+    let outcomes = rt
+        .run(vec![TaskSpec::new("net", graph)], RunConfig::new())
+        .outcomes()
+        .unwrap();
+    assert!(outcomes[0].is_completed(), "{:?}", outcomes[0].status);
+}

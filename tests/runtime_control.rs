@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use tributary::{
-    Graph, ItemKind, MergeMode, RunConfig, RunError, Runtime, State, StreamItem, TaskRuntime,
-    TaskSpec, action, default,
+    CancelReason, Graph, ItemKind, MergeMode, RunConfig, RunError, Runtime, State, StreamItem,
+    TaskErrorKind, TaskRuntime, TaskSpec, action, default,
 };
 
 use crate::support::{Count, Live};
@@ -134,7 +134,10 @@ async fn after_cancel_resolves_no_task_is_alive_and_nothing_runs_again() {
         50,
         "other terminals: {odd:?}"
     );
-    assert_eq!(stream.finish().await.unwrap_err(), RunError::Cancelled);
+    assert_eq!(
+        stream.finish().await.unwrap_err(),
+        RunError::Cancelled(CancelReason::Handle)
+    );
     assert!(handle.add_task(TaskSpec::new("late", graph)).is_err());
 }
 
@@ -263,7 +266,7 @@ async fn add_task_from_outside_while_running() {
     );
     let outcomes = stream.outcomes().await.unwrap();
     assert!(
-        matches!(&outcomes[1].status, tributary::TaskStatus::Failed { error } if error.contains("used twice"))
+        matches!(&outcomes[1].status, tributary::TaskStatus::Failed { error } if error.kind == TaskErrorKind::Validation && error.message.contains("used twice"))
     );
 }
 

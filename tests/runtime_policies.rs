@@ -5,9 +5,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tributary::{
-    CompletionPolicy, Decision, FailurePolicy, FirstMatching, FirstN, Graph, ItemKind, QuickExit,
-    Quorum, RetryPolicy, RunConfig, RunError, Runtime, State, StreamItem, TaskSpec, action,
-    default,
+    CancelReason, CompletionPolicy, Decision, FailurePolicy, FirstMatching, FirstN, Graph,
+    ItemKind, QuickExit, Quorum, RetryPolicy, RunConfig, RunError, Runtime, State, StreamItem,
+    TaskErrorKind, TaskSpec, action, default,
 };
 
 use crate::support::Count;
@@ -169,7 +169,7 @@ async fn a_custom_policy_cancels_one_task_and_the_run_goes_on() {
     let outcomes = stream.outcomes().await.unwrap();
     assert!(outcomes[0].is_completed());
     assert!(
-        matches!(outcomes[1].status, tributary::TaskStatus::Cancelled { ref reason } if reason.contains("completion policy"))
+        matches!(outcomes[1].status, tributary::TaskStatus::Cancelled { ref reason } if *reason == CancelReason::Policy)
     );
 }
 
@@ -206,11 +206,9 @@ async fn a_panicking_task_under_fail_fast_cancels_the_rest_and_surfaces_the_erro
         .collect();
     assert_eq!(failed.len(), 1);
     assert!(
-        failed[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("panicked: kaboom"),
+        failed[0].error.as_ref().is_some_and(
+            |e| e.kind == TaskErrorKind::Panicked && e.message.contains("panicked: kaboom")
+        ),
         "{:?}",
         failed[0].error
     );
@@ -235,7 +233,7 @@ async fn a_panicking_task_under_continue_is_reported_and_the_rest_complete() {
     let outcomes = stream.outcomes().await.unwrap();
     assert!(outcomes[0].is_completed() && outcomes[2].is_completed());
     assert!(
-        matches!(&outcomes[1].status, tributary::TaskStatus::Failed { error } if error.contains("kaboom"))
+        matches!(&outcomes[1].status, tributary::TaskStatus::Failed { error } if error.kind == TaskErrorKind::Panicked && error.message.contains("kaboom"))
     );
     assert_eq!(steps.get(), 6);
 }
@@ -292,7 +290,7 @@ async fn retries_with_backoff_resume_at_the_failed_step() {
     let (_h, stream) = Runtime::new().run(vec![TaskSpec::new("t", always)], config);
     let outcomes = stream.outcomes().await.unwrap();
     assert!(
-        matches!(&outcomes[0].status, tributary::TaskStatus::Failed { error } if error.contains("still broken"))
+        matches!(&outcomes[0].status, tributary::TaskStatus::Failed { error } if error.kind == TaskErrorKind::ActionFailed && error.message.contains("still broken"))
     );
     assert_eq!(flaky_runs2.get(), 2);
 }
@@ -311,9 +309,107 @@ async fn a_task_that_runs_too_long_fails_with_a_timeout() {
     let (_h, stream) = Runtime::new().run(tasks, config);
     let outcomes = stream.outcomes().await.unwrap();
     assert!(
-        matches!(&outcomes[0].status, tributary::TaskStatus::Failed { error } if error == "task `slow` timed out after 250ms")
+        matches!(&outcomes[0].status, tributary::TaskStatus::Failed { error } if error.kind == TaskErrorKind::TimedOut && error.message == "task `slow` timed out after 250ms")
     );
     assert!(outcomes[1].is_completed());
     // slow finished 2 steps (200 ms) before its timeout; quick all 5.
     assert_eq!(steps.get(), 7);
+}
+
+/// An action's own error type, as a client library would return it.
+#[derive(Debug)]
+struct Status(u16);
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http status {}", self.0)
+    }
+}
+
+impl std::error::Error for Status {}
+
+/// Whether an error is an HTTP status worth retrying (429 or 5xx).
+fn transient(error: &tributary::ApplicationError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(Status(code)) = e.downcast_ref::<Status>() {
+            return *code == 429 || *code >= 500;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_predicate_retries_transient_errors_only() {
+    // `code` fails twice with the status in the state, then succeeds.
+    let calls = |runs: Count| {
+        Graph::single(action("call").run(move |s: State, _, _| {
+            let runs = runs.clone();
+            async move {
+                runs.bump();
+                let code: u16 = s.get_as("code")?;
+                if runs.get() <= 2 {
+                    return Err(Box::new(Status(code)) as tributary::BoxError);
+                }
+                Ok((json!({}), s))
+            }
+        }))
+    };
+    let config = RunConfig::new()
+        .retry(
+            RetryPolicy::exponential(5, Duration::from_millis(10))
+                .jitter()
+                .retry_if(transient),
+        )
+        .failure_policy(FailurePolicy::Continue);
+    let (rate_limited, bad_request) = (Count::default(), Count::default());
+    let tasks = vec![
+        TaskSpec::new("429", calls(rate_limited.clone())).state(State::new().set("code", 429)),
+        TaskSpec::new("400", calls(bad_request.clone())).state(State::new().set("code", 400)),
+    ];
+    let (_h, stream) = Runtime::new().run(tasks, config);
+    let outcomes = stream.outcomes().await.unwrap();
+    assert!(outcomes[0].is_completed());
+    assert_eq!(rate_limited.get(), 3);
+    assert!(
+        matches!(&outcomes[1].status, tributary::TaskStatus::Failed { error } if error.message.contains("http status 400"))
+    );
+    assert_eq!(bad_request.get(), 1, "a 400 is not retried");
+}
+
+#[test]
+fn jitter_spreads_the_waits_above_the_plain_backoff() {
+    let plain: Vec<Duration> = RetryPolicy::exponential(6, Duration::from_millis(100))
+        .backoffs()
+        .collect();
+    assert_eq!(plain, [100, 200, 400, 800, 1600].map(Duration::from_millis));
+    let jittered: Vec<Duration> = RetryPolicy::exponential(6, Duration::from_millis(100))
+        .jitter()
+        .backoffs()
+        .collect();
+    assert_eq!(jittered.len(), plain.len());
+    assert!(jittered.iter().zip(&plain).all(|(j, p)| j >= p));
+    assert_ne!(jittered, plain);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_rate_spaces_task_starts_across_the_runtime() {
+    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t0 = tokio::time::Instant::now();
+    let work = {
+        let started = started.clone();
+        Graph::single(action("work").run(move |s: State, _, _| {
+            let started = started.clone();
+            async move {
+                started.lock().unwrap().push(t0.elapsed().as_millis());
+                Ok((json!({}), s))
+            }
+        }))
+    };
+    let runtime = Runtime::builder().start_rate(10.0).build();
+    let tasks = (0..5).map(move |i| TaskSpec::new(format!("t{i}"), work.clone()));
+    let (_h, stream) = runtime.run(tributary::TaskSource::iter(tasks), RunConfig::new());
+    stream.finish().await.unwrap();
+    assert_eq!(*started.lock().unwrap(), [0, 100, 200, 300, 400]);
 }

@@ -173,3 +173,91 @@ proptest! {
         prop_assert_eq!(got, json!(delays));
     }
 }
+
+/// One parent: its children's delays (ms) before they end.
+type Tree = Vec<Vec<u64>>;
+
+fn trees() -> impl Strategy<Value = (Tree, u64, MergeMode)> {
+    (
+        prop::collection::vec(prop::collection::vec(0u64..20, 0..8), 1..8),
+        0u64..15,
+        prop_oneof![
+            Just(MergeMode::AsCompleted),
+            Just(MergeMode::Ordered),
+            Just(MergeMode::FinalOnly)
+        ],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever the tree and whenever `cancel()` comes, once it resolves no
+    /// leaf is alive, and every top-level task the run took reported exactly
+    /// one terminal item (the tasks the lazy source never yielded, always
+    /// the last ones, report nothing).
+    #[test]
+    fn cancel_stops_the_whole_tree_at_any_moment((tree, cancel_at, mode) in trees()) {
+        // Two real worker threads: leaves run beside the canceller.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let (alive_after, terminals) = rt.block_on(async {
+            let live = crate::support::Live::default();
+            let leaf = {
+                let live = live.clone();
+                Subgraph::action(action("leaf").reads(["ms"]).run(move |s: State, _, ctx| {
+                    let live = live.clone();
+                    async move {
+                        let _alive = live.guard();
+                        ctx.emit("tick").await?;
+                        let ms: u64 = s.get_as("ms")?;
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        Ok((json!({}), s))
+                    }
+                }))
+            };
+            let tasks: Vec<_> = tree
+                .iter()
+                .enumerate()
+                .map(|(i, children)| {
+                    let children = children.clone();
+                    let fan = ParallelAction::map_states("fan", leaf.clone(), move |_, _| {
+                        Ok(children.iter().map(|ms| State::new().set("ms", *ms)).collect::<Vec<_>>())
+                    })
+                    .build();
+                    TaskSpec::action(format!("p{i}"), fan)
+                })
+                .collect();
+            let (handle, mut stream) = Runtime::new().run(tasks, RunConfig::new().merge_mode(mode));
+            let consumer = tokio::spawn(async move {
+                let mut items = Vec::new();
+                while let Some(item) = stream.next().await {
+                    items.push(item);
+                }
+                items
+            });
+            tokio::time::sleep(Duration::from_millis(cancel_at)).await;
+            handle.cancel().await;
+            let alive_after = live.now();
+            let items = consumer.await.unwrap();
+            let terminals: Vec<usize> = (0..tree.len())
+                .map(|i| {
+                    let key = format!("p{i}");
+                    items
+                        .iter()
+                        .filter(|it| !it.is_nested() && *it.task_key == *key && it.is_terminal())
+                        .count()
+                })
+                .collect();
+            (alive_after, terminals)
+        });
+        prop_assert_eq!(alive_after, 0);
+        prop_assert!(terminals.iter().all(|&n| n <= 1), "terminals per task: {:?}", terminals);
+        // Tasks are taken in order: the ones that reported are a prefix.
+        let reported = terminals.iter().take_while(|&&n| n == 1).count();
+        prop_assert!(terminals[reported..].iter().all(|&n| n == 0), "terminals per task: {:?}", terminals);
+    }
+}

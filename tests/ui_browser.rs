@@ -1,7 +1,9 @@
 //! The web view in a real headless Chromium, driven through WebDriver
 //! (chromedriver) as a person would use it. Ignored where Debian's
 //! `chromium` and `chromium-driver` are not installed (see `build.rs`).
-//! Each test saves a screenshot to `docs/`.
+//! Each test saves a screenshot: to `docs/` with
+//! `TRIBUTARY_UPDATE_SCREENSHOTS=1`, else to a directory under `target/`,
+//! so that a test run leaves the tracked files alone.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -155,7 +157,7 @@ impl Browser {
 
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
-        let path = docs_dir().join(name);
+        let path = screenshot_dir().join(name);
         std::fs::write(&path, png)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
@@ -210,11 +212,19 @@ impl Drop for Browser {
     }
 }
 
-fn docs_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs")
+/// Where screenshots go: `docs/` when `TRIBUTARY_UPDATE_SCREENSHOTS=1`,
+/// else `ui-screenshots` in the test's own directory under `target/`.
+fn screenshot_dir() -> PathBuf {
+    if std::env::var_os("TRIBUTARY_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        return PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
 }
 
-/// Items received per task, seen by a consumer reading through the tap.
+/// Items received per task (by path: `paper/1`), seen by a consumer reading through the tap.
 #[derive(Clone, Default)]
 struct Received {
     counts: Arc<Mutex<HashMap<String, u64>>>,
@@ -242,7 +252,7 @@ fn consume(
                 .counts
                 .lock()
                 .unwrap()
-                .entry(item.task_key.to_string())
+                .entry(item.path.to_string())
                 .or_default() += 1;
             tick.send_modify(|n| *n += 1);
         }
@@ -745,7 +755,7 @@ async fn a_parallel_actions_children_stream_in_lanes_under_their_parent() {
     ];
     let (handle, stream) = Runtime::new().run(tasks, RunConfig::new());
     let live = ui.attach_run("papers", handle.clone());
-    let (_received, _seen, consumer) = consume(&live, stream);
+    let (received, mut seen, consumer) = consume(&live, stream);
     let served = Served::start(ui).await;
     let browser = Browser::start().await;
     browser
@@ -780,22 +790,65 @@ async fn a_parallel_actions_children_stream_in_lanes_under_their_parent() {
             "//div[@data-key='paper/2']//span[contains(@class,'tail') and contains(., 'results')]",
         )
         .await;
-    // The parent's current action is the parallel action that runs them.
-    browser
-        .wait_xpath("//div[@data-key='paper']//span[contains(@class,'act') and .='sections']")
-        .await;
-    // Top-level tasks have their buttons; nested ones are covered by them.
+    // Every lane has its buttons: nested tasks are addressed by path.
     browser
         .wait_css(".lane[data-key='paper'] button.pause-lane")
         .await;
-    let nested_buttons = browser
-        .client
-        .find_all(Locator::Css(".lane[data-key^='paper/'] button"))
-        .await
-        .unwrap()
-        .len();
-    assert_eq!(nested_buttons, 0);
+    browser
+        .wait_css(".lane[data-key='paper/1'] button.pause-lane")
+        .await;
+    browser
+        .click(".lane[data-key='paper/1'] button.pause-lane")
+        .await;
+    browser
+        .wait_css(".lane[data-key='paper/1'][data-status='paused']")
+        .await;
+    let standing = |path: &str| {
+        handle
+            .tasks()
+            .into_iter()
+            .find(|t| t.path.to_string() == path)
+            .map(|t| t.status)
+    };
+    assert_eq!(standing("paper/1"), Some(tributary::LiveStatus::Paused));
+    assert_eq!(standing("paper/0"), Some(tributary::LiveStatus::Running));
+    assert_eq!(standing("review/1"), Some(tributary::LiveStatus::Running));
+    // While its siblings and cousins go on by five items, it does not move
+    // (one item it was emitting may still arrive).
+    let others = ["paper/0", "paper/2", "review/1"];
+    let at_pause: HashMap<&str, u64> = others
+        .iter()
+        .chain(["paper/1"].iter())
+        .map(|k| (*k, received.get(k)))
+        .collect();
+    tokio::time::timeout(
+        WAIT,
+        seen.wait_for(|_| others.iter().all(|k| received.get(k) >= at_pause[k] + 5)),
+    )
+    .await
+    .expect("the other tasks go on")
+    .unwrap();
+    assert!(
+        received.get("paper/1") <= at_pause["paper/1"] + 1,
+        "paper/1 kept streaming"
+    );
     browser.screenshot("ui-nested-lanes.png").await;
+
+    browser
+        .click(".lane[data-key='paper/1'] button.resume-lane")
+        .await;
+    browser
+        .wait_css(".lane[data-key='paper/1'][data-status='running']")
+        .await;
+    assert_eq!(standing("paper/1"), Some(tributary::LiveStatus::Running));
+    let resumed_at = received.get("paper/1");
+    tokio::time::timeout(
+        WAIT,
+        seen.wait_for(|_| received.get("paper/1") >= resumed_at + 3),
+    )
+    .await
+    .expect("paper/1 streams again once resumed")
+    .unwrap();
 
     browser.close().await;
     handle.cancel().await;

@@ -542,7 +542,10 @@ async fn a_parallel_actions_children_get_lanes_under_their_parent() {
     let winner = lane("root/1");
     assert_eq!(winner["parent"], "root");
     assert_eq!(winner["order"], json!([0, 1]));
-    assert_eq!(winner["control"], false);
+    assert_eq!(
+        winner["control"], true,
+        "nested tasks are addressed by path"
+    );
     assert_eq!(winner["status"], "completed");
     assert_eq!(winner["winner"], true);
     assert_eq!(winner["tokens"], 4);
@@ -567,7 +570,234 @@ async fn a_parallel_actions_children_get_lanes_under_their_parent() {
         &header,
     )
     .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body.contains("nested"), "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "the task has ended: {body}");
+    assert!(body.contains("root/1"), "{body}");
+    served.stop().await;
+}
+
+/// A live run of one task `root` whose parallel action runs children `0`
+/// and `1`, each emitting a token every 20 ms until cancelled.
+fn endless_nested_run() -> (RunHandle, RunStream) {
+    let child = tributary::Subgraph::action(action("tick").run(|s: State, _, ctx| async move {
+        for n in 0u64.. {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ctx.emit(n).await?;
+        }
+        Ok((json!({}), s))
+    }));
+    let both = tributary::ParallelAction::map_states("both", child, |_: &State, _| {
+        Ok([0, 1].map(|n| State::new().set("n", n)))
+    })
+    .build();
+    let graph = tributary::Graph::builder()
+        .action(both)
+        .entrypoint("both")
+        .build()
+        .unwrap();
+    Runtime::new().run(vec![TaskSpec::new("root", graph)], RunConfig::new())
+}
+
+/// Poll the run's snapshot until `done` holds of its lane `key` (30 s at
+/// most); the lane as it was then.
+async fn lane_when(
+    served: &Served,
+    run: &str,
+    key: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = None;
+    for _ in 0..600 {
+        let snapshot = get_json(&served.url(&format!("/api/live/{run}"))).await;
+        last = snapshot["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["key"] == key)
+            .cloned();
+        if let Some(lane) = last.as_ref().filter(|l| done(l)) {
+            return lane.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("lane {key} of {run} never got there in 30 s: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_lane_is_paused_and_resumed_by_its_path() {
+    let ui = UiServer::new();
+    let (handle, stream) = endless_nested_run();
+    let live = ui.attach_run("tree", handle.clone());
+    let consumer = tokio::spawn(live.tap(stream).count());
+    let served = Served::start(ui).await;
+    let header = [("x-tributary-control", "1")];
+    let tokens = |l: &serde_json::Value| l["tokens"].as_u64().unwrap();
+    lane_when(&served, "tree", "root/1", |l| tokens(l) >= 2).await;
+
+    let (status, _, body) = request(
+        "POST",
+        &served.url("/api/live/tree/lanes/root%2F1/pause"),
+        &header,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The handle paused child `1` of `root`, and only it.
+    let standing: Vec<_> = handle
+        .tasks()
+        .into_iter()
+        .map(|t| (t.path.to_string(), t.status))
+        .collect();
+    assert!(
+        standing.contains(&("root/1".to_owned(), tributary::LiveStatus::Paused)),
+        "{standing:?}"
+    );
+    assert!(
+        standing.contains(&("root/0".to_owned(), tributary::LiveStatus::Running)),
+        "{standing:?}"
+    );
+    let paused = lane_when(&served, "tree", "root/1", |l| l["status"] == "paused").await;
+    assert_eq!(paused["paused_here"], true);
+    // Its sibling goes on while it emits at most the token it was at.
+    let sibling = lane_when(&served, "tree", "root/0", |_| true).await;
+    lane_when(&served, "tree", "root/0", |l| {
+        tokens(l) >= tokens(&sibling) + 10
+    })
+    .await;
+    let still = lane_when(&served, "tree", "root/1", |_| true).await;
+    assert!(
+        tokens(&still) <= tokens(&paused) + 1,
+        "{still} after {paused}"
+    );
+
+    let (status, _, body) = request(
+        "POST",
+        &served.url("/api/live/tree/lanes/root%2F1/resume"),
+        &header,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let resumed = lane_when(&served, "tree", "root/1", |l| {
+        tokens(l) >= tokens(&still) + 3
+    })
+    .await;
+    assert_eq!(resumed["status"], "running");
+
+    // Cancelling the nested lane cancels that child only.
+    let (status, _, body) = request(
+        "POST",
+        &served.url("/api/live/tree/lanes/root%2F1/cancel"),
+        &header,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let cancelled = lane_when(&served, "tree", "root/1", |l| l["status"] == "cancelled").await;
+    assert_eq!(cancelled["lost"], false);
+    assert_eq!(
+        lane_when(&served, "tree", "root/0", |_| true).await["status"],
+        "running"
+    );
+    handle.cancel().await;
+    consumer.await.unwrap();
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_tasks_have_lanes_that_can_be_cancelled_before_they_start() {
+    let ui = UiServer::new();
+    let speak = || {
+        action("speak").run(|s: State, _, ctx| async move {
+            for k in 0u64.. {
+                ctx.emit(k).await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok((json!({}), s))
+        })
+    };
+    // One task at a time: two of the three wait for a slot (which one
+    // starts first is the runtime's choice).
+    let (handle, stream) = Runtime::new().run(
+        vec![TaskSpec::action("t0", speak())],
+        RunConfig::new().max_concurrency(1),
+    );
+    handle.add_task(TaskSpec::action("t1", speak())).unwrap();
+    handle.add_task(TaskSpec::action("t2", speak())).unwrap();
+    let live = ui.attach_run("queue", handle.clone());
+    let consumer = tokio::spawn(live.tap(stream).count());
+    let served = Served::start(ui).await;
+    let lanes = || async {
+        get_json(&served.url("/api/live/queue")).await["lanes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    // The handle lists the queued tasks the run has taken: each has a
+    // lane, with its buttons, before its first item.
+    let mut queued = Vec::new();
+    for _ in 0..600 {
+        queued = lanes()
+            .await
+            .into_iter()
+            .filter(|l| l["status"] == "queued")
+            .collect();
+        if !queued.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed_queued: Vec<String> = handle
+        .tasks()
+        .into_iter()
+        .filter(|t| t.status == tributary::LiveStatus::Queued)
+        .map(|t| t.path.to_string())
+        .collect();
+    let lane = queued.first().expect("a queued lane within 30 s");
+    let key = lane["key"].as_str().unwrap().to_owned();
+    assert!(listed_queued.contains(&key), "{listed_queued:?} {lane}");
+    assert_eq!(lane["control"], true);
+    assert_eq!(lane["items"], 0);
+
+    let header = [("x-tributary-control", "1")];
+    let (status, _, body) = request(
+        "POST",
+        &served.url(&format!("/api/live/queue/lanes/{key}/cancel")),
+        &header,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // It reports its end when it would have had a slot: until then the
+    // handle lists it as cancelling, and so does its lane.
+    let cancelling = lane_when(&served, "queue", &key, |l| l["status"] == "cancelling").await;
+    assert_eq!(cancelling["tokens"], 0);
+    assert!(
+        handle
+            .tasks()
+            .iter()
+            .any(|t| t.path.to_string() == key && t.status == tributary::LiveStatus::Cancelling),
+        "{:?}",
+        handle.tasks()
+    );
+    let running = lanes()
+        .await
+        .into_iter()
+        .find(|l| l["status"] == "running")
+        .expect("one task runs");
+    let running = running["key"].as_str().unwrap().to_owned();
+    let (status, _, body) = request(
+        "POST",
+        &served.url(&format!("/api/live/queue/lanes/{running}/cancel")),
+        &header,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let cancelled = lane_when(&served, "queue", &key, |l| l["status"] == "cancelled").await;
+    assert_eq!(
+        cancelled["tokens"], 0,
+        "a cancelled queued task never starts"
+    );
+    assert!(
+        handle.tasks().iter().all(|t| t.path.to_string() != key),
+        "{key} has ended"
+    );
+    handle.cancel().await;
+    consumer.await.unwrap();
     served.stop().await;
 }

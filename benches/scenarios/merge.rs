@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tributary::{MergeMode, RunConfig, Runtime, TaskSource, TaskSpec};

@@ -90,6 +90,14 @@ fn crawler() {
 }
 
 #[test]
+fn nested_control() {
+    run(
+        "nested_control",
+        &["cancelled doc-b/2; translated 6 of 7 paragraphs"],
+    );
+}
+
+#[test]
 fn service_loop() {
     run("service_loop", &["tokens", "finished 3, cancelled 1"]);
 }
@@ -218,4 +226,96 @@ fn document_pipeline() {
             .any(|l| l.starts_with('[') && l.contains("agent ") && l.contains("/s")),
         "{out}"
     );
+}
+
+#[test]
+fn ui_live() {
+    run_with(
+        "ui_live",
+        &["--exit-when-done"],
+        &["the web view of this run: http://127.0.0.1:", "run ended:"],
+    );
+}
+
+/// `GET path` from the server at `addr` (`127.0.0.1:PORT`): the status line
+/// and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("the view listens");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn deep_research_serves_the_view_of_its_live_run() {
+    use std::io::BufRead;
+    let db = temp_db("ui");
+    let mut child = Command::new(example("deep_research"))
+        .args([
+            "--db",
+            db.to_str().unwrap(),
+            "--subtopics",
+            "3",
+            "--speed",
+            "0.5",
+        ])
+        .args(["--ui", "--exit-when-done"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the example starts");
+    let pid = child.id();
+    // Kill it if it has not exited within two minutes, so the test ends.
+    let (exited, exit_seen) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if exit_seen.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let url = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("no address printed: {seen:?}"))
+            .unwrap();
+        if let Some(url) = line.strip_prefix("the web view of this run: ") {
+            break url.to_owned();
+        }
+        seen.push(line);
+    };
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(addr, _)| addr.to_owned())
+        .unwrap_or_else(|| panic!("not a view address: {url}"));
+    assert!(url.ends_with("/#/live/deep-research"), "{url}");
+    // While the run goes on, the view serves it, with its controls.
+    let (status, body) = http_get(&addr, "/api/live/deep-research");
+    assert!(status.contains(" 200 "), "{status} {body}");
+    assert!(body.contains("\"name\":\"deep-research\""), "{body}");
+    assert!(body.contains("\"control\":true"), "{body}");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    let _ = exited.send(());
+    watchdog.join().unwrap();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("# how rivers shape cities")),
+        "{rest:?}"
+    );
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }

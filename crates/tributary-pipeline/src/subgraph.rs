@@ -4,11 +4,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tributary_core::State;
-use tributary_runtime::{ItemKind, RunConfig, Runtime, TaskSpec};
+use tributary_runtime::{
+    CancelReason, ItemKind, RunConfig, Runtime, TaskError, TaskErrorKind, TaskSpec,
+};
 
 use crate::item::{BoxError, Input, Item, NodeContext};
 use crate::processor::Processor;
@@ -24,8 +26,8 @@ pub enum SubgraphError {
         node: String,
         /// The task's key.
         task: String,
-        /// What the runtime reported.
-        error: String,
+        /// Why, as the runtime reported it.
+        error: TaskError,
     },
     /// The subgraph's task was cancelled.
     #[error("node {node}: subgraph task {task} was cancelled")]
@@ -34,6 +36,8 @@ pub enum SubgraphError {
         node: String,
         /// The task's key.
         task: String,
+        /// Why, as the runtime reported it.
+        reason: Option<CancelReason>,
     },
     /// The run ended without a terminal item for the task.
     #[error("node {node}: subgraph task {task} ended without a result")]
@@ -156,11 +160,14 @@ impl<T: Item> Processor<T> for SubgraphProcessor<T> {
                         return from_final(item.result, item.state_update.unwrap_or_default());
                     }
                     ItemKind::Failed => {
-                        let error = item.error.map(|e| e.to_string()).unwrap_or_default();
+                        let error = item.error.unwrap_or_else(|| {
+                            TaskError::new(TaskErrorKind::ActionFailed, "no error reported", None)
+                        });
                         return Err(SubgraphError::Failed { node, task, error }.into());
                     }
                     ItemKind::Cancelled => {
-                        return Err(SubgraphError::Cancelled { node, task }.into());
+                        let reason = item.cancel_reason();
+                        return Err(SubgraphError::Cancelled { node, task, reason }.into());
                     }
                     _ => {}
                 }

@@ -1,26 +1,30 @@
 //! The subgraph actor: runs one task's application step by step.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use async_trait::async_trait;
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 use tributary_core::{
-    AppInfo, Application, EmitError, Emitted, State, StepRecord, StreamSink, TaskEnd,
+    AppInfo, Application, HookMethod, State, StepRecord, StreamSink, TaskEnd, call_hooks,
 };
 
+use crate::budget::TaskSlot;
 use crate::config::{MergeMode, RunConfig};
-use crate::control::{
-    Gate, GateChain, Inbox, RunHandle, RunShared, TaskControl, TaskRuntime, TaskSlot,
-};
 use crate::error::TaskError;
-use crate::item::{ItemKind, StreamItem};
-use crate::mailbox::{Ctl, Envelope};
-use crate::task::TaskSpec;
-
-/// The task was cancelled while it waited.
-struct Stopped;
+use crate::gate::Gate;
+use crate::handle::RunHandle;
+use crate::item::ItemKind;
+use crate::mailbox::lane::{Lane, LaneConfig, Report, Stopped};
+use crate::mailbox::{Ctl, Envelope, Inbox};
+use crate::reason::CancelReason;
+use crate::scope::TaskRuntime;
+use crate::shared::RunShared;
+use crate::spec::TaskSpec;
+use crate::task_control::TaskControl;
 
 /// How a task's body ended.
 enum Terminal {
@@ -31,183 +35,11 @@ enum Terminal {
     },
     Failed {
         action: Option<Arc<str>>,
-        error: String,
+        error: TaskError,
     },
     Cancelled {
         action: Option<Arc<str>>,
     },
-}
-
-/// What the actor and its token sink share: the task's identity, its way
-/// out to the merger, its sequence counter, its gates and its token.
-pub(crate) struct Lane {
-    key: Arc<str>,
-    index: u64,
-    app_id: Arc<str>,
-    out: mpsc::Sender<Envelope>,
-    ctl: mpsc::UnboundedSender<Ctl>,
-    next_seq: Mutex<u64>,
-    pub(crate) token: CancellationToken,
-    pub(crate) gates: GateChain,
-    /// The task's run (a handle, so that the task's actions can borrow it).
-    pub(crate) run: RunHandle,
-    tokens: bool,
-    terminal_via_ctl: bool,
-}
-
-impl Lane {
-    fn item(
-        &self,
-        seq: u64,
-        kind: ItemKind,
-        action: Option<Arc<str>>,
-        result: Option<Value>,
-        state_update: Option<State>,
-        error: Option<String>,
-    ) -> StreamItem {
-        StreamItem {
-            task_key: Arc::clone(&self.key),
-            task_index: self.index,
-            app_id: Arc::clone(&self.app_id),
-            action,
-            seq,
-            kind,
-            result,
-            state_update,
-            error,
-        }
-    }
-
-    /// Send an item through the task's way out, waiting for room (that is
-    /// the backpressure) unless the task is cancelled.
-    async fn send(
-        &self,
-        kind: ItemKind,
-        action: Option<Arc<str>>,
-        result: Option<Value>,
-        state_update: Option<State>,
-        slot: Option<TaskSlot>,
-    ) -> Result<(), Stopped> {
-        if self.token.is_cancelled() {
-            return Err(Stopped);
-        }
-        // Room now is the common case: take it without registering with the
-        // token's and the channel's waiter lists (two locks each way). The
-        // wait for room is boxed, so that the common case keeps no room for
-        // it in the futures of every task.
-        let permit = match self.out.try_reserve() {
-            Ok(permit) => permit,
-            Err(mpsc::error::TrySendError::Closed(())) => return Err(Stopped),
-            Err(mpsc::error::TrySendError::Full(())) => Box::pin(self.wait_for_room()).await?,
-        };
-        // Number and send under one lock so that concurrent emitters of one
-        // task (an action that emits from spawned subtasks) keep `seq` in
-        // queue order with no gaps.
-        let mut seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        permit.send(Envelope {
-            item: self.item(*seq, kind, action, result, state_update, None),
-            slot,
-        });
-        *seq += 1;
-        Ok(())
-    }
-
-    /// Wait for room in the task's way out, unless the task is cancelled.
-    async fn wait_for_room(&self) -> Result<mpsc::Permit<'_, Envelope>, Stopped> {
-        tokio::select! {
-            biased;
-            _ = self.token.cancelled() => Err(Stopped),
-            permit = self.out.reserve() => permit.map_err(|_| Stopped),
-        }
-    }
-
-    /// Hand a terminal item to the merger's control channel, never waiting.
-    fn push_terminal(&self, report: Report, slot: Option<TaskSlot>) {
-        let Report {
-            kind,
-            action,
-            result,
-            state,
-            error,
-        } = report;
-        let mut seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let item = self.item(*seq, kind, action, result, state, error);
-        *seq += 1;
-        let _ = self.ctl.send(Ctl::Terminal(Envelope { item, slot }));
-    }
-
-    /// Wait while the run, the task or an enclosing run is paused.
-    async fn wait_gates(&self) -> Result<(), Stopped> {
-        if self.gates.is_open() {
-            return Ok(());
-        }
-        self.run.shared.update_progress(|p| p.paused += 1);
-        let stopped = tokio::select! {
-            biased;
-            _ = self.token.cancelled() => true,
-            _ = self.gates.wait_open() => false,
-        };
-        self.run.shared.update_progress(|p| p.paused -= 1);
-        if stopped { Err(Stopped) } else { Ok(()) }
-    }
-
-    fn cancel_reason(&self, control: &TaskControl) -> String {
-        control
-            .reason()
-            .or_else(|| self.run.shared.reason.get())
-            .cloned()
-            .unwrap_or_else(|| "the enclosing task was cancelled".to_owned())
-    }
-}
-
-/// The parts of a terminal item.
-struct Report {
-    kind: ItemKind,
-    action: Option<Arc<str>>,
-    result: Option<Value>,
-    state: Option<State>,
-    error: Option<String>,
-}
-
-impl Report {
-    fn new(kind: ItemKind, action: Option<Arc<str>>, error: Option<String>) -> Self {
-        Report {
-            kind,
-            action,
-            result: None,
-            state: None,
-            error,
-        }
-    }
-}
-
-/// A task's lane is also its application's stream sink: it turns the
-/// task's `ctx.emit` calls into `Token` items (with no allocation of its
-/// own per task).
-#[async_trait]
-impl StreamSink for Lane {
-    async fn send(&self, item: Emitted) -> Result<(), EmitError> {
-        if !self.tokens {
-            return Ok(());
-        }
-        let Emitted { action, value, .. } = item;
-        let stopped = |action: &str| EmitError {
-            action: action.to_owned(),
-        };
-        if self.wait_gates().await.is_err() {
-            return Err(stopped(&action));
-        }
-        Lane::send(
-            self,
-            ItemKind::Token,
-            Some(Arc::clone(&action)),
-            Some(value),
-            None,
-            None,
-        )
-        .await
-        .map_err(|_| stopped(&action))
-    }
 }
 
 /// One task's actor.
@@ -234,19 +66,21 @@ impl Actor {
         ctl: mpsc::UnboundedSender<Ctl>,
     ) -> Self {
         let final_only = config.merge_mode == MergeMode::FinalOnly;
-        let lane = Arc::new(Lane {
-            key: Arc::clone(&spec.key),
+        let lane = Arc::new(Lane::new(LaneConfig {
             index,
             app_id,
+            path: shared.prefix.child(Arc::clone(&spec.key)),
             out,
             ctl,
-            next_seq: Mutex::new(0),
             token: control.token.clone(),
             gates: shared.gates.with(Gate::Task(Arc::clone(&control.shared))),
+            task: Arc::clone(&control.shared),
             tokens: config.intermediate_stream_outputs && !final_only,
+            nested_nodes: config.intermediate_nodes && !final_only,
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
+            pause_clock: config.task_timeout.is_some(),
             run: RunHandle { shared },
-        });
+        }));
         Actor {
             lane,
             info: OnceLock::new(),
@@ -267,31 +101,38 @@ impl Actor {
                 actor: &self,
                 delivered: false,
             };
+            self.control.shared.mark_started();
             self.lane.run.shared.update_progress(|p| p.running += 1);
+            tracing::debug!("task started");
             let terminal = match self.config.task_timeout {
                 // Boxed: only tasks with a timeout pay for the timer's room.
-                Some(after) => match Box::pin(tokio::time::timeout(after, self.body())).await {
-                    Ok(terminal) => terminal,
-                    Err(_) => Terminal::Failed {
-                        action: None,
-                        error: TaskError::TimedOut {
-                            task_key: self.spec.key.to_string(),
-                            after,
-                        }
-                        .to_string(),
-                    },
-                },
+                Some(after) => Box::pin(self.timed(after)).await,
                 None => self.body().await,
             };
-            let (kind, why) = self.deliver(terminal).await;
-            if let Some(info) = self.info.get() {
-                let end = match kind {
-                    ItemKind::Final => TaskEnd::Completed,
-                    ItemKind::Failed => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
-                    _ => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
-                };
-                for hook in &self.config.hooks {
-                    hook.on_task_complete(info, &self.spec.key, &end);
+            // A task ends after its subtree: every run nested in it has been
+            // cancelled or has ended; wait until their tasks have stopped.
+            for child in self.lane.run.shared.nested_in(&self.spec.key) {
+                child.tracker.close();
+                child.tracker.wait().await;
+            }
+            let terminal = self.complete_hooks(terminal);
+            let (kind, error) = self.deliver(terminal).await;
+            // The actor runs inside its task's span.
+            let span = tracing::Span::current();
+            match kind {
+                ItemKind::Final => {
+                    span.record("outcome", "completed");
+                    tracing::debug!(outcome = "completed", "task ended");
+                }
+                ItemKind::Failed => {
+                    span.record("outcome", "failed");
+                    let error = error.map(|e| e.message).unwrap_or_default();
+                    tracing::warn!(outcome = "failed", %error, "task failed");
+                }
+                _ => {
+                    span.record("outcome", "cancelled");
+                    let reason = error.map(|e| e.message).unwrap_or_default();
+                    tracing::debug!(outcome = "cancelled", %reason, "task cancelled");
                 }
             }
             self.lane.run.shared.update_progress(|p| {
@@ -306,13 +147,72 @@ impl Actor {
         }
     }
 
+    /// The body under the task's timeout. Time the task spends paused at
+    /// its gates does not count.
+    async fn timed(&self, after: Duration) -> Terminal {
+        let start = Instant::now();
+        let body = self.body();
+        tokio::pin!(body);
+        let sleep = tokio::time::sleep(after);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut sleep => {
+                    let (paused, ongoing) = self.lane.paused_for();
+                    let now = Instant::now();
+                    let remaining = (start + after + paused).saturating_duration_since(now);
+                    if ongoing || !remaining.is_zero() {
+                        sleep.as_mut().reset(now + remaining.max(Duration::from_millis(1)));
+                        continue;
+                    }
+                    // The subtree learns why it is cancelled.
+                    self.control.cancel(CancelReason::Timeout);
+                    return Terminal::Failed {
+                        action: None,
+                        error: TaskError::timed_out(&self.spec.key, after),
+                    };
+                }
+                terminal = &mut body => return terminal,
+            }
+        }
+    }
+
+    /// Tell the hooks the task ended. A hook that panics fails the task.
+    fn complete_hooks(&self, terminal: Terminal) -> Terminal {
+        let Some(info) = self.info.get() else {
+            return terminal;
+        };
+        if self.config.hooks.is_empty() {
+            return terminal;
+        }
+        let why = match &terminal {
+            Terminal::Final { .. } => None,
+            Terminal::Failed { error, .. } => Some(error.message.clone()),
+            Terminal::Cancelled { .. } => Some(self.lane.cancel_reason().message),
+        };
+        let end = match &terminal {
+            Terminal::Final { .. } => TaskEnd::Completed,
+            Terminal::Failed { .. } => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
+            Terminal::Cancelled { .. } => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
+        };
+        let called = call_hooks(&self.config.hooks, HookMethod::OnTaskComplete, |h| {
+            h.on_task_complete(info, &self.spec.key, &end)
+        });
+        match called {
+            Ok(()) => terminal,
+            Err(panic) => Terminal::Failed {
+                action: None,
+                error: TaskError::hook(&panic),
+            },
+        }
+    }
+
     /// Hand the terminal item over; returns the kind actually delivered and
     /// the error or cancellation reason.
-    async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<String>) {
+    async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<TaskError>) {
         let lane = &self.lane;
         let slot = Some(self.slot.clone());
-        // The reason is only read again by the task-completion hooks.
-        let for_hooks = |why: &String| (!self.config.hooks.is_empty()).then(|| why.clone());
         let (kind, action, result, state, error) = match terminal {
             Terminal::Final {
                 action,
@@ -323,35 +223,35 @@ impl Actor {
                 (ItemKind::Failed, action, None, None, Some(error))
             }
             Terminal::Cancelled { action } => {
-                let reason = lane.cancel_reason(&self.control);
-                let why = for_hooks(&reason);
-                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
-                return (ItemKind::Cancelled, why);
+                let reason = lane.cancel_reason();
+                lane.push_terminal(
+                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
+                    slot,
+                );
+                return (ItemKind::Cancelled, Some(reason));
             }
+        };
+        let report = Report {
+            kind,
+            action: action.clone(),
+            result,
+            state,
+            error: error.clone(),
         };
         if lane.terminal_via_ctl || kind == ItemKind::Failed {
             // Failures never wait for mailbox room: fail-fast reacts to them.
-            let why = error.as_ref().and_then(for_hooks);
-            let report = Report {
-                kind,
-                action,
-                result,
-                state,
-                error,
-            };
             lane.push_terminal(report, slot);
-            return (kind, why);
+            return (kind, error);
         }
-        match lane
-            .send(kind, action.clone(), result, state, slot.clone())
-            .await
-        {
+        match lane.send(report, slot.clone()).await {
             Ok(()) => (kind, None),
             Err(Stopped) => {
-                let reason = lane.cancel_reason(&self.control);
-                let why = for_hooks(&reason);
-                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
-                (ItemKind::Cancelled, why)
+                let reason = lane.cancel_reason();
+                lane.push_terminal(
+                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
+                    slot,
+                );
+                (ItemKind::Cancelled, Some(reason))
             }
         }
     }
@@ -362,11 +262,7 @@ impl Actor {
         if let Some(unknown) = spec.halt.unknown_action(&spec.graph) {
             return Terminal::Failed {
                 action: None,
-                error: TaskError::Build {
-                    task_key: spec.key.to_string(),
-                    error: format!("halt list names unknown action `{unknown}`"),
-                }
-                .to_string(),
+                error: TaskError::bad_halt(&spec.key, unknown),
             };
         }
         if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
@@ -379,23 +275,32 @@ impl Actor {
             Err(error) => {
                 return Terminal::Failed {
                     action: None,
-                    error: TaskError::Build {
-                        task_key: spec.key.to_string(),
-                        error,
-                    }
-                    .to_string(),
+                    error,
                 };
             }
         };
         let _ = self.info.set(Arc::clone(app.info()));
-        for hook in &self.config.hooks {
-            hook.on_task_spawn(app.info(), &spec.key);
+        if let Err(panic) = call_hooks(&self.config.hooks, HookMethod::OnTaskSpawn, |h| {
+            h.on_task_spawn(app.info(), &spec.key)
+        }) {
+            return Terminal::Failed {
+                action: None,
+                error: TaskError::hook(&panic),
+            };
         }
         let nodes =
             self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
         let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
+        // The waits before the retries of the step failing now (boxed: only
+        // a failing task pays for it).
+        let mut backoffs: Option<Box<backon::ExponentialBackoff>> = None;
         let mut failures = 0u32;
         loop {
+            // Core's step spends tokio's cooperative budget too; this keeps
+            // the pause and cancel checks below in the same budget, so a
+            // task whose steps never await always lets timeouts, cancel and
+            // pause in.
+            tokio::task::consume_budget().await;
             if lane.wait_gates().await.is_err() {
                 return Terminal::Cancelled {
                     action: next_name(&app),
@@ -404,21 +309,23 @@ impl Actor {
             // The step's result lives only in this block, so that it takes
             // no room in this future at the awaits below.
             let after = {
-                let step = tokio::select! {
+                let advance = tokio::select! {
                     biased;
                     _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
-                    step = app.step(spec.halt.get_inputs()) => step,
+                    a = AssertUnwindSafe(app.advance(&spec.halt)).catch_unwind() => a,
                 };
-                match step {
-                    Ok(Some(record)) => Ok(record),
-                    Ok(None) => {
-                        return Terminal::Final {
-                            action: None,
-                            result: None,
-                            state: app.state().clone(),
-                        };
+                match advance {
+                    Err(payload) => {
+                        // A panic that escaped the step: the application can
+                        // not go on.
+                        let action = next_name(&app);
+                        let what = format!("a step of task `{}`", spec.key);
+                        let mut error = TaskError::panicked(&what, &*payload);
+                        error.action = action.as_deref().map(str::to_owned);
+                        return Terminal::Failed { action, error };
                     }
-                    Err(_) if lane.token.is_cancelled() => {
+                    Ok(Ok(advance)) => Ok(advance.split()),
+                    Ok(Err(_)) if lane.token.is_cancelled() => {
                         // Cancelled while the step ran: its action saw the
                         // cancellation (an emit that could not be delivered)
                         // before this select did. That is a cancellation,
@@ -427,20 +334,37 @@ impl Actor {
                             action: next_name(&app),
                         };
                     }
-                    Err(error) => {
+                    Ok(Err(error)) => {
+                        let action = next_name(&app);
+                        let task_error = TaskError::from_application(&error, action.as_deref());
+                        // A hook that panicked after the step kept it: the
+                        // task can not trust its hooks any more.
                         failures += 1;
-                        if failures >= self.config.retry.max_attempts {
+                        let retry = &self.config.retry;
+                        let wait = if retry.is_none()
+                            || matches!(error, tributary_core::ApplicationError::Hook(_))
+                            || !retry.should_retry(&error)
+                        {
+                            None
+                        } else {
+                            backoffs
+                                .get_or_insert_with(|| Box::new(retry.backoff_iter()))
+                                .next()
+                                .map(crate::config::round_backoff)
+                        };
+                        let Some(wait) = wait else {
                             return Terminal::Failed {
-                                action: next_name(&app),
-                                error: error.to_string(),
+                                action,
+                                error: task_error,
                             };
-                        }
-                        Err(self.config.retry.backoff(failures))
+                        };
+                        tracing::info!(attempt = failures, wait = ?wait, error = %task_error, "step failed; retrying");
+                        Err(wait)
                     }
                 }
             };
-            let record = match after {
-                Ok(record) => record,
+            let (node, outcome) = match after {
+                Ok(split) => split,
                 Err(wait) => {
                     tokio::select! {
                         biased;
@@ -451,85 +375,60 @@ impl Actor {
                 }
             };
             failures = 0;
-            if let Some(terminal) = self.after_step(&app, record, nodes).await {
-                return terminal;
+            backoffs = None;
+            // The end, boxed: it lives across the node item's send only when
+            // the task halts before an action (rare), and would otherwise
+            // take room in every task's future.
+            let end = outcome.map(|o| {
+                Box::new(Terminal::Final {
+                    action: o.action.map(Arc::from),
+                    result: o.result,
+                    state: o.state,
+                })
+            });
+            if let Some(node) = node.filter(|_| nodes) {
+                if self.node_item(node).await.is_err() {
+                    return Terminal::Cancelled {
+                        action: next_name(&app),
+                    };
+                }
+            }
+            if let Some(end) = end {
+                return *end;
             }
         }
     }
 
-    /// After a step: the task's end, or its node item and `None` to go on.
-    /// A function of its own so that the record and the send do not take
-    /// room in the body's future at every other await.
-    async fn after_step(
-        &self,
-        app: &Application,
-        record: StepRecord,
-        nodes: bool,
-    ) -> Option<Terminal> {
-        let (lane, spec) = (&self.lane, &self.spec);
-        let next = app.next_action();
-        if let Some(before) = next.filter(|n| spec.halt.halts_before(n)) {
-            let before: Arc<str> = Arc::from(before);
-            if nodes
-                && lane
-                    .send(
-                        ItemKind::NodeComplete,
-                        Some(Arc::clone(&record.action)),
-                        Some(record.result),
-                        Some(record.state.clone()),
-                        None,
-                    )
-                    .await
-                    .is_err()
-            {
-                return Some(Terminal::Cancelled {
-                    action: Some(before),
-                });
-            }
-            return Some(Terminal::Final {
-                action: Some(before),
-                result: None,
-                state: record.state,
-            });
-        }
-        if next.is_none() || spec.halt.halts_after(&record.action) {
-            return Some(Terminal::Final {
-                action: Some(record.action),
-                result: Some(record.result),
-                state: record.state,
-            });
-        }
-        if nodes
-            && lane
-                .send(
-                    ItemKind::NodeComplete,
-                    Some(Arc::clone(&record.action)),
-                    Some(record.result),
-                    Some(record.state),
-                    None,
-                )
-                .await
-                .is_err()
-        {
-            return Some(Terminal::Cancelled {
-                action: next.map(Arc::from),
-            });
-        }
-        None
+    /// Stream the node item of an intermediate step. A function of its own
+    /// so that the record and the send do not take room in the body's
+    /// future at every other await.
+    async fn node_item(&self, record: StepRecord) -> Result<(), Stopped> {
+        let report = Report {
+            kind: ItemKind::NodeComplete,
+            action: Some(record.action),
+            result: Some(record.result),
+            state: Some(record.state),
+            error: None,
+        };
+        self.lane.send(report, None).await
     }
 
-    async fn build(&self) -> Result<Application, String> {
+    async fn build(&self) -> Result<Application, TaskError> {
         let spec = &self.spec;
         let lane = &self.lane;
         let config = &self.config;
         let mut builder = Application::builder(spec.graph.clone())
             .app_id(lane.app_id.to_string())
             .state(spec.state.clone())
-            .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>)
-            .extension(TaskRuntime {
-                lane: Arc::clone(lane),
-                slot: self.slot.clone(),
-            });
+            .task_path(lane.path.keys().iter().cloned())
+            .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>);
+        if !config.extensions.is_empty() {
+            builder = builder.extensions(&config.extensions);
+        }
+        builder = builder.extension(TaskRuntime {
+            lane: Arc::clone(lane),
+            slot: self.slot.clone(),
+        });
         if let Some(entry) = &spec.entrypoint {
             builder = builder.entrypoint(entry.clone());
         }
@@ -545,7 +444,10 @@ impl Actor {
         if let Some(persister) = &config.persister {
             builder = builder.persister(Arc::clone(persister)).resume();
         }
-        builder.build().await.map_err(|e| e.to_string())
+        builder
+            .build()
+            .await
+            .map_err(|e| TaskError::build(&spec.key, &e, spec.entrypoint.as_deref()))
     }
 }
 
@@ -560,27 +462,35 @@ impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
         let lane = &self.actor.lane;
         if !self.delivered {
-            let error = if lane.token.is_cancelled() {
-                ItemKind::Cancelled
-            } else {
-                ItemKind::Failed
-            };
-            let why = Some("the task's actor stopped unexpectedly".to_owned());
-            lane.push_terminal(Report::new(error, None, why), Some(self.actor.slot.clone()));
+            let cancelled = lane.token.is_cancelled();
+            if !lane.terminal_sent() {
+                let (kind, error) = if cancelled {
+                    (ItemKind::Cancelled, lane.cancel_reason())
+                } else {
+                    (
+                        ItemKind::Failed,
+                        TaskError::new(
+                            crate::error::TaskErrorKind::Panicked,
+                            "the task's actor stopped unexpectedly",
+                            None,
+                        ),
+                    )
+                };
+                lane.push_terminal(
+                    Report::new(kind, None, Some(error)),
+                    Some(self.actor.slot.clone()),
+                );
+            }
             lane.run.shared.update_progress(|p| {
                 p.running -= 1;
-                match error {
-                    ItemKind::Failed => p.failed += 1,
-                    _ => p.cancelled += 1,
+                if cancelled {
+                    p.cancelled += 1;
+                } else {
+                    p.failed += 1;
                 }
             });
         }
-        lane.run
-            .shared
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&lane.key);
+        lane.run.shared.unregister(lane.key());
         let _ = lane.run.shared.inbox.send(Inbox::Exited);
     }
 }

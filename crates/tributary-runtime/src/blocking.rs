@@ -23,14 +23,13 @@
 //! assert_eq!(finals, 3);
 //! ```
 
-use futures_util::StreamExt;
-
 use crate::config::RunConfig;
-use crate::control::RunHandle;
 use crate::error::RunError;
-use crate::merger::{RunStream, RunSummary};
+use crate::handle::RunHandle;
+use crate::merger::{RunReport, RunStream};
+use crate::outcome::TaskOutcome;
 use crate::runtime::Runtime;
-use crate::task::{TaskOutcome, TaskSource};
+use crate::source::TaskSource;
 
 /// Runs tributary runs from synchronous code.
 #[derive(Debug)]
@@ -40,7 +39,8 @@ pub struct BlockingRuntime {
 }
 
 impl BlockingRuntime {
-    /// A facade over a new multi-threaded tokio runtime and a default
+    /// A facade over a new multi-threaded tokio runtime, with every driver
+    /// on (timers and I/O, so actions can open sockets), and a default
     /// [`Runtime`].
     ///
     /// # Errors
@@ -57,7 +57,7 @@ impl BlockingRuntime {
     /// When the tokio runtime cannot start.
     pub fn with_runtime(runtime: Runtime) -> std::io::Result<Self> {
         let tokio = tokio::runtime::Builder::new_multi_thread()
-            .enable_time()
+            .enable_all()
             .build()?;
         Ok(BlockingRuntime { tokio, runtime })
     }
@@ -103,7 +103,7 @@ impl BlockingRun<'_> {
     /// # Errors
     ///
     /// As [`RunStream::finish`].
-    pub fn finish(self) -> Result<RunSummary, RunError> {
+    pub fn finish(self) -> Result<RunReport, RunError> {
         self.tokio.block_on(self.stream.finish())
     }
 

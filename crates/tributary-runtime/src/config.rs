@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_core::{Hook, ParentPointer, Persister};
+use backon::ExponentialBuilder;
+use tributary_core::{ApplicationError, Extensions, Hook, ParentPointer, Persister};
 
 use crate::policy::{CompletionPolicy, JoinAll};
 
@@ -28,6 +29,10 @@ pub enum MergeMode {
     /// all of them have finished, tasks `c..2c`, and so on. Without a limit
     /// the whole run is one cohort. A cohort starts only when all its tasks
     /// can hold a slot at once, so zip never deadlocks on the budget.
+    ///
+    /// The items of tasks nested in a task (a parallel action's children)
+    /// travel in that task's lane: they take places in its rounds, in the
+    /// order the task forwarded them.
     Zip,
     /// All items of task 0, then all of task 1, ...; later tasks run ahead
     /// into small per-task channels (bounded) and then wait.
@@ -42,53 +47,150 @@ pub enum MergeMode {
 #[non_exhaustive]
 pub enum FailurePolicy {
     /// Cancel every other task and surface the error
-    /// ([`RunError::TaskFailed`](crate::RunError::TaskFailed)).
+    /// ([`RunError::TaskFailed`](crate::error::RunError::TaskFailed)).
     #[default]
     FailFast,
     /// Report the failure and go on; reducers see it as a failed task.
     Continue,
 }
 
-/// Retries of a failing step, with exponential backoff. The task resumes
-/// from its last checkpoint: the failed step runs again, nothing before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The factor is an f32: round the float noise off a wait (to whole
+/// microseconds) so that 100 ms doubles to 200 ms, not 200.000003 ms.
+pub(crate) fn round_backoff(d: Duration) -> Duration {
+    Duration::from_micros(d.as_micros().try_into().unwrap_or(u64::MAX))
+}
+
+type RetryIf = Arc<dyn Fn(&ApplicationError) -> bool + Send + Sync>;
+
+/// Retries of a failing step, with exponential backoff (computed by the
+/// `backon` crate), optional jitter, and an optional predicate that says
+/// which errors are worth a retry. The task resumes from its last
+/// checkpoint: the failed step runs again, nothing before it. Time spent
+/// waiting between attempts counts against the task's timeout.
+///
+/// # Examples
+///
+/// Retry a rate-limited call (an HTTP 429) up to five times with jittered
+/// backoff, but fail at once on a bad request (a 400):
+///
+/// ```
+/// use std::time::Duration;
+/// use tributary_core::ApplicationError;
+/// use tributary_runtime::RetryPolicy;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("http status {0}")]
+/// struct Status(u16);
+///
+/// fn transient(error: &ApplicationError) -> bool {
+///     // Walk the error's sources to the action's own error.
+///     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+///     while let Some(e) = source {
+///         if let Some(Status(code)) = e.downcast_ref::<Status>() {
+///             return *code == 429 || *code >= 500;
+///         }
+///         source = e.source();
+///     }
+///     false
+/// }
+///
+/// let retry = RetryPolicy::exponential(5, Duration::from_millis(100))
+///     .jitter()
+///     .max_backoff(Duration::from_secs(5))
+///     .retry_if(transient);
+/// assert_eq!(retry.max_attempts(), 5);
+/// ```
+#[derive(Clone)]
 pub struct RetryPolicy {
-    /// Attempts per step in all (1 means no retry).
-    pub max_attempts: u32,
-    /// Wait before the first retry.
-    pub initial_backoff: Duration,
-    /// Factor applied to the wait after each retry.
-    pub multiplier: u32,
-    /// Longest wait.
-    pub max_backoff: Duration,
+    max_attempts: u32,
+    backoff: ExponentialBuilder,
+    retry_if: Option<RetryIf>,
+}
+
+impl fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("retry_if", &self.retry_if.is_some())
+            .finish()
+    }
 }
 
 impl RetryPolicy {
     /// No retries.
     pub const NONE: RetryPolicy = RetryPolicy {
         max_attempts: 1,
-        initial_backoff: Duration::ZERO,
-        multiplier: 1,
-        max_backoff: Duration::ZERO,
+        backoff: ExponentialBuilder::new(),
+        retry_if: None,
     };
 
     /// Up to `max_attempts` attempts per step, waiting `initial_backoff`,
     /// then twice that, ... up to 30 s.
     pub fn exponential(max_attempts: u32, initial_backoff: Duration) -> Self {
+        let max_attempts = max_attempts.max(1);
         RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            initial_backoff,
-            multiplier: 2,
-            max_backoff: Duration::from_secs(30),
+            max_attempts,
+            backoff: ExponentialBuilder::new()
+                .with_min_delay(initial_backoff)
+                .with_factor(2.0)
+                .with_max_delay(Duration::from_secs(30))
+                .with_max_times(max_attempts as usize - 1),
+            retry_if: None,
         }
     }
 
-    /// The wait before retry number `retry` (1 for the first retry).
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let factor = self.multiplier.saturating_pow(retry.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+    /// Multiply the wait by `factor` after each retry (2 by default).
+    pub fn factor(mut self, factor: f32) -> Self {
+        self.backoff = self.backoff.with_factor(factor);
+        self
+    }
+
+    /// Wait at most `max` between two attempts (30 s by default).
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.backoff = self.backoff.with_max_delay(max);
+        self
+    }
+
+    /// Add a random jitter to every wait, so that tasks that failed
+    /// together do not all retry at the same instant.
+    pub fn jitter(mut self) -> Self {
+        self.backoff = self.backoff.with_jitter();
+        self
+    }
+
+    /// Retry only the errors for which `transient` holds (a rate limit, a
+    /// timeout); any other error fails the task at once.
+    pub fn retry_if<F>(mut self, transient: F) -> Self
+    where
+        F: Fn(&ApplicationError) -> bool + Send + Sync + 'static,
+    {
+        self.retry_if = Some(Arc::new(transient));
+        self
+    }
+
+    /// Attempts per step in all (1 means no retry).
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The waits before each retry, in order (random ones with jitter).
+    pub fn backoffs(&self) -> impl Iterator<Item = Duration> + Send + 'static {
+        self.backoff_iter().map(round_backoff)
+    }
+
+    pub(crate) fn backoff_iter(&self) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        self.backoff.build()
+    }
+
+    /// Whether `error` is worth another attempt.
+    pub(crate) fn should_retry(&self, error: &ApplicationError) -> bool {
+        self.retry_if.as_ref().is_none_or(|f| f(error))
+    }
+
+    pub(crate) fn is_none(&self) -> bool {
+        self.max_attempts <= 1
     }
 }
 
@@ -134,6 +236,8 @@ pub struct RunConfig {
     pub(crate) hooks: Vec<Arc<dyn Hook>>,
     pub(crate) spawning_parent: Option<ParentPointer>,
     pub(crate) partition_key: Option<String>,
+    pub(crate) extensions: Extensions,
+    pub(crate) remember_keys: Option<bool>,
 }
 
 impl fmt::Debug for RunConfig {
@@ -173,6 +277,8 @@ impl Default for RunConfig {
             hooks: Vec::new(),
             spawning_parent: None,
             partition_key: None,
+            extensions: Extensions::new(),
+            remember_keys: None,
         }
     }
 }
@@ -293,6 +399,59 @@ impl RunConfig {
     pub fn partition_key(mut self, key: impl Into<String>) -> Self {
         self.partition_key = Some(key.into());
         self
+    }
+
+    /// Give every task's actions `value` (an HTTP client, a database pool):
+    /// they read it with `ctx.extension::<T>()`. One value is shared by every
+    /// task (put what must not be copied behind an `Arc`, or use a type that
+    /// is a handle already); a second value of the same type replaces the
+    /// first. Parallel actions pass the extensions of their task on to their
+    /// children (unless `cascade(false)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use serde_json::json;
+    /// use tributary_core::{action, State};
+    /// use tributary_runtime::{RunConfig, Runtime, TaskSpec};
+    ///
+    /// #[derive(Debug)]
+    /// struct Client { base: String }
+    ///
+    /// let fetch = action("fetch").run(|s: State, _, ctx| async move {
+    ///     let client = ctx.extension::<Client>().expect("set on the run");
+    ///     Ok((json!({ "url": format!("{}/{}", client.base, ctx.task_key().unwrap()) }), s))
+    /// });
+    /// let config = RunConfig::new().extension(Client { base: "https://example.org".into() });
+    /// let (_h, stream) = Runtime::new().run(vec![TaskSpec::action("a", fetch)], config);
+    /// let outcomes = stream.outcomes().await.unwrap();
+    /// assert_eq!(outcomes[0].result(), Some(&json!({ "url": "https://example.org/a" })));
+    /// # }
+    /// ```
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
+    /// Remember every key the run takes, so that a key stays refused after
+    /// its first task ended (a second task with it fails with a
+    /// `Validation` error). Without this a key is refused only while
+    /// another task with it is queued or running.
+    ///
+    /// On by default when the run has a persister: a task reusing a key
+    /// would share the first one's app id and find its checkpoints instead
+    /// of running. Off by default otherwise, because remembering costs eight
+    /// bytes per task for the whole run, and a run of millions of tasks
+    /// must stay within bounded memory.
+    pub fn remember_keys(mut self, on: bool) -> Self {
+        self.remember_keys = Some(on);
+        self
+    }
+
+    pub(crate) fn remembers_keys(&self) -> bool {
+        self.remember_keys.unwrap_or(self.persister.is_some())
     }
 
     pub(crate) fn make_policy(&self) -> Box<dyn CompletionPolicy> {

@@ -19,13 +19,19 @@
 //! hop. A task keeps its slot until the consumer has its terminal item, so
 //! a slow consumer bounds memory instead of growing it.
 //!
+//! The run's tasks form a tree: a parallel action's children are nested in
+//! its task, their items reach the consumer as ordinary items carrying
+//! their [`TaskPath`], and the handle pauses, resumes or cancels any task of
+//! the tree by key or path. A run ends once, with a [`RunEnd`] that the
+//! stream and every handle read; failed and cancelled tasks carry a typed
+//! [`TaskError`] (with a [`CancelReason`] for cancellations).
+//!
 //! # Examples
 //!
 //! ```
 //! # #[tokio::main]
 //! # async fn main() {
 //! use std::time::Duration;
-//! use futures_util::StreamExt;
 //! use serde_json::json;
 //! use tributary_core::{action, Graph, State};
 //! use tributary_runtime::{ItemKind, QuickExit, RunConfig, Runtime, TaskSource, TaskSpec};
@@ -61,36 +67,63 @@
 
 mod actor;
 pub mod blocking;
+mod budget;
 mod config;
-mod control;
+mod end;
 mod error;
+mod gate;
+mod handle;
 mod ids;
 mod item;
 mod mailbox;
 mod merger;
+mod outcome;
 mod parallel;
+mod path;
 mod policy;
+mod progress;
+mod reason;
 mod runtime;
+mod scope;
+mod shared;
+mod source;
+mod spec;
 mod supervisor;
-mod task;
+mod task_control;
 
 #[doc(inline)]
 pub use config::{FailurePolicy, MergeMode, RetryPolicy, RunConfig};
 #[doc(inline)]
-pub use control::{Progress, RunHandle, TaskRuntime, UnknownTask};
+pub use end::RunEnd;
 #[doc(inline)]
-pub use error::{AddTaskError, RunError, TaskError};
+pub use error::{AddTaskError, RunError, TaskError, TaskErrorKind, UnknownTask};
+#[doc(inline)]
+pub use handle::RunHandle;
 #[doc(inline)]
 pub use ids::child_app_id;
 #[doc(inline)]
 pub use item::{ItemKind, StreamItem};
 #[doc(inline)]
-pub use merger::{Round, RunStream, RunSummary};
+pub use merger::{Round, RunReport, RunStream};
+#[doc(inline)]
+pub use outcome::{TaskOutcome, TaskStatus};
 #[doc(inline)]
 pub use parallel::{ParallelAction, ParallelBuilder, Subgraph};
 #[doc(inline)]
+pub use path::TaskPath;
+#[doc(inline)]
 pub use policy::{CompletionPolicy, Decision, FirstMatching, FirstN, JoinAll, QuickExit, Quorum};
+#[doc(inline)]
+pub use progress::Progress;
+#[doc(inline)]
+pub use reason::CancelReason;
 #[doc(inline)]
 pub use runtime::{DEFAULT_MAX_CONCURRENCY, Runtime, RuntimeBuilder};
 #[doc(inline)]
-pub use task::{TaskOutcome, TaskSource, TaskSpec, TaskStatus};
+pub use scope::TaskRuntime;
+#[doc(inline)]
+pub use source::TaskSource;
+#[doc(inline)]
+pub use spec::TaskSpec;
+#[doc(inline)]
+pub use task_control::{LiveStatus, TaskInfo};

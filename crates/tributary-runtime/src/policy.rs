@@ -1,7 +1,8 @@
 //! Completion policies: when a run is done.
 //!
-//! A policy sees every item in the order the merger receives it (terminal
-//! items as soon as they arrive, whatever the merge mode) and decides:
+//! A policy sees every item of the run's own tasks (not those of tasks
+//! nested in them) in the order the merger receives it (terminal items as
+//! soon as they arrive, whatever the merge mode) and decides:
 //! continue, finish the run (every task still running is cancelled and
 //! reports `Cancelled`), or cancel one task. [`JoinAll`], [`QuickExit`],
 //! [`FirstN`], [`Quorum`] and [`FirstMatching`] are built in; implement
@@ -49,7 +50,7 @@ pub enum Decision {
 
 /// Decides, item by item, when a run is done.
 pub trait CompletionPolicy: Send + 'static {
-    /// Called for every item the merger receives.
+    /// Called for every item of the run's own tasks the merger receives.
     fn on_item(&mut self, item: &StreamItem) -> Decision;
 }
 

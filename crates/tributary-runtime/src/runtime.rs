@@ -1,19 +1,24 @@
 //! The runtime: a shared concurrency budget and start rate, and `run`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::Budget;
 use crate::config::RunConfig;
-use crate::control::{Gate, GateChain, Progress, RunHandle, RunShared, TaskRuntime};
+use crate::gate::{Gate, GateChain};
+use crate::handle::RunHandle;
 use crate::merger::RunStream;
+use crate::path::TaskPath;
+use crate::progress::Progress;
+use crate::scope::TaskRuntime;
+use crate::shared::{ParentTask, RunShared, TaskTable};
+use crate::source::TaskSource;
 use crate::supervisor::Supervisor;
-use crate::task::TaskSource;
 
 /// The budget a runtime gives its tasks when none is set: enough to keep
 /// two cores busy with I/O-bound tasks, small enough to bound memory.
@@ -32,7 +37,6 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 4096;
 /// ```
 /// # #[tokio::main]
 /// # async fn main() {
-/// use futures_util::StreamExt;
 /// use serde_json::json;
 /// use tributary_core::{action, Graph, State};
 /// use tributary_runtime::{ItemKind, RunConfig, Runtime, TaskSource, TaskSpec};
@@ -54,21 +58,14 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 4096;
 /// ```
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    budget: Option<Arc<Semaphore>>,
-    max_concurrency: Option<usize>,
-    start_interval: Option<Duration>,
-    next_start: Mutex<Option<Instant>>,
+    budget: Arc<Budget>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("max_concurrency", &self.inner.max_concurrency)
-            .field("start_interval", &self.inner.start_interval)
+            .field("max_concurrency", &self.budget.max_concurrency())
+            .field("start_interval", &self.budget.start_interval())
             .finish()
     }
 }
@@ -123,12 +120,7 @@ impl RuntimeBuilder {
     /// Build the runtime.
     pub fn build(self) -> Runtime {
         Runtime {
-            inner: Arc::new(Inner {
-                budget: self.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
-                max_concurrency: self.max_concurrency,
-                start_interval: self.start_rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-                next_start: Mutex::new(None),
-            }),
+            budget: Arc::new(Budget::new(self.max_concurrency, self.start_rate)),
         }
     }
 }
@@ -157,40 +149,12 @@ impl Runtime {
 
     /// The budget of tasks alive at once (`None`: unlimited).
     pub fn max_concurrency(&self) -> Option<usize> {
-        self.inner.max_concurrency
+        self.budget.max_concurrency()
     }
 
     /// Budget permits free right now (`None`: unlimited).
     pub fn available_slots(&self) -> Option<usize> {
-        self.inner.budget.as_ref().map(|b| b.available_permits())
-    }
-
-    pub(crate) fn budget(&self) -> Option<&Arc<Semaphore>> {
-        self.inner.budget.as_ref()
-    }
-
-    /// Whether the runtime has no start rate.
-    pub(crate) fn is_unpaced(&self) -> bool {
-        self.inner.start_interval.is_none()
-    }
-
-    /// Wait for this task's turn under the start rate.
-    pub(crate) async fn pace(&self) {
-        let Some(interval) = self.inner.start_interval else {
-            return;
-        };
-        let at = {
-            let mut next = self
-                .inner
-                .next_start
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let at = next.map_or(now, |n| n.max(now));
-            *next = Some(at + interval);
-            at
-        };
-        tokio::time::sleep_until(at).await;
+        self.budget.permits().map(|b| b.available_permits())
     }
 
     /// Start a run of `tasks` and return its handle and its stream.
@@ -223,29 +187,54 @@ impl Runtime {
         config: RunConfig,
         parent: Option<&TaskRuntime>,
     ) -> (RunHandle, RunStream) {
+        let (handle, stream, supervisor) = self.pair(source, config, parent);
+        handle.shared.spawn(supervisor.run());
+        (handle, stream)
+    }
+
+    /// Build a run's three parts without spawning anything: its handle, its
+    /// stream (the merger) and its supervisor (whose `run` drives it).
+    pub(crate) fn pair(
+        &self,
+        source: TaskSource,
+        config: RunConfig,
+        parent: Option<&TaskRuntime>,
+    ) -> (RunHandle, RunStream, Supervisor) {
         let root = match parent {
-            Some(p) => p.token().child_token(),
+            Some(p) => p.lane.token.child_token(),
             None => CancellationToken::new(),
         };
         let gate = Arc::new(watch::Sender::new(false));
         let gates = parent
-            .map_or_else(GateChain::default, |p| p.gates().clone())
+            .map_or_else(GateChain::default, |p| p.lane.gates.clone())
             .with(Gate::Run(Arc::clone(&gate)));
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (mail_tx, mail_rx) = mpsc::channel(config.mailbox_capacity);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(RunShared {
-            runtime: self.clone(),
+            budget: Arc::clone(&self.budget),
             root,
             reason: OnceLock::new(),
+            end: OnceLock::new(),
             gate,
             gates,
-            tasks: Mutex::new(Default::default()),
+            prefix: parent.map_or_else(TaskPath::root, |p| p.lane.path.clone()),
+            parent: parent.map(|p| ParentTask {
+                run: Arc::clone(&p.lane.run.shared),
+                task: Arc::clone(&p.lane.task),
+            }),
+            tasks: Mutex::new(TaskTable::new(config.remembers_keys())),
+            nested: Mutex::new(Default::default()),
+            has_nested: AtomicBool::new(false),
             progress: watch::Sender::new(Progress::default()),
             tracker: TaskTracker::new(),
             inbox: inbox_tx,
             accepting: Mutex::new(true),
+            span: tracing::Span::current(),
         });
+        if let Some(p) = parent {
+            p.lane.run.shared.add_nested(p.lane.key(), &shared);
+        }
         let handle = RunHandle {
             shared: Arc::clone(&shared),
         };
@@ -259,8 +248,16 @@ impl Runtime {
             ctl_tx,
             run_id(),
         );
-        shared.tracker.spawn(supervisor.run());
-        (handle, stream)
+        (handle, stream, supervisor)
+    }
+}
+
+impl TaskRuntime {
+    /// The runtime the task runs on.
+    pub fn runtime(&self) -> Runtime {
+        Runtime {
+            budget: Arc::clone(&self.lane.run.shared.budget),
+        }
     }
 }
 
@@ -275,4 +272,38 @@ fn run_id() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tributary_core::{State, action};
+
+    use super::*;
+    use crate::spec::TaskSpec;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runs_parts_are_built_without_spawning_and_driven_by_the_caller() {
+        let work = action("work").run(|s: State, _, _| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            Ok((json!({}), s))
+        });
+        let tasks: Vec<TaskSpec> = (0..3)
+            .map(|i| TaskSpec::action(format!("t{i}"), work.clone()))
+            .collect();
+        let (handle, stream, supervisor) =
+            Runtime::new().pair(TaskSource::iter(tasks), RunConfig::new(), None);
+        // Nothing runs until the supervisor is driven.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            handle.progress_now().running + handle.progress_now().completed,
+            0
+        );
+        let ((), report) = tokio::join!(supervisor.run(), stream.finish());
+        assert_eq!(report.unwrap().progress.completed, 3);
+        assert_eq!(
+            handle.end(),
+            Some(crate::RunEnd::Completed { by_policy: false })
+        );
+    }
 }

@@ -4,18 +4,20 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
 use crate::actor::Actor;
+use crate::budget::{TaskSlot, acquire};
 use crate::config::{MergeMode, RunConfig};
-use crate::control::{Inbox, RunShared, TaskControl, TaskSlot};
 use crate::error::TaskError;
 use crate::ids::ChildIds;
 use crate::item::{ItemKind, StreamItem};
-use crate::mailbox::{Ctl, Envelope};
-use crate::task::{TaskSource, TaskSpec};
+use crate::mailbox::{Ctl, Envelope, Inbox};
+use crate::shared::RunShared;
+use crate::source::TaskSource;
+use crate::spec::TaskSpec;
+use crate::task_control::TaskControl;
 
 pub(crate) struct Supervisor {
     shared: Arc<RunShared>,
@@ -26,40 +28,27 @@ pub(crate) struct Supervisor {
     ctl: mpsc::UnboundedSender<Ctl>,
     ids: ChildIds,
     run_limit: Option<Arc<Semaphore>>,
-    queue: VecDeque<TaskSpec>,
+    queue: VecDeque<(TaskSpec, TaskControl)>,
     source_done: bool,
+    /// Tasks the source said it holds and has not yielded yet (already
+    /// counted in `total`).
+    announced: u64,
     live: u64,
     next_index: u64,
     cohort: u64,
 }
 
-/// A task taken from the source, with its position in task order.
+/// A task taken from the source, with its position in task order and its
+/// control (`None`: its key was used before, and it fails).
 struct Pulled {
     index: u64,
     spec: TaskSpec,
+    control: Option<TaskControl>,
 }
 
 enum Wait {
     Ready,
     Cancelled,
-}
-
-/// The permits of a batch, in task order.
-type Permits = std::iter::Chain<
-    std::option::IntoIter<Option<OwnedSemaphorePermit>>,
-    std::vec::IntoIter<Option<OwnedSemaphorePermit>>,
->;
-
-trait NoPermits {
-    fn none(n: usize) -> Self;
-}
-
-impl NoPermits for Permits {
-    /// `n` empty permits (no limit to hold).
-    fn none(n: usize) -> Self {
-        let rest: Vec<Option<OwnedSemaphorePermit>> = (1..n).map(|_| None).collect();
-        Some(None).into_iter().chain(rest)
-    }
 }
 
 impl Supervisor {
@@ -83,6 +72,7 @@ impl Supervisor {
             ids: ChildIds::new(&run_id, 0, "task"),
             queue: VecDeque::new(),
             source_done: false,
+            announced: 0,
             live: 0,
             next_index: 0,
             cohort: 0,
@@ -99,13 +89,13 @@ impl Supervisor {
             return 1;
         }
         let run = self.config.max_concurrency.unwrap_or(usize::MAX);
-        let budget = self.shared.runtime.max_concurrency().unwrap_or(usize::MAX);
+        let budget = self.shared.budget.max_concurrency().unwrap_or(usize::MAX);
         run.min(budget)
     }
 
     fn handle(&mut self, msg: Inbox) {
         match msg {
-            Inbox::Add(spec) => self.queue.push_back(spec),
+            Inbox::Add(spec, control) => self.queue.push_back((spec, control)),
             Inbox::Exited => self.live -= 1,
         }
     }
@@ -116,14 +106,50 @@ impl Supervisor {
         }
     }
 
+    /// A task taken from the source: it gets its index and its control.
     fn pulled(&mut self, spec: TaskSpec) -> Pulled {
         let index = self.next_index;
         self.next_index += 1;
+        if self.announced > 0 {
+            self.announced -= 1;
+        } else {
+            self.shared.update_progress(|p| p.total += 1);
+        }
+        let control = self.shared.register(&spec.key, index).ok();
+        Pulled {
+            index,
+            spec,
+            control,
+        }
+    }
+
+    /// A task added through the handle: its key is already reserved.
+    fn pulled_added(&mut self, spec: TaskSpec, control: TaskControl) -> Pulled {
+        let index = self.next_index;
+        self.next_index += 1;
         self.shared.update_progress(|p| p.total += 1);
-        Pulled { index, spec }
+        self.shared.set_index(&spec.key, index);
+        Pulled {
+            index,
+            spec,
+            control: Some(control),
+        }
+    }
+
+    /// The source's end: tasks it announced and never yielded do not count.
+    fn source_ended(&mut self) {
+        self.source_done = true;
+        let missing = std::mem::take(&mut self.announced);
+        if missing > 0 {
+            self.shared.update_progress(|p| p.total -= missing);
+        }
     }
 
     pub(crate) async fn run(mut self) {
+        if let Some(n) = self.source.size_hint() {
+            self.announced = n;
+            self.shared.update_progress(|p| p.total += n);
+        }
         let mut pending: Vec<Pulled> = Vec::new();
         let cancelled = loop {
             self.drain_inbox();
@@ -162,20 +188,22 @@ impl Supervisor {
         if cancelled {
             // Tasks taken but not started, and those added but not taken,
             // end as cancelled so that every known task reports.
-            let queued: Vec<TaskSpec> = self.queue.drain(..).collect();
-            for spec in queued {
-                let p = self.pulled(spec);
+            let queued: Vec<(TaskSpec, TaskControl)> = self.queue.drain(..).collect();
+            for (spec, control) in queued {
+                let p = self.pulled_added(spec, control);
                 pending.push(p);
             }
+            let reason = TaskError::cancelled(self.shared.inherited_reason());
             for p in pending.drain(..) {
-                let reason = self
-                    .shared
-                    .reason
-                    .get()
-                    .cloned()
-                    .unwrap_or_else(|| "cancelled".into());
-                self.report(p, ItemKind::Cancelled, reason);
+                let error = match &p.control {
+                    Some(c) => c
+                        .reason()
+                        .map_or_else(|| reason.clone(), TaskError::cancelled),
+                    None => reason.clone(),
+                };
+                self.report(p, ItemKind::Cancelled, error);
             }
+            self.source_ended();
         }
         let _ = self.ctl.send(Ctl::Closed {
             total: self.next_index,
@@ -199,8 +227,8 @@ impl Supervisor {
     /// Take up to `n` tasks: added ones first, then from the source.
     async fn next_batch(&mut self, n: usize, batch: &mut Vec<Pulled>) -> Wait {
         while batch.len() < n {
-            if let Some(spec) = self.queue.pop_front() {
-                let p = self.pulled(spec);
+            if let Some((spec, control)) = self.queue.pop_front() {
+                let p = self.pulled_added(spec, control);
                 batch.push(p);
                 continue;
             }
@@ -230,39 +258,10 @@ impl Supervisor {
                     let p = self.pulled(spec);
                     batch.push(p);
                 }
-                None => self.source_done = true,
+                None => self.source_ended(),
             }
         }
         Wait::Ready
-    }
-
-    /// One permit per task of a batch (`None` where there is no limit).
-    /// A batch of one, the common case, allocates nothing.
-    async fn acquire(
-        root: CancellationToken,
-        sem: Option<Arc<Semaphore>>,
-        n: usize,
-    ) -> Result<Permits, ()> {
-        let Some(sem) = sem else {
-            return Ok(Permits::none(n));
-        };
-        let n32 = u32::try_from(n).map_err(|_| ())?;
-        let mut permit = match Arc::clone(&sem).try_acquire_many_owned(n32) {
-            Ok(p) => p,
-            Err(_) => tokio::select! {
-                biased;
-                _ = root.cancelled() => return Err(()),
-                p = sem.acquire_many_owned(n32) => p.map_err(|_| ())?,
-            },
-        };
-        let mut rest = Vec::new();
-        if n > 1 {
-            rest.reserve_exact(n - 1);
-            for _ in 1..n {
-                rest.push(permit.split(1));
-            }
-        }
-        Ok(Some(Some(permit)).into_iter().chain(rest))
     }
 
     /// Start the tasks of `batch` (one, or a zip cohort) once the gates are
@@ -277,24 +276,24 @@ impl Supervisor {
         }
         let n = batch.len();
         let root = self.shared.root.clone();
-        let Ok(run_permits) = Self::acquire(root.clone(), self.run_limit.clone(), n).await else {
+        let Ok(run_permits) = acquire(root.clone(), self.run_limit.clone(), n).await else {
             return Wait::Cancelled;
         };
-        let budget = self.shared.runtime.budget().cloned();
-        let Ok(budget_permits) = Self::acquire(root, budget.clone(), n).await else {
+        let budget = self.shared.budget.permits().cloned();
+        let Ok(budget_permits) = acquire(root, budget.clone(), n).await else {
             return Wait::Cancelled;
         };
         let cohort = self.cohort;
         for ((p, rp), bp) in batch.drain(..).zip(run_permits).zip(budget_permits) {
-            if !self.shared.runtime.is_unpaced() {
+            if !self.shared.budget.is_unpaced() {
                 tokio::select! {
                     biased;
                     _ = self.shared.root.cancelled() => {
-                        let reason = self.shared.reason.get().cloned().unwrap_or_else(|| "cancelled".into());
+                        let reason = TaskError::cancelled(self.shared.inherited_reason());
                         self.report(p, ItemKind::Cancelled, reason);
                         continue;
                     }
-                    _ = self.shared.runtime.pace() => {}
+                    _ = self.shared.budget.pace() => {}
                 }
             }
             let slot = TaskSlot::new(budget.clone(), bp, rp);
@@ -319,23 +318,23 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&mut self, p: Pulled, slot: TaskSlot, cohort: u64) {
-        let control = {
-            let mut tasks = self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner());
-            if tasks.contains_key(&p.spec.key) {
-                None
-            } else {
-                let control = TaskControl::new(&self.shared.root);
-                tasks.insert(Arc::clone(&p.spec.key), control.clone());
-                Some(control)
-            }
-        };
-        let Some(control) = control else {
-            let error = TaskError::DuplicateKey(p.spec.key.to_string()).to_string();
+    fn spawn(&mut self, mut p: Pulled, slot: TaskSlot, cohort: u64) {
+        let Some(control) = p.control.take() else {
+            let error = TaskError::duplicate_key(&p.spec.key);
             slot.release_all();
             self.report_in(p, ItemKind::Failed, error, cohort);
             return;
         };
+        if control.token.is_cancelled() {
+            // Cancelled while queued: it never starts.
+            let reason = control
+                .reason()
+                .unwrap_or_else(|| self.shared.inherited_reason());
+            slot.release_all();
+            self.shared.unregister(&p.spec.key);
+            self.report_in(p, ItemKind::Cancelled, TaskError::cancelled(reason), cohort);
+            return;
+        }
         let out = if self.per_task_channels() {
             let (tx, rx) = mpsc::channel(self.config.task_channel_capacity);
             let _ = self.ctl.send(Ctl::Register {
@@ -349,13 +348,16 @@ impl Supervisor {
         };
         self.live += 1;
         let app_id = self.app_id(&p.spec);
-        // Every task is a span (cheap when no subscriber listens); its
-        // application's run and steps nest inside it.
+        // Every task is a span (cheap when no subscriber listens), a child
+        // of the span the run was started in (for a nested run, the parent
+        // task's step); its application's run and steps nest inside it.
         let span = tracing::info_span!(
+            parent: &self.shared.span,
             "tributary.task",
             task = %p.spec.key,
             index = p.index,
-            app_id = %app_id
+            app_id = %app_id,
+            outcome = tracing::field::Empty,
         );
         let actor = Actor::new(
             Arc::clone(&self.shared),
@@ -368,16 +370,17 @@ impl Supervisor {
             out,
             self.ctl.clone(),
         );
-        self.shared.tracker.spawn(actor.run().instrument(span));
+        let run = actor.run().instrument(span);
+        self.shared.spawn(run);
     }
 
-    fn report(&mut self, p: Pulled, kind: ItemKind, error: String) {
+    fn report(&mut self, p: Pulled, kind: ItemKind, error: TaskError) {
         let cohort = self.cohort;
         self.report_in(p, kind, error, cohort);
     }
 
     /// Report a task that never got an actor.
-    fn report_in(&mut self, p: Pulled, kind: ItemKind, error: String, cohort: u64) {
+    fn report_in(&mut self, p: Pulled, kind: ItemKind, error: TaskError, cohort: u64) {
         if self.per_task_channels() {
             let _ = self.ctl.send(Ctl::Register {
                 index: p.index,
@@ -386,13 +389,26 @@ impl Supervisor {
             });
         }
         let app_id = self.app_id(&p.spec);
+        if p.control.is_some() {
+            self.shared.unregister(&p.spec.key);
+        }
+        match kind {
+            ItemKind::Failed => {
+                tracing::warn!(parent: &self.shared.span, task = %p.spec.key, error = %error, "task failed before it started");
+            }
+            _ => {
+                tracing::debug!(parent: &self.shared.span, task = %p.spec.key, reason = %error, "task cancelled before it started");
+            }
+        }
         self.shared.update_progress(|pr| match kind {
             ItemKind::Failed => pr.failed += 1,
             _ => pr.cancelled += 1,
         });
+        let path = self.shared.prefix.child(Arc::clone(&p.spec.key));
         let _ = self.ctl.send(Ctl::Terminal(Envelope {
             item: StreamItem {
                 task_key: p.spec.key,
+                path,
                 task_index: p.index,
                 app_id,
                 action: None,
@@ -402,6 +418,9 @@ impl Supervisor {
                 state_update: None,
                 error: Some(error),
             },
+            index: p.index,
+            seq: 0,
+            terminal: true,
             slot: None,
         }));
     }

@@ -368,7 +368,7 @@ function livePage(name) {
   const onLaneQ = (e) => { state.laneFilter.q = e.target.value; reorder(); schedule(); };
   const laneQ = el("input", { id: "lane-q", placeholder: "task key contains", oninput: onLaneQ, onchange: onLaneQ });
   const laneStatus = el("select", { id: "lane-status", onchange: (e) => { state.laneFilter.status = e.target.value; reorder(); schedule(); } },
-    ...["", "running", "paused", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, text: s || "any state" })));
+    ...["", "queued", "running", "paused", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, text: s || "any state" })));
   const laneInfo = el("span", { class: "muted", id: "lane-info" });
   const lanesBox = el("div", { class: "lanes", id: "lanes" });
   const spacer = el("div", { style: "height:0" });
@@ -475,7 +475,7 @@ function livePage(name) {
     if (l.status === "running" || l.status === "paused") wf.append(el("div", { class: "bar live", style: `left:${pct(lastEnd)}%;width:${Math.max(0.5, pct(r.elapsed_ms) - pct(lastEnd))}%` }));
     for (const p of l.pauses) wf.append(el("div", { class: "bar pause", style: `left:${pct(p.start)}%;width:${Math.max(0.5, pct(p.end === null ? r.elapsed_ms : p.end) - pct(p.start))}%`, title: "paused" }));
     const ctl = el("span", { class: "ctl" });
-    const live = l.status === "running" || l.status === "paused";
+    const live = l.status === "running" || l.status === "paused" || l.status === "queued";
     if (r.control && live && l.control) {
       const base = `/api/live/${enc(r.name)}/lanes/${enc(l.key)}`;
       ctl.append(
@@ -492,7 +492,9 @@ function livePage(name) {
       el("span", { class: "key mono", title: l.key, text: l.key, style: `padding-left:${(l.order.length - 1) * 14}px`, onclick: () => selectLane(l.key) }),
       state_,
       el("span", { class: "act mono", text: l.action || "" }),
-      el("span", { class: "muted", text: fmtMs(l.elapsed_ms) }),
+      // A lane with nothing new (a parent whose children stream) is not
+      // sent again, so its time goes on from the run's.
+      el("span", { class: "muted", text: fmtMs(live ? Math.max(l.elapsed_ms, r.elapsed_ms - l.start_ms) : l.elapsed_ms) }),
       el("span", { class: "tail", title: l.error || l.tail.join(" "), text: l.error && !live ? l.error : l.tail.join(" ") }),
       cols, wf, ctl);
   }

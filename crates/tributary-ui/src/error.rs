@@ -39,22 +39,13 @@ pub enum UiError {
         /// The task key asked for.
         task: String,
     },
-    /// The task is known but not running, so it cannot be paused, resumed
-    /// or cancelled.
-    #[error("task `{task}` of live run `{run}` is not running")]
+    /// The run has no task with this lane's path that has not ended, so it
+    /// cannot be paused, resumed or cancelled.
+    #[error("task `{task}` of live run `{run}` has ended or is unknown to the run")]
     TaskNotRunning {
         /// The live run.
         run: String,
         /// The task key.
-        task: String,
-    },
-    /// The task is nested under another task of the run; the run's handle
-    /// addresses top-level tasks only.
-    #[error("task `{task}` of live run `{run}` is nested and cannot be controlled on its own")]
-    NestedTask {
-        /// The live run.
-        run: String,
-        /// The nested task's lane.
         task: String,
     },
     /// Controls are off (the server is read-only for this run).
@@ -104,7 +95,7 @@ impl UiError {
             | UiError::UnknownStep { .. }
             | UiError::UnknownRun(_)
             | UiError::UnknownTask { .. } => StatusCode::NOT_FOUND,
-            UiError::TaskNotRunning { .. } | UiError::NestedTask { .. } => StatusCode::CONFLICT,
+            UiError::TaskNotRunning { .. } => StatusCode::CONFLICT,
             UiError::ControlOff(_)
             | UiError::MissingControlHeader
             | UiError::HostRefused(_)

@@ -1,14 +1,14 @@
 //! The adapter: the only module that names the runtime's and the
 //! tracker's APIs. Everything else in this crate works on the small types
-//! defined here, so that a newer runtime (task paths, typed ends, a task
-//! list on the handle) or a richer tracker changes this file only.
+//! defined here, so that a change of the runtime or the tracker changes
+//! this file only.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
 use tributary_core::State;
-use tributary_runtime::{ItemKind, RunHandle, StreamItem};
+use tributary_runtime::{CancelReason, ItemKind, LiveStatus, RunHandle, StreamItem, TaskPath};
 use tributary_sqlite::{RunReader, RunSummary, SqliteError, TrackedStep};
 
 use crate::error::UiError;
@@ -177,8 +177,50 @@ pub(crate) enum CancelCause {
     Policy,
     /// The run's handle cancelled it (the run or the one task).
     Handle,
-    /// A timeout, fail-fast or anything else.
+    /// A timeout, fail-fast, the enclosing task's end or anything else.
     Other,
+}
+
+impl CancelCause {
+    fn of(reason: CancelReason) -> Self {
+        match reason {
+            CancelReason::Policy => CancelCause::Policy,
+            CancelReason::Handle | CancelReason::Task => CancelCause::Handle,
+            _ => CancelCause::Other,
+        }
+    }
+}
+
+/// Where a task sits in the run's task tree: the lane's address for the
+/// handle's per-task commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LanePath(TaskPath);
+
+impl LanePath {
+    /// A top-level task's path: its key.
+    pub(crate) fn top(key: &str) -> Self {
+        LanePath(TaskPath::from(key))
+    }
+
+    /// The lane key: the task keys from the top-level task, joined by `/`.
+    pub(crate) fn key(&self) -> String {
+        self.0.to_string()
+    }
+
+    /// How many tasks the path has (1 for a top-level task).
+    pub(crate) fn depth(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The path of the ancestor at `depth` (1 for the top-level task).
+    pub(crate) fn prefix(&self, depth: usize) -> LanePath {
+        LanePath(self.0.keys()[..depth].to_vec().into())
+    }
+
+    /// The parent's lane key (`""` for a top-level task).
+    pub(crate) fn parent_key(&self) -> String {
+        self.0.parent().map(|p| p.to_string()).unwrap_or_default()
+    }
 }
 
 /// One item the consumer received.
@@ -189,16 +231,9 @@ pub(crate) struct Observed {
     pub(crate) task_key: String,
     /// The lane of the task's parent (`""` for a top-level task).
     pub(crate) parent: String,
-    /// The task keys along the path.
-    pub(crate) path: Vec<String>,
-    /// The action each ancestor along the path was running (the parallel
-    /// action that forwarded the item).
-    pub(crate) ancestor_actions: Vec<Option<String>>,
-    /// The task indices along the path: lanes are shown in this order.
-    pub(crate) order: Vec<u64>,
-    /// Whether the run's handle can address the task (pause, resume,
-    /// cancel it).
-    pub(crate) addressable: bool,
+    /// The task's path in the run's tree.
+    pub(crate) path: LanePath,
+    /// The task's position in its own run's task order.
     pub(crate) task_index: u64,
     pub(crate) app_id: String,
     pub(crate) action: Option<String>,
@@ -210,58 +245,9 @@ pub(crate) struct Observed {
     pub(crate) cancel_cause: Option<CancelCause>,
 }
 
-// Today's runtime says why a task was cancelled in a message; the typed
-// cancel reasons of the newer runtime replace this match.
-const POLICY_CANCEL: &str = "cancelled by the completion policy";
-const POLICY_FINISH: &str = "the completion policy finished the run";
-const HANDLE_CANCEL: &str = "cancelled through the run handle";
-
-/// A child's item forwarded through its parent's `ctx.emit` (a parallel
-/// action forwards its children's items as the JSON of their
-/// [`StreamItem`]).
-fn forwarded(item: &StreamItem) -> Option<StreamItem> {
-    if item.kind != ItemKind::Token {
-        return None;
-    }
-    let fields = item.result.as_ref()?.as_object()?;
-    let looks_forwarded = ["task_key", "task_index", "app_id", "seq", "kind"]
-        .iter()
-        .all(|k| fields.contains_key(*k));
-    if !looks_forwarded {
-        return None;
-    }
-    serde_json::from_value(Value::Object(fields.clone())).ok()
-}
-
-// Today's runtime carries no path on an item: a nested child's items reach
-// the consumer wrapped in its parent's tokens, which are unwrapped here, and
-// only top-level tasks can be addressed by the handle. The newer runtime's
-// task paths replace both.
+/// The view of one item: nested tasks' items carry their path, so the
+/// lane is the path and the parent lane its prefix.
 pub(crate) fn observe(item: &StreamItem) -> Observed {
-    let mut keys = vec![item.task_key.to_string()];
-    let mut order = vec![item.task_index];
-    let mut actions = Vec::new();
-    let mut nested = None;
-    while let Some(child) = forwarded(nested.as_ref().unwrap_or(item)) {
-        let outer = nested.as_ref().unwrap_or(item);
-        actions.push(outer.action.as_deref().map(str::to_owned));
-        keys.push(child.task_key.to_string());
-        order.push(child.task_index);
-        nested = Some(child);
-    }
-    let parent = keys[..keys.len() - 1].join("/");
-    let addressable = keys.len() == 1;
-    let mut observed = observe_one(nested.as_ref().unwrap_or(item));
-    observed.task_key = keys.join("/");
-    observed.parent = parent;
-    observed.path = keys;
-    observed.ancestor_actions = actions;
-    observed.order = order;
-    observed.addressable = addressable;
-    observed
-}
-
-fn observe_one(item: &StreamItem) -> Observed {
     let kind = match item.kind {
         ItemKind::Token => Kind::Token,
         ItemKind::NodeComplete => Kind::Node,
@@ -269,18 +255,19 @@ fn observe_one(item: &StreamItem) -> Observed {
         ItemKind::Failed => Kind::Failed,
         ItemKind::Cancelled => Kind::Cancelled,
     };
-    let cancel_cause = (kind == Kind::Cancelled).then_some(match item.error.as_deref() {
-        Some(POLICY_CANCEL | POLICY_FINISH) => CancelCause::Policy,
-        Some(HANDLE_CANCEL) => CancelCause::Handle,
-        _ => CancelCause::Other,
+    let cancel_cause = (kind == Kind::Cancelled).then(|| {
+        item.cancel_reason()
+            .map_or(CancelCause::Other, CancelCause::of)
     });
+    let path = if item.path.is_empty() {
+        LanePath::top(&item.task_key)
+    } else {
+        LanePath(item.path.clone())
+    };
     Observed {
-        task_key: item.task_key.to_string(),
-        parent: String::new(),
-        path: Vec::new(),
-        ancestor_actions: Vec::new(),
-        order: vec![item.task_index],
-        addressable: true,
+        task_key: path.key(),
+        parent: path.parent_key(),
+        path,
         task_index: item.task_index,
         app_id: item.app_id.to_string(),
         action: item.action.as_deref().map(str::to_owned),
@@ -288,9 +275,30 @@ fn observe_one(item: &StreamItem) -> Observed {
         kind,
         result: item.result.clone(),
         state: item.state_update.clone(),
-        error: item.error.clone(),
+        error: item.error.as_ref().map(ToString::to_string),
         cancel_cause,
     }
+}
+
+/// Where a task that has not ended stands, as the run's handle lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Known to the run, not started.
+    Queued,
+    /// Started.
+    Running,
+    /// Paused: the task, its run or a run it is nested in.
+    Paused,
+    /// Cancelled, its end not reported yet.
+    Cancelling,
+}
+
+/// A task of the run's tree that has not ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Listed {
+    pub(crate) path: LanePath,
+    pub(crate) index: u64,
+    pub(crate) standing: Standing,
 }
 
 /// The run's counts.
@@ -355,16 +363,35 @@ impl Control {
         drop(self.handle.cancel());
     }
 
-    // Tasks are addressed by key today; by path in the newer runtime.
-    pub(crate) fn pause_task(&self, key: &str) -> Result<(), NotRunning> {
-        self.handle.pause_task(key).map_err(|_| NotRunning)
+    /// Every task of the run's tree that has not ended, in task order,
+    /// each followed by the tasks nested in it.
+    pub(crate) fn tasks(&self) -> Vec<Listed> {
+        self.handle
+            .tasks()
+            .into_iter()
+            .map(|t| Listed {
+                standing: match t.status {
+                    LiveStatus::Queued => Standing::Queued,
+                    LiveStatus::Paused => Standing::Paused,
+                    LiveStatus::Cancelling => Standing::Cancelling,
+                    _ => Standing::Running,
+                },
+                path: LanePath(t.path),
+                index: t.index,
+            })
+            .collect()
     }
 
-    pub(crate) fn resume_task(&self, key: &str) -> Result<(), NotRunning> {
-        self.handle.resume_task(key).map_err(|_| NotRunning)
+    // Any task of the tree, queued or running, by its path.
+    pub(crate) fn pause_task(&self, path: &LanePath) -> Result<(), NotRunning> {
+        self.handle.pause_task(&path.0).map_err(|_| NotRunning)
     }
 
-    pub(crate) fn cancel_task(&self, key: &str) -> Result<(), NotRunning> {
-        self.handle.cancel_task(key).map_err(|_| NotRunning)
+    pub(crate) fn resume_task(&self, path: &LanePath) -> Result<(), NotRunning> {
+        self.handle.resume_task(&path.0).map_err(|_| NotRunning)
+    }
+
+    pub(crate) fn cancel_task(&self, path: &LanePath) -> Result<(), NotRunning> {
+        self.handle.cancel_task(&path.0).map_err(|_| NotRunning)
     }
 }

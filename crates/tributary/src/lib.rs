@@ -27,7 +27,6 @@
 //! # #[tokio::main]
 //! # async fn main() {
 //! use std::time::Duration;
-//! use futures_util::StreamExt;
 //! use serde_json::json;
 //! use tributary::{action, Graph, ItemKind, QuickExit, RunConfig, Runtime, State, TaskSpec};
 //!
@@ -79,10 +78,45 @@
 //!   (`tributary::ui::UiServer`).
 //! - `postgres`: the PostgreSQL persister and tracker, as `postgres`.
 
+// ===== building and running one application (tributary-core) =====
+
+// ===== building and running one application (tributary-core) =====
+
 #[doc(inline)]
-pub use tributary_core::*;
+pub use tributary_core::{
+    Action, ActionContext, ActionError, ActionResult, Advance, AppInfo, Application,
+    ApplicationBuilder, ApplicationError, BoxError, BuildError, Checkpoint, Condition, EmitError,
+    Extensions, FnAction, Graph, GraphError, HaltReason, Hook, HookMethod, HookPanic,
+    InMemoryPersister, InputSpec, Inputs, ParentPointer, PersistError, Persister, RESERVED_PREFIX,
+    RunOptions, RunOutcome, State, StateError, StepInfo, StepOutcome, StepRecord, StepStatus,
+    StreamItemInfo, TaskEnd, Wipe, action, call_hooks, condition, default, spawn_blocking, when,
+};
+
+// ===== running many (tributary-runtime) =====
+
 #[doc(inline)]
-pub use tributary_runtime::*;
+pub use tributary_runtime::{
+    AddTaskError, CancelReason, CompletionPolicy, DEFAULT_MAX_CONCURRENCY, Decision, FailurePolicy,
+    FirstMatching, FirstN, ItemKind, JoinAll, LiveStatus, MergeMode, ParallelAction, Progress,
+    QuickExit, Quorum, RetryPolicy, Round, RunConfig, RunEnd, RunError, RunHandle, RunReport,
+    RunStream, Runtime, StreamItem, Subgraph, TaskError, TaskErrorKind, TaskInfo, TaskOutcome,
+    TaskPath, TaskRuntime, TaskSource, TaskSpec, TaskStatus, UnknownTask, blocking, child_app_id,
+};
+
+/// Implement [`Action`], [`Hook`] or [`Persister`] with `#[async_trait]`
+/// without adding the crate yourself.
+pub use async_trait::async_trait;
+
+/// The types you rarely name: builders (returned by `builder()` methods)
+/// and the stream-sink seam between actions and the runtime.
+pub mod plumbing {
+    #[doc(inline)]
+    pub use tributary_core::{
+        ActionBuilder, Emitted, GraphBuilder, StreamResult, StreamSink, Transition,
+    };
+    #[doc(inline)]
+    pub use tributary_runtime::{ParallelBuilder, RuntimeBuilder};
+}
 
 /// SQLite persistence and tracking, the embedded default (feature `sqlite`,
 /// on by default): [`sqlite::SqlitePersister`], [`sqlite::SqliteTracker`],

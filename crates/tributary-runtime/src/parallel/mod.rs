@@ -17,9 +17,14 @@
 //! the parent's persister, hooks and partition key (override any of them in
 //! the [`RunConfig`]). They run on the parent's runtime and budget; while the
 //! parent waits for them it gives its own slot back, so nesting to any depth
-//! never deadlocks. Every child item is forwarded live through the parent's
-//! `ctx.emit` (as the JSON of the [`StreamItem`](crate::StreamItem)) unless
-//! [`ParallelBuilder::forward_items`] turns that off.
+//! never deadlocks. Every child item reaches the consumer of the parent's
+//! run live, as an ordinary [`StreamItem`](crate::StreamItem) whose `path`
+//! says where it comes from (filtered by the parent run's
+//! `intermediate_stream_outputs` and `intermediate_nodes` switches), unless
+//! [`ParallelBuilder::forward_items`] turns that off. (A parallel action run
+//! by an [`Application`](tributary_core::Application) outside any runtime
+//! has no stream of items: it emits each child item as its JSON through
+//! `ctx.emit`.)
 //!
 //! # Examples
 //!
@@ -61,17 +66,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_core::Stream;
-use futures_util::StreamExt;
 use serde_json::json;
 use tributary_core::{
     Action, ActionContext, ActionResult, BoxError, Graph, InputSpec, Inputs, ParentPointer, State,
 };
 
 use crate::config::RunConfig;
-use crate::control::TaskRuntime;
 use crate::ids::ChildIds;
+use crate::outcome::TaskOutcome;
 use crate::runtime::Runtime;
-use crate::task::{TaskOutcome, TaskSource, TaskSpec};
+use crate::scope::TaskRuntime;
+use crate::source::TaskSource;
+use crate::spec::TaskSpec;
 
 /// A subgraph a parallel action runs: a graph, where to enter it and where
 /// to halt.
@@ -373,7 +379,20 @@ impl ParallelBuilder {
     /// The children's run settings (merge mode, policies, limits, retries,
     /// persister and hooks overrides).
     pub fn config(mut self, config: RunConfig) -> Self {
+        // Extensions given with `extension` before stay.
+        let given = std::mem::take(&mut self.action.config.extensions);
         self.action.config = config;
+        let mut extensions = given;
+        extensions.merge(&self.action.config.extensions);
+        self.action.config.extensions = extensions;
+        self
+    }
+
+    /// Give every child's actions `value` (see
+    /// [`RunConfig::extension`](crate::RunConfig::extension)); it overrides
+    /// a value of the same type the parent's task has.
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.action.config = self.action.config.extension(value);
         self
     }
 
@@ -442,6 +461,9 @@ impl Action for ParallelAction {
             if config.hooks.is_empty() {
                 config.hooks = ctx.hooks().to_vec();
             }
+            let mut extensions = ctx.extensions().clone();
+            extensions.merge(&config.extensions);
+            config.extensions = extensions;
         }
 
         let task = ctx.extensions().get::<TaskRuntime>().cloned();
@@ -458,13 +480,28 @@ impl Action for ParallelAction {
             let mut state = state;
             let mut counts = [0u64; 3];
             while let Some(item) = stream.next().await {
+                let outcome = if stream.is_own(&item) {
+                    TaskOutcome::from_item(&item)
+                } else {
+                    None
+                };
                 if self.forward {
-                    ctx.emit(serde_json::to_value(&item)?).await?;
+                    match &task {
+                        Some(t) => {
+                            if t.lane.forward(item).await.is_err() {
+                                return Err(tributary_core::EmitError {
+                                    action: self.name.clone(),
+                                }
+                                .into());
+                            }
+                        }
+                        None => ctx.emit(serde_json::to_value(&item)?).await?,
+                    }
                 }
-                if let Some(outcome) = TaskOutcome::from_item(&item) {
+                if let Some(outcome) = outcome {
                     counts[match outcome.status {
-                        crate::task::TaskStatus::Completed { .. } => 0,
-                        crate::task::TaskStatus::Failed { .. } => 1,
+                        crate::outcome::TaskStatus::Completed { .. } => 0,
+                        crate::outcome::TaskStatus::Failed { .. } => 1,
                         _ => 2,
                     }] += 1;
                     match &self.reducer {

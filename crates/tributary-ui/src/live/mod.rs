@@ -29,7 +29,7 @@ pub use self::tap::Tapped;
 use self::view::{LaneDetail, LaneStepView, LaneView, RunView, Update};
 use crate::diff::diff;
 use crate::error::UiError;
-use crate::source::{Control, Counts, observe};
+use crate::source::{Control, Counts, LanePath, observe};
 
 // ===== LiveRun =====
 
@@ -150,10 +150,22 @@ impl LiveRun {
         }
     }
 
+    /// Take in the handle's list of the run's tasks that have not ended
+    /// (queued tasks get their lanes before their first item).
+    fn sync(&self) {
+        if self.state().ended {
+            return;
+        }
+        let listed = self.inner.control.tasks();
+        let at = self.now_ms();
+        self.state().sync(listed, at);
+    }
+
     /// What changed after version `since` (everything for 0) and what the
     /// handle said then, or `None` when nothing did and the handle says
     /// what it said (`last`).
     pub(crate) fn update_since(&self, since: u64, last: Option<Pulse>) -> Option<(Update, Pulse)> {
+        self.sync();
         let pulse = self.pulse();
         let Pulse {
             counts,
@@ -303,24 +315,21 @@ impl LiveRun {
         Ok(())
     }
 
+    /// Pause, resume or cancel the task of lane `key` (a top-level task's
+    /// key, or a nested task's path joined by `/`) by its path.
     pub(crate) fn task_command(&self, key: &str, command: &str) -> Result<(), UiError> {
         self.check_control()?;
-        {
+        let path = {
             let st = self.state();
-            if let Some(&i) = st.by_key.get(key)
-                && !st.lanes[i].addressable
-            {
-                return Err(UiError::NestedTask {
-                    run: self.inner.name.clone(),
-                    task: key.to_owned(),
-                });
-            }
-        }
+            st.by_key
+                .get(key)
+                .map_or_else(|| LanePath::top(key), |&i| st.lanes[i].path.clone())
+        };
         let control = &self.inner.control;
         let result = match command {
-            "pause" => control.pause_task(key),
-            "resume" => control.resume_task(key),
-            "cancel" => control.cancel_task(key),
+            "pause" => control.pause_task(&path),
+            "resume" => control.resume_task(&path),
+            "cancel" => control.cancel_task(&path),
             other => return Err(UiError::UnknownCommand(other.to_owned())),
         };
         result.map_err(|_| UiError::TaskNotRunning {

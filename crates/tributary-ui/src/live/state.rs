@@ -7,7 +7,7 @@ use serde_json::Value;
 use tributary_core::State;
 
 use super::view::{LaneView, StepBar};
-use crate::source::{CancelCause, Kind, Observed};
+use crate::source::{CancelCause, Kind, LanePath, Listed, Observed, Standing};
 
 /// Tokens kept per lane.
 pub(super) const TAIL: usize = 12;
@@ -53,9 +53,17 @@ pub(super) struct Span {
 pub(super) struct Lane {
     pub(super) key: String,
     pub(super) parent: String,
-    pub(super) order: Vec<u64>,
-    pub(super) addressable: bool,
-    pub(super) index: u64,
+    /// The task's path, which the handle's per-task commands take.
+    pub(super) path: LanePath,
+    /// The task's position in its own run's task order; `None` for a
+    /// nested task's ancestor known only from its descendants' items, until
+    /// its own item or the handle's task list says it.
+    pub(super) index: Option<u64>,
+    /// Where the handle's task list last said the task stands (`None` when
+    /// it was not listed).
+    pub(super) standing: Option<Standing>,
+    /// Whether tasks are nested in it (lanes under it).
+    pub(super) nests: bool,
     pub(super) app_id: String,
     pub(super) ended: Option<Kind>,
     pub(super) action: Option<String>,
@@ -150,22 +158,10 @@ impl LiveState {
         let version = self.version;
         // A nested task's ancestors have lanes even before items of
         // their own.
-        for depth in 1..item.path.len() {
-            let key = item.path[..depth].join("/");
-            let a = match self.by_key.get(&key) {
-                Some(&a) => a,
-                None => {
-                    self.lanes.push(Lane::ancestor(&item, depth, at, version));
-                    self.by_key.insert(key, self.lanes.len() - 1);
-                    self.lanes.len() - 1
-                }
-            };
-            let action = item.ancestor_actions.get(depth - 1).cloned().flatten();
-            let ancestor = &mut self.lanes[a];
-            if action.is_some() && ancestor.action != action && ancestor.ended.is_none() {
-                ancestor.action = action;
-                ancestor.version = version;
-            }
+        for depth in 1..item.path.depth() {
+            let path = item.path.prefix(depth);
+            let a = self.lane_for(path, None, at, version);
+            self.lanes[a].nests = true;
         }
         let i = match self.by_key.get(&item.task_key) {
             Some(&i) => i,
@@ -184,6 +180,11 @@ impl LiveState {
         let lane = &mut self.lanes[i];
         lane.apply(&item, &text, at);
         lane.version = version;
+        if lane.ended.is_some() && lane.nests {
+            // A task ends after its nested tasks; a cancelled task's
+            // `Cancelled` item stands for the nested tasks cancelled with it.
+            self.end_subtree(i, version, at);
+        }
         if item.cancel_cause == Some(CancelCause::Policy)
             && self.policy_parents.insert(item.parent.clone())
         {
@@ -213,28 +214,116 @@ impl LiveState {
     }
 }
 
+impl LiveState {
+    /// The lane of `path`, created (without items yet) when there is none.
+    fn lane_for(&mut self, path: LanePath, index: Option<u64>, at: u64, version: u64) -> usize {
+        let key = path.key();
+        if let Some(&i) = self.by_key.get(&key) {
+            return i;
+        }
+        self.lanes
+            .push(Lane::without_items(path, index, at, version));
+        self.by_key.insert(key, self.lanes.len() - 1);
+        self.lanes.len() - 1
+    }
+
+    /// Mark the lanes nested under lane `i` that have not ended as ended
+    /// with it: their tasks stopped with it and report nothing of their own.
+    fn end_subtree(&mut self, i: usize, version: u64, at: u64) {
+        let prefix = format!("{}/", self.lanes[i].key);
+        let error = self.lanes[i].error.clone();
+        for lane in &mut self.lanes {
+            if lane.ended.is_none() && lane.key.starts_with(&prefix) {
+                lane.ended = Some(Kind::Cancelled);
+                lane.paused = false;
+                if let Some(p) = lane.pauses.back_mut().filter(|p| p.end.is_none()) {
+                    p.end = Some(at);
+                }
+                lane.error.clone_from(&error);
+                lane.cancel_cause = Some(CancelCause::Other);
+                lane.version = version;
+            }
+        }
+    }
+
+    /// Take in the handle's list of the tasks that have not ended: lanes
+    /// for queued tasks, the indices of ancestors seen only through their
+    /// descendants, and which tasks are paused (by anyone).
+    pub(super) fn sync(&mut self, listed: Vec<Listed>, at: u64) {
+        let mut changed = false;
+        let mut seen = std::collections::HashSet::with_capacity(listed.len());
+        let version = self.version + 1;
+        for task in listed {
+            let before = self.lanes.len();
+            let i = self.lane_for(task.path, Some(task.index), at, version);
+            changed |= self.lanes.len() != before;
+            let lane = &mut self.lanes[i];
+            seen.insert(i);
+            if lane.ended.is_some() {
+                continue;
+            }
+            if lane.index.is_none() || lane.standing != Some(task.standing) {
+                lane.index = Some(task.index);
+                lane.standing = Some(task.standing);
+                lane.version = version;
+                changed = true;
+            }
+            if let Some(parent) = self.by_key.get(&self.lanes[i].parent).copied() {
+                self.lanes[parent].nests = true;
+            }
+        }
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            if lane.standing.is_some() && !seen.contains(&i) {
+                lane.standing = None;
+                lane.version = version;
+                changed = true;
+            }
+        }
+        if changed {
+            self.version = version;
+        }
+    }
+
+    /// The task indices from the top-level task down to lane `lane` (the
+    /// lanes' order; an index not known yet sorts last).
+    fn order(&self, lane: &Lane) -> Vec<u64> {
+        let mut order = vec![lane.index.unwrap_or(u64::MAX)];
+        let mut parent = &lane.parent;
+        while let Some(&p) = self.by_key.get(parent) {
+            order.push(self.lanes[p].index.unwrap_or(u64::MAX));
+            parent = &self.lanes[p].parent;
+        }
+        order.reverse();
+        order
+    }
+}
+
 impl Lane {
-    /// The lane of `item`'s ancestor at `depth` (1 for the top-level task).
-    pub(super) fn ancestor(item: &Observed, depth: usize, at: u64, version: u64) -> Lane {
-        let mut lane = Lane::new(item, at);
-        lane.key = item.path[..depth].join("/");
-        lane.parent = item.path[..depth - 1].join("/");
-        lane.order = item.order[..depth].to_vec();
-        lane.index = item.order[depth - 1];
-        lane.addressable = depth == 1;
-        lane.app_id = String::new();
+    /// The lane of a task known before any item of its own: an ancestor
+    /// of a nested task that sent one, or a task the handle lists.
+    fn without_items(path: LanePath, index: Option<u64>, at: u64, version: u64) -> Lane {
+        let mut lane = Lane::blank(path, at);
+        lane.index = index;
         lane.version = version;
         lane
     }
 
     pub(super) fn new(item: &Observed, at: u64) -> Lane {
+        let mut lane = Lane::blank(item.path.clone(), at);
+        lane.index = Some(item.task_index);
+        lane.app_id.clone_from(&item.app_id);
+        lane
+    }
+
+    fn blank(path: LanePath, at: u64) -> Lane {
         Lane {
-            key: item.task_key.clone(),
-            parent: item.parent.clone(),
-            order: item.order.clone(),
-            addressable: item.addressable,
-            index: item.task_index,
-            app_id: item.app_id.clone(),
+            key: path.key(),
+            parent: path.parent_key(),
+            path,
+            index: None,
+            standing: None,
+            nests: false,
+            app_id: String::new(),
             ended: None,
             action: None,
             items: 0,
@@ -257,6 +346,16 @@ impl Lane {
     }
 
     pub(super) fn apply(&mut self, item: &Observed, text: &str, at: u64) {
+        if self.items == 0 {
+            // A lane made before the task's first item learns its own.
+            self.index = Some(item.task_index);
+            self.app_id.clone_from(&item.app_id);
+            if self.standing == Some(Standing::Queued) {
+                // Its time starts when it does.
+                self.first_ms = at;
+                self.step_start_ms = at;
+            }
+        }
         self.items += 1;
         self.last_ms = at;
         if item.action.is_some() {
@@ -312,6 +411,9 @@ impl Lane {
             Some(Kind::Failed) => "failed",
             Some(Kind::Cancelled) => "cancelled",
             _ if self.paused || run_paused => "paused",
+            _ if self.standing == Some(Standing::Cancelling) => "cancelling",
+            _ if self.standing == Some(Standing::Paused) => "paused",
+            _ if self.items == 0 && self.standing == Some(Standing::Queued) => "queued",
             _ => "running",
         };
         let end = if self.ended.is_some() {
@@ -322,9 +424,9 @@ impl Lane {
         LaneView {
             key: self.key.clone(),
             parent: self.parent.clone(),
-            order: self.order.clone(),
-            control: self.addressable,
-            index: self.index,
+            order: st.order(self),
+            control: true,
+            index: self.index.unwrap_or(u64::MAX),
             status,
             action: self.action.clone(),
             items: self.items,

@@ -1,0 +1,54 @@
+//! The mailbox of a run: the messages of the supervisor's inbox and of the
+//! merger's mailbox and control channel, the sending half (a task's
+//! [`lane`]) and the receiving half ([`reorder`]: each task's items back in
+//! order), so that the merger only merges.
+
+pub(crate) mod lane;
+pub(crate) mod reorder;
+
+use tokio::sync::mpsc;
+
+use crate::budget::TaskSlot;
+use crate::item::StreamItem;
+use crate::spec::TaskSpec;
+use crate::task_control::TaskControl;
+
+/// An item on its way to the merger, with its place in its lane: the
+/// top-level task of the run it travels in (`index`) and its position among
+/// everything that task sent (`seq`; items of tasks nested in it travel in
+/// its lane too). A terminal item of the lane's own task carries the task's
+/// slot, released when the merger takes the item.
+pub(crate) struct Envelope {
+    pub(crate) item: StreamItem,
+    pub(crate) index: u64,
+    pub(crate) seq: u64,
+    /// Whether the item ends the lane's own task.
+    pub(crate) terminal: bool,
+    pub(crate) slot: Option<TaskSlot>,
+}
+
+/// The merger's control channel (unbounded: at most a few messages per
+/// task, and tasks are bounded by their slots).
+pub(crate) enum Ctl {
+    /// A terminal item that must not wait for mailbox room: every terminal in
+    /// the per-task modes, and cancellations in every mode.
+    Terminal(Envelope),
+    /// A task started (per-task modes): its channel, in task order.
+    Register {
+        index: u64,
+        cohort: u64,
+        rx: Option<mpsc::Receiver<Envelope>>,
+    },
+    /// Every task of a zip cohort is registered.
+    Seal { cohort: u64 },
+    /// No task will be added: the run has `total` tasks.
+    Closed { total: u64 },
+}
+
+/// What the supervisor's inbox carries.
+pub(crate) enum Inbox {
+    /// A task added through the handle, its key already reserved.
+    Add(TaskSpec, TaskControl),
+    /// A task's actor has exited.
+    Exited,
+}

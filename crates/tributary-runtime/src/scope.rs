@@ -1,0 +1,64 @@
+//! A task's scope: what a task's actions find in their context's
+//! extensions, so that a parallel action nests its run under its task.
+
+use std::sync::Arc;
+
+use crate::budget::TaskSlot;
+use crate::handle::RunHandle;
+use crate::mailbox::lane::Lane;
+use crate::path::TaskPath;
+
+/// What a task's actions find in their context's extensions: the runtime
+/// they run on, their run's handle, their place in the task tree, their
+/// slot and their gates, so that a parallel action nests its run under its
+/// task.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main]
+/// # async fn main() {
+/// use serde_json::json;
+/// use tributary_core::{action, State};
+/// use tributary_runtime::{ItemKind, RunConfig, Runtime, TaskRuntime, TaskSpec};
+///
+/// let who = TaskSpec::action("me", action("who").run(|s: State, _, ctx| async move {
+///     let scope = ctx.extensions().get::<TaskRuntime>().expect("runs on a runtime");
+///     Ok((json!({ "path": scope.path().to_string() }), s))
+/// }));
+/// let (_h, stream) = Runtime::new().run(vec![who], RunConfig::new());
+/// let outcomes = stream.outcomes().await.unwrap();
+/// assert_eq!(outcomes[0].result(), Some(&json!({ "path": "me" })));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TaskRuntime {
+    /// The task's lane holds its run, gates and token.
+    pub(crate) lane: Arc<Lane>,
+    pub(crate) slot: TaskSlot,
+}
+
+impl std::fmt::Debug for TaskRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRuntime")
+            .field("path", &self.lane.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskRuntime {
+    /// The handle of the task's run (to `add_task` from inside a task).
+    pub fn handle(&self) -> &RunHandle {
+        &self.lane.run
+    }
+
+    /// The task's key.
+    pub fn key(&self) -> &str {
+        self.lane.key()
+    }
+
+    /// The task's path from the root run.
+    pub fn path(&self) -> &TaskPath {
+        &self.lane.path
+    }
+}

@@ -1,0 +1,279 @@
+//! A run's shared state: what its supervisor, actors, merger and handles
+//! all see.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::budget::Budget;
+use crate::end::RunEnd;
+use crate::gate::{Gate, GateChain};
+use crate::mailbox::Inbox;
+use crate::path::TaskPath;
+use crate::progress::Progress;
+use crate::reason::CancelReason;
+use crate::task_control::{LiveStatus, TaskControl, TaskInfo, TaskShared};
+
+/// The task a nested run runs in.
+pub(crate) struct ParentTask {
+    pub(crate) run: Arc<RunShared>,
+    pub(crate) task: Arc<TaskShared>,
+}
+
+/// The tasks of a run that have not ended, and, when the run remembers
+/// keys, every key it has taken.
+#[derive(Default)]
+pub(crate) struct TaskTable {
+    live: HashMap<Arc<str>, (u64, TaskControl)>,
+    /// Hashes of every key taken so far (when the run remembers keys): a
+    /// key is then unique for the whole run, and eight bytes per task is
+    /// what remembering that costs.
+    seen: Option<HashSet<u64>>,
+    hasher: std::hash::RandomState,
+}
+
+/// A key was used twice in one run.
+pub(crate) struct DuplicateKey;
+
+impl TaskTable {
+    /// A table; `remember`: refuse a key even after its task ended.
+    pub(crate) fn new(remember: bool) -> Self {
+        TaskTable {
+            seen: remember.then(HashSet::new),
+            ..TaskTable::default()
+        }
+    }
+}
+
+/// State shared by a run's supervisor, actors, merger and handles.
+pub(crate) struct RunShared {
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) root: CancellationToken,
+    /// Why the run's tasks were cancelled (the first reason given sticks).
+    pub(crate) reason: OnceLock<CancelReason>,
+    /// How the run ended (set once, by whichever path gets there first).
+    pub(crate) end: OnceLock<RunEnd>,
+    pub(crate) gate: Arc<watch::Sender<bool>>,
+    pub(crate) gates: GateChain,
+    /// The path of the task this run is nested in (empty for a root run).
+    pub(crate) prefix: TaskPath,
+    pub(crate) parent: Option<ParentTask>,
+    pub(crate) tasks: Mutex<TaskTable>,
+    /// The runs nested in this run's tasks, by task key (only tasks that
+    /// nest runs have an entry).
+    pub(crate) nested: Mutex<HashMap<Arc<str>, Vec<Weak<RunShared>>>>,
+    /// Whether a run was ever nested in one of this run's tasks: most runs
+    /// nest nothing, and their tasks then never touch `nested`.
+    pub(crate) has_nested: AtomicBool,
+    pub(crate) progress: watch::Sender<Progress>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) inbox: mpsc::UnboundedSender<Inbox>,
+    /// Whether `add_task` is still accepted. `add_task` holds this lock while
+    /// it checks and sends, and the supervisor while it decides to end, so
+    /// an accepted task is never lost.
+    pub(crate) accepting: Mutex<bool>,
+    /// The span the run was started in: its tasks' spans are its children.
+    pub(crate) span: tracing::Span,
+}
+
+impl RunShared {
+    /// Cancel the whole run for `reason` (the first reason given sticks).
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        let _ = self.reason.set(reason);
+        self.root.cancel();
+    }
+
+    /// End the run with `end`, unless it has ended already.
+    pub(crate) fn set_end(&self, end: RunEnd) {
+        let _ = self.end.set(end);
+    }
+
+    /// Why a task of this run was cancelled when it has no reason of its
+    /// own: the run's, or else that of the task the run is nested in.
+    pub(crate) fn inherited_reason(&self) -> CancelReason {
+        if let Some(reason) = self.reason.get() {
+            return *reason;
+        }
+        match &self.parent {
+            Some(p) => match p.task.reason.get() {
+                Some(CancelReason::Timeout) => CancelReason::Timeout,
+                Some(CancelReason::Task) => CancelReason::Task,
+                Some(_) | None if p.run.root.is_cancelled() => p.run.inherited_reason(),
+                _ => CancelReason::Parent,
+            },
+            None => CancelReason::Parent,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, TaskTable> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make a task known to the run: from now on it can be addressed.
+    pub(crate) fn register(&self, key: &Arc<str>, index: u64) -> Result<TaskControl, DuplicateKey> {
+        let mut table = self.table();
+        let table = &mut *table;
+        let std::collections::hash_map::Entry::Vacant(slot) = table.live.entry(Arc::clone(key))
+        else {
+            return Err(DuplicateKey);
+        };
+        if table.seen.is_some() {
+            let hash = table.hasher.hash_one(key);
+            if table.seen.as_mut().is_some_and(|seen| !seen.insert(hash)) {
+                return Err(DuplicateKey);
+            }
+        }
+        let control = TaskControl::new(&self.root);
+        slot.insert((index, control.clone()));
+        Ok(control)
+    }
+
+    /// Reserve a key for a task added through the handle (its index is
+    /// given when the supervisor takes it).
+    pub(crate) fn reserve(&self, key: &Arc<str>) -> Result<TaskControl, DuplicateKey> {
+        self.register(key, u64::MAX)
+    }
+
+    /// Give a reserved task its index.
+    pub(crate) fn set_index(&self, key: &str, index: u64) {
+        if let Some(entry) = self.table().live.get_mut(key) {
+            entry.0 = index;
+        }
+    }
+
+    /// The task has ended.
+    pub(crate) fn unregister(&self, key: &str) {
+        self.table().live.remove(key);
+        if self.has_nested.load(Ordering::Acquire) {
+            self.nested
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
+        }
+    }
+
+    /// Record `run` as nested in this run's task `key`.
+    pub(crate) fn add_nested(&self, key: &Arc<str>, run: &Arc<RunShared>) {
+        let mut nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
+        self.has_nested.store(true, Ordering::Release);
+        let runs = nested.entry(Arc::clone(key)).or_default();
+        runs.retain(|r| r.strong_count() > 0);
+        runs.push(Arc::downgrade(run));
+    }
+
+    /// The runs nested in this run's task `key` that are still alive.
+    pub(crate) fn nested_in(&self, key: &str) -> Vec<Arc<RunShared>> {
+        if !self.has_nested.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
+        nested
+            .get(key)
+            .map(|runs| runs.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    }
+
+    /// The control of a task of this run that has not ended.
+    pub(crate) fn task(&self, key: &str) -> Option<TaskControl> {
+        self.table().live.get(key).map(|(_, c)| c.clone())
+    }
+
+    /// Change the counts of this run and of every run it is nested in.
+    pub(crate) fn update_progress(&self, f: impl Fn(&mut Progress)) {
+        let mut run = Some(self);
+        while let Some(r) = run {
+            // Notify only when someone watches: waking the watch's notifiers
+            // for every task start and end costs more than the task itself.
+            // The count is read under the write lock, and a receiver that
+            // subscribes later reads the value under the read lock, so no
+            // subscriber misses an update.
+            r.progress.send_if_modified(|p| {
+                f(p);
+                r.progress.receiver_count() > 0
+            });
+            run = r.parent.as_ref().map(|p| &*p.run);
+        }
+    }
+
+    /// Spawn a task of this run: tracked by this run and by every run it is
+    /// nested in, so that `cancel().await` of any of them waits for it.
+    pub(crate) fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match &self.parent {
+            None => {
+                self.tracker.spawn(fut);
+            }
+            Some(parent) => {
+                let mut tokens = Vec::new();
+                let mut run = Some(&*parent.run);
+                while let Some(r) = run {
+                    tokens.push(r.tracker.token());
+                    run = r.parent.as_ref().map(|p| &*p.run);
+                }
+                self.tracker.spawn(async move {
+                    fut.await;
+                    drop(tokens);
+                });
+            }
+        }
+    }
+}
+
+impl RunShared {
+    /// The control of the task at `path` (relative to this run), nested or
+    /// not, queued or running.
+    pub(crate) fn resolve(&self, path: &[Arc<str>]) -> Option<TaskControl> {
+        let (first, rest) = path.split_first()?;
+        let task = self.task(first)?;
+        if rest.is_empty() {
+            return Some(task);
+        }
+        self.nested_in(first)
+            .iter()
+            .find_map(|run| run.resolve(rest))
+    }
+
+    /// Every task of the tree under this run that has not ended, with
+    /// paths relative to this run.
+    pub(crate) fn list(&self, prefix: &TaskPath, out: &mut Vec<TaskInfo>) {
+        let mut tasks: Vec<(Arc<str>, u64, TaskControl)> = self
+            .table()
+            .live
+            .iter()
+            .map(|(k, (i, c))| (Arc::clone(k), *i, c.clone()))
+            .collect();
+        tasks.sort_by_key(|(_, i, _)| *i);
+        for (key, index, control) in tasks {
+            let path = prefix.child(key);
+            let status = if control.token.is_cancelled() {
+                LiveStatus::Cancelling
+            } else if !control.shared.is_started() {
+                LiveStatus::Queued
+            } else if !self
+                .gates
+                .with(Gate::Task(Arc::clone(&control.shared)))
+                .is_open()
+            {
+                LiveStatus::Paused
+            } else {
+                LiveStatus::Running
+            };
+            out.push(TaskInfo {
+                path: path.clone(),
+                index,
+                status,
+            });
+            for child in self.nested_in(path.key().unwrap_or_default()) {
+                child.list(&path, out);
+            }
+        }
+    }
+}

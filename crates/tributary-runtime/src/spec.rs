@@ -1,0 +1,126 @@
+//! A task: what a run runs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tributary_core::{Action, Graph, Inputs, RunOptions, State};
+
+/// One task: a subgraph application to run, from an entrypoint to a halt
+/// point, on a state, with inputs, under a key unique within its run.
+///
+/// # Examples
+///
+/// ```
+/// use serde_json::json;
+/// use tributary_core::{action, State};
+/// use tributary_runtime::TaskSpec;
+///
+/// let double = action("double").reads(["n"]).writes(["n"]).run(|s: State, _, _| async move {
+///     let n: i64 = s.get_as("n")?;
+///     Ok((json!({ "n": n * 2 }), s.set("n", n * 2)))
+/// });
+/// let spec = TaskSpec::action("task-1", double).state(State::new().set("n", 21));
+/// assert_eq!(spec.key(), "task-1");
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct TaskSpec {
+    pub(crate) key: Arc<str>,
+    pub(crate) graph: Graph,
+    pub(crate) entrypoint: Option<String>,
+    pub(crate) halt: RunOptions,
+    pub(crate) state: State,
+    pub(crate) app_id: Option<String>,
+}
+
+impl fmt::Debug for TaskSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskSpec")
+            .field("key", &self.key)
+            .field("graph", &self.graph)
+            .field("entrypoint", &self.entrypoint)
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskSpec {
+    /// A task that runs `graph` from its entrypoint until the graph ends.
+    pub fn new(key: impl Into<String>, graph: Graph) -> Self {
+        TaskSpec {
+            key: Arc::from(key.into()),
+            graph,
+            entrypoint: None,
+            halt: RunOptions::new(),
+            state: State::new(),
+            app_id: None,
+        }
+    }
+
+    /// A task of a single action. (To run one action in many tasks, build
+    /// its graph once with [`Graph::single`] and use [`TaskSpec::new`].)
+    pub fn action(key: impl Into<String>, action: impl Action) -> Self {
+        Self::new(key, Graph::single(action))
+    }
+
+    /// The task's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The task's graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The initial state.
+    pub fn state(mut self, state: State) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Start at `action` instead of the graph's entrypoint.
+    pub fn entrypoint(mut self, action: impl Into<String>) -> Self {
+        self.entrypoint = Some(action.into());
+        self
+    }
+
+    /// End the task after any of `actions` (its `Final` item carries that
+    /// action's result).
+    pub fn halt_after<I, K>(mut self, actions: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.halt = self.halt.halt_after(actions);
+        self
+    }
+
+    /// End the task before any of `actions`.
+    pub fn halt_before<I, K>(mut self, actions: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.halt = self.halt.halt_before(actions);
+        self
+    }
+
+    /// Inputs for every step of the task.
+    pub fn inputs(mut self, inputs: Inputs) -> Self {
+        self.halt = self.halt.inputs(inputs);
+        self
+    }
+
+    /// Use this app id (otherwise the runtime derives a stable one from the
+    /// run and the key).
+    pub fn app_id(mut self, app_id: impl Into<String>) -> Self {
+        self.app_id = Some(app_id.into());
+        self
+    }
+
+    /// The app id, if one was set.
+    pub fn get_app_id(&self) -> Option<&str> {
+        self.app_id.as_deref()
+    }
+}

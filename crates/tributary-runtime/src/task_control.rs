@@ -1,0 +1,114 @@
+//! A task's controls: its cancellation token, its pause gate, why it was
+//! cancelled and whether it has started.
+//!
+//! Invariants: a task's control exists from the moment the run knows the
+//! task (taken from its source or added) until the task has ended, so a
+//! queued task can be paused or cancelled before it starts; a task's token
+//! is a child of its run's, and the root token of every run nested in the
+//! task is a child of the task's, so cancelling a task cancels its subtree.
+//! (The runs nested in a task are recorded by the task's run, so that tasks
+//! that nest nothing pay nothing for it.)
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::path::TaskPath;
+use crate::reason::CancelReason;
+
+/// The controls of one task that has not ended.
+#[derive(Clone)]
+pub(crate) struct TaskControl {
+    pub(crate) token: CancellationToken,
+    pub(crate) shared: Arc<TaskShared>,
+}
+
+/// A task's pause gate, cancellation reason and start flag, in one
+/// allocation.
+#[derive(Default)]
+pub(crate) struct TaskShared {
+    /// Created the first time the task is paused: most tasks never are,
+    /// and a `watch` costs a few hundred bytes per task.
+    paused: OnceLock<watch::Sender<bool>>,
+    pub(crate) reason: OnceLock<CancelReason>,
+    started: AtomicBool,
+}
+
+impl TaskShared {
+    pub(crate) fn pause_gate(&self) -> Option<&watch::Sender<bool>> {
+        self.paused.get()
+    }
+
+    pub(crate) fn mark_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+}
+
+impl TaskControl {
+    pub(crate) fn new(parent: &CancellationToken) -> Self {
+        TaskControl {
+            token: parent.child_token(),
+            shared: Arc::default(),
+        }
+    }
+
+    /// Why the task was cancelled, if it was cancelled on its own.
+    pub(crate) fn reason(&self) -> Option<CancelReason> {
+        self.shared.reason.get().copied()
+    }
+
+    /// Pause or resume the task (its gate is created on first pause).
+    pub(crate) fn set_paused(&self, paused: bool) {
+        match self.shared.paused.get() {
+            Some(gate) => {
+                gate.send_replace(paused);
+            }
+            None if paused => {
+                let gate = self.shared.paused.get_or_init(|| watch::Sender::new(false));
+                gate.send_replace(true);
+            }
+            // Never paused: nothing to resume.
+            None => {}
+        }
+    }
+
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        let _ = self.shared.reason.set(reason);
+        self.token.cancel();
+    }
+}
+
+/// Where a task of the tree stands, from [`RunHandle::tasks`](crate::RunHandle::tasks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LiveStatus {
+    /// Known to the run (taken from its source or added) but not started.
+    Queued,
+    /// Started and not ended.
+    Running,
+    /// Paused: the task, its run or a run it is nested in is paused.
+    Paused,
+    /// Cancelled, and not yet reported as ended.
+    Cancelling,
+}
+
+/// A task of the tree that has not ended, from
+/// [`RunHandle::tasks`](crate::RunHandle::tasks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// The task's path from the run the handle controls.
+    pub path: TaskPath,
+    /// Its position in its own run's task order.
+    pub index: u64,
+    /// Where it stands.
+    pub status: LiveStatus,
+}
