@@ -26,6 +26,7 @@ mod sqlite_concurrency;
 mod sqlite_crash_children;
 mod sqlite_crash_resume;
 mod sqlite_errors;
+mod sqlite_migration;
 mod sqlite_persistence;
 mod sqlite_tracker;
 mod state_ops;

@@ -70,14 +70,13 @@ async fn resume_and_fork_errors_are_clear() {
 #[tokio::test]
 async fn a_checkpoint_of_an_unknown_action_is_refused() {
     let (k, p) = (Counters::default(), Arc::new(InMemoryPersister::new()));
-    p.save(&tributary::Checkpoint {
-        app_id: "old".into(),
-        partition_key: None,
-        sequence_id: 3,
-        action: "removed_action".into(),
-        status: StepStatus::Completed,
-        state: State::new(),
-    })
+    p.save(&tributary::Checkpoint::new(
+        "old",
+        3,
+        "removed_action",
+        StepStatus::Completed,
+        State::new(),
+    ))
     .await
     .unwrap();
     let err = Application::builder(graph(&k))

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tributary::{
-    Application, Checkpoint, Graph, Inputs, Persister, RunOptions, State, StepStatus, action,
-    default,
+    Application, Checkpoint, Graph, Inputs, PersistError, Persister, RunOptions, State, StepStatus,
+    action, default,
 };
 
 /// Hands out the persister under test.
@@ -245,23 +245,209 @@ pub(crate) async fn save_is_an_upsert_and_the_state_round_trips(open: Open) {
     let state = State::new()
         .set("text", "héllo \u{1F30A}")
         .set("nested", json!({"list": [1, 2.5, null, true], "obj": {}}));
-    let mut cp = Checkpoint {
-        app_id: "x".into(),
-        partition_key: None,
-        sequence_id: 7,
-        action: "a".into(),
-        status: StepStatus::Failed,
-        state: State::new(),
-    };
+    let mut cp = Checkpoint::new("x", 7, "a", StepStatus::Failed, State::new());
     p.save(&cp).await.unwrap();
     cp.status = StepStatus::Completed;
     cp.state = state.clone();
     cp.partition_key = Some("p".into());
+    cp.result = Some(json!({"score": 0.5, "tags": ["a", "é"]}));
     p.save(&cp).await.unwrap();
     let p = open().await;
     let history = history(&p, "x").await;
     assert_eq!(history, [cp]);
     assert_eq!(history[0].state, state);
+}
+
+/// a -> b -> c, each with a result of its own, so a mix-up shows.
+fn result_graph() -> Graph {
+    let step = |name: &'static str, result: Value| {
+        action(name)
+            .reads(["trail"])
+            .writes(["trail"])
+            .run(move |s: State, _, _| {
+                let result = result.clone();
+                async move { Ok((result, s.append("trail", name)?)) }
+            })
+    };
+    Graph::builder()
+        .action(step("a", json!({"one": 1})))
+        .action(step("b", json!({"two": "2"})))
+        .action(step("c", json!({"three": 3})))
+        .transition("a", "b", default())
+        .transition("b", "c", default())
+        .entrypoint("a")
+        .build()
+        .unwrap()
+}
+
+pub(crate) async fn a_checkpoint_holds_the_result_and_action_of_its_step(open: Open) {
+    let p = open().await;
+    let mut app = Application::builder(result_graph())
+        .app_id("res")
+        .persister(Arc::clone(&p))
+        .build()
+        .await
+        .unwrap();
+    app.run(RunOptions::after(["b"])).await.unwrap();
+    drop((app, p));
+
+    let p = open().await;
+    let saved: Vec<(u64, String, Option<Value>)> = history(&p, "res")
+        .await
+        .into_iter()
+        .map(|c| (c.sequence_id, c.action, c.result))
+        .collect();
+    assert_eq!(
+        saved,
+        [
+            (0, "a".to_owned(), Some(json!({"one": 1}))),
+            (1, "b".to_owned(), Some(json!({"two": "2"})))
+        ]
+    );
+
+    // Resumed in a new application: the last step's action and result are
+    // known without running it again.
+    let resumed = Application::builder(result_graph())
+        .app_id("res")
+        .persister(Arc::clone(&p))
+        .resume()
+        .build()
+        .await
+        .unwrap();
+    let last = resumed.resumed_from().unwrap();
+    assert_eq!(
+        (last.sequence_id, last.action.as_str(), last.status),
+        (1, "b", StepStatus::Completed)
+    );
+    assert_eq!(last.result, Some(json!({"two": "2"})));
+    assert_eq!(resumed.next_action(), Some("c"));
+
+    // A fresh application has no such checkpoint; a failed step keeps none.
+    let fresh = Application::builder(result_graph())
+        .app_id("other")
+        .persister(Arc::clone(&p))
+        .resume()
+        .build()
+        .await
+        .unwrap();
+    assert!(fresh.resumed_from().is_none());
+    let k = Counters::default();
+    k.fail_b.store(true, Ordering::SeqCst);
+    assert!(
+        build(&k, &p, "failing")
+            .await
+            .run(RunOptions::new())
+            .await
+            .is_err()
+    );
+    let failed = p.load("failing", None).await.unwrap().unwrap();
+    assert_eq!((failed.status, failed.result), (StepStatus::Failed, None));
+}
+
+pub(crate) async fn a_cancelled_checkpoint_is_stored_and_resumes_at_its_action(open: Open) {
+    let k = Counters::default();
+    let p = open().await;
+    let mut app = build(&k, &p, "cancel-me").await;
+    app.run(RunOptions::after(["a"])).await.unwrap();
+    // The user cancels before `b` runs.
+    app.save_cancelled().await.unwrap();
+    drop((app, p));
+
+    let p = open().await;
+    let cp = p.load("cancel-me", None).await.unwrap().unwrap();
+    assert_eq!(
+        (cp.sequence_id, cp.action.as_str(), cp.status),
+        (1, "b", StepStatus::Cancelled)
+    );
+    assert_eq!(cp.state.get("trail"), Some(&json!(["a"])));
+    assert_eq!(cp.result, None);
+    assert_eq!(history(&p, "cancel-me").await.len(), 2);
+
+    // Asking to resume it runs the cancelled step, at its sequence id.
+    let mut again = build(&k, &p, "cancel-me").await;
+    assert_eq!(
+        again.resumed_from().map(|c| c.status),
+        Some(StepStatus::Cancelled)
+    );
+    assert_eq!(again.next_action(), Some("b"));
+    let out = again.run(RunOptions::new()).await.unwrap();
+    assert_eq!(out.state.get("trail"), Some(&json!(["a", "b", "c"])));
+    assert_eq!(k.runs(), [1, 1, 1]);
+    let statuses: Vec<StepStatus> = history(&p, "cancel-me")
+        .await
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(statuses, [StepStatus::Completed; 3]);
+}
+
+/// A JSON value `levels` arrays deep, built without recursion.
+pub(crate) fn nested(levels: usize) -> Value {
+    let mut v = json!(0);
+    for _ in 0..levels {
+        v = Value::Array(vec![v]);
+    }
+    v
+}
+
+/// Drop `value` on a thread with a large stack: dropping a value tens of
+/// thousands of levels deep recurses once per level, more than a test
+/// thread's stack holds. (A state keeps its values behind `Arc`s, so it
+/// cannot be taken apart level by level from outside.)
+pub(crate) fn drop_deep<T: Send + 'static>(value: T) {
+    std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(move || drop(value))
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+pub(crate) async fn a_state_too_deep_to_load_is_refused_at_save(open: Open) {
+    let p = open().await;
+    let limit = Checkpoint::MAX_DEPTH;
+    // The deepest state allowed (its map is one level) saves and loads.
+    let ok = Checkpoint::new(
+        "deep",
+        0,
+        "a",
+        StepStatus::Completed,
+        State::new().set("v", nested(limit - 1)),
+    )
+    .with_result(nested(limit));
+    p.save(&ok).await.unwrap();
+    assert_eq!(open().await.load("deep", None).await.unwrap(), Some(ok));
+
+    // One level more, serde_json's own limit, and far beyond it: refused
+    // with a typed error, and nothing stored.
+    for levels in [limit, 128, 10_000, 30_000] {
+        let mut cp = Checkpoint::new(
+            "deep",
+            1,
+            "a",
+            StepStatus::Completed,
+            State::new().set("v", nested(levels)),
+        );
+        let err = p.save(&cp).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PersistError::TooDeep { ref app_id, sequence_id: 1, part: "state", limit: l }
+                    if app_id == "deep" && l == limit
+            ),
+            "{levels} levels: {err}"
+        );
+        assert!(err.to_string().contains("more than 100 levels"), "{err}");
+        drop_deep(std::mem::take(&mut cp.state));
+        cp.result = Some(nested(levels + 1));
+        let err = p.save(&cp).await.unwrap_err();
+        assert!(
+            matches!(err, PersistError::TooDeep { part: "result", .. }),
+            "{err}"
+        );
+        drop_deep(cp);
+    }
+    assert_eq!(history(&open().await, "deep").await.len(), 1);
 }
 
 /// One `#[tokio::test]` per contract check, for the backend `open` makes.
@@ -295,6 +481,22 @@ macro_rules! persister_contract_tests {
         async fn load_latest_or_by_sequence_and_list_by_partition() {
             $crate::persister_contract::load_latest_or_by_sequence_and_list_by_partition($open)
                 .await
+        }
+        #[tokio::test]
+        async fn a_checkpoint_holds_the_result_and_action_of_its_step() {
+            $crate::persister_contract::a_checkpoint_holds_the_result_and_action_of_its_step($open)
+                .await
+        }
+        #[tokio::test]
+        async fn a_cancelled_checkpoint_is_stored_and_resumes_at_its_action() {
+            $crate::persister_contract::a_cancelled_checkpoint_is_stored_and_resumes_at_its_action(
+                $open,
+            )
+            .await
+        }
+        #[tokio::test]
+        async fn a_state_too_deep_to_load_is_refused_at_save() {
+            $crate::persister_contract::a_state_too_deep_to_load_is_refused_at_save($open).await
         }
         #[tokio::test]
         async fn save_is_an_upsert_and_the_state_round_trips() {

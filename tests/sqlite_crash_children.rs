@@ -462,6 +462,21 @@ async fn a_killed_parent_process_never_reruns_checkpointed_child_steps() {
     }
     persister.database().clone().close().await.unwrap();
     drop(persister);
+    // The killed process left the parent `running`: the reader, which can
+    // tell that process is gone, says it was interrupted.
+    let reader = RunReader::open(&db).unwrap();
+    assert_eq!(
+        reader.run(PARENT).unwrap().unwrap().status,
+        RunStatus::Interrupted
+    );
+    let map_attempt = reader
+        .steps(PARENT)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.action == "map")
+        .unwrap();
+    assert_eq!(map_attempt.status, TrackedStepStatus::Interrupted);
+    drop(reader);
     let finished: Vec<usize> = (0..PROCESS_CHILDREN)
         .filter(|c| checkpointed[c].len() == STEPS)
         .collect();
@@ -516,6 +531,52 @@ async fn a_killed_parent_process_never_reruns_checkpointed_child_steps() {
     let tracked = reader.children(PARENT).unwrap();
     assert_eq!(tracked.len(), PROCESS_CHILDREN);
     assert!(tracked.iter().all(|c| c.status == RunStatus::Completed));
+    // Each child is known by its task key (its label) and its path.
+    let mut keys: Vec<String> = tracked
+        .iter()
+        .map(|c| {
+            assert_eq!(c.task_path, [c.task_key.clone().unwrap()], "{c:?}");
+            assert_eq!(c.label, c.task_key);
+            c.display_name().to_owned()
+        })
+        .collect();
+    keys.sort_by_key(|k| k.parse::<usize>().unwrap());
+    let expected: Vec<String> = (0..PROCESS_CHILDREN).map(|c| c.to_string()).collect();
+    assert_eq!(keys, expected);
+    // The parent was resumed, not retried: its `map` step's first attempt
+    // died with its process, and the time no process ran is a gap, not
+    // active time.
+    let parent = reader.run(PARENT).unwrap().unwrap();
+    assert_eq!((parent.resumes, parent.retries), (1, 0), "{parent:?}");
+    assert_eq!(parent.gaps.len(), 1, "{parent:?}");
+    let gap = parent.gaps[0].micros().unwrap();
+    assert!(gap > 0);
+    assert_eq!(
+        parent.active_micros.unwrap() + gap,
+        parent.duration_micros().unwrap()
+    );
+    let map_steps: Vec<(u32, TrackedStepStatus, bool)> = reader
+        .steps(PARENT)
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.action == "map")
+        .map(|s| (s.attempt, s.status, s.resumed))
+        .collect();
+    assert_eq!(
+        map_steps,
+        [
+            (0, TrackedStepStatus::Abandoned, false),
+            (1, TrackedStepStatus::Completed, true)
+        ]
+    );
+    // Children cut short by the kill were resumed too.
+    assert!(
+        tracked
+            .iter()
+            .filter(|c| !finished.iter().any(|f| c.task_key == Some(f.to_string())))
+            .any(|c| c.resumes > 0),
+        "{tracked:?}"
+    );
 
     // An uninterrupted run on a fresh database ends in the same state.
     let clean = final_line(spawn_parent(

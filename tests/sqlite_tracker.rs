@@ -488,3 +488,180 @@ async fn an_attempt_left_running_by_a_dead_process_is_abandoned_when_the_step_re
         (RunStatus::Completed, 1, 2)
     );
 }
+
+#[test]
+fn a_state_too_deep_to_read_back_is_not_recorded_and_the_step_is() {
+    // The application's own state handling recurses over a value this
+    // deep (comparing and dropping it), so it runs on a thread with room;
+    // the tracker's writer must cope on its own.
+    std::thread::Builder::new()
+        .stack_size(1 << 30)
+        .spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(deep_state_is_not_recorded())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+async fn deep_state_is_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    let graph = Graph::single(
+        action("deepen")
+            .writes(["v"])
+            .run(|s: State, _, _| async move {
+                Ok((json!({ "ok": true }), s.set("v", nested(30_000))))
+            }),
+    );
+    let mut app = Application::builder(graph)
+        .app_id("deep")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    app.run(RunOptions::new()).await.unwrap();
+    tracker.flush().await.unwrap();
+    let reader = RunReader::open(&path).unwrap();
+    let steps = reader.steps("deep").unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].status, TrackedStepStatus::Completed);
+    assert_eq!(steps[0].state, None);
+    assert_eq!(steps[0].result, Some(json!({ "ok": true })));
+    assert_eq!(
+        steps[0].unrecorded.as_deref(),
+        Some("state nested more than 100 levels deep")
+    );
+    drop(app);
+}
+
+fn nested(levels: usize) -> Value {
+    let mut v = json!(0);
+    for _ in 0..levels {
+        v = Value::Array(vec![v]);
+    }
+    v
+}
+
+#[tokio::test]
+async fn json_too_deep_to_decode_in_an_old_record_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    let graph =
+        Graph::single(action("one").run(|s: State, _, _| async move { Ok((json!({}), s)) }));
+    for id in ["fine", "deep"] {
+        Application::builder(graph.clone())
+            .app_id(id)
+            .hook(tracker.clone())
+            .build()
+            .await
+            .unwrap()
+            .run(RunOptions::new())
+            .await
+            .unwrap();
+    }
+    tracker.database().clone().close().await.unwrap();
+    drop(tracker);
+    // What an earlier tracker wrote for a deep state: valid JSON, but
+    // deeper than any decoder accepts (128, 10,000 and 30,000 levels).
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for (seq, levels) in [(1, 128), (2, 10_000), (3, 30_000)] {
+        let deep = format!("{{\"v\":{}0{}}}", "[".repeat(levels), "]".repeat(levels));
+        conn.execute(
+            "INSERT INTO steps (app_id, sequence_id, attempt, action, status, started_at,
+                 ended_at, result, state)
+             VALUES ('deep', ?1, 0, 'one', 'completed', 10, 20, ?2, ?2)",
+            rusqlite::params![seq, deep],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let reader = RunReader::open(&path).unwrap();
+    let steps = reader.steps("deep").unwrap();
+    assert_eq!(steps.len(), 4);
+    assert!(steps[0].unreadable.is_none());
+    for step in &steps[1..] {
+        assert_eq!((&step.state, &step.result), (&None, &None));
+        let why = step.unreadable.as_deref().unwrap();
+        assert!(why.contains("recursion limit exceeded"), "{why}");
+    }
+    assert_eq!(reader.run("deep").unwrap().unwrap().steps, 4);
+    assert_eq!(reader.runs().unwrap().len(), 2);
+
+    // `tributary show` shows the run, saying what it could not decode.
+    for json in [false, true] {
+        let db = path.display().to_string();
+        let mut args = vec!["tributary", "--db", &db, "show", "deep"];
+        if json {
+            args.push("--json");
+        }
+        let cli = <tributary_cli::Cli as clap::Parser>::parse_from(args);
+        let mut out = Vec::new();
+        tributary_cli::run(&cli, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("recursion limit exceeded"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_of_a_parallel_action_are_recorded_by_task_key_in_task_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    // Not in alphabetical order, so task order and key order differ.
+    const KEYS: [&str; 4] = ["flood risk", "heat", "drought", "wind"];
+    let assess = tributary::Subgraph::new(Graph::single(
+        action("assess")
+            .reads(["topic"])
+            .writes(["done"])
+            .run(|s: State, _, _| async move { Ok((json!({}), s.set("done", true))) }),
+    ));
+    let parent = Graph::builder()
+        .action(
+            tributary::ParallelAction::tasks("fan", move |_: &State, _| {
+                Ok(KEYS.map(|k| assess.task(k, State::new().set("topic", k), Inputs::new())))
+            })
+            .reduce(|s, _| Ok(s))
+            // One at a time: spawned in task order.
+            .config(RunConfig::new().max_concurrency(1))
+            .build(),
+        )
+        .entrypoint("fan")
+        .build()
+        .unwrap();
+    Application::builder(parent)
+        .app_id("region")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap()
+        .run(RunOptions::new())
+        .await
+        .unwrap();
+    tracker.flush().await.unwrap();
+
+    let reader = RunReader::open(&path).unwrap();
+    let root = reader.run("region").unwrap().unwrap();
+    assert_eq!(root.children, 4);
+    let children = reader.children("region").unwrap();
+    let names: Vec<&str> = children.iter().map(|c| c.display_name()).collect();
+    assert_eq!(names, KEYS);
+    for (child, key) in children.iter().zip(KEYS) {
+        assert_eq!(child.task_key.as_deref(), Some(key));
+        assert_eq!(child.task_path, [key]);
+        assert_ne!(child.app_id, key, "the app id is derived, not the key");
+    }
+    // The roots are the parent alone.
+    let roots: Vec<String> = reader
+        .roots()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.app_id)
+        .collect();
+    assert_eq!(roots, ["region"]);
+}

@@ -2,16 +2,22 @@
 //! [`SqliteTracker`](tributary_sqlite::SqliteTracker) recorded.
 //!
 //! ```text
-//! tributary runs                          # every run: id, partition, status, steps, duration, start
+//! tributary runs                          # root runs: id, partition, status, steps, children, active time, start
+//! tributary runs --all                    # every app, children included, with its task path
 //! tributary show <app-id>                 # one run, step by step (every attempt of a retried step)
-//! tributary tree <app-id>                 # the subgraphs it spawned, as a tree
-//! tributary export <app-id> --format dot  # its actions and observed transitions (mermaid or dot)
+//! tributary tree <app-id>                 # the subgraphs it spawned, by task key, in task order
+//! tributary export <app-id> --format dot  # its actions, observed transitions and child subgraphs
 //! ```
 //!
 //! The database is `--db PATH`, else `$TRIBUTARY_DB`, else
-//! `.tributary/tributary.db` in the current directory. Output is a
-//! human-readable table; `--json` prints JSON for scripts. Errors are one
-//! line on stderr and a non-zero exit.
+//! `.tributary/tributary.db` in the current directory. It is opened
+//! read-only and never written, so a database of another user can be
+//! read. Output is a human-readable table; `--json` prints JSON for
+//! scripts. Every text taken from the database is sanitised before it
+//! reaches the terminal: control characters and escape sequences are shown
+//! as `\u{..}` escapes (in JSON, as `\uXXXX`). Errors are one line on
+//! stderr and a non-zero exit; a row that cannot be read is listed as
+//! `unreadable` with the reason, the other rows as usual.
 //!
 //! The logic lives here, in a library, so it can be tested without a
 //! process: [`run`] takes the parsed [`Cli`] and a writer.
@@ -43,7 +49,7 @@ use serde_json::json;
 use tributary_core::ParentPointer;
 use tributary_sqlite::{RunReader, RunSummary, SqliteError};
 
-use crate::render::{Align, Table, format_duration, format_time, truncate};
+use crate::render::{Align, Guard, SafeJson, Table, clean, format_duration, format_time, truncate};
 
 /// Where the database is when neither `--db` nor `TRIBUTARY_DB` says.
 pub const DEFAULT_DB: &str = ".tributary/tributary.db";
@@ -72,11 +78,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List runs: app id, partition key, status, step count, duration, start
+    /// List root runs: app id, partition key, status, steps, children, active time, start
     Runs {
         /// Only the runs of this partition key
         #[arg(long, value_name = "KEY")]
         partition: Option<String>,
+        /// Every app, children included, with its task path
+        #[arg(long)]
+        all: bool,
     },
     /// Show one run step by step
     Show {
@@ -150,8 +159,11 @@ impl Cli {
 /// id, or a failed write.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
     let reader = RunReader::open(cli.db_path())?;
+    let out = &mut Guard(out);
     match &cli.command {
-        Command::Runs { partition } => runs(&reader, partition.as_deref(), cli.json, out),
+        Command::Runs { partition, all } => {
+            runs(&reader, partition.as_deref(), *all, cli.json, out)
+        }
         Command::Show { app_id } => show(&reader, app_id, cli.json, out),
         Command::Tree { app_id } => tree::tree(&reader, &find(&reader, app_id)?, cli.json, out),
         Command::Export { app_id, format } => {
@@ -169,19 +181,68 @@ fn find(reader: &RunReader, app_id: &str) -> Result<RunSummary, CliError> {
 }
 
 fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), CliError> {
-    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, SafeJson::new());
+    value.serialize(&mut ser).map_err(io::Error::from)?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// The active time, and the dead gaps when there were any:
+/// `5.02s (+4.4s while no process ran)`.
+fn active_text(run: &RunSummary) -> String {
+    let Some(active) = run.active_micros else {
+        return "-".into();
+    };
+    let dead: i64 = run.gaps.iter().filter_map(|g| g.micros()).sum();
+    match dead {
+        0 => format_duration(active),
+        d => format!(
+            "{} (+{} while no process ran)",
+            format_duration(active),
+            format_duration(d)
+        ),
+    }
+}
+
+/// `2`, `2 (1 retry)`, `3 (resumed 1×)`, `3 (1 retry, resumed 2×)`.
+fn steps_text(run: &RunSummary) -> String {
+    let mut notes = Vec::new();
+    match run.retries {
+        0 => {}
+        1 => notes.push("1 retry".to_owned()),
+        n => notes.push(format!("{n} retries")),
+    }
+    if run.resumes > 0 {
+        notes.push(format!("resumed {}×", run.resumes));
+    }
+    match notes.is_empty() {
+        true => run.steps.to_string(),
+        false => format!("{} ({})", run.steps, notes.join(", ")),
+    }
+}
+
+/// Rows that could not be read, one line each after a listing.
+fn write_problems(runs: &[RunSummary], out: &mut dyn Write) -> Result<(), CliError> {
+    for run in runs.iter().filter(|r| r.problem.is_some()) {
+        writeln!(
+            out,
+            "unreadable row {}: {}",
+            clean(&run.app_id),
+            clean(run.problem.as_deref().unwrap_or_default())
+        )?;
+    }
     Ok(())
 }
 
 fn runs(
     reader: &RunReader,
     partition: Option<&str>,
+    all: bool,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let runs: Vec<RunSummary> = reader
-        .runs()?
+    let listed = if all { reader.runs()? } else { reader.roots()? };
+    let runs: Vec<RunSummary> = listed
         .into_iter()
         .filter(|r| partition.is_none() || r.partition_key.as_deref() == partition)
         .collect();
@@ -189,29 +250,43 @@ fn runs(
         return write_json(out, &runs);
     }
     if runs.is_empty() {
-        writeln!(out, "no runs in {}", reader.path().display())?;
+        writeln!(
+            out,
+            "no runs in {}",
+            clean(&reader.path().display().to_string())
+        )?;
         return Ok(());
     }
-    let mut table = Table::new([
+    let mut columns = vec![
         ("APP ID", Align::Left),
         ("PARTITION", Align::Left),
         ("STATUS", Align::Left),
         ("STEPS", Align::Right),
-        ("DURATION", Align::Right),
+        ("CHILDREN", Align::Right),
+        ("ACTIVE", Align::Right),
         ("STARTED", Align::Left),
-    ]);
+    ];
+    if all {
+        columns.push(("TASK PATH", Align::Left));
+    }
+    let mut table = Table::new(columns);
     for run in &runs {
-        table.row([
+        let mut cells = vec![
             run.app_id.clone(),
             run.partition_key.clone().unwrap_or_else(|| "-".into()),
             run.status.to_string(),
             run.steps.to_string(),
-            run.duration_micros().map_or("-".into(), format_duration),
+            run.children.to_string(),
+            active_text(run),
             format_time(run.started_at.unwrap_or(run.created_at)),
-        ]);
+        ];
+        if all {
+            cells.push(run.task_path.join(" / "));
+        }
+        table.row(cells);
     }
     table.write(out)?;
-    Ok(())
+    write_problems(&runs, out)
 }
 
 fn pointer_text(p: &ParentPointer) -> String {
@@ -234,22 +309,46 @@ fn show(reader: &RunReader, app_id: &str, json: bool, out: &mut dyn Write) -> Re
     }
     let mut head = Table::plain();
     head.row(["app id".into(), run.app_id.clone()]);
+    if let Some(label) = run
+        .label
+        .as_ref()
+        .filter(|l| Some(*l) != run.task_key.as_ref())
+    {
+        head.row(["label".into(), label.clone()]);
+    }
+    if let Some(key) = &run.task_key {
+        head.row(["task".into(), key.clone()]);
+    }
+    if run.task_path.len() > 1 {
+        head.row(["task path".into(), run.task_path.join(" / ")]);
+    }
+    if let Some(id) = &run.run_id {
+        head.row(["run id".into(), id.clone()]);
+    }
     if let Some(key) = &run.partition_key {
         head.row(["partition".into(), key.clone()]);
     }
     head.row(["status".into(), run.status.to_string()]);
-    // Steps are sequence ids; a retried step adds attempts, not steps.
-    head.row([
-        "steps".into(),
-        match run.attempts.saturating_sub(run.steps) {
-            0 => run.steps.to_string(),
-            1 => format!("{} (1 retry)", run.steps),
-            n => format!("{} ({n} retries)", run.steps),
-        },
-    ]);
+    if let Some(problem) = &run.problem {
+        head.row(["problem".into(), problem.clone()]);
+    }
+    // Steps are sequence ids; a retried or resumed step adds attempts, not
+    // steps.
+    head.row(["steps".into(), steps_text(&run)]);
     head.row(["created".into(), format_time(run.created_at)]);
-    if let Some(d) = run.duration_micros() {
-        head.row(["duration".into(), format_duration(d)]);
+    if run.active_micros.is_some() {
+        head.row(["active".into(), active_text(&run)]);
+    }
+    for gap in &run.gaps {
+        head.row([
+            "no process".into(),
+            format!(
+                "{} to {} ({})",
+                format_time(gap.from),
+                format_time(gap.to),
+                gap.micros().map_or("-".into(), format_duration)
+            ),
+        ]);
     }
     if let Some(p) = &run.parent {
         head.row(["forked from".into(), pointer_text(p)]);
@@ -275,11 +374,17 @@ fn show(reader: &RunReader, app_id: &str, json: bool, out: &mut dyn Write) -> Re
         ("RESULT / ERROR", Align::Left),
     ]);
     for step in &steps {
-        let detail = match (&step.error, &step.result) {
+        let mut detail = match (&step.error, &step.result) {
             (Some(error), _) => error.clone(),
             (None, Some(result)) => result.to_string(),
             (None, None) => String::new(),
         };
+        for note in [&step.unrecorded, &step.unreadable].into_iter().flatten() {
+            detail = format!("{detail} ({note})").trim_start().to_owned();
+        }
+        if step.resumed {
+            detail = format!("resumed; {detail}");
+        }
         table.row([
             step.sequence_id.to_string(),
             step.attempt.to_string(),

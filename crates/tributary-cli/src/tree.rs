@@ -1,4 +1,5 @@
-//! `tributary tree`: the subgraphs a run spawned, drawn as a tree.
+//! `tributary tree`: the subgraphs a run spawned, drawn as a tree: each
+//! child by its task key (its app id is a hash), in task order.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -6,7 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 use tributary_sqlite::{RunReader, RunSummary};
 
-use crate::render::format_duration;
+use crate::render::{clean, format_duration};
 use crate::{CliError, write_json};
 
 /// Deeper than this, the tree is cut (a guard against a corrupt database).
@@ -59,14 +60,27 @@ fn label(run: &RunSummary, with_step: bool) -> String {
         1 => "1 step".to_owned(),
         n => format!("{n} steps"),
     };
-    let mut text = format!("{}  [{}]  {steps}", run.app_id, run.status);
-    if let Some(d) = run.duration_micros() {
+    let name = run.display_name();
+    let mut text = if name == run.app_id {
+        clean(name)
+    } else {
+        format!("{}  ({})", clean(name), clean(&run.app_id))
+    };
+    text.push_str(&format!("  [{}]  {steps}", run.status));
+    if let Some(d) = run.active_micros {
         text.push_str(&format!("  {}", format_duration(d)));
+    }
+    if run.resumes > 0 {
+        text.push_str(&format!("  resumed {}×", run.resumes));
     }
     if with_step {
         if let Some(p) = &run.spawning_parent {
             match &p.action {
-                Some(action) => text.push_str(&format!("  (from step {} {action})", p.sequence_id)),
+                Some(action) => text.push_str(&format!(
+                    "  (from step {} {})",
+                    p.sequence_id,
+                    clean(action)
+                )),
                 None => text.push_str(&format!("  (from step {})", p.sequence_id)),
             }
         }

@@ -156,14 +156,15 @@ fn one_line_error(out: &Output) -> String {
 }
 
 #[tokio::test]
-async fn runs_lists_every_run_as_a_table_and_as_json() {
+async fn runs_lists_the_roots_with_child_counts_and_all_with_all() {
     let dir = tempfile::tempdir().unwrap();
     let db = fixture(dir.path()).await;
 
     let table = stdout(&tributary(&db, &["runs"]));
     println!("{table}");
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 6, "{table}");
+    // The roots only: `job` (with its three children) and `solo`.
+    assert_eq!(lines.len(), 3, "{table}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(
         header,
@@ -173,23 +174,39 @@ async fn runs_lists_every_run_as_a_table_and_as_json() {
             "PARTITION",
             "STATUS",
             "STEPS",
-            "DURATION",
+            "CHILDREN",
+            "ACTIVE",
             "STARTED"
         ]
     );
-    let row = |id: &str| -> Vec<&str> {
+    let row_of = |lines: &[&str], id: &str| -> Vec<String> {
         lines
             .iter()
             .find(|l| l.starts_with(&format!("{id} ")))
             .unwrap()
             .split_whitespace()
+            .map(str::to_owned)
             .collect()
     };
-    assert_eq!(row("job")[..4], ["job", "team-a", "completed", "4"]);
-    assert_eq!(row("job/fail")[..4], ["job/fail", "team-a", "failed", "2"]);
-    assert_eq!(row("solo")[..4], ["solo", "team-b", "completed", "2"]);
+    assert_eq!(
+        row_of(&lines, "job")[..5],
+        ["job", "team-a", "completed", "4", "3"]
+    );
+    assert_eq!(
+        row_of(&lines, "solo")[..5],
+        ["solo", "team-b", "completed", "2", "0"]
+    );
 
-    let runs = json_of(&tributary(&db, &["runs", "--json"]));
+    let all = stdout(&tributary(&db, &["runs", "--all"]));
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 6, "{all}");
+    assert!(lines[0].trim_end().ends_with("TASK PATH"), "{all}");
+    assert_eq!(
+        row_of(&lines, "job/fail")[..5],
+        ["job/fail", "team-a", "failed", "2", "0"]
+    );
+
+    let runs = json_of(&tributary(&db, &["runs", "--all", "--json"]));
     let ids: Vec<&str> = runs
         .as_array()
         .unwrap()
@@ -199,6 +216,9 @@ async fn runs_lists_every_run_as_a_table_and_as_json() {
     assert_eq!(ids, ["job", "job/rust", "job/fail", "job/tokio", "solo"]);
     assert_eq!(runs[2]["status"], "failed");
     assert_eq!(runs[1]["spawning_parent"]["app_id"], "job");
+    assert_eq!(runs[0]["children"], 3);
+    let roots = json_of(&tributary(&db, &["runs", "--json"]));
+    assert_eq!(roots.as_array().unwrap().len(), 2);
 
     let team_b = json_of(&tributary(
         &db,
@@ -386,9 +406,38 @@ async fn export_gives_mermaid_and_dot_of_the_observed_transitions() {
 
     let mermaid = stdout(&tributary(&db, &["export", "job", "--format", "mermaid"]));
     println!("{mermaid}");
+    // The parent's graph, then one subgraph per child in task order, each
+    // joined to the action that spawned it.
+    let (parent, children) = mermaid.split_at(mermaid.find("    subgraph").unwrap());
     assert_eq!(
-        mermaid,
+        parent,
         "flowchart LR\n    start((\"job\"))\n    n0[\"plan ×1\"]\n    n1[\"research ×2\"]\n    n2[\"write ×1\"]\n    start --> n0\n    n0 --> n1\n    n1 --> n1\n    n1 --> n2\n"
+    );
+    assert!(
+        children.starts_with(
+            "    subgraph c0 [\"job/rust\"]\n        direction LR\n        c0_n0[\"search ×1\"]\n        c0_n1[\"summarize ×1\"]\n        c0_start(( )) --> c0_n0\n        c0_n0 --> c0_n1\n    end\n    n1 -.-> c0\n"
+        ),
+        "{children}"
+    );
+    assert!(children.contains("    subgraph c1 [\"job/fail\"]\n"));
+    assert!(children.contains("        class c1_n1 failed\n"));
+    assert!(
+        children.ends_with("    end\n    n1 -.-> c2\n"),
+        "{children}"
+    );
+    let dot = stdout(&tributary(&db, &["export", "job", "--format", "dot"]));
+    assert!(dot.contains("    compound=true;\n"), "{dot}");
+    assert!(
+        dot.contains("    subgraph \"cluster_c2\" {\n        label=\"job/tokio\";\n"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("        \"c1/summarize\" [label=\"summarize ×1 (1 failed)\", color=red];\n"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("    \"research\" -> \"c0/search\" [style=dashed, lhead=\"cluster_c0\"];\n"),
+        "{dot}"
     );
     let dot = stdout(&tributary(&db, &["export", "job/fail", "--format", "dot"]));
     println!("{dot}");
@@ -455,7 +504,7 @@ async fn the_database_comes_from_the_environment_or_the_default_path() {
     let dir = tempfile::tempdir().unwrap();
     let db = fixture(dir.path()).await;
     let from_env = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["runs", "--json"])
+        .args(["runs", "--all", "--json"])
         .env("TRIBUTARY_DB", &db)
         .output()
         .unwrap();
@@ -467,7 +516,7 @@ async fn the_database_comes_from_the_environment_or_the_default_path() {
     std::fs::create_dir(work.path().join(".tributary")).unwrap();
     std::fs::copy(&db, work.path().join(".tributary/tributary.db")).unwrap();
     let default = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["runs", "--json"])
+        .args(["runs", "--all", "--json"])
         .env_remove("TRIBUTARY_DB")
         .current_dir(work.path())
         .output()

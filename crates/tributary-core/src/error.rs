@@ -284,6 +284,22 @@ pub enum PersistError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A checkpoint's state or result nests deeper than
+    /// [`Checkpoint::MAX_DEPTH`](crate::Checkpoint::MAX_DEPTH) levels: it
+    /// could be written but never read back, so it is refused.
+    #[error(
+        "checkpoint of app `{app_id}` at sequence {sequence_id}: its {part} is nested more than {limit} levels deep and cannot be stored"
+    )]
+    TooDeep {
+        /// The application.
+        app_id: String,
+        /// The step's sequence id.
+        sequence_id: u64,
+        /// `"state"` or `"result"`.
+        part: &'static str,
+        /// The deepest nesting allowed.
+        limit: usize,
+    },
 }
 
 impl PersistError {

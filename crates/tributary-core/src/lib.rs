@@ -83,6 +83,6 @@ pub use inputs::{InputSpec, Inputs};
 #[doc(inline)]
 pub use outcome::{Advance, HaltReason, RunOutcome, StepRecord};
 #[doc(inline)]
-pub use persistence::{Checkpoint, InMemoryPersister, Persister, StepStatus};
+pub use persistence::{Checkpoint, InMemoryPersister, Persister, StepStatus, json_depth_exceeds};
 #[doc(inline)]
 pub use state::{RESERVED_PREFIX, State, StateError, Wipe};

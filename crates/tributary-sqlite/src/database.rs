@@ -1,23 +1,31 @@
 //! The database handle and its writer thread.
 //!
 //! Every database handle owns one SQLite connection on a dedicated thread
-//! (the writer), fed by an unbounded channel. Async callers send a job and
-//! await a oneshot reply; hooks send and return at once. The writer takes
+//! (the writer), fed by a channel. Async callers send a job and await a
+//! oneshot reply; hooks send and return at once while there is room for
+//! their record (see below), and wait for it otherwise. The writer takes
 //! every job waiting in the channel and runs the writes among them in one
 //! transaction (group commit): fifty applications checkpointing at once cost
 //! a handful of commits, not fifty fsyncs, and no tokio worker thread ever
-//! blocks on SQLite.
+//! runs SQLite itself.
 //!
 //! A dedicated thread rather than `spawn_blocking` per call: one connection
 //! serialises this process's writes (so they never contend for SQLite's
 //! write lock among themselves), the batches need one owner, and the
 //! tracker's hooks, which are synchronous and may run outside any tokio
-//! runtime, need somewhere to hand their records without waiting.
+//! runtime, need somewhere to hand their records.
+//!
+//! The records handed over without a reply (the tracker's) are bounded:
+//! at most [`Database::RECORD_QUEUE_CAPACITY`] wait for the writer at once,
+//! and a hook that would exceed the bound waits until the writer has
+//! committed some (backpressure: a fast application slows to the pace of
+//! its tracker instead of queueing gigabytes that a crash would lose).
+//! Writes with a reply are bounded by their callers, who await them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -28,6 +36,9 @@ use crate::schema;
 
 /// Most jobs the writer takes into one batch.
 const MAX_BATCH: usize = 512;
+
+/// The writer thread's stack.
+const WRITER_STACK: usize = 64 << 20;
 
 type WriteFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
 type ReadFn = Box<dyn FnOnce(&Connection) + Send>;
@@ -49,15 +60,22 @@ enum Job {
 /// writer thread. Clones share the writer.
 ///
 /// Every operation is a job sent to a dedicated thread that owns the
-/// connection; async callers await a reply, hooks don't wait at all, and no
-/// tokio worker thread ever blocks on SQLite. The writer runs all the writes
+/// connection; async callers await a reply, hooks wait only for room in a
+/// bounded queue (below), and no tokio worker thread ever runs SQLite
+/// itself. The writer runs all the writes
 /// waiting in its channel in one transaction (group commit). It is a
 /// dedicated thread rather than `spawn_blocking` per call because one
 /// connection keeps this process's writes from contending for SQLite's
 /// lock, batching needs one owner, and synchronous hooks (which may run
-/// outside a tokio runtime) need a place to hand records to. The channel is
-/// unbounded so that a hook never blocks: a writer slower than the steps it
-/// records lets the queue grow.
+/// outside a tokio runtime) need a place to hand records to.
+///
+/// The tracker's records are bounded: at most
+/// [`RECORD_QUEUE_CAPACITY`](Self::RECORD_QUEUE_CAPACITY) wait for the
+/// writer, and a hook that finds the queue full blocks its thread until the
+/// writer has committed a batch. A writer slower than the steps it records
+/// therefore slows the steps down rather than letting memory grow. The wait
+/// never depends on the async runtime (the writer is a thread of its own),
+/// so it cannot deadlock, even on a current-thread runtime.
 ///
 /// The persister and the tracker can share one `Database` (one connection,
 /// one writer thread) or each open their own; both are safe.
@@ -75,6 +93,65 @@ struct Inner {
     path: PathBuf,
     sender: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    records: Arc<RecordGate>,
+}
+
+/// Counts the reply-less records handed to the writer and not yet written.
+#[derive(Debug, Default)]
+struct RecordGate {
+    /// Records queued; `None` once the writer has stopped (nobody waits then).
+    queued: Mutex<Option<usize>>,
+    written: Condvar,
+}
+
+impl RecordGate {
+    /// Wait for room, then count one more record. `false` when the writer
+    /// has stopped.
+    fn acquire(&self, capacity: usize) -> bool {
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match queued.as_mut() {
+                None => return false,
+                Some(n) if *n < capacity => {
+                    *n += 1;
+                    return true;
+                }
+                Some(_) => {
+                    queued = self
+                        .written
+                        .wait(queued)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    fn release(&self, records: usize) {
+        if records == 0 {
+            return;
+        }
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = queued.as_mut() {
+            *n = n.saturating_sub(records);
+        }
+        drop(queued);
+        self.written.notify_all();
+    }
+
+    fn close(&self) {
+        *self.queued.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.written.notify_all();
+    }
+}
+
+/// Closes the gate when the writer thread ends, however it ends (a panic
+/// included), so no hook waits forever for a writer that is gone.
+struct CloseOnExit(Arc<RecordGate>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl fmt::Debug for Database {
@@ -86,6 +163,13 @@ impl fmt::Debug for Database {
 }
 
 impl Database {
+    /// How many tracker records may wait for the writer thread at once; a
+    /// hook that would queue more waits until the writer has committed a
+    /// batch. With the writer's group commit of up to 512 records, this
+    /// keeps the writer busy while bounding the memory queued records take
+    /// (each holds a cheap clone of its step's state and result).
+    pub const RECORD_QUEUE_CAPACITY: usize = 4096;
+
     /// Open the database at `path`, creating it and its parent directories
     /// if needed, and migrate its schema. The file may be shared with other
     /// handles and other processes.
@@ -132,15 +216,27 @@ impl Database {
         let (sender, receiver) = mpsc::channel();
         let (opened_tx, opened_rx) = oneshot::channel();
         let worker_path = path.clone();
+        let records = Arc::new(RecordGate {
+            queued: Mutex::new(Some(0)),
+            written: Condvar::new(),
+        });
+        let gate = Arc::clone(&records);
         let thread = std::thread::Builder::new()
             .name("tributary-sqlite".into())
-            .spawn(move || match open() {
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                }
-                Ok(conn) => {
-                    if opened_tx.send(Ok(())).is_ok() {
-                        Writer::new(conn, worker_path).run(receiver);
+            // Room to drop a deep value whose last reference a record
+            // held (dropping recurses once per level); only the pages
+            // touched are ever committed.
+            .stack_size(WRITER_STACK)
+            .spawn(move || {
+                let _close = CloseOnExit(Arc::clone(&gate));
+                match open() {
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                    Ok(conn) => {
+                        if opened_tx.send(Ok(())).is_ok() {
+                            Writer::new(conn, worker_path, gate).run(receiver);
+                        }
                     }
                 }
             })
@@ -157,6 +253,7 @@ impl Database {
                     path,
                     sender: Some(sender),
                     thread: Some(thread),
+                    records,
                 }),
             }),
             Ok(Err(e)) => Err(e),
@@ -236,14 +333,26 @@ impl Database {
         done.await.map_err(|_| self.stopped())?
     }
 
-    /// Hand `write` to the writer without waiting (the tracker's records).
+    /// Hand `write` to the writer without waiting for its commit (the
+    /// tracker's records); waits for room when
+    /// [`RECORD_QUEUE_CAPACITY`](Self::RECORD_QUEUE_CAPACITY) records are
+    /// already queued.
     pub(crate) fn write_detached(
         &self,
         write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
     ) {
-        if self.send(Job::Write(Box::new(write), None)).is_err() {
+        let handed = self.inner.records.acquire(Self::RECORD_QUEUE_CAPACITY)
+            && self.send(Job::Write(Box::new(write), None)).is_ok();
+        if !handed {
             tracing::warn!(path = %self.inner.path.display(), "tributary-sqlite: writer stopped, record dropped");
         }
+    }
+
+    /// How many tracker records are queued for the writer right now.
+    #[cfg(test)]
+    fn queued_records(&self) -> usize {
+        let queued = self.inner.records.queued.lock();
+        queued.map_or(0, |q| q.unwrap_or(0))
     }
 
     /// Run `read` on the writer's connection, after every earlier write.
@@ -280,14 +389,16 @@ struct Writer {
     path: PathBuf,
     /// The first failure of a reply-less write since the last flush.
     detached_error: Option<SqliteError>,
+    records: Arc<RecordGate>,
 }
 
 impl Writer {
-    fn new(conn: Connection, path: PathBuf) -> Self {
+    fn new(conn: Connection, path: PathBuf, records: Arc<RecordGate>) -> Self {
         Writer {
             conn,
             path,
             detached_error: None,
+            records,
         }
     }
 
@@ -301,7 +412,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let records = batch
+                .iter()
+                .filter(|job| matches!(job, Job::Write(_, None)))
+                .count();
             self.run_batch(&mut batch);
+            self.records.release(records);
         }
     }
 
@@ -415,6 +531,52 @@ mod tests {
         // Reported once.
         db.flush().await.unwrap();
         assert_eq!(count(&db).await, 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_record_queue_makes_the_next_record_wait_for_the_writer() {
+        const CAP: usize = Database::RECORD_QUEUE_CAPACITY;
+        let db = Database::open_in_memory().await.unwrap();
+        db.write(|tx| tx.execute_batch("CREATE TABLE scratch (x INTEGER PRIMARY KEY)"))
+            .await
+            .unwrap();
+        // The first record holds the writer until the test lets it go.
+        let (release, held) = mpsc::channel::<()>();
+        db.write_detached(move |_| {
+            let _ = held.recv();
+            Ok(())
+        });
+        let handed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pusher = {
+            let (db, handed) = (db.clone(), Arc::clone(&handed));
+            std::thread::spawn(move || {
+                for x in 0..2 * CAP {
+                    db.write_detached(move |tx| {
+                        tx.execute("INSERT INTO scratch VALUES (?1)", [x as i64])
+                            .map(drop)
+                    });
+                    handed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        // The held record plus CAP - 1 more fill the queue; then the pusher
+        // must wait, however long the writer takes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while handed.load(std::sync::atomic::Ordering::SeqCst) < CAP - 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queue filled too slowly"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(db.queued_records(), CAP);
+        assert_eq!(handed.load(std::sync::atomic::Ordering::SeqCst), CAP - 1);
+        assert!(!pusher.is_finished());
+        release.send(()).unwrap();
+        pusher.join().unwrap();
+        db.flush().await.unwrap();
+        assert_eq!(count(&db).await, (2 * CAP) as i64);
+        assert_eq!(db.queued_records(), 0);
     }
 
     #[tokio::test]

@@ -119,6 +119,20 @@ impl SqliteError {
     }
 }
 
+impl SqliteError {
+    /// Whether SQLite refused because the file (or its `-shm`/`-wal`
+    /// companions) may not be written or created.
+    pub(crate) fn is_read_only_or_cannot_open(&self) -> bool {
+        matches!(
+            self,
+            SqliteError::Sqlite { source, .. } if matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+            )
+        )
+    }
+}
+
 impl From<SqliteError> for tributary_core::PersistError {
     fn from(err: SqliteError) -> Self {
         tributary_core::PersistError::backend(err)

@@ -71,6 +71,7 @@
 mod database;
 mod error;
 mod persister;
+mod process;
 mod runs;
 mod schema;
 mod tracker;

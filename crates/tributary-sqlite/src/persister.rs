@@ -19,6 +19,10 @@ use crate::now_micros;
 /// one process and several processes may write the same file at once:
 /// SQLite serialises the writers, each waiting up to 30 s for the lock.
 ///
+/// A checkpoint whose state or result nests deeper than
+/// [`Checkpoint::MAX_DEPTH`] is refused before anything is encoded
+/// ([`PersistError::TooDeep`]), so every stored checkpoint loads again.
+///
 /// Clones share the same database handle.
 ///
 /// # Cancel safety
@@ -39,17 +43,15 @@ use crate::now_micros;
 /// let dir = tempfile::tempdir()?;
 /// let persister = SqlitePersister::open(dir.path().join("runs/tributary.db")).await?;
 /// persister
-///     .save(&Checkpoint {
-///         app_id: "job-1".into(),
-///         partition_key: Some("user-1".into()),
-///         sequence_id: 0,
-///         action: "plan".into(),
-///         status: StepStatus::Completed,
-///         state: State::new().set("topic", "actors"),
-///     })
+///     .save(
+///         &Checkpoint::new("job-1", 0, "plan", StepStatus::Completed, State::new().set("topic", "actors"))
+///             .with_partition_key("user-1")
+///             .with_result(serde_json::json!({ "sources": 3 })),
+///     )
 ///     .await?;
 /// let latest = persister.load("job-1", None).await?.unwrap();
 /// assert_eq!(latest.state.get("topic"), Some(&"actors".into()));
+/// assert_eq!(latest.result, Some(serde_json::json!({ "sources": 3 })));
 /// assert_eq!(persister.list_app_ids(Some("user-1")).await?, ["job-1"]);
 /// # Ok(())
 /// # }
@@ -112,7 +114,7 @@ impl SqlitePersister {
             .db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT app_id, partition_key, sequence_id, action, status, state
+                    "SELECT app_id, partition_key, sequence_id, action, status, state, result
                      FROM checkpoints WHERE app_id = ?1 ORDER BY sequence_id",
                 )?;
                 stmt.query_map([id], RawCheckpoint::from_row)?.collect()
@@ -125,10 +127,15 @@ impl SqlitePersister {
 #[async_trait]
 impl Persister for SqlitePersister {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
+        // Before anything is encoded: a value too deep to decode again must
+        // not be stored, and encoding one tens of thousands of levels deep
+        // would overflow the writer thread's stack.
+        checkpoint.check_depth()?;
         let sequence_id = i64::try_from(checkpoint.sequence_id).map_err(PersistError::backend)?;
         // The state is encoded on the writer thread, off the async threads
         // (a `State` clone is cheap).
         let state = checkpoint.state.clone();
+        let result = checkpoint.result.clone();
         let row = (
             checkpoint.app_id.clone(),
             checkpoint.partition_key.clone(),
@@ -141,15 +148,18 @@ impl Persister for SqlitePersister {
                 let (app_id, partition_key, action, status) = row;
                 let state = serde_json::to_string(&state)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let result = result.map(|r| r.to_string());
                 tx.prepare_cached(
                     "INSERT INTO checkpoints
-                         (app_id, sequence_id, partition_key, action, status, state, saved_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         (app_id, sequence_id, partition_key, action, status, state, result,
+                          saved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (app_id, sequence_id) DO UPDATE SET
                          partition_key = excluded.partition_key,
                          action = excluded.action,
                          status = excluded.status,
                          state = excluded.state,
+                         result = excluded.result,
                          saved_at = excluded.saved_at",
                 )?
                 .execute(params![
@@ -159,6 +169,7 @@ impl Persister for SqlitePersister {
                     action,
                     status,
                     state,
+                    result,
                     saved_at
                 ])
                 .map(drop)
@@ -183,7 +194,7 @@ impl Persister for SqlitePersister {
             .db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT app_id, partition_key, sequence_id, action, status, state
+                    "SELECT app_id, partition_key, sequence_id, action, status, state, result
                      FROM checkpoints
                      WHERE app_id = ?1 AND (?2 IS NULL OR sequence_id = ?2)
                      ORDER BY sequence_id DESC LIMIT 1",
@@ -225,6 +236,7 @@ struct RawCheckpoint {
     action: String,
     status: String,
     state: String,
+    result: Option<String>,
 }
 
 impl RawCheckpoint {
@@ -236,6 +248,7 @@ impl RawCheckpoint {
             action: row.get(3)?,
             status: row.get(4)?,
             state: row.get(5)?,
+            result: row.get(6)?,
         })
     }
 
@@ -244,10 +257,8 @@ impl RawCheckpoint {
             app_id: self.app_id.clone(),
             reason,
         };
-        let status = match self.status.as_str() {
-            "completed" => StepStatus::Completed,
-            "failed" => StepStatus::Failed,
-            other => return Err(corrupt(format!("unknown status `{other}`"))),
+        let Some(status) = StepStatus::parse(&self.status) else {
+            return Err(corrupt(format!("unknown status `{}`", self.status)));
         };
         let sequence_id = u64::try_from(self.sequence_id)
             .map_err(|_| corrupt(format!("negative sequence id {}", self.sequence_id)))?;
@@ -255,13 +266,15 @@ impl RawCheckpoint {
             .map_err(|e| corrupt(format!("state at sequence {sequence_id} is not JSON: {e}")))?;
         let state = State::from_json(value)
             .map_err(|e| corrupt(format!("state at sequence {sequence_id}: {e}")))?;
-        Ok(Checkpoint {
-            app_id: self.app_id,
-            partition_key: self.partition_key,
-            sequence_id,
-            action: self.action,
-            status,
-            state,
-        })
+        let result = self
+            .result
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(format!("result at sequence {sequence_id} is not JSON: {e}")))?;
+        let mut checkpoint = Checkpoint::new(self.app_id, sequence_id, self.action, status, state);
+        checkpoint.partition_key = self.partition_key;
+        checkpoint.result = result;
+        Ok(checkpoint)
     }
 }

@@ -5,13 +5,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::Value;
 use tributary_core::ParentPointer;
 
 use crate::error::SqliteError;
-use crate::schema;
+use crate::{process, schema};
 
 /// The last known status of a tracked application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -33,6 +34,12 @@ pub enum RunStatus {
     Abandoned,
     /// The runtime cancelled the task running it.
     Cancelled,
+    /// Recorded as running, but the process that ran it is gone (killed or
+    /// crashed): it will not go on unless it is resumed. Never stored; the
+    /// reader reports it for a `running` app whose process has died.
+    Interrupted,
+    /// The row could not be read (see [`RunSummary::problem`]).
+    Unreadable,
 }
 
 /// How a tracked step ended, or that it has not.
@@ -48,6 +55,12 @@ pub enum TrackedStepStatus {
     Failed,
     /// Abandoned before it ended.
     Abandoned,
+    /// Recorded as running, but the process that ran it is gone. Never
+    /// stored; the reader reports it for a `running` attempt whose process
+    /// has died.
+    Interrupted,
+    /// The row could not be decoded (see [`TrackedStep::unreadable`]).
+    Unreadable,
 }
 
 macro_rules! string_enum {
@@ -86,6 +99,8 @@ string_enum!(RunStatus {
     Failed => "failed",
     Abandoned => "abandoned",
     Cancelled => "cancelled",
+    Interrupted => "interrupted",
+    Unreadable => "unreadable",
 });
 
 string_enum!(TrackedStepStatus {
@@ -93,7 +108,28 @@ string_enum!(TrackedStepStatus {
     Completed => "completed",
     Failed => "failed",
     Abandoned => "abandoned",
+    Interrupted => "interrupted",
+    Unreadable => "unreadable",
 });
+
+/// A stretch of time in which no process ran an application: between the
+/// last record of a process that died and the first record of the process
+/// that resumed it. Microseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Gap {
+    /// The last record before it.
+    pub from: i64,
+    /// The first record after it.
+    pub to: i64,
+}
+
+impl Gap {
+    /// Its length in microseconds (`None` if the times are inconsistent).
+    pub fn micros(&self) -> Option<i64> {
+        self.to.checked_sub(self.from).filter(|d| *d >= 0)
+    }
+}
 
 /// One tracked application. Times are microseconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -103,7 +139,8 @@ pub struct RunSummary {
     pub app_id: String,
     /// Its partition key.
     pub partition_key: Option<String>,
-    /// Its last known status.
+    /// Its last known status ([`RunStatus::Interrupted`] when it was
+    /// running and its process has died).
     pub status: RunStatus,
     /// How many steps were recorded: distinct sequence ids, so a step
     /// retried at its sequence id counts once.
@@ -111,22 +148,87 @@ pub struct RunSummary {
     /// How many step attempts were recorded: every start of a step,
     /// retries included (at least `steps`).
     pub attempts: u64,
+    /// How many attempts were retries after a failure.
+    pub retries: u64,
+    /// How many times the application was resumed after its process died
+    /// (or an attempt was abandoned) and another run picked it up.
+    pub resumes: u64,
     /// When it was first built.
     pub created_at: i64,
     /// When its first recorded step started.
     pub started_at: Option<i64>,
     /// When its last recorded step ended.
     pub ended_at: Option<i64>,
+    /// Time some process was running it: from the first step's start to
+    /// the last record, minus the [`gaps`](Self::gaps).
+    pub active_micros: Option<i64>,
+    /// The stretches when no process ran it (between a death and a resume).
+    pub gaps: Vec<Gap>,
     /// The application it was forked from.
     pub parent: Option<ParentPointer>,
     /// The application (and step) that spawned it.
     pub spawning_parent: Option<ParentPointer>,
+    /// Its task key, when the runtime spawned it as a task.
+    pub task_key: Option<String>,
+    /// The task keys from the root run down to it (empty when unknown).
+    pub task_path: Vec<String>,
+    /// Its index among its sibling tasks, when the runtime reported it.
+    pub task_index: Option<u64>,
+    /// The run id of its run, when the runtime reported it.
+    pub run_id: Option<String>,
+    /// A name for people (the task key unless set otherwise).
+    pub label: Option<String>,
+    /// How many applications it spawned directly.
+    pub children: u64,
+    /// The process that last ran it (`host/pid/start`).
+    pub process: Option<String>,
+    /// Why the row could not be read, for [`RunStatus::Unreadable`].
+    pub problem: Option<String>,
 }
 
 impl RunSummary {
-    /// From the first step's start to the last step's end, in microseconds.
+    /// From the first step's start to the last step's end, in microseconds,
+    /// gaps included (`None` without both times, or if they are
+    /// inconsistent).
     pub fn duration_micros(&self) -> Option<i64> {
-        Some(self.ended_at? - self.started_at?)
+        self.ended_at?
+            .checked_sub(self.started_at?)
+            .filter(|d| *d >= 0)
+    }
+
+    /// The label, else the task key, else the app id.
+    pub fn display_name(&self) -> &str {
+        self.label
+            .as_deref()
+            .or(self.task_key.as_deref())
+            .unwrap_or(&self.app_id)
+    }
+
+    fn unreadable(app_id: String, problem: String) -> Self {
+        RunSummary {
+            app_id,
+            partition_key: None,
+            status: RunStatus::Unreadable,
+            steps: 0,
+            attempts: 0,
+            retries: 0,
+            resumes: 0,
+            created_at: 0,
+            started_at: None,
+            ended_at: None,
+            active_micros: None,
+            gaps: Vec::new(),
+            parent: None,
+            spawning_parent: None,
+            task_key: None,
+            task_path: Vec::new(),
+            task_index: None,
+            run_id: None,
+            label: None,
+            children: 0,
+            process: None,
+            problem: Some(problem),
+        }
     }
 }
 
@@ -155,24 +257,45 @@ pub struct TrackedStep {
     pub error: Option<String>,
     /// How many intermediate outputs it emitted.
     pub items: u64,
+    /// The process that ran it (`host/pid/start`), when recorded.
+    pub process: Option<String>,
+    /// Whether it began a resume: the attempt before it was abandoned or
+    /// its process died, rather than failed (a retry).
+    pub resumed: bool,
+    /// Why its state or result was not recorded (nested too deep).
+    pub unrecorded: Option<String>,
+    /// What of the record could not be decoded (its JSON is damaged or
+    /// nested deeper than a decoder accepts).
+    pub unreadable: Option<String>,
 }
 
 impl TrackedStep {
-    /// How long it ran, in microseconds.
+    /// How long it ran, in microseconds (`None` while running, or if the
+    /// times are inconsistent).
     pub fn duration_micros(&self) -> Option<i64> {
-        Some(self.ended_at? - self.started_at)
+        self.ended_at?
+            .checked_sub(self.started_at)
+            .filter(|d| *d >= 0)
     }
 }
 
 /// Reads the runs a [`SqliteTracker`](crate::SqliteTracker) recorded.
 ///
 /// A blocking reader for tools like the `tributary` command: it opens the
-/// file read-only, never creates or migrates it, and reads while writers
-/// keep writing (WAL). From async code, call it inside `spawn_blocking`.
+/// file read-only, never creates, migrates or writes it (a file the user
+/// may only read, in a directory they may not write, is read as it is), and
+/// reads while writers keep writing (WAL). From async code, call it inside
+/// `spawn_blocking`. A row it cannot decode is reported as
+/// [`RunStatus::Unreadable`] with the reason, not as an error for the whole
+/// listing.
 #[derive(Debug)]
 pub struct RunReader {
     conn: Connection,
     path: PathBuf,
+    /// The columns of `apps` to select (older schemas lack some).
+    run_columns: String,
+    /// Whether `steps` has the columns of schema version 2.
+    steps_v2: bool,
 }
 
 const RUN_COLUMNS: &str = "
@@ -182,7 +305,18 @@ const RUN_COLUMNS: &str = "
     (SELECT COUNT(DISTINCT sequence_id) FROM steps s WHERE s.app_id = a.app_id),
     (SELECT COUNT(*) FROM steps s WHERE s.app_id = a.app_id),
     (SELECT MIN(started_at) FROM steps s WHERE s.app_id = a.app_id),
-    (SELECT MAX(ended_at) FROM steps s WHERE s.app_id = a.app_id)";
+    (SELECT MAX(ended_at) FROM steps s WHERE s.app_id = a.app_id),
+    (SELECT COUNT(*) FROM apps c WHERE c.spawn_app_id = a.app_id),
+    a.task_key, a.task_path, a.task_index, a.run_id, a.label, a.process";
+
+/// Schema version 1 has no task, run or process columns.
+const RUN_COLUMNS_V1: &str = "NULL, NULL, NULL, NULL, NULL, NULL";
+
+/// Children in task order: by the index the runtime reported, else in the
+/// order they were spawned.
+const TASK_ORDER: &str = "a.spawn_sequence_id, a.task_index IS NULL, a.task_index,
+    COALESCE(a.spawned_at, a.created_at), a.created_at, a.app_id";
+const TASK_ORDER_V1: &str = "a.spawn_sequence_id, a.created_at, a.app_id";
 
 impl RunReader {
     /// Open the database at `path` for reading.
@@ -195,8 +329,21 @@ impl RunReader {
     /// [`SqliteError::SchemaTooNew`] for a file it cannot read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SqliteError> {
         let path = path.as_ref().to_path_buf();
-        let conn = schema::open_read_only(&path)?;
-        Ok(RunReader { conn, path })
+        let (conn, version) = schema::open_read_only(&path)?;
+        let v2 = version >= 2;
+        let run_columns = if v2 {
+            RUN_COLUMNS.to_owned()
+        } else {
+            // The same columns, the version 2 ones empty.
+            let common = &RUN_COLUMNS[..RUN_COLUMNS.rfind("a.task_key").unwrap_or(0)];
+            format!("{common}{RUN_COLUMNS_V1}")
+        };
+        Ok(RunReader {
+            conn,
+            path,
+            run_columns,
+            steps_v2: v2,
+        })
     }
 
     /// The database file.
@@ -208,13 +355,30 @@ impl RunReader {
         |e| SqliteError::sqlite(&self.path, e)
     }
 
-    /// Every tracked application, oldest first.
+    /// Every tracked application, children included, oldest first.
     ///
     /// # Errors
     ///
-    /// [`SqliteError`] when SQLite fails or a row is unreadable.
+    /// [`SqliteError`] when SQLite fails.
     pub fn runs(&self) -> Result<Vec<RunSummary>, SqliteError> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM apps a ORDER BY a.created_at, a.app_id");
+        let sql = format!(
+            "SELECT {} FROM apps a ORDER BY a.created_at, a.app_id",
+            self.run_columns
+        );
+        self.query_runs(&sql, params![])
+    }
+
+    /// The applications no other application spawned (the roots of their
+    /// trees), oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteError`] when SQLite fails.
+    pub fn roots(&self) -> Result<Vec<RunSummary>, SqliteError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM apps a WHERE a.spawn_app_id IS NULL
+             ORDER BY a.created_at, a.app_id"
+        );
         self.query_runs(&sql, params![])
     }
 
@@ -222,59 +386,85 @@ impl RunReader {
     ///
     /// # Errors
     ///
-    /// [`SqliteError`] when SQLite fails or a row is unreadable.
+    /// [`SqliteError`] when SQLite fails.
     pub fn run(&self, app_id: &str) -> Result<Option<RunSummary>, SqliteError> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM apps a WHERE a.app_id = ?1");
+        let sql = format!(
+            "SELECT {} FROM apps a WHERE a.app_id = ?1",
+            self.run_columns
+        );
         Ok(self.query_runs(&sql, params![app_id])?.pop())
     }
 
-    /// The applications spawned by `app_id`, in the order of the spawning
-    /// steps.
+    /// The applications spawned by `app_id`, by spawning step, then in task
+    /// order.
     ///
     /// # Errors
     ///
-    /// [`SqliteError`] when SQLite fails or a row is unreadable.
+    /// [`SqliteError`] when SQLite fails.
     pub fn children(&self, app_id: &str) -> Result<Vec<RunSummary>, SqliteError> {
+        let order = if self.steps_v2 {
+            TASK_ORDER
+        } else {
+            TASK_ORDER_V1
+        };
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM apps a WHERE a.spawn_app_id = ?1
-             ORDER BY a.spawn_sequence_id, a.created_at, a.app_id"
+            "SELECT {} FROM apps a WHERE a.spawn_app_id = ?1 ORDER BY {order}",
+            self.run_columns
         );
         self.query_runs(&sql, params![app_id])
     }
 
     /// The steps of `app_id`, every attempt of each, ordered by sequence id
     /// and attempt: a failed attempt comes before the retry that followed.
+    /// JSON that cannot be decoded is left out and named in
+    /// [`TrackedStep::unreadable`]; a row that cannot be decoded at all is
+    /// listed as [`TrackedStepStatus::Unreadable`] with the reason.
     ///
     /// # Errors
     ///
-    /// [`SqliteError`] when SQLite fails or a row is unreadable.
+    /// [`SqliteError`] when SQLite fails.
     pub fn steps(&self, app_id: &str) -> Result<Vec<TrackedStep>, SqliteError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT sequence_id, attempt, action, status, started_at, ended_at, result, state,
-                     error, items
-                 FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
-            )
-            .map_err(self.err())?;
+        let sql = format!(
+            "SELECT sequence_id, attempt, action, status, started_at, ended_at, result, state,
+                 error, items, {}
+             FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
+            self.steps_extra()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
         let rows = stmt
             .query_map([app_id], |row| {
-                Ok(TrackedStep {
-                    sequence_id: get_u64(row, 0)?,
-                    attempt: u32::try_from(get_u64(row, 1)?)
-                        .map_err(|e| bad_column(1, e.to_string()))?,
-                    action: row.get(2)?,
-                    status: get_parsed(row, 3)?,
-                    started_at: row.get(4)?,
-                    ended_at: row.get(5)?,
-                    result: get_json(row, 6)?,
-                    state: get_json(row, 7)?,
-                    error: row.get(8)?,
-                    items: get_u64(row, 9)?,
-                })
+                Ok(step_from_row(row).unwrap_or_else(|e| unreadable_step(row, e)))
             })
             .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+        let mut steps: Vec<TrackedStep> = rows.collect::<Result<_, _>>().map_err(self.err())?;
+        for step in &mut steps {
+            if step.status == TrackedStepStatus::Running && is_dead(step.process.as_deref()) {
+                step.status = TrackedStepStatus::Interrupted;
+            }
+        }
+        mark_resumes(&mut steps);
+        Ok(steps)
+    }
+
+    /// The last time `process` recorded anything: the end (or, while it
+    /// ran, the start) of the last step it started.
+    fn last_heard(&self, process: &str) -> rusqlite::Result<Option<i64>> {
+        self.conn
+            .prepare_cached(
+                "SELECT COALESCE(ended_at, started_at) FROM steps
+                 WHERE process = ?1 ORDER BY started_at DESC LIMIT 1",
+            )?
+            .query_row([process], |row| row.get(0))
+            .optional()
+    }
+
+    /// `process, unrecorded` of `steps`, empty in schema version 1.
+    fn steps_extra(&self) -> &'static str {
+        if self.steps_v2 {
+            "process, unrecorded"
+        } else {
+            "NULL, NULL"
+        }
     }
 
     fn query_runs(
@@ -283,8 +473,147 @@ impl RunReader {
         params: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<RunSummary>, SqliteError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
-        let rows = stmt.query_map(params, run_from_row).map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+        let rows = stmt
+            .query_map(params, |row| {
+                Ok(run_from_row(row).map_err(|e| {
+                    let id = match row.get_ref(0) {
+                        Ok(v) => value_text(v),
+                        Err(_) => "?".to_owned(),
+                    };
+                    (id, e.to_string())
+                }))
+            })
+            .map_err(self.err())?;
+        let mut runs = Vec::new();
+        for row in rows {
+            let run = match row.map_err(self.err())? {
+                Ok(mut run) => match self.timeline(&mut run) {
+                    Ok(()) => run,
+                    Err(e) => RunSummary::unreadable(run.app_id, e.to_string()),
+                },
+                Err((id, problem)) => RunSummary::unreadable(id, problem),
+            };
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+
+    /// Retries, resumes, active time and gaps from the steps; interrupted
+    /// when running and its process is gone.
+    fn timeline(&self, run: &mut RunSummary) -> rusqlite::Result<()> {
+        let sql = format!(
+            "SELECT sequence_id, attempt, status, started_at, ended_at, {}
+             FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
+            self.steps_extra()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let marks: Vec<Mark> = stmt
+            .query_map([&run.app_id], |row| {
+                Ok(Mark {
+                    sequence_id: row.get(0)?,
+                    status: row.get(2)?,
+                    started_at: row.get(3)?,
+                    ended_at: row.get(4)?,
+                    process: row.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut last_end: Option<i64> = None;
+        let mut previous: Option<&Mark> = None;
+        for mark in &marks {
+            if let Some(prev) = previous {
+                match resumption(prev, mark) {
+                    Some(false) => run.retries += 1,
+                    Some(true) => {
+                        run.resumes += 1;
+                        // The gap begins when the process before it was
+                        // last heard of (in any app: a parent waiting on
+                        // its children records nothing of its own).
+                        let heard = match &prev.process {
+                            Some(p) if prev.process != mark.process => self.last_heard(p)?,
+                            _ => None,
+                        };
+                        let from = last_end
+                            .unwrap_or(prev.started_at)
+                            .max(heard.unwrap_or(i64::MIN))
+                            .min(mark.started_at);
+                        if mark.started_at > from {
+                            run.gaps.push(Gap {
+                                from,
+                                to: mark.started_at,
+                            });
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let end = mark.ended_at.unwrap_or(mark.started_at);
+            last_end = Some(last_end.map_or(end, |l| l.max(end)));
+            previous = Some(mark);
+        }
+        if let (Some(first), Some(last)) = (marks.first(), last_end) {
+            let span = i128::from(last) - i128::from(first.started_at);
+            let dead: i128 = run
+                .gaps
+                .iter()
+                .map(|g| i128::from(g.to) - i128::from(g.from))
+                .sum();
+            run.active_micros = i64::try_from(span - dead).ok().filter(|d| *d >= 0);
+        }
+        if run.status == RunStatus::Running && is_dead(run.process.as_deref()) {
+            run.status = RunStatus::Interrupted;
+        }
+        Ok(())
+    }
+}
+
+/// What the timeline needs of a step attempt.
+struct Mark {
+    sequence_id: i64,
+    status: String,
+    started_at: i64,
+    ended_at: Option<i64>,
+    process: Option<String>,
+}
+
+/// Whether `next` resumed after `prev` (`Some(true)`), retried a failure
+/// (`Some(false)`) or simply followed it (`None`).
+fn resumption(prev: &Mark, next: &Mark) -> Option<bool> {
+    if prev.sequence_id == next.sequence_id {
+        // Another attempt at the same step: a retry follows a failure; any
+        // other end (abandoned, or still `running` because its process
+        // died) means the step was picked up again.
+        return Some(prev.status != "failed");
+    }
+    match (&prev.process, &next.process) {
+        (Some(a), Some(b)) if a != b => Some(true),
+        _ => None,
+    }
+}
+
+fn mark_resumes(steps: &mut [TrackedStep]) {
+    for i in 1..steps.len() {
+        let (prev, next) = (&steps[i - 1], &steps[i]);
+        let resumed = if prev.sequence_id == next.sequence_id {
+            prev.status != TrackedStepStatus::Failed
+        } else {
+            matches!((&prev.process, &next.process), (Some(a), Some(b)) if a != b)
+        };
+        steps[i].resumed = resumed;
+    }
+}
+
+/// Whether the process that wrote a record is known to be gone.
+fn is_dead(process: Option<&str>) -> bool {
+    process.and_then(process::alive) == Some(false)
+}
+
+fn value_text(v: ValueRef<'_>) -> String {
+    match v {
+        ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(r) => r.to_string(),
+        ValueRef::Null => "?".to_owned(),
     }
 }
 
@@ -303,6 +632,12 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
             partition_key: row.get(at + 3)?,
         }))
     };
+    let task_path = match row.get::<_, Option<String>>(18)? {
+        None => Vec::new(),
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| bad_column(18, format!("task path: {e}")))?
+        }
+    };
     Ok(RunSummary {
         app_id: row.get(0)?,
         partition_key: row.get(1)?,
@@ -314,7 +649,71 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
         attempts: get_u64(row, 13)?,
         started_at: row.get(14)?,
         ended_at: row.get(15)?,
+        children: get_u64(row, 16)?,
+        task_key: row.get(17)?,
+        task_path,
+        task_index: row
+            .get::<_, Option<i64>>(19)?
+            .and_then(|i| u64::try_from(i).ok()),
+        run_id: row.get(20)?,
+        label: row.get(21)?,
+        process: row.get(22)?,
+        retries: 0,
+        resumes: 0,
+        active_micros: None,
+        gaps: Vec::new(),
+        problem: None,
     })
+}
+
+fn step_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedStep> {
+    let mut unreadable = Vec::new();
+    let mut json = |at: usize, what: &str| -> rusqlite::Result<Option<Value>> {
+        Ok(get_json(row, at)?.unwrap_or_else(|e| {
+            unreadable.push(format!("{what}: {e}"));
+            None
+        }))
+    };
+    let result = json(6, "result")?;
+    let state = json(7, "state")?;
+    Ok(TrackedStep {
+        sequence_id: get_u64(row, 0)?,
+        attempt: u32::try_from(get_u64(row, 1)?).map_err(|e| bad_column(1, e.to_string()))?,
+        action: row.get(2)?,
+        status: get_parsed(row, 3)?,
+        started_at: row.get(4)?,
+        ended_at: row.get(5)?,
+        result,
+        state,
+        error: row.get(8)?,
+        items: get_u64(row, 9)?,
+        process: row.get(10)?,
+        resumed: false,
+        unrecorded: row.get(11)?,
+        unreadable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
+    })
+}
+
+/// A step row that could not be decoded, kept in the list with what could
+/// be read and the reason.
+fn unreadable_step(row: &Row<'_>, error: rusqlite::Error) -> TrackedStep {
+    let int = |at: usize| row.get::<_, i64>(at).ok();
+    TrackedStep {
+        sequence_id: int(0).and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+        attempt: int(1).and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        action: row.get_ref(2).map_or_else(|_| "?".to_owned(), value_text),
+        status: TrackedStepStatus::Unreadable,
+        started_at: int(4).unwrap_or(0),
+        ended_at: int(5),
+        result: None,
+        state: None,
+        error: None,
+        items: 0,
+        process: None,
+        resumed: false,
+        unrecorded: None,
+        unreadable: Some(error.to_string()),
+    }
 }
 
 fn bad_column(at: usize, reason: String) -> rusqlite::Error {
@@ -331,11 +730,14 @@ fn get_parsed<T: FromStr<Err = String>>(row: &Row<'_>, at: usize) -> rusqlite::R
     s.parse().map_err(|e| bad_column(at, e))
 }
 
-fn get_json(row: &Row<'_>, at: usize) -> rusqlite::Result<Option<Value>> {
+/// A JSON column: `Ok(Err(_))` when it holds text that does not decode
+/// (damaged, or nested deeper than the decoder's limit).
+fn get_json(
+    row: &Row<'_>,
+    at: usize,
+) -> rusqlite::Result<Result<Option<Value>, serde_json::Error>> {
     let Some(s) = row.get::<_, Option<String>>(at)? else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
-    serde_json::from_str(&s)
-        .map(Some)
-        .map_err(|e| bad_column(at, e.to_string()))
+    Ok(serde_json::from_str(&s).map(Some))
 }

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::error::SqliteError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a tributary database ("Trib").
 const APPLICATION_ID: i64 = 0x5472_6962;
@@ -75,6 +75,46 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app_id, sequence_id, attempt)
     ) WITHOUT ROWID;
     ",
+    // 1 -> 2: checkpoints keep the step's result and may be cancelled (a
+    // CHECK constraint cannot be altered: the table is rebuilt); the
+    // tracker keeps each app's place in its run and which process wrote
+    // each step.
+    "
+    CREATE TABLE checkpoints_v2 (
+        app_id        TEXT    NOT NULL,
+        sequence_id   INTEGER NOT NULL,
+        partition_key TEXT,
+        action        TEXT    NOT NULL,
+        status        TEXT    NOT NULL CHECK (status IN ('completed', 'failed', 'cancelled')),
+        state         TEXT    NOT NULL,
+        result        TEXT,
+        saved_at      INTEGER NOT NULL,
+        PRIMARY KEY (app_id, sequence_id)
+    ) WITHOUT ROWID;
+    INSERT INTO checkpoints_v2 (app_id, sequence_id, partition_key, action, status, state, saved_at)
+        SELECT app_id, sequence_id, partition_key, action, status, state, saved_at FROM checkpoints;
+    DROP TABLE checkpoints;
+    ALTER TABLE checkpoints_v2 RENAME TO checkpoints;
+
+    -- The task key and the path of task keys from the root run (a JSON
+    -- array), the task's index among its siblings, the run id, a label
+    -- for people, when the task was spawned, and the process that last
+    -- ran the app (`host/pid/start`).
+    ALTER TABLE apps ADD COLUMN task_key   TEXT;
+    ALTER TABLE apps ADD COLUMN task_path  TEXT;
+    ALTER TABLE apps ADD COLUMN task_index INTEGER;
+    ALTER TABLE apps ADD COLUMN run_id     TEXT;
+    ALTER TABLE apps ADD COLUMN label      TEXT;
+    ALTER TABLE apps ADD COLUMN spawned_at INTEGER;
+    ALTER TABLE apps ADD COLUMN process    TEXT;
+
+    -- The process that ran each attempt, and why its state or result was
+    -- not recorded (nested too deep to store).
+    ALTER TABLE steps ADD COLUMN process    TEXT;
+    ALTER TABLE steps ADD COLUMN unrecorded TEXT;
+    -- When a process was last heard of: where a dead gap begins.
+    CREATE INDEX steps_by_process ON steps (process, started_at);
+    ",
 ];
 
 /// Open (creating if needed) the database at `path` for reading and
@@ -130,23 +170,89 @@ fn set_up(conn: &mut Connection, path: &Path) -> Result<(), SqliteError> {
     migrate(conn, path)
 }
 
-/// Open an existing database for reading only; never creates or migrates.
-pub(crate) fn open_read_only(path: &Path) -> Result<Connection, SqliteError> {
-    let err = |e| SqliteError::sqlite(path, e);
-    if !path.is_file() {
+/// Open an existing database for reading only; never creates, migrates or
+/// writes it.
+///
+/// A database in WAL mode needs its shared-memory file (`-shm`) to be read
+/// normally; when the reader may not create or write it (a file owned by
+/// another user, a read-only directory or mount), the file is opened again
+/// as immutable, which reads the database file alone. A writer that closed
+/// cleanly has folded its log into that file, so nothing is missed then;
+/// while a writer is running, such a reader sees the last checkpointed
+/// state.
+///
+/// Returns the connection and the file's schema version (a reader reads
+/// older versions as they are).
+pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64), SqliteError> {
+    let meta = std::fs::metadata(path).map_err(|_| SqliteError::NotFound {
+        path: path.to_path_buf(),
+    })?;
+    if !meta.is_file() {
         return Err(SqliteError::NotFound {
             path: path.to_path_buf(),
         });
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    if meta.len() == 0 {
+        return Err(SqliteError::Uninitialized {
+            path: path.to_path_buf(),
+        });
+    }
+    match open_checked(path, false) {
+        Err(e) if e.is_read_only_or_cannot_open() => open_checked(path, true),
+        other => other,
+    }
+}
+
+fn open_checked(path: &Path, immutable: bool) -> Result<(Connection, i64), SqliteError> {
+    let err = |e| SqliteError::sqlite(path, e);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(file_uri(path, immutable), flags).map_err(err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-    match check_header(&conn, path)? {
+    let version = check_header(&conn, path)?;
+    // The tables are read once here, so a file SQLite cannot read (not a
+    // database, truncated, damaged) fails now with its own error.
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(err)?;
+    match version {
+        0 if tables > 0 => Err(SqliteError::Foreign {
+            path: path.to_path_buf(),
+        }),
         0 => Err(SqliteError::Uninitialized {
             path: path.to_path_buf(),
         }),
-        _ => Ok(conn),
+        _ => {
+            conn.prepare("SELECT 1 FROM apps LIMIT 1")
+                .and_then(|mut stmt| stmt.exists([]))
+                .map_err(err)?;
+            Ok((conn, version))
+        }
     }
+}
+
+/// A `file:` URI for `path` (its `%`, `?` and `#` escaped), read-only and
+/// optionally immutable.
+fn file_uri(path: &Path, immutable: bool) -> String {
+    let mut uri = String::from("file:");
+    for ch in path.to_string_lossy().chars() {
+        match ch {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=ro");
+    if immutable {
+        uri.push_str("&immutable=1");
+    }
+    uri
 }
 
 /// Read the schema version and application id; refuse a newer schema and a

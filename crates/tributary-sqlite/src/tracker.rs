@@ -5,13 +5,14 @@ use std::path::Path;
 use rusqlite::params;
 use serde_json::Value;
 use tributary_core::{
-    AppInfo, ApplicationError, HaltReason, Hook, ParentPointer, RunOutcome, State, StepInfo,
-    StepOutcome, TaskEnd,
+    AppInfo, ApplicationError, Checkpoint, HaltReason, Hook, ParentPointer, RunOutcome, State,
+    StepInfo, StepOutcome, TaskEnd, json_depth_exceeds,
 };
 
 use crate::database::Database;
 use crate::error::SqliteError;
 use crate::now_micros;
+use crate::process;
 use crate::runs::{RunStatus, TrackedStepStatus};
 
 /// A [`Hook`] that records every step of every application it is attached
@@ -24,7 +25,24 @@ use crate::runs::{RunStatus, TrackedStepStatus};
 /// A failed step is retried at the same sequence id; the tracker keeps every
 /// attempt (numbered from 0), so the failure and its error stay on record
 /// next to the retry that followed. An attempt left `running` by a process
-/// that died is marked `abandoned` when the step starts again.
+/// that died is marked `abandoned` when the step starts again. Every
+/// attempt records the process that ran it (host, pid and the process's
+/// start time), so a reader can tell a resume after a crash from a retry
+/// after a failure, and a run still going from one whose process died.
+///
+/// A task spawned by the runtime is recorded with its task key (also its
+/// label), its path of task keys from the root run, and when it was
+/// spawned. The run id and the task's index among its siblings have columns
+/// of their own, empty until the runtime reports them to hooks.
+///
+/// A state or result nested deeper than
+/// [`Checkpoint::MAX_DEPTH`](tributary_core::Checkpoint::MAX_DEPTH) is not
+/// recorded (a note says why): it could not be read back.
+///
+/// Records are queued for the writer thread, at most
+/// [`Database::RECORD_QUEUE_CAPACITY`] at once: when the queue is full a
+/// hook waits for the writer, so a fast run slows down to what the disk can
+/// take instead of queueing without bound.
 ///
 /// Hooks are synchronous, so the tracker never touches SQLite on the
 /// caller's thread: it takes the time, hands the record to the database's
@@ -173,9 +191,26 @@ impl Hook for SqliteTracker {
         self.upsert_app_status(app, status);
     }
 
-    fn on_task_spawn(&self, app: &AppInfo, _task_key: &str) {
+    fn on_task_spawn(&self, app: &AppInfo, task_key: &str) {
         // The runtime runs a task's steps without `run`: its task is its run.
         self.upsert_app_status(app, RunStatus::Running);
+        let (app_id, key) = (app.app_id.clone(), task_key.to_owned());
+        let now = now_micros();
+        self.db.write_detached(move |tx| {
+            // The path extends the spawning parent's (a top-level task's
+            // parent has none): the task keys from the root run.
+            tx.prepare_cached(
+                "UPDATE apps SET task_key = ?2, label = COALESCE(label, ?2),
+                     spawned_at = COALESCE(spawned_at, ?3),
+                     task_path = json_insert(
+                         COALESCE((SELECT p.task_path FROM apps p
+                                   WHERE p.app_id = apps.spawn_app_id), '[]'),
+                         '$[#]', ?2)
+                 WHERE app_id = ?1",
+            )?
+            .execute(params![app_id, key, now])
+            .map(drop)
+        });
     }
 
     fn on_task_complete(&self, app: &AppInfo, _task_key: &str, end: &TaskEnd<'_>) {
@@ -205,11 +240,12 @@ impl Hook for SqliteTracker {
             // keeps the rows of the attempts before it.
             tx.prepare_cached(
                 "INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action, status,
-                     started_at, parent_app_id, parent_sequence_id, spawn_app_id, spawn_sequence_id)
+                     started_at, parent_app_id, parent_sequence_id, spawn_app_id, spawn_sequence_id,
+                     process)
                  VALUES (?1, ?2,
                      (SELECT COALESCE(MAX(attempt) + 1, 0) FROM steps
                       WHERE app_id = ?1 AND sequence_id = ?2),
-                     ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9)",
+                     ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 row.app_id,
@@ -221,8 +257,11 @@ impl Hook for SqliteTracker {
                 row.parent.as_ref().map(|p| seq(p.sequence_id)),
                 row.spawn.as_ref().map(|p| &p.app_id),
                 row.spawn.as_ref().map(|p| seq(p.sequence_id)),
-            ])
-            .map(drop)
+                process::current(),
+            ])?;
+            tx.prepare_cached("UPDATE apps SET process = ?2 WHERE app_id = ?1")?
+                .execute(params![row.app_id, process::current()])
+                .map(drop)
         });
     }
 
@@ -265,8 +304,27 @@ impl Hook for SqliteTracker {
         let retried = status == TrackedStepStatus::Completed;
         self.db.write_detached(move |tx| {
             row.insert_if_missing(tx, now)?;
-            let result = result.map(|r| r.to_string());
+            // Measured without recursion before anything is encoded: what
+            // could not be read back (or would overflow this thread's stack
+            // to encode) is left out, with a note.
+            let limit = Checkpoint::MAX_DEPTH;
+            let deep_state = state
+                .as_ref()
+                .is_some_and(|s| s.iter().any(|(_, v)| json_depth_exceeds(v, limit - 1)));
+            let deep_result = result
+                .as_ref()
+                .is_some_and(|r| json_depth_exceeds(r, limit));
+            let unrecorded = match (deep_state, deep_result) {
+                (false, false) => None,
+                (true, false) => Some(format!("state nested more than {limit} levels deep")),
+                (false, true) => Some(format!("result nested more than {limit} levels deep")),
+                (true, true) => Some(format!(
+                    "state and result nested more than {limit} levels deep"
+                )),
+            };
+            let result = result.filter(|_| !deep_result).map(|r| r.to_string());
             let state = state
+                .filter(|_| !deep_state)
                 .map(|s| serde_json::to_string(&s))
                 .transpose()
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -274,7 +332,7 @@ impl Hook for SqliteTracker {
             let updated = tx
                 .prepare_cached(
                     "UPDATE steps SET status = ?3, ended_at = ?4, result = ?5, state = ?6,
-                         error = ?7, items = ?8
+                         error = ?7, items = ?8, unrecorded = ?9
                      WHERE app_id = ?1 AND sequence_id = ?2 AND attempt =
                          (SELECT MAX(attempt) FROM steps WHERE app_id = ?1 AND sequence_id = ?2)",
                 )?
@@ -287,14 +345,16 @@ impl Hook for SqliteTracker {
                     state,
                     error,
                     i64::try_from(items).unwrap_or(i64::MAX),
+                    unrecorded,
                 ])?;
             if updated == 0 {
                 // No `before_step` was recorded (the tracker was attached
                 // mid-step): the end is all there is.
                 tx.prepare_cached(
                     "INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action,
-                         status, started_at, ended_at, result, state, error, items)
-                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)",
+                         status, started_at, ended_at, result, state, error, items, unrecorded,
+                         process)
+                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?
                 .execute(params![
                     row.app_id,
@@ -307,6 +367,8 @@ impl Hook for SqliteTracker {
                     state,
                     error,
                     i64::try_from(items).unwrap_or(i64::MAX),
+                    unrecorded,
+                    process::current(),
                 ])?;
             }
             match app_status {

@@ -301,17 +301,18 @@ impl ApplicationBuilder {
             None
         };
 
-        let (state, next_seq, last_seq, next_action) = match loaded {
-            None => (self.state, 0, None, Some(fresh_start)),
+        let (state, next_seq, last_seq, next_action, resumed) = match loaded {
+            None => (self.state, 0, None, Some(fresh_start), None),
             Some(checkpoint) => {
                 let next = self.position_after(&app_id, &checkpoint)?;
                 let seq = checkpoint.sequence_id;
-                // A failed step is retried at its own sequence id.
+                // A failed or cancelled step runs again at its own sequence id.
                 let next_seq = match checkpoint.status {
                     StepStatus::Completed => seq + 1,
-                    StepStatus::Failed => seq,
+                    _ => seq,
                 };
-                (checkpoint.state, next_seq, Some(seq), next)
+                let state = checkpoint.state.clone();
+                (state, next_seq, Some(seq), next, Some(Arc::new(checkpoint)))
             }
         };
 
@@ -337,6 +338,7 @@ impl ApplicationBuilder {
             persister: self.persister,
             sink: self.sink,
             extensions: Arc::new(self.extensions),
+            resumed,
         })
     }
 
@@ -354,15 +356,14 @@ impl ApplicationBuilder {
             }
         })?;
         match checkpoint.status {
-            StepStatus::Failed => Ok(Some(index)),
-            StepStatus::Completed => {
-                self.graph
-                    .next(index, &checkpoint.state)
-                    .map_err(|source| BuildError::Resume {
-                        app_id: app_id.to_owned(),
-                        source,
-                    })
-            }
+            StepStatus::Failed | StepStatus::Cancelled => Ok(Some(index)),
+            _ => self
+                .graph
+                .next(index, &checkpoint.state)
+                .map_err(|source| BuildError::Resume {
+                    app_id: app_id.to_owned(),
+                    source,
+                }),
         }
     }
 }

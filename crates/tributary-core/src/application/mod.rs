@@ -212,6 +212,8 @@ pub struct Application {
     persister: Option<Arc<dyn Persister>>,
     sink: Option<Arc<dyn StreamSink>>,
     extensions: Arc<Extensions>,
+    /// The checkpoint this application was resumed or forked from.
+    resumed: Option<Arc<Checkpoint>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -265,6 +267,73 @@ impl Application {
     /// The action the next step will run, `None` when the run has ended.
     pub fn next_action(&self) -> Option<&str> {
         self.next_action.map(|i| self.graph.action_at(i).name())
+    }
+
+    /// The checkpoint this application was built from by `resume()` or
+    /// `fork_from`, `None` for a fresh start. It holds the last step's
+    /// action, status and (for a completed step) result, so a resumed
+    /// application can report the outcome of work that finished before a
+    /// crash without running it again. It does not change as the
+    /// application steps on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use serde_json::json;
+    /// use tributary_core::{Application, Graph, InMemoryPersister, RunOptions, State, action};
+    ///
+    /// let graph = Graph::single(action("count").writes(["n"]).run(|s: State, _, _| async move {
+    ///     Ok((json!({ "n": 1 }), s.set("n", 1)))
+    /// }));
+    /// let persister = Arc::new(InMemoryPersister::new());
+    /// let build = |resume: bool| {
+    ///     let b = Application::builder(graph.clone()).app_id("job").persister(persister.clone());
+    ///     if resume { b.resume() } else { b }
+    /// };
+    /// build(false).build().await?.run(RunOptions::new()).await?;
+    ///
+    /// let again = build(true).build().await?;
+    /// let last = again.resumed_from().expect("a checkpoint was saved");
+    /// assert_eq!((last.action.as_str(), last.result.clone()), ("count", Some(json!({ "n": 1 }))));
+    /// assert_eq!(again.next_action(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn resumed_from(&self) -> Option<&Checkpoint> {
+        self.resumed.as_deref()
+    }
+
+    /// Record that the user cancelled this application: save a
+    /// [`StepStatus::Cancelled`] checkpoint at the next step's sequence id,
+    /// naming the action that was due to run and holding the current state
+    /// (the state before that step). Does nothing without a persister or
+    /// when no action is left. A later `resume()` runs that action.
+    ///
+    /// # Errors
+    ///
+    /// [`ApplicationError::Persist`] when the persister refuses or fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// As the persister's `save`: the SQLite persister writes the
+    /// checkpoint even if this future is dropped once polled.
+    pub async fn save_cancelled(&self) -> Result<(), ApplicationError> {
+        let (Some(persister), Some(action)) = (&self.persister, self.next_action()) else {
+            return Ok(());
+        };
+        save_checkpoint(
+            persister.as_ref(),
+            &self.info,
+            self.next_seq,
+            action,
+            StepStatus::Cancelled,
+            self.state.clone(),
+            None,
+        )
+        .await
     }
 
     /// Run the next action.
@@ -394,9 +463,11 @@ impl Application {
             };
 
             if let Some(persister) = &self.persister {
-                let (status, state) = match &outcome {
-                    Ok((_, state, _)) => (StepStatus::Completed, state.clone()),
-                    Err(_) => (StepStatus::Failed, self.state.clone()),
+                let (status, state, result) = match &outcome {
+                    Ok((result, state, _)) => {
+                        (StepStatus::Completed, state.clone(), Some(result.clone()))
+                    }
+                    Err(_) => (StepStatus::Failed, self.state.clone(), None),
                 };
                 // Boxed: the checkpoint would otherwise take room in every
                 // step's future, with or without a persister.
@@ -407,6 +478,7 @@ impl Application {
                     &name,
                     status,
                     state,
+                    result,
                 ))
                 .await;
                 if let Err(error) = saved {
@@ -806,15 +878,11 @@ async fn save_checkpoint(
     action: &str,
     status: StepStatus,
     state: State,
+    result: Option<Value>,
 ) -> Result<(), ApplicationError> {
-    let checkpoint = Checkpoint {
-        app_id: info.app_id.clone(),
-        partition_key: info.partition_key.clone(),
-        sequence_id: seq,
-        action: action.to_owned(),
-        status,
-        state,
-    };
+    let mut checkpoint = Checkpoint::new(info.app_id.clone(), seq, action, status, state);
+    checkpoint.partition_key = info.partition_key.clone();
+    checkpoint.result = result;
     persister
         .save(&checkpoint)
         .await

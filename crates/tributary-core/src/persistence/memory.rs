@@ -16,15 +16,8 @@ use crate::error::PersistError;
 /// use tributary_core::{Checkpoint, InMemoryPersister, Persister, State, StepStatus};
 ///
 /// let p = InMemoryPersister::new();
-/// p.save(&Checkpoint {
-///     app_id: "a".into(),
-///     partition_key: None,
-///     sequence_id: 0,
-///     action: "start".into(),
-///     status: StepStatus::Completed,
-///     state: State::new(),
-/// })
-/// .await?;
+/// p.save(&Checkpoint::new("a", 0, "start", StepStatus::Completed, State::new()))
+///     .await?;
 /// assert_eq!(p.load("a", None).await?.unwrap().action, "start");
 /// # Ok(())
 /// # }
@@ -54,6 +47,9 @@ impl InMemoryPersister {
 #[async_trait]
 impl Persister for InMemoryPersister {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
+        // Memory could hold any depth, but every backend keeps one contract:
+        // what one refuses, all refuse.
+        checkpoint.check_depth()?;
         self.apps
             .lock()
             .expect("persister lock poisoned")

@@ -1,0 +1,139 @@
+//! A database written by an earlier tributary (schema version 1: no step
+//! results in checkpoints, no cancelled status, no task columns) is read
+//! as it is by the reader, migrated by the first writer, and resumes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+use tributary::{Persister, RunOptions, StepStatus};
+use tributary_sqlite::{RunReader, RunStatus, SCHEMA_VERSION, SqlitePersister};
+
+use crate::persister_contract::{Counters, build};
+
+/// The schema of version 1, as tributary 0.1 created it.
+const SCHEMA_V1: &str = "
+    CREATE TABLE checkpoints (
+        app_id        TEXT    NOT NULL,
+        sequence_id   INTEGER NOT NULL,
+        partition_key TEXT,
+        action        TEXT    NOT NULL,
+        status        TEXT    NOT NULL CHECK (status IN ('completed', 'failed')),
+        state         TEXT    NOT NULL,
+        saved_at      INTEGER NOT NULL,
+        PRIMARY KEY (app_id, sequence_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE apps (
+        app_id               TEXT    NOT NULL PRIMARY KEY,
+        partition_key        TEXT,
+        status               TEXT    NOT NULL,
+        created_at           INTEGER NOT NULL,
+        updated_at           INTEGER NOT NULL,
+        parent_app_id        TEXT,
+        parent_sequence_id   INTEGER,
+        parent_action        TEXT,
+        parent_partition_key TEXT,
+        spawn_app_id         TEXT,
+        spawn_sequence_id    INTEGER,
+        spawn_action         TEXT,
+        spawn_partition_key  TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX apps_by_spawning_parent ON apps (spawn_app_id, spawn_sequence_id);
+    CREATE TABLE steps (
+        app_id             TEXT    NOT NULL,
+        sequence_id        INTEGER NOT NULL,
+        attempt            INTEGER NOT NULL DEFAULT 0,
+        partition_key      TEXT,
+        action             TEXT    NOT NULL,
+        status             TEXT    NOT NULL,
+        started_at         INTEGER NOT NULL,
+        ended_at           INTEGER,
+        result             TEXT,
+        state              TEXT,
+        error              TEXT,
+        items              INTEGER NOT NULL DEFAULT 0,
+        parent_app_id      TEXT,
+        parent_sequence_id INTEGER,
+        spawn_app_id       TEXT,
+        spawn_sequence_id  INTEGER,
+        PRIMARY KEY (app_id, sequence_id, attempt)
+    ) WITHOUT ROWID;
+    PRAGMA application_id = 1416784226; -- Trib
+    PRAGMA user_version = 1;
+";
+
+/// A version 1 database where `job` (the contract graph a -> b -> c) has
+/// completed `a`, as tributary 0.1 left it.
+fn version_1_database(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+    conn.execute_batch(SCHEMA_V1).unwrap();
+    conn.execute_batch(
+        r#"
+        INSERT INTO checkpoints VALUES
+            ('job', 0, 'user-1', 'a', 'completed', '{"trail":["a"]}', 1000);
+        INSERT INTO apps (app_id, partition_key, status, created_at, updated_at)
+            VALUES ('job', 'user-1', 'running', 1000, 2000);
+        INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action, status,
+                started_at, ended_at, result, state)
+            VALUES ('job', 0, 0, 'user-1', 'a', 'completed', 1000, 2000, '{}',
+                '{"trail":["a"]}');
+        "#,
+    )
+    .unwrap();
+}
+
+fn user_version(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_read_as_is_then_migrated_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    version_1_database(&path);
+
+    // The reader reads the old schema without touching it.
+    let reader = RunReader::open(&path).unwrap();
+    let runs = reader.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].app_id.as_str(), runs[0].steps), ("job", 1));
+    assert_eq!(runs[0].task_key, None);
+    assert_eq!(reader.steps("job").unwrap()[0].action, "a");
+    drop(reader);
+    assert_eq!(user_version(&path), 1);
+
+    // A writer migrates it; the old checkpoint loads (without a result:
+    // version 1 kept none) and the application resumes after it.
+    let p: Arc<dyn Persister> = Arc::new(SqlitePersister::open(&path).await.unwrap());
+    let old = p.load("job", None).await.unwrap().unwrap();
+    assert_eq!(
+        (old.action.as_str(), old.status, old.result),
+        ("a", StepStatus::Completed, None)
+    );
+    let k = Counters::default();
+    let mut app = build(&k, &p, "job").await;
+    assert_eq!(app.next_action(), Some("b"));
+    app.run(RunOptions::after(["b"])).await.unwrap();
+    assert_eq!(k.runs(), [0, 1, 0]);
+    // The migrated table keeps results and accepts the cancelled status.
+    assert_eq!(
+        p.load("job", Some(1)).await.unwrap().unwrap().result,
+        Some(json!({}))
+    );
+    app.save_cancelled().await.unwrap();
+    assert_eq!(
+        p.load("job", None).await.unwrap().unwrap().status,
+        StepStatus::Cancelled
+    );
+    drop((app, p));
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+
+    let reader = RunReader::open(&path).unwrap();
+    let run = reader.run("job").unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.steps, 1);
+}
