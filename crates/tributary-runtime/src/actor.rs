@@ -475,6 +475,7 @@ impl Actor {
             .app_id(lane.app_id.to_string())
             .state(spec.state.clone())
             .task_path(lane.path.keys().iter().cloned())
+            .run_task(Arc::clone(&lane.run.shared.run_id), lane.index)
             .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>);
         if !config.extensions.is_empty() {
             builder = builder.extensions(&config.extensions);

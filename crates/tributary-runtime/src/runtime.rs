@@ -231,6 +231,10 @@ impl Runtime {
             gate,
             gates,
             prefix: parent.map_or_else(TaskPath::root, |p| p.lane.path.clone()),
+            run_id: match parent {
+                Some(p) => Arc::clone(&p.lane.run.shared.run_id),
+                None => Arc::from(id.as_str()),
+            },
             parent: parent.map(|p| ParentTask {
                 run: Arc::clone(&p.lane.run.shared),
                 task: Arc::clone(&p.lane.task),
