@@ -374,3 +374,120 @@ async fn a_task_cancelled_by_the_user_stays_cancelled_unless_resumed() {
     assert_eq!(all[&("stop".to_owned(), "fetch".to_owned())], 1);
     assert_eq!(all[&("stop".to_owned(), "score".to_owned())], 1);
 }
+
+// ===== across processes =====
+
+/// Tasks of the helper process; each maps three children.
+const CRASH_TASKS: u64 = 6;
+
+fn spawn_run(db: &std::path::Path, log: &std::path::Path, step_ms: u64) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_runtime_crash_run"))
+        .arg(db)
+        .arg(log)
+        .arg(CRASH_TASKS.to_string())
+        .arg(step_ms.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) for the helper to succeed and returns its output lines.
+fn output_lines(mut child: std::process::Child) -> Vec<String> {
+    use std::io::Read;
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the helper ends within two minutes");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "helper failed: {status:?}");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// How often each `TASK WHAT` line of the execution log was written.
+fn log_counts(log: &std::path::Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        *counts.entry(line.to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_mid_map_resumes_by_run_id_in_a_new_process() {
+    use tributary::{StepStatus, child_app_id};
+    use tributary_sqlite::SqlitePersister;
+
+    let dir = tempfile::tempdir().unwrap();
+    // The uninterrupted run, for reference.
+    let reference = output_lines(spawn_run(
+        &dir.path().join("ref.db"),
+        &dir.path().join("ref.log"),
+        0,
+    ));
+    assert_eq!(reference.len(), CRASH_TASKS as usize);
+
+    // SIGKILL once six lines are logged (task 0's map and reduce, two of
+    // task 1's three children): mid-map.
+    let (db, log) = (dir.path().join("t.db"), dir.path().join("exec.log"));
+    let mut first = spawn_run(&db, &log, 20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while log_counts(&log).len() < 6 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the helper ended before it was killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no child finished in time"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    first.kill().unwrap(); // SIGKILL: no destructor, no flush
+    assert!(!first.wait().unwrap().success());
+
+    // What was durable at the kill: the app ids derive from the run id, so
+    // they can be computed here.
+    let persister = SqlitePersister::open(&db).await.unwrap();
+    let mut durable = Vec::new();
+    for t in 0..CRASH_TASKS {
+        let task_id = child_app_id("nightly-research", 0, "task", &format!("t{t}"));
+        let done = |history: Vec<tributary::Checkpoint>| {
+            history.iter().any(|c| c.status == StepStatus::Completed)
+        };
+        if done(persister.history(&task_id).await.unwrap()) {
+            durable.push(format!("{t} r"));
+        }
+        for c in 0..3 {
+            let id = child_app_id(&task_id, 0, "map", &c.to_string());
+            if done(persister.history(&id).await.unwrap()) {
+                durable.push(format!("{t} {c}"));
+            }
+        }
+    }
+    persister.database().clone().close().await.unwrap();
+    drop(persister);
+    let total = CRASH_TASKS as usize * 4;
+    assert!(!durable.is_empty(), "nothing finished before the kill");
+    assert!(durable.len() < total, "everything finished before the kill");
+
+    // A new process, the same file, the same run id.
+    let resumed = output_lines(spawn_run(&db, &log, 0));
+    // Every Final, the reducer's input (the `results` in its state)
+    // included, equals the uninterrupted run's, byte for byte.
+    assert_eq!(resumed, reference);
+    let counts = log_counts(&log);
+    assert_eq!(counts.len(), total, "{counts:?}");
+    for line in &durable {
+        // Finished before the kill: never ran again.
+        assert_eq!(counts[line], 1, "`{line}` ran again: {counts:?}");
+    }
+    // A step cut off between its log line and its checkpoint runs again,
+    // at most once more.
+    assert!(counts.values().all(|&n| n <= 2), "{counts:?}");
+}
