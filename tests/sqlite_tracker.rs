@@ -719,4 +719,18 @@ async fn a_runtime_run_records_its_run_id_and_each_task_index() {
             ]
         );
     }
+
+    // `tributary show` names the run a child belongs to.
+    let child = &reader.children(&reader.roots().unwrap()[0].app_id).unwrap()[0];
+    let db = path.display().to_string();
+    let args = ["tributary", "--db", &db, "show", &child.app_id];
+    let cli = <tributary_cli::Cli as clap::Parser>::parse_from(args);
+    let mut out = Vec::new();
+    tributary_cli::run(&cli, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("run id") && l.contains("nightly-research")),
+        "{text}"
+    );
 }
