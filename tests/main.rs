@@ -48,6 +48,7 @@ mod runtime_merge;
 mod runtime_parallel;
 mod runtime_policies;
 mod runtime_props;
+mod runtime_resume;
 mod runtime_timeouts;
 mod runtime_tracing;
 mod runtime_tree;

@@ -196,3 +196,43 @@ async fn failures_retries_and_cancels_are_events_with_outcomes_on_the_task_span(
     assert!(outcome("flaky").contains("outcome=\"failed\""));
     assert!(outcome("slow").contains("outcome=\"cancelled\""));
 }
+
+#[tokio::test]
+async fn a_persisted_run_without_a_run_id_warns_that_it_cannot_resume_elsewhere() {
+    let recorder = Recorder::default();
+    let subscriber = tracing_subscriber::registry().with(recorder.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let warnings = || {
+        recorder
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.starts_with("WARN") && e.contains("cannot resume across processes"))
+            .count()
+    };
+
+    let leaf =
+        Subgraph::action(action("leaf").run(|s: State, _, _| async move { Ok((json!({}), s)) }));
+    let map = ParallelAction::map_states("map", leaf, |_, _| Ok(vec![State::new(); 2])).build();
+    let persister = Arc::new(tributary::InMemoryPersister::new());
+    let run = |config: RunConfig| {
+        let (_h, stream) = Runtime::new().run(vec![TaskSpec::action("top", map.clone())], config);
+        stream.finish()
+    };
+    run(RunConfig::new().persister(persister.clone()))
+        .await
+        .unwrap();
+    // Once, for the top-level run; its nested run's children have app ids
+    // derived from their parent's.
+    assert_eq!(warnings(), 1);
+    run(RunConfig::new().persister(persister).run_id("named"))
+        .await
+        .unwrap();
+    run(RunConfig::new()).await.unwrap();
+    assert_eq!(
+        warnings(),
+        1,
+        "a named run or one without a persister does not warn"
+    );
+}

@@ -665,3 +665,72 @@ async fn children_of_a_parallel_action_are_recorded_by_task_key_in_task_order() 
         .collect();
     assert_eq!(roots, ["region"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_run_records_its_run_id_and_each_task_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("track.db");
+    let tracker = SqliteTracker::open(&path).await.unwrap();
+    let leaf = tributary::Subgraph::new(leaf_graph());
+    let parent = Graph::single(
+        tributary::ParallelAction::tasks("fan", move |_: &State, _| {
+            Ok(["x", "y"].map(|k| leaf.task(k, State::new().set("n", 1), Inputs::new())))
+        })
+        .reduce(|s, _| Ok(s))
+        .build(),
+    );
+    // Keys not in alphabetical order: the index is task order.
+    let tasks: Vec<_> = ["b", "a"].map(|k| TaskSpec::new(k, parent.clone())).into();
+    let config = RunConfig::new()
+        .run_id("nightly-research")
+        .hook(std::sync::Arc::new(tracker.clone()));
+    let (_h, stream) = Runtime::new().run(tasks, config);
+    stream.outcomes().await.unwrap();
+    tracker.flush().await.unwrap();
+
+    let reader = RunReader::open(&path).unwrap();
+    let roots = reader.roots().unwrap();
+    let mut roots: Vec<_> = roots
+        .iter()
+        .map(|r| (r.task_key.as_deref(), r.task_index, r.run_id.as_deref()))
+        .collect();
+    roots.sort_by_key(|r| r.1);
+    assert_eq!(
+        roots,
+        [
+            (Some("b"), Some(0), Some("nightly-research")),
+            (Some("a"), Some(1), Some("nightly-research")),
+        ]
+    );
+    for root in reader.roots().unwrap() {
+        let children: Vec<_> = reader
+            .children(&root.app_id)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.task_key, c.task_index, c.run_id))
+            .collect();
+        // A child reports the root run's id and its index among its
+        // siblings.
+        assert_eq!(
+            children,
+            [
+                (Some("x".into()), Some(0), Some("nightly-research".into())),
+                (Some("y".into()), Some(1), Some("nightly-research".into())),
+            ]
+        );
+    }
+
+    // `tributary show` names the run a child belongs to.
+    let child = &reader.children(&reader.roots().unwrap()[0].app_id).unwrap()[0];
+    let db = path.display().to_string();
+    let args = ["tributary", "--db", &db, "show", &child.app_id];
+    let cli = <tributary_cli::Cli as clap::Parser>::parse_from(args);
+    let mut out = Vec::new();
+    tributary_cli::run(&cli, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("run id") && l.contains("nightly-research")),
+        "{text}"
+    );
+}

@@ -59,6 +59,15 @@ pub struct AppInfo {
     /// its own key last; empty when the application runs outside a runtime.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_path: Vec<Arc<str>>,
+    /// The id of the runtime run its task belongs to (for a child of a
+    /// parallel action, the run of the root task); `None` outside a
+    /// runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<Arc<str>>,
+    /// Its task's position in task order within its run (among its
+    /// siblings); `None` outside a runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_index: Option<u64>,
 }
 
 impl AppInfo {

@@ -9,7 +9,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tributary_core::{
-    AppInfo, Application, HookMethod, State, StepRecord, StreamSink, TaskEnd, call_hooks,
+    AppInfo, Application, HaltReason, HookMethod, State, StepRecord, StepStatus, StreamSink,
+    TaskEnd, call_hooks,
 };
 
 use crate::budget::TaskSlot;
@@ -288,6 +289,59 @@ impl Actor {
                 error: TaskError::hook(&panic),
             };
         }
+        if let Some(terminal) = self.resumed_end(&app) {
+            return terminal;
+        }
+        let terminal = self.steps(&mut app).await;
+        if matches!(terminal, Terminal::Cancelled { .. })
+            && self.control.reason() == Some(CancelReason::Task)
+            && self.config.persister.is_some()
+        {
+            // The user cancelled this very task: remember it, so that a
+            // later run with the same run id leaves it cancelled.
+            if let Err(error) = app.save_cancelled().await {
+                tracing::warn!(%error, "the task's cancellation could not be saved");
+            }
+        }
+        terminal
+    }
+
+    /// The end of a task whose checkpoint says it has nothing left to do:
+    /// it reached its halt point before (it reports the same `Final` again,
+    /// from the checkpoint's action and result), or the user cancelled it
+    /// in an earlier run (it stays cancelled unless the run resumes
+    /// cancelled tasks). `None`: the task has steps to run.
+    fn resumed_end(&self, app: &Application) -> Option<Terminal> {
+        let checkpoint = app.resumed_from()?;
+        match checkpoint.status {
+            StepStatus::Cancelled if !self.config.resume_cancelled => {
+                self.control.cancel(CancelReason::Earlier);
+                Some(Terminal::Cancelled {
+                    action: Some(Arc::from(checkpoint.action.as_str())),
+                })
+            }
+            StepStatus::Completed => {
+                let next = app.next_action();
+                let reason = self.spec.halt.halt_after_step(&checkpoint.action, next)?;
+                // As `Application::advance` reports a halt after a step.
+                let (action, result) = match (reason, next) {
+                    (HaltReason::HaltBefore, Some(next)) => (next, None),
+                    _ => (checkpoint.action.as_str(), checkpoint.result.clone()),
+                };
+                Some(Terminal::Final {
+                    action: Some(Arc::from(action)),
+                    result,
+                    state: app.state().clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Step the application until it halts, fails or is cancelled.
+    async fn steps(&self, app: &mut Application) -> Terminal {
+        let lane = &self.lane;
+        let spec = &self.spec;
         let nodes =
             self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
         let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
@@ -303,7 +357,7 @@ impl Actor {
             tokio::task::consume_budget().await;
             if lane.wait_gates().await.is_err() {
                 return Terminal::Cancelled {
-                    action: next_name(&app),
+                    action: next_name(app),
                 };
             }
             // The step's result lives only in this block, so that it takes
@@ -311,14 +365,14 @@ impl Actor {
             let after = {
                 let advance = tokio::select! {
                     biased;
-                    _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
+                    _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
                     a = AssertUnwindSafe(app.advance(&spec.halt)).catch_unwind() => a,
                 };
                 match advance {
                     Err(payload) => {
                         // A panic that escaped the step: the application can
                         // not go on.
-                        let action = next_name(&app);
+                        let action = next_name(app);
                         let what = format!("a step of task `{}`", spec.key);
                         let mut error = TaskError::panicked(&what, &*payload);
                         error.action = action.as_deref().map(str::to_owned);
@@ -331,11 +385,11 @@ impl Actor {
                         // before this select did. That is a cancellation,
                         // not a failure.
                         return Terminal::Cancelled {
-                            action: next_name(&app),
+                            action: next_name(app),
                         };
                     }
                     Ok(Err(error)) => {
-                        let action = next_name(&app);
+                        let action = next_name(app);
                         let task_error = TaskError::from_application(&error, action.as_deref());
                         // A hook that panicked after the step kept it: the
                         // task can not trust its hooks any more.
@@ -368,7 +422,7 @@ impl Actor {
                 Err(wait) => {
                     tokio::select! {
                         biased;
-                        _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(&app) },
+                        _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
                         _ = tokio::time::sleep(wait) => {}
                     }
                     continue;
@@ -389,7 +443,7 @@ impl Actor {
             if let Some(node) = node.filter(|_| nodes) {
                 if self.node_item(node).await.is_err() {
                     return Terminal::Cancelled {
-                        action: next_name(&app),
+                        action: next_name(app),
                     };
                 }
             }
@@ -421,6 +475,7 @@ impl Actor {
             .app_id(lane.app_id.to_string())
             .state(spec.state.clone())
             .task_path(lane.path.keys().iter().cloned())
+            .run_task(Arc::clone(&lane.run.shared.run_id), lane.index)
             .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>);
         if !config.extensions.is_empty() {
             builder = builder.extensions(&config.extensions);

@@ -238,6 +238,8 @@ pub struct RunConfig {
     pub(crate) partition_key: Option<String>,
     pub(crate) extensions: Extensions,
     pub(crate) remember_keys: Option<bool>,
+    pub(crate) run_id: Option<Arc<str>>,
+    pub(crate) resume_cancelled: bool,
 }
 
 impl fmt::Debug for RunConfig {
@@ -256,6 +258,8 @@ impl fmt::Debug for RunConfig {
             .field("max_concurrency", &self.max_concurrency)
             .field("persister", &self.persister.is_some())
             .field("hooks", &self.hooks.len())
+            .field("run_id", &self.run_id)
+            .field("resume_cancelled", &self.resume_cancelled)
             .finish_non_exhaustive()
     }
 }
@@ -279,6 +283,8 @@ impl Default for RunConfig {
             partition_key: None,
             extensions: Extensions::new(),
             remember_keys: None,
+            run_id: None,
+            resume_cancelled: false,
         }
     }
 }
@@ -378,6 +384,19 @@ impl RunConfig {
     }
 
     /// Checkpoint every task's steps and resume tasks from their checkpoints.
+    ///
+    /// Resuming across processes needs a stable [`run_id`](Self::run_id)
+    /// (or an app id on every task): without one, task app ids are unique
+    /// to the process, so a restarted process finds none of its
+    /// checkpoints. A top-level run with a persister and no run id logs a
+    /// warning saying so.
+    ///
+    /// A task with a checkpoint that already reached its halt point runs
+    /// no step and reports the `Final` it reported before (action and
+    /// result from the checkpoint). A task cancelled with
+    /// [`RunHandle::cancel_task`](crate::RunHandle::cancel_task) is saved
+    /// as cancelled and stays cancelled on later runs unless
+    /// [`resume_cancelled`](Self::resume_cancelled) is set.
     pub fn persister(mut self, persister: Arc<dyn Persister>) -> Self {
         self.persister = Some(persister);
         self
@@ -447,6 +466,51 @@ impl RunConfig {
     /// must stay within bounded memory.
     pub fn remember_keys(mut self, on: bool) -> Self {
         self.remember_keys = Some(on);
+        self
+    }
+
+    /// Name the run: every task's app id derives from `run_id` and its key
+    /// (children of parallel actions from their parent's), the same in
+    /// every process. Start a run again with the same run id and the same
+    /// persister after a crash and every task finds its checkpoints:
+    /// nothing finished runs again. A task's own
+    /// [`TaskSpec::app_id`](crate::TaskSpec::app_id) still wins.
+    ///
+    /// Without a run id, app ids derive from a per-process id, so a run
+    /// resumes only within its process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// use std::sync::Arc;
+    /// use serde_json::json;
+    /// use tributary_core::{action, InMemoryPersister, State};
+    /// use tributary_runtime::{RunConfig, Runtime, TaskSpec};
+    ///
+    /// let persister = Arc::new(InMemoryPersister::new());
+    /// let work = action("work").run(|s: State, _, _| async move { Ok((json!({ "n": 1 }), s)) });
+    /// let config = RunConfig::new().run_id("nightly-research").persister(persister);
+    /// let tasks = vec![TaskSpec::action("a", work.clone())];
+    /// let first = Runtime::new().run(tasks.clone(), config.clone()).1.outcomes().await.unwrap();
+    /// // The same run id again: the task is found finished and runs nothing.
+    /// let again = Runtime::new().run(tasks, config).1.outcomes().await.unwrap();
+    /// assert_eq!(first[0].app_id, again[0].app_id);
+    /// assert_eq!(again[0].result(), Some(&json!({ "n": 1 })));
+    /// # }
+    /// ```
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(Arc::from(run_id.into()));
+        self
+    }
+
+    /// Run again the tasks that a user cancelled in an earlier run with
+    /// the same run id (off by default: a cancelled task stays cancelled
+    /// and reports `Cancelled` with
+    /// [`CancelReason::Earlier`](crate::CancelReason::Earlier)).
+    pub fn resume_cancelled(mut self, on: bool) -> Self {
+        self.resume_cancelled = on;
         self
     }
 

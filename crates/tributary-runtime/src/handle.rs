@@ -149,6 +149,11 @@ impl RunHandle {
     /// Cancel one task of the tree and everything nested in it; a queued
     /// task never starts. It reports `Cancelled` and the run goes on.
     ///
+    /// With a persister, a task that had started is saved as cancelled:
+    /// run again under the same [`run_id`](crate::RunConfig::run_id), it
+    /// stays cancelled unless
+    /// [`resume_cancelled`](crate::RunConfig::resume_cancelled) is set.
+    ///
     /// # Errors
     ///
     /// As [`pause_task`](Self::pause_task).

@@ -23,6 +23,11 @@ pub enum CancelReason {
     Parent,
     /// The run's stream was dropped before the run ended.
     StreamDropped,
+    /// The task was cancelled through
+    /// [`RunHandle::cancel_task`](crate::RunHandle::cancel_task) in an
+    /// earlier run with the same run id, and its cancellation was saved
+    /// (see [`RunConfig::resume_cancelled`](crate::RunConfig::resume_cancelled)).
+    Earlier,
 }
 
 impl std::fmt::Display for CancelReason {
@@ -35,6 +40,7 @@ impl std::fmt::Display for CancelReason {
             CancelReason::Timeout => "the enclosing task timed out",
             CancelReason::Parent => "the enclosing task ended",
             CancelReason::StreamDropped => "the run's stream was dropped",
+            CancelReason::Earlier => "cancelled by the user in an earlier run",
         })
     }
 }

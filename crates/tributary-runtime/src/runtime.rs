@@ -208,6 +208,18 @@ impl Runtime {
         let gates = parent
             .map_or_else(GateChain::default, |p| p.lane.gates.clone())
             .with(Gate::Run(Arc::clone(&gate)));
+        let id = match &config.run_id {
+            Some(id) => id.to_string(),
+            None => {
+                if parent.is_none() && config.persister.is_some() {
+                    tracing::warn!(
+                        "a run with a persister and no run id cannot resume across processes: \
+                         its task app ids are unique to this process (set RunConfig::run_id)"
+                    );
+                }
+                run_id()
+            }
+        };
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (mail_tx, mail_rx) = mpsc::channel(config.mailbox_capacity);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
@@ -219,6 +231,10 @@ impl Runtime {
             gate,
             gates,
             prefix: parent.map_or_else(TaskPath::root, |p| p.lane.path.clone()),
+            run_id: match parent {
+                Some(p) => Arc::clone(&p.lane.run.shared.run_id),
+                None => Arc::from(id.as_str()),
+            },
             parent: parent.map(|p| ParentTask {
                 run: Arc::clone(&p.lane.run.shared),
                 task: Arc::clone(&p.lane.task),
@@ -246,7 +262,7 @@ impl Runtime {
             inbox_rx,
             mail_tx,
             ctl_tx,
-            run_id(),
+            id,
         );
         (handle, stream, supervisor)
     }

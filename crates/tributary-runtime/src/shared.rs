@@ -63,6 +63,9 @@ pub(crate) struct RunShared {
     pub(crate) gates: GateChain,
     /// The path of the task this run is nested in (empty for a root run).
     pub(crate) prefix: TaskPath,
+    /// The id of the root run (the user's run id or the process's own),
+    /// which every task of the tree reports to the hooks.
+    pub(crate) run_id: Arc<str>,
     pub(crate) parent: Option<ParentTask>,
     pub(crate) tasks: Mutex<TaskTable>,
     /// The runs nested in this run's tasks, by task key (only tasks that

@@ -112,8 +112,9 @@ impl TaskSpec {
         self
     }
 
-    /// Use this app id (otherwise the runtime derives a stable one from the
-    /// run and the key).
+    /// Use this app id (otherwise the runtime derives one from the run's
+    /// [`run_id`](crate::RunConfig::run_id) and the key, stable across
+    /// processes; without a run id, unique to the process).
     pub fn app_id(mut self, app_id: impl Into<String>) -> Self {
         self.app_id = Some(app_id.into());
         self

@@ -195,6 +195,8 @@ impl Hook for SqliteTracker {
         // The runtime runs a task's steps without `run`: its task is its run.
         self.upsert_app_status(app, RunStatus::Running);
         let (app_id, key) = (app.app_id.clone(), task_key.to_owned());
+        let run_id = app.run_id.as_deref().map(str::to_owned);
+        let index = app.task_index.and_then(|i| i64::try_from(i).ok());
         let now = now_micros();
         self.db.write_detached(move |tx| {
             // The path extends the spawning parent's (a top-level task's
@@ -202,13 +204,15 @@ impl Hook for SqliteTracker {
             tx.prepare_cached(
                 "UPDATE apps SET task_key = ?2, label = COALESCE(label, ?2),
                      spawned_at = COALESCE(spawned_at, ?3),
+                     task_index = COALESCE(?4, task_index),
+                     run_id = COALESCE(?5, run_id),
                      task_path = json_insert(
                          COALESCE((SELECT p.task_path FROM apps p
                                    WHERE p.app_id = apps.spawn_app_id), '[]'),
                          '$[#]', ?2)
                  WHERE app_id = ?1",
             )?
-            .execute(params![app_id, key, now])
+            .execute(params![app_id, key, now, index, run_id])
             .map(drop)
         });
     }

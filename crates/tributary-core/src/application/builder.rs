@@ -67,6 +67,8 @@ pub struct ApplicationBuilder {
     sink: Option<Arc<dyn StreamSink>>,
     extensions: Extensions,
     task_path: Vec<Arc<str>>,
+    run_id: Option<Arc<str>>,
+    task_index: Option<u64>,
 }
 
 impl fmt::Debug for ApplicationBuilder {
@@ -105,6 +107,8 @@ impl ApplicationBuilder {
             sink: None,
             extensions: Extensions::new(),
             task_path: Vec::new(),
+            run_id: None,
+            task_index: None,
         }
     }
 
@@ -210,6 +214,16 @@ impl ApplicationBuilder {
         K: Into<Arc<str>>,
     {
         self.task_path = path.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Record the runtime run the application's task belongs to and the
+    /// task's position in task order, for hooks ([`AppInfo::run_id`],
+    /// [`AppInfo::task_index`]): a tracker stores them. The runtime sets
+    /// them.
+    pub fn run_task(mut self, run_id: impl Into<Arc<str>>, task_index: u64) -> Self {
+        self.run_id = Some(run_id.into());
+        self.task_index = Some(task_index);
         self
     }
 
@@ -322,6 +336,8 @@ impl ApplicationBuilder {
             parent,
             spawning_parent: self.spawning_parent,
             task_path: self.task_path,
+            run_id: self.run_id,
+            task_index: self.task_index,
         });
         call_hooks(&self.hooks, HookMethod::OnCreate, |hook| {
             hook.on_create(&info, &state)
