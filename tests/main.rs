@@ -9,6 +9,7 @@ mod durable_events;
 mod durable_join;
 mod durable_kill;
 mod durable_policy;
+mod durable_runtime;
 mod durable_saga;
 mod durable_sleep;
 mod durable_steps;

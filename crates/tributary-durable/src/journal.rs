@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use tributary_core::{ActionContext, ApplicationBuilder, Hook, StepInfo, StepOutcome};
 
+use tributary_runtime::RunConfig;
+
 use crate::error::DurableError;
 use crate::scope::{Clock, Scope, system_clock};
 use crate::store::JournalStore;
@@ -128,8 +130,40 @@ impl Hook for Journal {
     }
 }
 
-/// Attach a [`Journal`] to an application: `.journal(&journal)` on its
-/// builder adds it as an extension and as a hook.
+/// Attach a [`Journal`] to an application or to a runtime run:
+/// `.journal(&journal)` adds it as an extension and as a hook.
+///
+/// On an [`ApplicationBuilder`] it serves that application's actions. On a
+/// [`RunConfig`] it serves every task of the run and every child of their
+/// parallel actions (children inherit their task's extensions and hooks),
+/// so `ctx.step` journals and replays inside runtime tasks: a task retried
+/// by the run's [`RetryPolicy`](tributary_runtime::RetryPolicy) replays the
+/// steps that finished before the failure. Give the run a
+/// [`run_id`](RunConfig::run_id) so that task app ids are the same in a
+/// new process, which then finds the journaled steps.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use tributary_core::{action, State};
+/// use tributary_durable::{DurableExt, Journal, MemoryJournal, WithJournal};
+/// use tributary_runtime::{RunConfig, Runtime, TaskSpec};
+///
+/// let journal = Journal::new(Arc::new(MemoryJournal::new()));
+/// let fetch = action("fetch").run(|s: State, _, ctx| async move {
+///     let n: u32 = ctx.step("download", async { Ok::<_, std::io::Error>(7) }).await?;
+///     Ok((json!({ "n": n }), s))
+/// });
+/// let config = RunConfig::new().run_id("nightly").journal(&journal);
+/// let (_h, stream) = Runtime::new().run(vec![TaskSpec::action("a", fetch)], config);
+/// let outcomes = stream.outcomes().await.unwrap();
+/// assert_eq!(outcomes[0].result(), Some(&json!({ "n": 7 })));
+/// # }
+/// ```
 pub trait WithJournal {
     /// Attach `journal`.
     #[must_use]
@@ -139,5 +173,12 @@ pub trait WithJournal {
 impl WithJournal for ApplicationBuilder {
     fn journal(self, journal: &Journal) -> Self {
         self.extension(journal.clone()).hook(journal.clone())
+    }
+}
+
+impl WithJournal for RunConfig {
+    fn journal(self, journal: &Journal) -> Self {
+        self.extension(journal.clone())
+            .hook(Arc::new(journal.clone()))
     }
 }

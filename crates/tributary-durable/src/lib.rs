@@ -11,8 +11,9 @@
 //! another order fails with [`DurableError::NonDeterminism`].
 //!
 //! - Attach a [`Journal`] over a [`JournalStore`] ([`MemoryJournal`], or
-//!   the SQLite one in `tributary-sqlite`) to an application with
-//!   [`WithJournal::journal`]; inside its actions use [`DurableExt`].
+//!   the SQLite one in `tributary-sqlite`) to an application, or to a
+//!   runtime run (every task and nested child), with
+//!   [`WithJournal::journal`]; inside the actions use [`DurableExt`].
 //! - [`StepPolicy`]: retries with backoff, a predicate, a timeout;
 //!   [`Terminal`] errors are never retried.
 //! - [`Step::compensate`]: saga undo, run in reverse on a terminal failure,
