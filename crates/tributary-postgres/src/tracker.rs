@@ -137,6 +137,8 @@ impl Hook for PostgresTracker {
         self.db.record(Record::TaskSpawn {
             app_id: app.app_id.clone(),
             key: task_key.to_owned(),
+            index: app.task_index.and_then(|i| i64::try_from(i).ok()),
+            run_id: app.run_id.as_deref().map(str::to_owned),
             now: now_micros(),
         });
     }
@@ -212,6 +214,8 @@ pub(crate) enum Record {
     TaskSpawn {
         app_id: String,
         key: String,
+        index: Option<i64>,
+        run_id: Option<String>,
         now: i64,
     },
     BeforeStep {
@@ -281,6 +285,8 @@ const SET_STATUS: &str = "UPDATE apps SET status = $2, updated_at = $3 WHERE app
 const TASK_SPAWN: &str = "
     UPDATE apps SET task_key = $2, label = COALESCE(label, $2),
         spawned_at = COALESCE(spawned_at, $3),
+        task_index = COALESCE($4, task_index),
+        run_id = COALESCE($5, run_id),
         task_path = (COALESCE((SELECT p.task_path FROM apps p WHERE p.app_id = apps.spawn_app_id),
                               '[]')::jsonb || to_jsonb($2::text))::text
     WHERE app_id = $1";
@@ -332,8 +338,23 @@ impl Record {
                 out.push((INSERT_IF_MISSING, row.params(*now)));
                 out.push((SET_STATUS, vec![p(row.app_id.clone()), p(*status), p(*now)]));
             }
-            Record::TaskSpawn { app_id, key, now } => {
-                out.push((TASK_SPAWN, vec![p(app_id.clone()), p(key.clone()), p(*now)]));
+            Record::TaskSpawn {
+                app_id,
+                key,
+                index,
+                run_id,
+                now,
+            } => {
+                out.push((
+                    TASK_SPAWN,
+                    vec![
+                        p(app_id.clone()),
+                        p(key.clone()),
+                        p(*now),
+                        p(*index),
+                        p(run_id.clone()),
+                    ],
+                ));
             }
             Record::BeforeStep {
                 row,
