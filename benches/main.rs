@@ -14,7 +14,9 @@
 //! diamond, `pipeline_memory_slow_sink` in a child process), `queue` (the
 //! work queue on Redis and NATS against the bare clients), `checkpoint`
 //! (checkpointed steps/s on SQLite and, with `TRIBUTARY_POSTGRES_URL`,
-//! PostgreSQL), `durable` (journaled steps/s on SQLite). See
+//! PostgreSQL), `durable` (journaled steps/s on SQLite), `callgrind`
+//! (instructions and allocations per subgraph of map_cpu and its baseline,
+//! counted under `valgrind --tool=callgrind`; not part of `all`). See
 //! `docs/benchmarks.md`.
 
 mod report;
@@ -25,7 +27,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use scenarios::{checkpoint, control, durable, map, memory, merge, pipeline, profile, queue};
+use scenarios::{
+    callgrind, checkpoint, control, durable, map, memory, merge, pipeline, profile, queue,
+};
 
 const SCENARIOS: &[&str] = &[
     "map_cpu",
@@ -72,7 +76,9 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("--child") {
         let what = args.get(1).context("--child needs a measurement")?;
         let n: u64 = args.get(2).context("--child needs a count")?.parse()?;
-        let answer = if profile::is_profile(what) {
+        let answer = if callgrind::is_child(what) {
+            runtime()?.block_on(callgrind::run_child(what, n))
+        } else if profile::is_profile(what) {
             runtime()?.block_on(profile::run(what, n))
         } else if pipeline::is_child(what) {
             runtime()?.block_on(pipeline::run_child(what, n))
@@ -102,9 +108,12 @@ fn main() -> anyhow::Result<()> {
                 _ => bail!("--consumer takes `main` or `task`"),
             },
             "all" => chosen.extend(SCENARIOS.iter().copied()),
+            // Slow (every measurement is a child under valgrind), so only
+            // when named.
+            "callgrind" => chosen.push("callgrind"),
             "-h" | "--help" => {
                 println!(
-                    "usage: tributary-bench <scenario|all>... [--quick] [--repeats N] [--consumer main|task]\nscenarios: {}",
+                    "usage: tributary-bench <scenario|all>... [--quick] [--repeats N] [--consumer main|task]\nscenarios: {}, callgrind (not in `all`)",
                     SCENARIOS.join(", ")
                 );
                 return Ok(());
@@ -147,6 +156,7 @@ fn main() -> anyhow::Result<()> {
                 memory::suspended(&opts);
                 memory::slow_consumer(&opts);
             }
+            "callgrind" => callgrind::callgrind(&opts)?,
             "pipeline" => {
                 on_worker(Box::pin(async move { pipeline::throughput(&opts).await }));
                 pipeline::slow_sink(&opts);

@@ -1,6 +1,7 @@
 //! The scenarios; each measures tributary next to a bare-tokio baseline
 //! doing the same work in the same run.
 
+pub(crate) mod callgrind;
 pub(crate) mod checkpoint;
 pub(crate) mod control;
 pub(crate) mod durable;
