@@ -184,8 +184,21 @@ async fn a_database_the_user_may_only_read_is_listed_without_a_write() {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
     }
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(dir_mode)).unwrap();
+    // `nobody` may not reach the build directory (a checkout in a 0700
+    // directory): as root, run a copy of the command from a directory it
+    // can enter.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let bin = if is_root {
+        let copy = bin_dir.path().join("tributary");
+        std::fs::copy(env!("CARGO_BIN_EXE_tributary"), &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    } else {
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_tributary"))
+    };
     let run = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+        let mut cmd = Command::new(&bin);
         cmd.arg("--db")
             .arg(&db)
             .args(args)
