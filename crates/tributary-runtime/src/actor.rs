@@ -260,6 +260,10 @@ impl Actor {
     async fn body(&self) -> Terminal {
         let lane = &self.lane;
         let spec = &self.spec;
+        if let Some(graph) = &spec.graph_name {
+            // Boxed: only named tasks pay for the executor's future.
+            return Box::pin(self.remote(graph)).await;
+        }
         if let Some(unknown) = spec.halt.unknown_action(&spec.graph) {
             return Terminal::Failed {
                 action: None,
@@ -304,6 +308,59 @@ impl Actor {
             }
         }
         terminal
+    }
+
+    /// Hand a named task to the run's executor.
+    async fn remote(&self, graph: &Arc<str>) -> Terminal {
+        let lane = &self.lane;
+        let spec = &self.spec;
+        let Some(executor) = self.config.executor.clone() else {
+            return Terminal::Failed {
+                action: None,
+                error: TaskError::new(
+                    crate::error::TaskErrorKind::UnknownGraph,
+                    format!(
+                        "task `{}` names graph `{graph}`, but its run has no task executor \
+                         (RunConfig::executor)",
+                        spec.key
+                    ),
+                    None,
+                ),
+            };
+        };
+        if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
+            return Terminal::Cancelled { action: None };
+        }
+        let final_only = self.config.merge_mode == MergeMode::FinalOnly;
+        let task = crate::remote::RemoteTask {
+            run_id: Arc::clone(&lane.run.shared.run_id),
+            index: lane.index,
+            key: Arc::clone(&spec.key),
+            path: lane.path.clone(),
+            app_id: Arc::clone(&lane.app_id),
+            graph: Arc::clone(graph),
+            state: spec.state.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            halt: spec.halt.clone(),
+            tokens: lane.streams_tokens(),
+            nodes: self.config.intermediate_nodes && !final_only,
+        };
+        let remote = crate::remote::RemoteLane::new(Arc::clone(lane), task.nodes);
+        match executor.execute(task, remote).await {
+            crate::remote::RemoteEnd::Final {
+                action,
+                result,
+                state,
+            } => Terminal::Final {
+                action,
+                result,
+                state,
+            },
+            crate::remote::RemoteEnd::Failed { action, error } => {
+                Terminal::Failed { action, error }
+            }
+            crate::remote::RemoteEnd::Cancelled { action } => Terminal::Cancelled { action },
+        }
     }
 
     /// The end of a task whose checkpoint says it has nothing left to do:

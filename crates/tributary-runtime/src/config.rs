@@ -240,6 +240,7 @@ pub struct RunConfig {
     pub(crate) remember_keys: Option<bool>,
     pub(crate) run_id: Option<Arc<str>>,
     pub(crate) resume_cancelled: bool,
+    pub(crate) executor: Option<Arc<dyn crate::remote::TaskExecutor>>,
 }
 
 impl fmt::Debug for RunConfig {
@@ -260,6 +261,7 @@ impl fmt::Debug for RunConfig {
             .field("hooks", &self.hooks.len())
             .field("run_id", &self.run_id)
             .field("resume_cancelled", &self.resume_cancelled)
+            .field("executor", &self.executor.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -285,6 +287,7 @@ impl Default for RunConfig {
             remember_keys: None,
             run_id: None,
             resume_cancelled: false,
+            executor: None,
         }
     }
 }
@@ -294,6 +297,24 @@ impl RunConfig {
     /// timeout, both intermediate switches on, a mailbox of 256 items.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Run [named](crate::TaskSpec::named) tasks through `executor` (a
+    /// cluster executor sets this; see [`TaskExecutor`](crate::TaskExecutor)).
+    /// Tasks that carry their graph still run in this process.
+    pub fn executor(mut self, executor: Arc<dyn crate::remote::TaskExecutor>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// The run id set with [`run_id`](Self::run_id).
+    pub fn get_run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
+    /// The merge mode.
+    pub fn get_merge_mode(&self) -> MergeMode {
+        self.merge_mode
     }
 
     /// How items are merged.

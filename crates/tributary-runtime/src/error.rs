@@ -43,6 +43,12 @@ pub enum TaskErrorKind {
     Validation,
     /// Loading or saving a checkpoint failed.
     Persistence,
+    /// The task names a graph nothing can run: its run has no task
+    /// executor, or no worker registered a graph of that name.
+    UnknownGraph,
+    /// The task's executor lost it: the broker failed, or the worker running
+    /// it stopped answering.
+    Executor,
     /// The task was cancelled.
     Cancelled(CancelReason),
 }

@@ -65,6 +65,36 @@ impl GateChain {
         self.all().all(|g| g.sender().is_none_or(|g| !*g.borrow()))
     }
 
+    /// Wait until some gate of the chain is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub(crate) async fn wait_closed(&self) {
+        loop {
+            // Subscribe first, then look: a change after the look wakes us.
+            let mut receivers: Vec<_> = self
+                .all()
+                .filter_map(|g| g.sender().map(watch::Sender::subscribe))
+                .collect();
+            if !self.is_open() {
+                return;
+            }
+            if receivers.is_empty() {
+                return std::future::pending().await;
+            }
+            let changes = receivers.iter_mut().map(|rx| {
+                Box::pin(async move {
+                    // A dropped gate never closes again.
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                })
+            });
+            futures_util::future::select_all(changes).await;
+        }
+    }
+
     /// Wait until every gate is open at once.
     ///
     /// # Cancel safety

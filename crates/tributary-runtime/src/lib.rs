@@ -83,6 +83,7 @@ mod path;
 mod policy;
 mod progress;
 mod reason;
+mod remote;
 mod runtime;
 mod scope;
 mod shared;
@@ -117,6 +118,8 @@ pub use policy::{CompletionPolicy, Decision, FirstMatching, FirstN, JoinAll, Qui
 pub use progress::Progress;
 #[doc(inline)]
 pub use reason::CancelReason;
+#[doc(inline)]
+pub use remote::{LaneClosed, RemoteEnd, RemoteLane, RemoteTask, TaskExecutor};
 #[doc(inline)]
 pub use runtime::{DEFAULT_MAX_CONCURRENCY, Runtime, RuntimeBuilder};
 #[doc(inline)]

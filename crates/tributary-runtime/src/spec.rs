@@ -31,6 +31,8 @@ pub struct TaskSpec {
     pub(crate) halt: RunOptions,
     pub(crate) state: State,
     pub(crate) app_id: Option<String>,
+    /// The graph's name, for a task run by a [`TaskExecutor`](crate::TaskExecutor).
+    pub(crate) graph_name: Option<Arc<str>>,
 }
 
 impl fmt::Debug for TaskSpec {
@@ -40,6 +42,7 @@ impl fmt::Debug for TaskSpec {
             .field("graph", &self.graph)
             .field("entrypoint", &self.entrypoint)
             .field("app_id", &self.app_id)
+            .field("graph_name", &self.graph_name)
             .finish_non_exhaustive()
     }
 }
@@ -54,7 +57,59 @@ impl TaskSpec {
             halt: RunOptions::new(),
             state: State::new(),
             app_id: None,
+            graph_name: None,
         }
+    }
+
+    /// A task that runs the graph registered under `graph` wherever the
+    /// run's [`TaskExecutor`](crate::TaskExecutor) sends it (the cluster
+    /// executor: on a worker that registered a graph of that name). The
+    /// task carries only data. On a run without an executor it fails with
+    /// a [`TaskErrorKind::UnknownGraph`](crate::TaskErrorKind::UnknownGraph) error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tributary_core::State;
+    /// use tributary_runtime::TaskSpec;
+    ///
+    /// let spec = TaskSpec::named("doc-7", "summarise").state(State::new().set("doc", 7));
+    /// assert_eq!(spec.graph_name(), Some("summarise"));
+    /// ```
+    pub fn named(key: impl Into<String>, graph: impl Into<String>) -> Self {
+        let graph: Arc<str> = Arc::from(graph.into());
+        let name = Arc::clone(&graph);
+        // Never stepped when the run has an executor; without one the actor
+        // refuses the task before it builds anything.
+        let placeholder = Graph::single(tributary_core::action(graph.to_string()).run(
+            move |_: State, _, _| {
+                let name = Arc::clone(&name);
+                async move { Err(format!("graph `{name}` runs only on a task executor").into()) }
+            },
+        ));
+        let mut spec = TaskSpec::new(key, placeholder);
+        spec.graph_name = Some(graph);
+        spec
+    }
+
+    /// The graph's name, for a task made with [`named`](Self::named).
+    pub fn graph_name(&self) -> Option<&str> {
+        self.graph_name.as_deref()
+    }
+
+    /// The task's halting options and inputs.
+    pub fn run_options(&self) -> &RunOptions {
+        &self.halt
+    }
+
+    /// The task's initial state.
+    pub fn initial_state(&self) -> &State {
+        &self.state
+    }
+
+    /// The action the task starts at, when not its graph's entrypoint.
+    pub fn get_entrypoint(&self) -> Option<&str> {
+        self.entrypoint.as_deref()
     }
 
     /// A task of a single action. (To run one action in many tasks, build

@@ -140,6 +140,16 @@ impl RunOptions {
         &self.inputs
     }
 
+    /// The actions the run halts after.
+    pub fn get_halt_after(&self) -> &[String] {
+        &self.halt_after
+    }
+
+    /// The actions the run halts before.
+    pub fn get_halt_before(&self) -> &[String] {
+        &self.halt_before
+    }
+
     /// The first action named in a halt list that `graph` does not have.
     pub fn unknown_action(&self, graph: &Graph) -> Option<&str> {
         self.halt_after

@@ -127,6 +127,11 @@ impl Lane {
         }
     }
 
+    /// Whether the run streams tokens.
+    pub(crate) fn streams_tokens(&self) -> bool {
+        self.tokens
+    }
+
     /// The task's key.
     pub(crate) fn key(&self) -> &Arc<str> {
         self.path

@@ -1,0 +1,531 @@
+//! The caller's side: a run whose named tasks run on the fleet.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use tokio::sync::{OnceCell, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tributary_queue::{Delivery, QueueError, Start, WorkQueue};
+use tributary_runtime::{
+    RemoteEnd, RemoteLane, RemoteTask, RunConfig, RunHandle, RunStream, Runtime, TaskError,
+    TaskErrorKind, TaskExecutor, TaskSource,
+};
+
+use crate::broker::Broker;
+use crate::error::ClusterError;
+use crate::options::ClusterOptions;
+use crate::protocol::{Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, items_queue_name};
+
+/// The group a caller reads its run's events with.
+const CALLER_GROUP: &str = "caller";
+/// The group every worker claims tasks in.
+pub(crate) const WORKERS_GROUP: &str = "workers";
+
+/// Runs tasks on a fleet of [`Worker`](crate::Worker)s: the same
+/// [`RunHandle`] and [`RunStream`] as the local [`Runtime`], with the
+/// merger, the policies, pause, cancel, `add_task` and progress in the
+/// caller's process, and the tasks' steps on the workers.
+///
+/// Tasks are [`TaskSpec::named`](tributary_runtime::TaskSpec::named): they
+/// name a graph the workers registered and carry only data. A task that
+/// carries its graph runs in the caller's process as usual.
+///
+/// The `window` (tasks in flight at once, 4096 by default) bounds what a
+/// run puts on the broker: the task source is pulled lazily, a task is
+/// published when it gets a slot, and a slow consumer slows the whole
+/// fleet instead of growing the broker.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use serde_json::json;
+/// use tributary_core::{action, Graph, State};
+/// use tributary_cluster::{ClusterRuntime, Graphs, MemoryBroker, Worker};
+/// use tributary_runtime::{ItemKind, RunConfig, TaskSpec};
+///
+/// let square = Graph::single(action("square").reads(["n"]).writes(["n"]).run(|s: State, _, _| async move {
+///     let n: i64 = s.get_as("n")?;
+///     Ok((json!({ "n": n * n }), s.set("n", n * n)))
+/// }));
+/// let broker = MemoryBroker::new();
+/// let worker = Worker::builder(broker.clone(), Graphs::new().register("square", square)?).build()?;
+/// let stop = tokio_util::sync::CancellationToken::new();
+/// let fleet = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+///
+/// let tasks = (0..10).map(|i| TaskSpec::named(format!("t{i}"), "square").state(State::new().set("n", i)));
+/// let (_handle, mut stream) = ClusterRuntime::new(broker).run(tasks.collect::<Vec<_>>(), RunConfig::new());
+/// let mut sum = 0;
+/// while let Some(item) = stream.next().await {
+///     if item.kind == ItemKind::Final {
+///         sum += item.result.unwrap()["n"].as_i64().unwrap();
+///     }
+/// }
+/// assert_eq!(sum, 285);
+/// stop.cancel();
+/// fleet.await??;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusterRuntime {
+    broker: Arc<dyn Broker>,
+    options: ClusterOptions,
+    local: Runtime,
+}
+
+impl ClusterRuntime {
+    /// A caller on `broker` with the default [`ClusterOptions`] and a
+    /// window of 4096 tasks in flight.
+    pub fn new(broker: impl Broker) -> Self {
+        ClusterRuntime {
+            broker: Arc::new(broker),
+            options: ClusterOptions::default(),
+            local: Runtime::new(),
+        }
+    }
+
+    /// Use `options` (the workers must share the namespace and heartbeat).
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Invalid`] for a setting out of range.
+    pub fn options(mut self, options: ClusterOptions) -> Result<Self, ClusterError> {
+        options.check()?;
+        self.options = options;
+        Ok(self)
+    }
+
+    /// At most `n` tasks in flight at once, across every run of this
+    /// caller (the local runtime's budget; also bounds what sits in the
+    /// broker).
+    ///
+    /// # Panics
+    ///
+    /// When `n` is 0.
+    pub fn window(mut self, n: usize) -> Self {
+        self.local = Runtime::builder().max_concurrency(n).build();
+        self
+    }
+
+    /// Start a run of `tasks` on the fleet (see [`Runtime::run`]). Without a
+    /// [`run_id`](RunConfig::run_id) the run gets a fresh one; give one to
+    /// resume a run whose caller died (the workers' checkpoints carry on).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn run(&self, tasks: impl Into<TaskSource>, config: RunConfig) -> (RunHandle, RunStream) {
+        let run: Arc<str> = match config.get_run_id() {
+            Some(id) => Arc::from(id),
+            None => Arc::from(format!("run-{}", uuid::Uuid::new_v4().simple()).as_str()),
+        };
+        let inner = Arc::new(RunInner {
+            run: Arc::clone(&run),
+            broker: Arc::clone(&self.broker),
+            options: self.options.clone(),
+            io: OnceCell::new(),
+            routes: Arc::new(Mutex::new(HashMap::new())),
+            stop: CancellationToken::new(),
+        });
+        let executor = Arc::new(ClusterExecutor { inner });
+        let config = config.run_id(run.to_string()).executor(executor);
+        self.local.run(tasks, config)
+    }
+}
+
+/// The queues a run talks through.
+struct Io {
+    tasks: Arc<dyn WorkQueue>,
+    control: Arc<dyn WorkQueue>,
+}
+
+type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>>;
+
+struct RunInner {
+    run: Arc<str>,
+    broker: Arc<dyn Broker>,
+    options: ClusterOptions,
+    io: OnceCell<Io>,
+    routes: Routes,
+    stop: CancellationToken,
+}
+
+impl RunInner {
+    /// Open the run's queues and start its reader and alive ticker, once.
+    async fn io(&self) -> Result<&Io, QueueError> {
+        self.io
+            .get_or_try_init(|| async {
+                let o = &self.options;
+                let tasks = self
+                    .broker
+                    .queue(&o.tasks_queue(), o.task_queue_options())
+                    .await?;
+                tasks.create_group(WORKERS_GROUP, Start::First).await?;
+                let control = self
+                    .broker
+                    .queue(&o.control_queue(), o.stream_queue_options())
+                    .await?;
+                let items = self
+                    .broker
+                    .queue(
+                        &items_queue_name(&o.namespace, &self.run),
+                        o.stream_queue_options(),
+                    )
+                    .await?;
+                items.create_group(CALLER_GROUP, Start::First).await?;
+                tokio::spawn(read_events(
+                    items,
+                    Arc::clone(&control),
+                    Arc::clone(&self.routes),
+                    Arc::clone(&self.run),
+                    self.stop.clone(),
+                ));
+                tokio::spawn(say_alive(
+                    Arc::clone(&control),
+                    Arc::clone(&self.run),
+                    o.alive_interval,
+                    self.stop.clone(),
+                ));
+                Ok(Io { tasks, control })
+            })
+            .await
+    }
+}
+
+/// The run's executor: lives as long as the run (its config holds it).
+struct ClusterExecutor {
+    inner: Arc<RunInner>,
+}
+
+impl TaskExecutor for ClusterExecutor {
+    fn execute(&self, task: RemoteTask, lane: RemoteLane) -> BoxFuture<'static, RemoteEnd> {
+        Box::pin(proxy(Arc::clone(&self.inner), task, lane))
+    }
+}
+
+impl Drop for ClusterExecutor {
+    fn drop(&mut self) {
+        // The run is over: stop reading, and tell the fleet to drop whatever
+        // is left of it (tasks still queued, claims of cancelled tasks).
+        self.inner.stop.cancel();
+        let Some(io) = self.inner.io.get() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let control = Arc::clone(&io.control);
+        let run = self.inner.run.to_string();
+        rt.spawn(async move {
+            if let Err(error) = publish(&*control, &Control::Ended { run }).await {
+                tracing::warn!(%error, "could not tell the fleet the run ended");
+            }
+        });
+    }
+}
+
+fn encode<T: serde::Serialize>(message: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(message).expect("protocol messages serialize"))
+}
+
+async fn publish<T: serde::Serialize>(
+    queue: &dyn WorkQueue,
+    message: &T,
+) -> Result<(), QueueError> {
+    queue.publish(encode(message), None).await
+}
+
+/// Read the run's events and hand each to its task's proxy.
+async fn read_events(
+    items: Arc<dyn WorkQueue>,
+    control: Arc<dyn WorkQueue>,
+    routes: Routes,
+    run: Arc<str>,
+    stop: CancellationToken,
+) {
+    let consumer = format!("caller-{}", std::process::id());
+    loop {
+        let fetched = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            f = items.fetch(CALLER_GROUP, &consumer, 512, Duration::from_millis(250)) => f,
+        };
+        let deliveries = match fetched {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::warn!(%error, "reading the run's events failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                }
+            }
+        };
+        for delivery in &deliveries {
+            let event: Event = match serde_json::from_slice(&delivery.payload) {
+                Ok(e) => e,
+                Err(error) => {
+                    tracing::warn!(%error, "dropping a malformed event");
+                    continue;
+                }
+            };
+            let task = event.task();
+            let orphan = {
+                let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+                match routes.get(&task) {
+                    Some(route) => route.send(event).err().map(|e| e.0),
+                    None => Some(event),
+                }
+            };
+            // A worker claimed (or refused) a task whose proxy is gone: the
+            // task was cancelled before it was claimed. Have it dropped.
+            if let Some(Event::Claimed { .. } | Event::Refused { .. }) = orphan {
+                let cancel = Control::Cancel {
+                    run: run.to_string(),
+                    task,
+                };
+                if let Err(error) = publish(&*control, &cancel).await {
+                    tracing::warn!(%error, task, "could not cancel a task claimed after its end");
+                }
+            }
+        }
+        settle(&*items, &deliveries).await;
+    }
+}
+
+async fn settle(queue: &dyn WorkQueue, deliveries: &[Delivery]) {
+    let acks = deliveries.iter().map(|d| queue.ack(d));
+    for result in futures_util::future::join_all(acks).await {
+        if let Err(error) = result {
+            tracing::warn!(%error, "acknowledging an event failed (it may be read again)");
+        }
+    }
+}
+
+async fn say_alive(
+    control: Arc<dyn WorkQueue>,
+    run: Arc<str>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let ttl_ms = u64::try_from((every * 3).as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let alive = Control::Alive {
+            run: run.to_string(),
+            ttl_ms,
+        };
+        if let Err(error) = publish(&*control, &alive).await {
+            tracing::warn!(%error, "could not tell the fleet the caller is alive");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Removes a task's route when its proxy ends; if it ends without the
+/// task's end (dropped: timed out, or the run went away), has the task
+/// cancelled on the fleet.
+struct RouteGuard {
+    routes: Routes,
+    index: u64,
+    control: Arc<dyn WorkQueue>,
+    run: Arc<str>,
+    settled: bool,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.index);
+        if self.settled {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let control = Arc::clone(&self.control);
+            let cancel = Control::Cancel {
+                run: self.run.to_string(),
+                task: self.index,
+            };
+            rt.spawn(async move {
+                if let Err(error) = publish(&*control, &cancel).await {
+                    tracing::warn!(%error, "could not cancel an abandoned task");
+                }
+            });
+        }
+    }
+}
+
+fn executor_error(task: &RemoteTask, what: &str, error: &dyn std::fmt::Display) -> RemoteEnd {
+    RemoteEnd::Failed {
+        action: None,
+        error: TaskError::new(
+            TaskErrorKind::Executor,
+            format!("task `{}`: {what}: {error}", task.key),
+            None,
+        ),
+    }
+}
+
+/// One named task, from its publication to its end.
+async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> RemoteEnd {
+    let io = match inner.io().await {
+        Ok(io) => io,
+        Err(error) => return executor_error(&task, "the broker is unreachable", &error),
+    };
+    let (tx, mut events) = mpsc::unbounded_channel();
+    inner
+        .routes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(task.index, tx);
+    let mut guard = RouteGuard {
+        routes: Arc::clone(&inner.routes),
+        index: task.index,
+        control: Arc::clone(&io.control),
+        run: Arc::clone(&inner.run),
+        settled: false,
+    };
+    let message = TaskMessage {
+        version: PROTOCOL_VERSION,
+        run: inner.run.to_string(),
+        index: task.index,
+        key: task.key.to_string(),
+        app_id: task.app_id.to_string(),
+        graph: task.graph.to_string(),
+        state: task.state.clone(),
+        entrypoint: task.entrypoint.clone(),
+        halt_after: task.halt.get_halt_after().to_vec(),
+        halt_before: task.halt.get_halt_before().to_vec(),
+        inputs: task.halt.get_inputs().clone(),
+        tokens: task.tokens,
+        nodes: task.nodes,
+    };
+    if let Err(error) = publish(&*io.tasks, &message).await {
+        guard.settled = true;
+        return executor_error(&task, "publishing the task failed", &error);
+    }
+    let control = |op: fn(String, u64) -> Control| op(inner.run.to_string(), task.index);
+    let send = |c: Control| {
+        let queue = Arc::clone(&io.control);
+        async move {
+            if let Err(error) = publish(&*queue, &c).await {
+                tracing::warn!(%error, "could not send a control message");
+            }
+        }
+    };
+    let mut epoch = 0u32;
+    let mut claimed = false;
+    let mut next_step = 0u64;
+    let mut paused = false;
+    let mut cancelling = false;
+    let mut refused_since: Option<Instant> = None;
+    let mut cancel_deadline: Option<Instant> = None;
+    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+    loop {
+        let refusal_deadline = refused_since
+            .filter(|_| !claimed)
+            .map(|since| since + inner.options.unknown_graph_wait);
+        tokio::select! {
+            biased;
+            event = events.recv() => {
+                let Some(event) = event else {
+                    return executor_error(&task, "the run's event reader stopped", &"gone");
+                };
+                match event {
+                    Event::Claimed { epoch: e, step, .. } if e >= epoch => {
+                        epoch = e;
+                        claimed = true;
+                        refused_since = None;
+                        next_step = next_step.max(step);
+                        // A new owner learns what the task's last owner knew.
+                        if cancelling {
+                            send(control(|run, task| Control::Cancel { run, task })).await;
+                        } else if paused {
+                            send(control(|run, task| Control::Pause { run, task })).await;
+                        }
+                    }
+                    Event::Refused { graph, .. } => {
+                        if !claimed {
+                            refused_since.get_or_insert_with(Instant::now);
+                        }
+                        tracing::debug!(graph, "a worker does not know the task's graph");
+                    }
+                    Event::Token { epoch: e, step, action, value, .. } if e >= epoch && step >= next_step => {
+                        epoch = e;
+                        // A cancelled lane refuses; the cancel branch below sees why.
+                        let _ = lane.token(action.map(Arc::from), value).await;
+                    }
+                    Event::Node { epoch: e, step, action, result, state, .. } if e >= epoch && step >= next_step => {
+                        epoch = e;
+                        next_step = step + 1;
+                        let _ = lane.node(Arc::from(action), result, state).await;
+                    }
+                    Event::End { epoch: e, end, .. } if e >= epoch => {
+                        guard.settled = true;
+                        return match end {
+                            WireEnd::Final { action, result, state } => RemoteEnd::Final {
+                                action: action.map(Arc::from),
+                                result,
+                                state,
+                            },
+                            WireEnd::Failed { action, error } => RemoteEnd::Failed {
+                                action: action.map(Arc::from),
+                                error,
+                            },
+                            WireEnd::Cancelled { action } => RemoteEnd::Cancelled {
+                                action: action.map(Arc::from),
+                            },
+                        };
+                    }
+                    // Events of an older claim, or of steps already delivered.
+                    _ => {}
+                }
+            }
+            () = lane.cancelled(), if !cancelling => {
+                cancelling = true;
+                send(control(|run, task| Control::Cancel { run, task })).await;
+                if !claimed {
+                    // Whoever claims it later is told to drop it (the
+                    // reader answers a claim of a task without a proxy).
+                    guard.settled = true;
+                    return RemoteEnd::Cancelled { action: None };
+                }
+                cancel_deadline = Some(Instant::now() + inner.options.cancel_wait);
+            }
+            () = tokio::time::sleep_until(cancel_deadline.unwrap_or_else(far)), if cancel_deadline.is_some() => {
+                tracing::warn!(task = %task.key, "the worker did not confirm the cancellation in time");
+                return RemoteEnd::Cancelled { action: None };
+            }
+            () = tokio::time::sleep_until(refusal_deadline.unwrap_or_else(far)), if refusal_deadline.is_some() => {
+                return RemoteEnd::Failed {
+                    action: None,
+                    error: TaskError::new(
+                        TaskErrorKind::UnknownGraph,
+                        format!(
+                            "task `{}` names graph `{}`, which no worker registered (every worker that \
+                             saw it for {:?} refused it)",
+                            task.key, task.graph, inner.options.unknown_graph_wait
+                        ),
+                        None,
+                    ),
+                };
+            }
+            () = lane.paused(), if !paused && !cancelling => {
+                paused = true;
+                send(control(|run, task| Control::Pause { run, task })).await;
+            }
+            () = lane.unpaused(), if paused && !cancelling => {
+                paused = false;
+                send(control(|run, task| Control::Resume { run, task })).await;
+            }
+        }
+    }
+}

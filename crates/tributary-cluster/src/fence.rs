@@ -1,0 +1,67 @@
+//! Checkpoint writes under a claim's epoch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use tributary_core::{Checkpoint, PersistError, Persister};
+
+/// A persister that writes every checkpoint fenced with one claim's epoch,
+/// and remembers whether a write was refused because a newer claim exists.
+pub(crate) struct FencedPersister {
+    inner: Arc<dyn Persister>,
+    epoch: u64,
+    fenced: Arc<AtomicBool>,
+}
+
+impl FencedPersister {
+    pub(crate) fn new(inner: Arc<dyn Persister>, epoch: u64) -> (Self, Arc<AtomicBool>) {
+        let fenced = Arc::new(AtomicBool::new(false));
+        (
+            FencedPersister {
+                inner,
+                epoch,
+                fenced: Arc::clone(&fenced),
+            },
+            fenced,
+        )
+    }
+}
+
+#[async_trait]
+impl Persister for FencedPersister {
+    async fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
+        let saved = self.inner.save_fenced(checkpoint, self.epoch).await;
+        if let Err(PersistError::Fenced { .. }) = &saved {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
+        saved
+    }
+
+    async fn load(
+        &self,
+        app_id: &str,
+        sequence_id: Option<u64>,
+    ) -> Result<Option<Checkpoint>, PersistError> {
+        self.inner.load(app_id, sequence_id).await
+    }
+
+    async fn list_app_ids(&self, partition_key: Option<&str>) -> Result<Vec<String>, PersistError> {
+        self.inner.list_app_ids(partition_key).await
+    }
+
+    fn supports_fencing(&self) -> bool {
+        true
+    }
+
+    async fn save_fenced(&self, checkpoint: &Checkpoint, epoch: u64) -> Result<(), PersistError> {
+        let saved = self
+            .inner
+            .save_fenced(checkpoint, epoch.max(self.epoch))
+            .await;
+        if let Err(PersistError::Fenced { .. }) = &saved {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
+        saved
+    }
+}

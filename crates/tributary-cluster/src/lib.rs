@@ -1,0 +1,57 @@
+//! Run tributary tasks on many worker processes and machines.
+//!
+//! A [`ClusterRuntime`] is a caller: its `run(tasks, config)` returns the
+//! same [`RunHandle`](tributary_runtime::RunHandle) and
+//! [`RunStream`](tributary_runtime::RunStream) as the local runtime, and
+//! merge modes, completion and failure policies, pause, cancel, `add_task`
+//! and progress work as they do locally, in the caller's process. The
+//! tasks' steps run on [`Worker`]s: processes of the user's own binary that
+//! register the graphs they can run under names ([`Graphs`]), claim tasks
+//! from a shared [`Broker`] (Redis Streams or NATS JetStream), checkpoint
+//! every step to a shared persister under their claim's fencing epoch, and
+//! stream the items back.
+//!
+//! What the cluster guarantees (see `docs/cluster.md`):
+//!
+//! - a task runs on one worker at a time; a worker that stops renewing its
+//!   claim (crashed, frozen, cut off) loses it after three heartbeats and
+//!   another worker resumes the task from its last checkpoint — finished
+//!   steps do not run again;
+//! - a worker that lost its claim cannot write over the new owner's steps
+//!   (its checkpoint writes are refused by epoch) nor speak for the task
+//!   (the caller ignores events of older claims);
+//! - each step's node item reaches the consumer once; the tokens of a step
+//!   interrupted by a crash may be streamed again when the step re-runs;
+//! - pause, resume and cancel reach the worker holding a task, and a run
+//!   whose caller went away is cancelled on the workers (or left to
+//!   finish, per [`Orphans`]).
+//!
+//! The wire protocol is in [`protocol`].
+
+mod broker;
+mod caller;
+mod error;
+mod fence;
+mod options;
+pub mod protocol;
+mod registry;
+mod worker;
+
+#[cfg(feature = "nats")]
+#[doc(inline)]
+pub use broker::NatsBroker;
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use broker::RedisBroker;
+#[doc(inline)]
+pub use broker::{Broker, MemoryBroker};
+#[doc(inline)]
+pub use caller::ClusterRuntime;
+#[doc(inline)]
+pub use error::ClusterError;
+#[doc(inline)]
+pub use options::{ClusterOptions, Orphans};
+#[doc(inline)]
+pub use registry::Graphs;
+#[doc(inline)]
+pub use worker::{Worker, WorkerBuilder, WorkerStats};

@@ -1,0 +1,822 @@
+//! The worker's side: claim tasks, run them on a local runtime, report.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tributary_core::Persister;
+use tributary_queue::{Delivery, QueueError, Start, WorkQueue};
+use tributary_runtime::{ItemKind, RunConfig, RunHandle, Runtime, StreamItem, TaskSpec};
+
+use crate::broker::Broker;
+use crate::caller::WORKERS_GROUP;
+use crate::error::ClusterError;
+use crate::fence::FencedPersister;
+use crate::options::{ClusterOptions, Orphans};
+use crate::protocol::{Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, items_queue_name};
+use crate::registry::Graphs;
+
+/// How many runs' control states and item queues a worker remembers.
+const REMEMBERED_RUNS: usize = 1024;
+/// How many control messages for tasks it does not hold a worker keeps.
+const REMEMBERED_CONTROLS: usize = 65_536;
+
+/// Builds a [`Worker`].
+#[derive(Debug)]
+#[must_use]
+pub struct WorkerBuilder {
+    broker: Arc<dyn Broker>,
+    graphs: Graphs,
+    persister: Option<Arc<dyn Persister>>,
+    name: Option<String>,
+    concurrency: usize,
+    options: ClusterOptions,
+    drain: Duration,
+}
+
+impl WorkerBuilder {
+    /// The shared persister the worker checkpoints every step to, fenced
+    /// with its claim's epoch (it must [support
+    /// fencing](Persister::supports_fencing)). Without one, a task taken
+    /// over from a crashed worker starts again from its first step.
+    pub fn persister(mut self, persister: Arc<dyn Persister>) -> Self {
+        self.persister = Some(persister);
+        self
+    }
+
+    /// The worker's name (unique in the fleet; default: `worker-<pid>-<random>`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Tasks the worker runs at once (default 64).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// The cluster's shared settings.
+    pub fn options(mut self, options: ClusterOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// On shutdown, how long to let running tasks finish before handing
+    /// the rest back to the fleet (default 10 s).
+    pub fn drain(mut self, wait: Duration) -> Self {
+        self.drain = wait;
+        self
+    }
+
+    /// Build the worker.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::PersisterNotFenced`] for a persister without fenced
+    /// writes, [`ClusterError::Invalid`] for a setting out of range.
+    pub fn build(self) -> Result<Worker, ClusterError> {
+        self.options.check()?;
+        if self.concurrency == 0 {
+            return Err(ClusterError::Invalid {
+                name: "concurrency",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if let Some(p) = &self.persister {
+            if !p.supports_fencing() {
+                return Err(ClusterError::PersisterNotFenced);
+            }
+        }
+        let name = self.name.unwrap_or_else(|| {
+            format!(
+                "worker-{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            )
+        });
+        Ok(Worker {
+            broker: self.broker,
+            graphs: self.graphs,
+            persister: self.persister,
+            name,
+            concurrency: self.concurrency,
+            options: self.options,
+            drain: self.drain,
+            stats: Arc::default(),
+        })
+    }
+}
+
+/// What a worker did, counted since it started.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    claimed: AtomicU64,
+    completed: AtomicU64,
+    refused: AtomicU64,
+    lost: AtomicU64,
+    handed_back: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Tasks claimed.
+    pub fn claimed(&self) -> u64 {
+        self.claimed.load(Ordering::Relaxed)
+    }
+    /// Tasks whose end the worker reported.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+    /// Tasks handed back because their graph is unknown here.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+    /// Claims lost to another worker (lease expired, or fenced).
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+    /// Tasks handed back at shutdown.
+    pub fn handed_back(&self) -> u64 {
+        self.handed_back.load(Ordering::Relaxed)
+    }
+}
+
+/// A worker process's engine: claims tasks of the fleet's queue (up to its
+/// concurrency), runs each on a local runtime, checkpoints every step to
+/// the shared persister under its claim's epoch, streams the task's items
+/// back to the run's caller, renews its claim every heartbeat while the
+/// task runs, and acknowledges the task after reporting its end.
+///
+/// The graphs are the user's: a worker binary registers the graphs it can
+/// run ([`Graphs`]) and runs [`Worker::run`] until its shutdown signal.
+#[derive(Debug)]
+pub struct Worker {
+    broker: Arc<dyn Broker>,
+    graphs: Graphs,
+    persister: Option<Arc<dyn Persister>>,
+    name: String,
+    concurrency: usize,
+    options: ClusterOptions,
+    drain: Duration,
+    stats: Arc<WorkerStats>,
+}
+
+/// A task this worker holds.
+struct Held {
+    handle: RunHandle,
+}
+
+/// What the worker knows of a run from its caller's control messages.
+struct RunSeen {
+    last_alive: Instant,
+    ttl: Duration,
+    ended: bool,
+}
+
+/// A run's items queue and when it was last used.
+type ItemsQueue = (Arc<dyn WorkQueue>, Instant);
+
+/// What a worker's claims share.
+struct Shared {
+    name: String,
+    broker: Arc<dyn Broker>,
+    graphs: Graphs,
+    persister: Option<Arc<dyn Persister>>,
+    options: ClusterOptions,
+    tasks: Arc<dyn WorkQueue>,
+    local: Runtime,
+    held: Mutex<HashMap<(String, u64), Held>>,
+    pending: Mutex<HashMap<(String, u64), Control>>,
+    runs: Mutex<HashMap<String, RunSeen>>,
+    items: tokio::sync::Mutex<HashMap<String, ItemsQueue>>,
+    handing_back: CancellationToken,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    /// A worker on `broker` that runs `graphs`.
+    pub fn builder(broker: impl Broker, graphs: Graphs) -> WorkerBuilder {
+        WorkerBuilder {
+            broker: Arc::new(broker),
+            graphs,
+            persister: None,
+            name: None,
+            concurrency: 64,
+            options: ClusterOptions::default(),
+            drain: Duration::from_secs(10),
+        }
+    }
+
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its counters (shared: read them while it runs).
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Run until `shutdown` resolves; then stop claiming, let the running
+    /// tasks finish for the drain time, and hand the rest back to the fleet
+    /// (another worker resumes them from their checkpoints).
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::Queue`] when the broker cannot be reached at start.
+    /// Later broker failures are logged and retried.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<Arc<WorkerStats>, ClusterError> {
+        let o = &self.options;
+        let tasks = self
+            .broker
+            .queue(&o.tasks_queue(), o.task_queue_options())
+            .await?;
+        tasks.create_group(WORKERS_GROUP, Start::First).await?;
+        let control = self
+            .broker
+            .queue(&o.control_queue(), o.stream_queue_options())
+            .await?;
+        let control_group = format!("worker-{}", self.name);
+        control.create_group(&control_group, Start::New).await?;
+        let shared = Arc::new(Shared {
+            name: self.name.clone(),
+            broker: Arc::clone(&self.broker),
+            graphs: self.graphs.clone(),
+            persister: self.persister.clone(),
+            options: self.options.clone(),
+            tasks: Arc::clone(&tasks),
+            local: Runtime::new(),
+            held: Mutex::default(),
+            pending: Mutex::default(),
+            runs: Mutex::default(),
+            items: tokio::sync::Mutex::default(),
+            handing_back: CancellationToken::new(),
+            stats: Arc::clone(&self.stats),
+        });
+        let stop = CancellationToken::new();
+        let listener = tokio::spawn(listen(
+            Arc::clone(&shared),
+            control,
+            control_group,
+            stop.clone(),
+        ));
+        let claims = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        tokio::pin!(shutdown);
+        tracing::info!(worker = %self.name, concurrency = self.concurrency, "worker started");
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                p = Arc::clone(&slots).acquire_owned() => p.expect("never closed"),
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
+                permits.push(p);
+            }
+            let fetched = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                f = tasks.fetch(WORKERS_GROUP, &self.name, permits.len(), Duration::from_millis(500)) => f,
+            };
+            let deliveries = match fetched {
+                Ok(d) => d,
+                Err(error) => {
+                    tracing::warn!(%error, "claiming tasks failed; retrying");
+                    drop(permits);
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
+                }
+            };
+            for delivery in deliveries {
+                let permit = permits.pop().expect("fetched no more than the free slots");
+                let shared = Arc::clone(&shared);
+                claims.spawn(async move {
+                    claim(&shared, delivery).await;
+                    drop(permit);
+                });
+            }
+        }
+        // Shutdown: no more claims; let the running ones finish, then hand
+        // back what is left.
+        claims.close();
+        tracing::info!(worker = %self.name, running = claims.len(), "worker draining");
+        if tokio::time::timeout(self.drain, claims.wait())
+            .await
+            .is_err()
+        {
+            shared.handing_back.cancel();
+            let held: Vec<RunHandle> = shared
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|h| h.handle.clone())
+                .collect();
+            for handle in held {
+                handle.cancel().await;
+            }
+            claims.wait().await;
+        }
+        stop.cancel();
+        let _ = listener.await;
+        tracing::info!(worker = %self.name, "worker stopped");
+        Ok(self.stats)
+    }
+}
+
+fn encode<T: serde::Serialize>(message: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(message).expect("protocol messages serialize"))
+}
+
+/// Apply the fleet's control messages to the tasks this worker holds, and
+/// keep the rest for tasks it may claim later.
+async fn listen(
+    shared: Arc<Shared>,
+    control: Arc<dyn WorkQueue>,
+    group: String,
+    stop: CancellationToken,
+) {
+    loop {
+        let fetched = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            f = control.fetch(&group, &shared.name, 256, Duration::from_millis(250)) => f,
+        };
+        let deliveries = match fetched {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::warn!(%error, "reading control messages failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                }
+            }
+        };
+        for delivery in &deliveries {
+            match serde_json::from_slice::<Control>(&delivery.payload) {
+                Ok(c) => apply(&shared, c).await,
+                Err(error) => tracing::warn!(%error, "dropping a malformed control message"),
+            }
+        }
+        let acks = deliveries.iter().map(|d| control.ack(d));
+        for result in futures_util::future::join_all(acks).await {
+            if let Err(error) = result {
+                tracing::debug!(%error, "acknowledging a control message failed");
+            }
+        }
+    }
+}
+
+async fn apply(shared: &Shared, control: Control) {
+    match &control {
+        Control::Alive { run, ttl_ms } => {
+            let mut runs = shared.runs.lock().unwrap_or_else(|e| e.into_inner());
+            forget_oldest(&mut runs);
+            let seen = runs.entry(run.clone()).or_insert(RunSeen {
+                last_alive: Instant::now(),
+                ttl: Duration::ZERO,
+                ended: false,
+            });
+            seen.last_alive = Instant::now();
+            seen.ttl = Duration::from_millis(*ttl_ms);
+        }
+        Control::Ended { run } => {
+            {
+                let mut runs = shared.runs.lock().unwrap_or_else(|e| e.into_inner());
+                forget_oldest(&mut runs);
+                runs.entry(run.clone())
+                    .or_insert(RunSeen {
+                        last_alive: Instant::now(),
+                        ttl: Duration::ZERO,
+                        ended: true,
+                    })
+                    .ended = true;
+            }
+            let handles: Vec<RunHandle> = shared
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|((r, _), _)| r == run)
+                .map(|(_, h)| h.handle.clone())
+                .collect();
+            for handle in handles {
+                // Not awaited: the claim reports the end.
+                drop(handle.cancel());
+            }
+            shared.items.lock().await.remove(run);
+        }
+        Control::Pause { run, task }
+        | Control::Resume { run, task }
+        | Control::Cancel { run, task } => {
+            let key = (run.clone(), *task);
+            let handle = shared
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .map(|h| h.handle.clone());
+            match handle {
+                Some(handle) => match control {
+                    Control::Pause { .. } => handle.pause(),
+                    Control::Resume { .. } => handle.resume(),
+                    _ => drop(handle.cancel()),
+                },
+                None => {
+                    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    if pending.len() >= REMEMBERED_CONTROLS {
+                        pending.clear();
+                    }
+                    if matches!(control, Control::Resume { .. }) {
+                        pending.remove(&key);
+                    } else {
+                        pending.insert(key, control);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn forget_oldest(runs: &mut HashMap<String, RunSeen>) {
+    if runs.len() < REMEMBERED_RUNS {
+        return;
+    }
+    if let Some(oldest) = runs
+        .iter()
+        .min_by_key(|(_, s)| s.last_alive)
+        .map(|(r, _)| r.clone())
+    {
+        runs.remove(&oldest);
+    }
+}
+
+impl Shared {
+    async fn items(&self, run: &str) -> Result<Arc<dyn WorkQueue>, QueueError> {
+        let mut items = self.items.lock().await;
+        if let Some((queue, used)) = items.get_mut(run) {
+            *used = Instant::now();
+            return Ok(Arc::clone(queue));
+        }
+        if items.len() >= REMEMBERED_RUNS {
+            if let Some(oldest) = items
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(r, _)| r.clone())
+            {
+                items.remove(&oldest);
+            }
+        }
+        let queue = self
+            .broker
+            .queue(
+                &items_queue_name(&self.options.namespace, run),
+                self.options.stream_queue_options(),
+            )
+            .await?;
+        items.insert(run.to_owned(), (Arc::clone(&queue), Instant::now()));
+        Ok(queue)
+    }
+
+    fn run_ended(&self, run: &str) -> bool {
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run)
+            .is_some_and(|s| s.ended)
+    }
+
+    /// Whether the run's caller has been silent past its promise.
+    fn caller_gone(&self, run: &str, since: Instant) -> bool {
+        let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        match runs.get(run) {
+            Some(seen) if !seen.ttl.is_zero() => seen.last_alive + seen.ttl < Instant::now(),
+            // Never heard from it: give it three alive intervals from the claim.
+            _ => since + self.options.alive_interval * 3 < Instant::now(),
+        }
+    }
+
+    fn take_pending(&self, key: &(String, u64)) -> Option<Control> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+    }
+}
+
+/// Publish with a few retries: an event lost here would leave the caller
+/// waiting for the next claim.
+async fn publish_event(queue: &dyn WorkQueue, event: &Event) -> Result<(), QueueError> {
+    let payload = encode(event);
+    let mut wait = Duration::from_millis(20);
+    let mut tries = 0;
+    loop {
+        match queue.publish(payload.clone(), None).await {
+            Ok(()) => return Ok(()),
+            Err(error) if tries < 5 => {
+                tracing::debug!(%error, "publishing an event failed; retrying");
+                tries += 1;
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// One claimed task, from its delivery to its acknowledgement.
+async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
+    let tasks = &*shared.tasks;
+    let message: TaskMessage = match serde_json::from_slice(&delivery.payload) {
+        Ok(m) => m,
+        Err(error) => {
+            let why = format!("malformed task message: {error}");
+            tracing::warn!(%why, "dead-lettering a task");
+            let _ = tasks.terminate(&delivery, &why).await;
+            return;
+        }
+    };
+    if message.version != PROTOCOL_VERSION {
+        let why = format!(
+            "task message of protocol version {} (this worker speaks {PROTOCOL_VERSION})",
+            message.version
+        );
+        let _ = tasks.terminate(&delivery, &why).await;
+        return;
+    }
+    let key = (message.run.clone(), message.index);
+    let pending = shared.take_pending(&key);
+    if shared.run_ended(&message.run) || matches!(pending, Some(Control::Cancel { .. })) {
+        // Its run is over, or it was cancelled before anyone claimed it.
+        let _ = tasks.ack(&delivery).await;
+        return;
+    }
+    let items = match shared.items(&message.run).await {
+        Ok(q) => q,
+        Err(error) => {
+            tracing::warn!(%error, "cannot reach the run's items queue; handing the task back");
+            let _ = tasks
+                .nak(&delivery, Duration::from_millis(500), &error.to_string())
+                .await;
+            return;
+        }
+    };
+    let Some(graph) = shared.graphs.get(&message.graph).cloned() else {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let refused = Event::Refused {
+            task: message.index,
+            worker: shared.name.clone(),
+            graph: message.graph.clone(),
+        };
+        let _ = publish_event(&*items, &refused).await;
+        let why = format!(
+            "graph `{}` is not registered on {}",
+            message.graph, shared.name
+        );
+        let _ = tasks.nak(&delivery, Duration::from_millis(100), &why).await;
+        return;
+    };
+    shared.stats.claimed.fetch_add(1, Ordering::Relaxed);
+    let epoch = delivery.attempt;
+    // The first step this claim runs: after the last checkpoint.
+    let mut step = 0;
+    if let Some(p) = &shared.persister {
+        match p.load(&message.app_id, None).await {
+            Ok(Some(checkpoint)) => step = checkpoint.sequence_id + 1,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the task's checkpoint; handing it back");
+                let _ = tasks
+                    .nak(&delivery, Duration::from_millis(500), &error.to_string())
+                    .await;
+                return;
+            }
+        }
+    }
+    let claimed = Event::Claimed {
+        task: message.index,
+        epoch,
+        worker: shared.name.clone(),
+        step,
+    };
+    if let Err(error) = publish_event(&*items, &claimed).await {
+        tracing::warn!(%error, "cannot report the claim; handing the task back");
+        let _ = tasks
+            .nak(&delivery, Duration::from_millis(500), &error.to_string())
+            .await;
+        return;
+    }
+    let mut spec = TaskSpec::new(message.key.clone(), graph)
+        .state(message.state.clone())
+        .app_id(message.app_id.clone())
+        .inputs(message.inputs.clone());
+    if let Some(entry) = &message.entrypoint {
+        spec = spec.entrypoint(entry.clone());
+    }
+    if !message.halt_after.is_empty() {
+        spec = spec.halt_after(message.halt_after.iter().cloned());
+    }
+    if !message.halt_before.is_empty() {
+        spec = spec.halt_before(message.halt_before.iter().cloned());
+    }
+    let mut config = RunConfig::new().run_id(message.run.clone());
+    let mut fenced = None;
+    if let Some(p) = &shared.persister {
+        let (persister, flag) = FencedPersister::new(Arc::clone(p), u64::from(epoch));
+        config = config.persister(Arc::new(persister));
+        fenced = Some(flag);
+    }
+    let (handle, mut stream) = shared.local.run(vec![spec], config);
+    if matches!(pending, Some(Control::Pause { .. })) {
+        handle.pause();
+    }
+    shared
+        .held
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            key.clone(),
+            Held {
+                handle: handle.clone(),
+            },
+        );
+    // Renew the claim while the task runs; give it up when it moved on, or
+    // when the caller went away.
+    let lost = Arc::new(AtomicBool::new(false));
+    let orphaned = Arc::new(AtomicBool::new(false));
+    let beat = CancellationToken::new();
+    let heartbeat = tokio::spawn(renew(
+        Arc::clone(shared),
+        delivery.clone(),
+        handle.clone(),
+        message.run.clone(),
+        Arc::clone(&lost),
+        Arc::clone(&orphaned),
+        beat.clone(),
+    ));
+    let gone = |lost: &AtomicBool| {
+        lost.load(Ordering::SeqCst) || fenced.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    };
+    let mut end = None;
+    while let Some(item) = stream.next().await {
+        if gone(&lost) || item.is_nested() {
+            continue;
+        }
+        let event = match to_event(&message, epoch, &mut step, item) {
+            Relay::Send(event) => event,
+            Relay::Skip => continue,
+            Relay::End(wire) => {
+                end = Some(wire);
+                continue;
+            }
+        };
+        if let Err(error) = publish_event(&*items, &event).await {
+            tracing::warn!(%error, "an item of the task could not be reported");
+        }
+    }
+    beat.cancel();
+    let _ = heartbeat.await;
+    shared
+        .held
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key);
+    if gone(&lost) {
+        // Another worker owns the task now: say nothing, settle nothing.
+        shared.stats.lost.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(task = %message.key, epoch, "claim lost to another worker");
+        return;
+    }
+    if shared.handing_back.is_cancelled() {
+        shared.stats.handed_back.fetch_add(1, Ordering::Relaxed);
+        let _ = tasks
+            .nak(&delivery, Duration::ZERO, "worker shut down; handed back")
+            .await;
+        return;
+    }
+    if orphaned.load(Ordering::SeqCst) || shared.run_ended(&message.run) {
+        let _ = tasks.ack(&delivery).await;
+        return;
+    }
+    let end = end.unwrap_or(WireEnd::Cancelled { action: None });
+    let event = Event::End {
+        task: message.index,
+        epoch,
+        end,
+    };
+    match publish_event(&*items, &event).await {
+        Ok(()) => {
+            shared.stats.completed.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = tasks.ack(&delivery).await {
+                tracing::warn!(%error, "acknowledging a finished task failed (it may run again, resuming from its checkpoint)");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the task's end could not be reported; handing it back");
+            let _ = tasks
+                .nak(&delivery, Duration::from_millis(200), &error.to_string())
+                .await;
+        }
+    }
+}
+
+enum Relay {
+    Send(Event),
+    Skip,
+    End(WireEnd),
+}
+
+fn to_event(message: &TaskMessage, epoch: u32, step: &mut u64, item: StreamItem) -> Relay {
+    let task = message.index;
+    let action = item.action.as_deref().map(str::to_owned);
+    match item.kind {
+        ItemKind::Token if message.tokens => Relay::Send(Event::Token {
+            task,
+            epoch,
+            step: *step,
+            action,
+            value: item.result.unwrap_or_default(),
+        }),
+        ItemKind::NodeComplete => {
+            let this = *step;
+            *step += 1;
+            if !message.nodes {
+                return Relay::Skip;
+            }
+            Relay::Send(Event::Node {
+                task,
+                epoch,
+                step: this,
+                action: action.unwrap_or_default(),
+                result: item.result.unwrap_or_default(),
+                state: item.state_update.unwrap_or_default(),
+            })
+        }
+        ItemKind::Final => Relay::End(WireEnd::Final {
+            action,
+            result: item.result,
+            state: item.state_update.unwrap_or_default(),
+        }),
+        ItemKind::Failed => Relay::End(WireEnd::Failed {
+            action,
+            error: item.error.unwrap_or_else(|| {
+                tributary_runtime::TaskError::new(
+                    tributary_runtime::TaskErrorKind::ActionFailed,
+                    "the task failed",
+                    None,
+                )
+            }),
+        }),
+        ItemKind::Cancelled => Relay::End(WireEnd::Cancelled { action }),
+        _ => Relay::Skip,
+    }
+}
+
+/// The claim's heartbeat.
+async fn renew(
+    shared: Arc<Shared>,
+    delivery: Delivery,
+    handle: RunHandle,
+    run: String,
+    lost: Arc<AtomicBool>,
+    orphaned: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let since = Instant::now();
+    let every = shared.options.heartbeat;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match shared.tasks.in_progress(&delivery).await {
+            Ok(()) => {}
+            Err(QueueError::NotHeld { .. }) => {
+                lost.store(true, Ordering::SeqCst);
+                drop(handle.cancel());
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "renewing a claim failed; retrying"),
+        }
+        if shared.options.orphans == Orphans::Cancel && shared.caller_gone(&run, since) {
+            tracing::info!(%run, "the run's caller went away; cancelling its task");
+            orphaned.store(true, Ordering::SeqCst);
+            drop(handle.cancel());
+            return;
+        }
+    }
+}
