@@ -34,6 +34,8 @@ mod error;
 mod fence;
 mod options;
 pub mod protocol;
+#[cfg(feature = "redis")]
+mod redis_persister;
 mod registry;
 mod worker;
 
@@ -51,6 +53,9 @@ pub use caller::ClusterRuntime;
 pub use error::ClusterError;
 #[doc(inline)]
 pub use options::{ClusterOptions, Orphans};
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use redis_persister::RedisPersister;
 #[doc(inline)]
 pub use registry::Graphs;
 #[doc(inline)]

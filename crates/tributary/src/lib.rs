@@ -97,10 +97,11 @@ pub use tributary_core::{
 #[doc(inline)]
 pub use tributary_runtime::{
     AddTaskError, CancelReason, CompletionPolicy, DEFAULT_MAX_CONCURRENCY, Decision, FailurePolicy,
-    FirstMatching, FirstN, ItemKind, JoinAll, LiveStatus, MergeMode, ParallelAction, Progress,
-    QuickExit, Quorum, RetryPolicy, Round, RunConfig, RunEnd, RunError, RunHandle, RunReport,
-    RunStream, Runtime, StreamItem, Subgraph, TaskError, TaskErrorKind, TaskInfo, TaskOutcome,
-    TaskPath, TaskRuntime, TaskSource, TaskSpec, TaskStatus, UnknownTask, blocking, child_app_id,
+    FirstMatching, FirstN, ItemKind, JoinAll, LaneClosed, LiveStatus, MergeMode, ParallelAction,
+    Progress, QuickExit, Quorum, RemoteEnd, RemoteLane, RemoteTask, RetryPolicy, Round, RunConfig,
+    RunEnd, RunError, RunHandle, RunReport, RunStream, Runtime, StreamItem, Subgraph, TaskError,
+    TaskErrorKind, TaskExecutor, TaskInfo, TaskOutcome, TaskPath, TaskRuntime, TaskSource,
+    TaskSpec, TaskStatus, UnknownTask, blocking, child_app_id,
 };
 
 /// Implement [`Action`], [`Hook`] or [`Persister`] with `#[async_trait]`
@@ -130,6 +131,13 @@ pub use tributary_sqlite as sqlite;
 #[cfg(feature = "durable")]
 pub use tributary_durable as durable;
 
+/// The cluster executor (feature `cluster`, off by default): the same runs
+/// on many worker processes and machines — [`cluster::ClusterRuntime`] on
+/// the caller's side, [`cluster::Worker`] in the workers, over Redis Streams
+/// or NATS JetStream, with crash recovery and fenced checkpoints. See
+/// `docs/cluster.md`.
+#[cfg(feature = "cluster")]
+pub use tributary_cluster as cluster;
 /// Processor pipelines (feature `pipeline`): a graph of async processors
 /// joined by bounded channels, with joins, backpressure, clean ends and
 /// metrics. See [`pipeline::Pipeline`].

@@ -1,0 +1,155 @@
+//! A cluster worker in a process of its own, for the tests that kill,
+//! freeze and stop it:
+//! `cluster_worker <redis|nats> <broker url> <redis url> <namespace> <name> <concurrency> <heartbeat ms>`.
+//!
+//! It checkpoints to a `RedisPersister` under the namespace and registers:
+//! - `count`: steps `i = 0..n`, each emitting a token, sleeping `ms`, then
+//!   counting its own execution in Redis (`<ns>:exec:<app id>:<seq>`);
+//! - `square`: one step, `n * n`;
+//! - `busy`: steps forever (each sleeps `ms` and counts itself in
+//!   `<ns>:busy`), until cancelled.
+//!
+//! SIGTERM shuts it down gracefully (drain 1 s, then hand back).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tributary::{ActionContext, Graph, State, action, default, when};
+use tributary_cluster::{
+    Broker, ClusterOptions, Graphs, NatsBroker, RedisBroker, RedisPersister, Worker,
+};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [
+        _,
+        backend,
+        broker_url,
+        redis_url,
+        ns,
+        name,
+        concurrency,
+        heartbeat,
+    ] = args.as_slice()
+    else {
+        anyhow::bail!(
+            "usage: cluster_worker <redis|nats> <broker url> <redis url> <namespace> <name> <concurrency> <heartbeat ms>"
+        );
+    };
+    let redis = redis::Client::open(redis_url.as_str())?
+        .get_connection_manager()
+        .await?;
+    let persister = Arc::new(RedisPersister::connect_with_prefix(redis_url, ns).await?);
+    let graphs = Graphs::new()
+        .register("count", count(redis.clone(), ns.clone()))?
+        .register("square", square())?
+        .register("busy", busy(redis, ns.clone()))?;
+    let options = ClusterOptions::new()
+        .namespace(ns.clone())
+        .heartbeat(Duration::from_millis(heartbeat.parse()?))
+        .alive_interval(Duration::from_millis(200));
+    let broker: Box<dyn FnOnce(Graphs) -> tributary_cluster::WorkerBuilder> = match backend.as_str()
+    {
+        "redis" => {
+            let b = RedisBroker::new(broker_url.clone());
+            Box::new(move |g| Worker::builder(b, g))
+        }
+        "nats" => {
+            let b = NatsBroker::new(broker_url.clone());
+            Box::new(move |g| Worker::builder(b, g))
+        }
+        other => anyhow::bail!("unknown backend {other}"),
+    };
+    let worker = broker(graphs)
+        .persister(persister)
+        .name(name.clone())
+        .concurrency(concurrency.parse()?)
+        .options(options)
+        .drain(Duration::from_secs(1))
+        .build()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    println!("ready {name}");
+    let stats = worker
+        .run(async move {
+            term.recv().await;
+        })
+        .await?;
+    println!(
+        "stopped claimed={} completed={} handed_back={}",
+        stats.claimed(),
+        stats.completed(),
+        stats.handed_back()
+    );
+    Ok(())
+}
+
+fn _broker_is_object_safe(_: &dyn Broker) {}
+
+fn count(redis: redis::aio::ConnectionManager, ns: String) -> Graph {
+    let step = action("step")
+        .reads(["i", "n", "ms"])
+        .writes(["i", "done"])
+        .run(move |s: State, _, ctx: ActionContext| {
+            let mut redis = redis.clone();
+            let ns = ns.clone();
+            async move {
+                let i: i64 = s.get_as("i")?;
+                let n: i64 = s.get_as("n")?;
+                let ms: u64 = s.get_as("ms")?;
+                ctx.emit(json!({ "i": i })).await?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let key = format!("{ns}:exec:{}:{}", ctx.app_id(), ctx.sequence_id());
+                let _: i64 = redis::cmd("INCR").arg(key).query_async(&mut redis).await?;
+                let next = i + 1;
+                Ok((
+                    json!({ "i": next }),
+                    s.set("i", next).set("done", next >= n),
+                ))
+            }
+        });
+    Graph::builder()
+        .action(step)
+        .transition("step", "step", when("done", false))
+        .entrypoint("step")
+        .build()
+        .expect("a valid graph")
+}
+
+fn square() -> Graph {
+    Graph::single(
+        action("square")
+            .reads(["n"])
+            .writes(["n"])
+            .run(|s: State, _, _| async move {
+                let n: i64 = s.get_as("n")?;
+                Ok((json!({ "n": n * n }), s.set("n", n * n)))
+            }),
+    )
+}
+
+fn busy(redis: redis::aio::ConnectionManager, ns: String) -> Graph {
+    let step = action("tick")
+        .reads(["ms"])
+        .writes([] as [&str; 0])
+        .run(move |s: State, _, _| {
+            let mut redis = redis.clone();
+            let ns = ns.clone();
+            async move {
+                let ms: u64 = s.get_as("ms")?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let _: i64 = redis::cmd("INCR")
+                    .arg(format!("{ns}:busy"))
+                    .query_async(&mut redis)
+                    .await?;
+                Ok((json!({}), s))
+            }
+        });
+    Graph::builder()
+        .action(step)
+        .transition("tick", "tick", default())
+        .entrypoint("tick")
+        .build()
+        .expect("a valid graph")
+}
