@@ -65,3 +65,168 @@ async fn named_tasks_run_on_a_worker_and_come_back_in_order() {
     let stats = fleet.await.unwrap().unwrap();
     assert_eq!(stats.completed(), 20);
 }
+
+async fn fleet(
+    broker: &MemoryBroker,
+    graphs: Graphs,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let worker = Worker::builder(broker.clone(), graphs)
+        .options(fast())
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let run = worker.run(stop.clone().cancelled_owned());
+    let handle = tokio::spawn(async move {
+        run.await.unwrap();
+    });
+    (stop, handle)
+}
+
+fn steps() -> Graph {
+    let step = action("step")
+        .reads(["i"])
+        .writes(["i"])
+        .run(|s: State, _, ctx| async move {
+            let i: i64 = s.get_as("i")?;
+            ctx.emit(json!({ "token": i })).await?;
+            Ok((json!({ "i": i + 1 }), s.set("i", i + 1)))
+        });
+    Graph::builder()
+        .action(step)
+        .transition("step", "step", tributary_core::default())
+        .entrypoint("step")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_naming_a_graph_no_worker_knows_fails_with_a_typed_error() {
+    let broker = MemoryBroker::new();
+    let (stop, fleet) = fleet(&broker, Graphs::new().register("square", square()).unwrap()).await;
+    let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
+    let tasks = vec![
+        TaskSpec::named("known", "square").state(State::new().set("n", 3)),
+        TaskSpec::named("unknown", "nowhere"),
+    ];
+    let started = std::time::Instant::now();
+    let (_h, stream) = caller.run(
+        tasks,
+        RunConfig::new().failure_policy(tributary_runtime::FailurePolicy::Continue),
+    );
+    let items = tokio::time::timeout(Duration::from_secs(10), collect(stream))
+        .await
+        .expect("never hangs");
+    let failed = items.iter().find(|i| &*i.task_key == "unknown").unwrap();
+    assert_eq!(failed.kind, ItemKind::Failed);
+    let error = failed.error.as_ref().unwrap();
+    assert_eq!(error.kind, tributary_runtime::TaskErrorKind::UnknownGraph);
+    assert!(error.message.contains("nowhere"), "{}", error.message);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let known = items.iter().find(|i| &*i.task_key == "known").unwrap();
+    assert_eq!(known.kind, ItemKind::Final);
+    stop.cancel();
+    fleet.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_named_task_on_a_run_without_an_executor_fails_with_a_typed_error() {
+    let (_h, stream) = tributary_runtime::Runtime::new()
+        .run(vec![TaskSpec::named("t", "square")], RunConfig::new());
+    let items = collect(stream).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].kind, ItemKind::Failed);
+    assert_eq!(
+        items[0].error.as_ref().unwrap().kind,
+        tributary_runtime::TaskErrorKind::UnknownGraph
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_nodes_come_back_as_the_run_asks_and_halts_apply_on_the_worker() {
+    let broker = MemoryBroker::new();
+    let (stop, fleet) = fleet(&broker, Graphs::new().register("steps", steps()).unwrap()).await;
+    let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
+    let task = || {
+        TaskSpec::named("s", "steps")
+            .state(State::new().set("i", 0))
+            .halt_after(["step"])
+    };
+    // halt_after the first step: one Final, its token before it.
+    let (_h, stream) = caller.run(vec![task()], RunConfig::new());
+    let items = collect(stream).await;
+    let kinds: Vec<ItemKind> = items.iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, [ItemKind::Token, ItemKind::Final]);
+    assert_eq!(items[0].result, Some(json!({ "token": 0 })));
+    assert_eq!(items[1].result, Some(json!({ "i": 1 })));
+    // Without tokens, only the end.
+    let (_h, stream) = caller.run(
+        vec![task()],
+        RunConfig::new().intermediate_stream_outputs(false),
+    );
+    let kinds: Vec<ItemKind> = collect(stream).await.iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, [ItemKind::Final]);
+    stop.cancel();
+    fleet.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_task_message_goes_to_the_dead_letters() {
+    use tributary_cluster::Broker;
+    use tributary_queue::QueueOptions;
+    let broker = MemoryBroker::new();
+    let (stop, fleet) = fleet(&broker, Graphs::new().register("square", square()).unwrap()).await;
+    let tasks = broker
+        .queue("tributary-tasks", QueueOptions::default())
+        .await
+        .unwrap();
+    tasks.publish("not json".into(), None).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let dead = tasks.dead_letters("workers").await.unwrap_or_default();
+        if let Some(letter) = dead.first() {
+            assert!(
+                letter
+                    .last_error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("malformed"),
+                "{letter:?}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "dead-lettered in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    fleet.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_rounds_and_add_task_work_as_locally() {
+    let broker = MemoryBroker::new();
+    let (stop, fleet) = fleet(&broker, Graphs::new().register("steps", steps()).unwrap()).await;
+    let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
+    let task = |k: &str| {
+        TaskSpec::named(k, "steps")
+            .state(State::new().set("i", 0))
+            .halt_after(["step"])
+    };
+    let (handle, mut stream) = caller.run(
+        vec![task("a"), task("b")],
+        RunConfig::new().merge_mode(tributary_runtime::MergeMode::Zip),
+    );
+    handle.add_task(task("c")).unwrap();
+    let mut finals = Vec::new();
+    while let Some(item) = stream.next().await {
+        if item.kind == ItemKind::Final {
+            finals.push(item.task_key.to_string());
+        }
+    }
+    finals.sort();
+    assert_eq!(finals, ["a", "b", "c"]);
+    stop.cancel();
+    fleet.await.unwrap();
+}
