@@ -41,3 +41,84 @@ mod persister {
         #[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
     );
 }
+
+/// The broker restarts mid-run (a server of the test's own, with its
+/// append-only file): workers and caller reconnect by themselves and every
+/// task ends as it would have, with no finished step run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
+async fn a_restarted_broker_loses_no_task() {
+    use std::time::Duration;
+
+    use tributary::{ItemKind, State, TaskSpec};
+
+    use crate::cluster_support::{Cluster, WAIT, collect, config};
+    use crate::stream_servers::OwnServer;
+
+    let mut server = OwnServer::redis(true).await;
+    let mut cluster = Cluster::on(Backend::Redis, server.url(), server.url(), 200);
+    cluster.start_worker(8).await;
+    cluster.start_worker(8).await;
+    let steps = 10i64;
+    let tasks: Vec<TaskSpec> = (0..4)
+        .map(|i| {
+            TaskSpec::named(format!("r{i}"), "count")
+                .state(State::new().set("i", 0).set("n", steps).set("ms", 100))
+        })
+        .collect();
+    let (_handle, stream) = cluster.caller().run(tasks, config());
+    let consumer = tokio::spawn(collect(stream));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.start_again().await;
+    let items = tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
+    let finals: Vec<_> = items.iter().filter(|i| i.kind == ItemKind::Final).collect();
+    assert_eq!(finals.len(), 4, "{items:?}");
+    for end in finals {
+        let state = end.state_update.as_ref().unwrap();
+        assert_eq!(state.get_as::<i64>("i").unwrap(), steps);
+        let runs = cluster.executions(&end.app_id).await;
+        assert_eq!(runs.len(), usize::try_from(steps).unwrap(), "{runs:?}");
+        assert!(runs.values().filter(|n| **n > 1).count() <= 1, "{runs:?}");
+    }
+}
+
+/// A caller killed mid-run: its workers notice it stopped saying it is
+/// alive and cancel its tasks; nothing runs on unowned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
+async fn a_dead_callers_tasks_are_cancelled_on_the_workers() {
+    use std::time::Duration;
+
+    use tokio::io::AsyncBufReadExt;
+
+    use crate::cluster_support::{Cluster, WAIT};
+
+    let mut cluster = Cluster::new(Backend::Redis, 200);
+    cluster.start_worker(8).await;
+    let mut caller = tokio::process::Command::new(env!("CARGO_BIN_EXE_cluster_caller"))
+        .args([&cluster.broker_url, &cluster.ns, "4"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(caller.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("started"));
+    let started = std::time::Instant::now();
+    while cluster.busy_steps().await < 20 {
+        assert!(started.elapsed() < WAIT, "the tasks run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    caller.start_kill().unwrap(); // SIGKILL
+    let _ = caller.wait().await;
+    // Silent for three alive intervals (600 ms), noticed within a heartbeat.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let settled = cluster.busy_steps().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        cluster.busy_steps().await,
+        settled,
+        "the orphaned tasks stopped"
+    );
+}

@@ -38,6 +38,8 @@ pub(crate) struct Cluster {
     pub(crate) redis_url: String,
     pub(crate) ns: String,
     pub(crate) heartbeat_ms: u64,
+    /// Where the test graphs count their executions (the shared Redis).
+    counter_url: String,
     workers: Vec<Option<Child>>,
 }
 
@@ -63,6 +65,7 @@ impl Cluster {
             redis_url,
             ns: unique("cl"),
             heartbeat_ms,
+            counter_url: service_url("TRIBUTARY_REDIS_URL"),
             workers: Vec::new(),
         }
     }
@@ -88,6 +91,7 @@ impl Cluster {
                 &concurrency.to_string(),
                 &self.heartbeat_ms.to_string(),
             ])
+            .env("CLUSTER_COUNTER_URL", &self.counter_url)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -154,7 +158,7 @@ impl Cluster {
     }
 
     pub(crate) async fn redis(&self) -> redis::aio::ConnectionManager {
-        redis::Client::open(self.redis_url.as_str())
+        redis::Client::open(self.counter_url.as_str())
             .unwrap()
             .get_connection_manager()
             .await
@@ -195,7 +199,11 @@ impl Cluster {
 
     /// The fencing epoch stored for `app_id`.
     pub(crate) async fn epoch(&self, app_id: &str) -> Option<u64> {
-        let mut redis = self.redis().await;
+        let mut redis = redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .unwrap();
         redis::cmd("HGET")
             .arg(format!("{}:{{{app_id}}}:meta", self.ns))
             .arg("epoch")

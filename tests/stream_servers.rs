@@ -47,7 +47,8 @@ pub(crate) struct OwnServer {
 
 impl OwnServer {
     /// A redis-server on a free port, its files in a temp dir; with
-    /// `appendonly`, every acknowledged write is in its append-only file.
+    /// `appendonly`, every acknowledged write is in its append-only file
+    /// (fsynced before the reply).
     pub(crate) async fn redis(appendonly: bool) -> Self {
         let dir = TempDir::new();
         let port = free_port();
@@ -60,6 +61,10 @@ impl OwnServer {
             String::new(),
             "--appendonly".into(),
             if appendonly { "yes" } else { "no" }.into(),
+            // Every acknowledged write is on disk before the reply, so a
+            // SIGKILL of the server loses nothing acknowledged.
+            "--appendfsync".into(),
+            "always".into(),
             "--dir".into(),
             dir.0.display().to_string(),
         ];

@@ -38,7 +38,10 @@ async fn main() -> anyhow::Result<()> {
             "usage: cluster_worker <redis|nats> <broker url> <redis url> <namespace> <name> <concurrency> <heartbeat ms>"
         );
     };
-    let redis = redis::Client::open(redis_url.as_str())?
+    // The tests' own counters may live elsewhere than the checkpoints (a
+    // test that restarts the checkpoint server keeps counting).
+    let counter_url = std::env::var("CLUSTER_COUNTER_URL").unwrap_or_else(|_| redis_url.clone());
+    let redis = redis::Client::open(counter_url.as_str())?
         .get_connection_manager()
         .await?;
     let persister = Arc::new(RedisPersister::connect_with_prefix(redis_url, ns).await?);

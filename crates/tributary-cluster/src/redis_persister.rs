@@ -107,18 +107,43 @@ impl RedisPersister {
         format!("{}:apps", self.prefix)
     }
 
-    async fn timed<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, PersistError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(PersistError::backend(format!("redis: {what}: {e}"))),
-            Err(_) => Err(PersistError::backend(format!(
-                "redis: {what}: no answer within {:?}",
-                self.timeout
-            ))),
+    /// Run `call`, retrying (with backoff, for up to about five seconds)
+    /// while the connection is broken: every call here is idempotent, and a
+    /// server restart should not fail the task whose step it checkpoints.
+    async fn timed<T, F, Fut>(&self, what: &str, call: F) -> Result<T, PersistError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let mut waits = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(1))
+                .with_max_times(8),
+        );
+        loop {
+            let failure = match tokio::time::timeout(self.timeout, call(self.conn.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let transient = e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal()
+                        || e.is_timeout();
+                    let message = format!("redis: {what}: {e}");
+                    if !transient {
+                        return Err(PersistError::backend(message));
+                    }
+                    message
+                }
+                Err(_) => format!("redis: {what}: no answer within {:?}", self.timeout),
+            };
+            match waits.next() {
+                Some(wait) => {
+                    tracing::debug!(error = %failure, ?wait, "checkpoint store unreachable; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(PersistError::backend(failure)),
+            }
         }
     }
 
@@ -132,9 +157,11 @@ impl RedisPersister {
             .arg(json)
             .arg(checkpoint.partition_key.as_deref().unwrap_or(""))
             .arg(epoch);
-        let mut conn = self.conn.clone();
+        let invocation = &invocation;
         let reply: Vec<i64> = self
-            .timed("save a checkpoint", invocation.invoke_async(&mut conn))
+            .timed("save a checkpoint", |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
             .await?;
         if reply.first() == Some(&1) {
             return Err(PersistError::Fenced {
@@ -147,15 +174,15 @@ impl RedisPersister {
                     .unwrap_or_default(),
             });
         }
-        let mut conn = self.conn.clone();
+        let sadd = redis::cmd("SADD")
+            .arg(self.apps_key())
+            .arg(&checkpoint.app_id)
+            .clone();
+        let sadd = &sadd;
         let _: i64 = self
-            .timed(
-                "record the app id",
-                redis::cmd("SADD")
-                    .arg(self.apps_key())
-                    .arg(&checkpoint.app_id)
-                    .query_async(&mut conn),
-            )
+            .timed("record the app id", |mut conn| async move {
+                sadd.query_async(&mut conn).await
+            })
             .await?;
         Ok(())
     }
@@ -172,18 +199,18 @@ impl Persister for RedisPersister {
         app_id: &str,
         sequence_id: Option<u64>,
     ) -> Result<Option<Checkpoint>, PersistError> {
-        let mut conn = self.conn.clone();
         let seq = match sequence_id {
             Some(seq) => seq,
             None => {
+                let get = redis::cmd("HGET")
+                    .arg(self.meta_key(app_id))
+                    .arg("latest")
+                    .clone();
+                let get = &get;
                 let latest: Option<u64> = self
-                    .timed(
-                        "read the latest sequence id",
-                        redis::cmd("HGET")
-                            .arg(self.meta_key(app_id))
-                            .arg("latest")
-                            .query_async(&mut conn),
-                    )
+                    .timed("read the latest sequence id", |mut conn| async move {
+                        get.query_async(&mut conn).await
+                    })
                     .await?;
                 match latest {
                     Some(seq) => seq,
@@ -191,40 +218,40 @@ impl Persister for RedisPersister {
                 }
             }
         };
+        let get = redis::cmd("HGET")
+            .arg(self.checkpoints_key(app_id))
+            .arg(seq)
+            .clone();
+        let get = &get;
         let json: Option<String> = self
-            .timed(
-                "load a checkpoint",
-                redis::cmd("HGET")
-                    .arg(self.checkpoints_key(app_id))
-                    .arg(seq)
-                    .query_async(&mut conn),
-            )
+            .timed("load a checkpoint", |mut conn| async move {
+                get.query_async(&mut conn).await
+            })
             .await?;
         json.map(|j| serde_json::from_str(&j).map_err(PersistError::backend))
             .transpose()
     }
 
     async fn list_app_ids(&self, partition_key: Option<&str>) -> Result<Vec<String>, PersistError> {
-        let mut conn = self.conn.clone();
+        let members = redis::cmd("SMEMBERS").arg(self.apps_key()).clone();
+        let members = &members;
         let mut ids: Vec<String> = self
-            .timed(
-                "list app ids",
-                redis::cmd("SMEMBERS")
-                    .arg(self.apps_key())
-                    .query_async(&mut conn),
-            )
+            .timed("list app ids", |mut conn| async move {
+                members.query_async(&mut conn).await
+            })
             .await?;
         if let Some(partition) = partition_key {
             let mut kept = Vec::with_capacity(ids.len());
             for id in ids {
+                let get = redis::cmd("HGET")
+                    .arg(self.meta_key(&id))
+                    .arg("partition")
+                    .clone();
+                let get = &get;
                 let p: Option<String> = self
-                    .timed(
-                        "read a partition key",
-                        redis::cmd("HGET")
-                            .arg(self.meta_key(&id))
-                            .arg("partition")
-                            .query_async(&mut conn),
-                    )
+                    .timed("read a partition key", |mut conn| async move {
+                        get.query_async(&mut conn).await
+                    })
                     .await?;
                 if p.as_deref() == Some(partition) {
                     kept.push(id);
