@@ -4,6 +4,7 @@ mod action_context;
 mod actions_validation;
 mod application_run;
 mod application_stream;
+mod cluster_example;
 mod cluster_fleet;
 mod cluster_nats;
 mod cluster_redis;
