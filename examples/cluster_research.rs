@@ -203,7 +203,10 @@ async fn spawn_worker(name: &str, ns: &str, speed: f64) -> anyhow::Result<Child>
     }
 }
 
-fn parse() -> anyhow::Result<Option<(Args, Option<(String, String)>)>> {
+/// The command line, and the worker name and namespace when started as a worker.
+type Parsed = (Args, Option<(String, String)>);
+
+fn parse() -> anyhow::Result<Option<Parsed>> {
     let mut args = Args {
         topic: "how rivers shape cities".to_owned(),
         subtopics: 12,
