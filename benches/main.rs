@@ -14,7 +14,8 @@
 //! diamond, `pipeline_memory_slow_sink` in a child process), `queue` (the
 //! work queue on Redis and NATS against the bare clients), `checkpoint`
 //! (checkpointed steps/s on SQLite and, with `TRIBUTARY_POSTGRES_URL`,
-//! PostgreSQL), `durable` (journaled steps/s on SQLite), `callgrind`
+//! PostgreSQL), `durable` (journaled steps/s on SQLite), `cluster` (the
+//! cluster executor through Redis with worker processes), `callgrind`
 //! (instructions and allocations per subgraph of map_cpu and its baseline,
 //! counted under `valgrind --tool=callgrind`; not part of `all`). See
 //! `docs/benchmarks.md`.
@@ -28,7 +29,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 
 use scenarios::{
-    callgrind, checkpoint, control, durable, map, memory, merge, pipeline, profile, queue,
+    callgrind, checkpoint, cluster, control, durable, map, memory, merge, pipeline, profile, queue,
 };
 
 const SCENARIOS: &[&str] = &[
@@ -43,6 +44,7 @@ const SCENARIOS: &[&str] = &[
     "pipeline",
     "queue",
     "checkpoint",
+    "cluster",
 ];
 
 /// How long to measure.
@@ -73,6 +75,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if cluster::is_worker(&args) {
+        return runtime()?.block_on(cluster::run_worker(&args));
+    }
     if args.first().map(String::as_str) == Some("--child") {
         let what = args.get(1).context("--child needs a measurement")?;
         let n: u64 = args.get(2).context("--child needs a count")?.parse()?;
@@ -152,6 +157,7 @@ fn main() -> anyhow::Result<()> {
             "durable" => on_worker(Box::pin(async move { durable::durable(&opts).await })),
             "queue" => on_worker(Box::pin(async move { queue::queue(&opts).await })),
             "checkpoint" => on_worker(Box::pin(async move { checkpoint::checkpoint(&opts).await })),
+            "cluster" => on_worker(Box::pin(async move { cluster::cluster(&opts).await })),
             "memory" => {
                 memory::suspended(&opts);
                 memory::slow_consumer(&opts);

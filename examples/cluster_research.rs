@@ -7,7 +7,7 @@
 //! seeded latency) and checkpointing every step to Redis. The caller plans
 //! the subtopics, runs one task per subtopic on the fleet and, part-way
 //! through, kills one worker with SIGKILL: its tasks are taken over by the
-//! others after three heartbeats and resume from their last checkpoint.
+//! others after two heartbeats and resume from their last checkpoint.
 //! At the end it writes the report, runs the same job in one process, and
 //! checks that the two reports are equal and that no finished step ran
 //! twice.

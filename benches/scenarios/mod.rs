@@ -3,6 +3,7 @@
 
 pub(crate) mod callgrind;
 pub(crate) mod checkpoint;
+pub(crate) mod cluster;
 pub(crate) mod control;
 pub(crate) mod durable;
 pub(crate) mod map;

@@ -61,7 +61,7 @@ async fn through_queue(q: Arc<dyn WorkQueue>, n: u64, consumers: usize) -> anyho
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-async fn bare_redis(url: &str, n: u64, consumers: usize) -> anyhow::Result<f64> {
+pub(crate) async fn bare_redis(url: &str, n: u64, consumers: usize) -> anyhow::Result<f64> {
     let key = unique("trib-bench-bare:");
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;

@@ -28,7 +28,8 @@ pub struct ClusterOptions {
     /// Prefix of every queue name (letters, digits, `-`, `_`).
     pub namespace: String,
     /// How often a worker renews the claim of each task it runs. A claim
-    /// not renewed for three heartbeats goes to another worker.
+    /// not renewed for two heartbeats goes to another worker (the worker renews
+    /// every heartbeat, so one late renewal is tolerated).
     pub heartbeat: Duration,
     /// Deliveries of one task (crashed or refused claims count) before it
     /// goes to the dead letters.
@@ -61,7 +62,7 @@ impl Default for ClusterOptions {
 
 impl ClusterOptions {
     /// The defaults: namespace `tributary`, heartbeat 1 s (claims reclaimed
-    /// after 3 s of silence), 10 deliveries, alive every second, orphans
+    /// after 2 s of silence), 10 deliveries, alive every second, orphans
     /// cancelled, 5 s for unknown graphs and for cancel confirmations.
     pub fn new() -> Self {
         Self::default()
@@ -109,9 +110,9 @@ impl ClusterOptions {
         self
     }
 
-    /// How long a claim lasts without renewal: three heartbeats.
+    /// How long a claim lasts without renewal: two heartbeats.
     pub fn lease(&self) -> Duration {
-        self.heartbeat * 3
+        self.heartbeat * 2
     }
 
     pub(crate) fn check(&self) -> Result<(), ClusterError> {

@@ -270,6 +270,10 @@ impl Worker {
             stop.clone(),
         ));
         let claims = TaskTracker::new();
+        // A fetch waiting for new tasks does not see leases expire: wait at
+        // most a quarter of a heartbeat, so an abandoned claim is taken over
+        // within its lease and a quarter of a heartbeat.
+        let poll = (self.options.heartbeat / 4).min(Duration::from_millis(500));
         let slots = Arc::new(Semaphore::new(self.concurrency));
         tokio::pin!(shutdown);
         tracing::info!(worker = %self.name, concurrency = self.concurrency, "worker started");
@@ -286,7 +290,7 @@ impl Worker {
             let fetched = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                f = tasks.fetch(WORKERS_GROUP, &self.name, permits.len(), Duration::from_millis(500)) => f,
+                f = tasks.fetch(WORKERS_GROUP, &self.name, permits.len(), poll) => f,
             };
             let deliveries = match fetched {
                 Ok(d) => d,
