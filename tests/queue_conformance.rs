@@ -89,6 +89,12 @@ impl<Q: WorkQueue> WorkQueue for Cleaned<Q> {
     async fn stored(&self) -> Result<u64, QueueError> {
         self.inner.stored().await
     }
+    async fn delete_group(&self, group: &str) -> Result<(), QueueError> {
+        self.inner.delete_group(group).await
+    }
+    async fn destroy(&self) -> Result<(), QueueError> {
+        self.inner.destroy().await
+    }
 }
 
 /// A bound on any wait.
@@ -356,6 +362,43 @@ pub(crate) async fn trimming_removes_only_what_every_group_settled(make: Make) {
     assert_eq!(payloads(&*q, "a", "c", 1).await, ["unread"]);
 }
 
+/// A deleted group is gone (fetching from it names it unknown), its dead
+/// letters with it, and it no longer holds back `trim`; deleting a group
+/// twice, or destroying the queue twice, is not an error.
+pub(crate) async fn a_deleted_group_no_longer_holds_back_trim(make: Make) {
+    let q = make(opts().lease(Duration::from_secs(5)).max_deliveries(1)).await;
+    q.create_group("a", Start::First).await.unwrap();
+    q.create_group("idle", Start::First).await.unwrap();
+    for i in 0..3 {
+        q.publish(format!("m{i}").into(), None).await.unwrap();
+    }
+    for d in q.fetch("a", "c", 3, WAIT).await.unwrap() {
+        q.ack(&d).await.unwrap();
+    }
+    assert_eq!(
+        q.trim().await.unwrap(),
+        0,
+        "the idle group has read nothing"
+    );
+    // The idle group gives one up, then goes.
+    let one = q.fetch("idle", "c", 1, WAIT).await.unwrap();
+    q.terminate(&one[0], "no").await.unwrap();
+    assert_eq!(q.dead_letters("idle").await.unwrap().len(), 1);
+    q.delete_group("idle").await.unwrap();
+    q.delete_group("idle").await.unwrap();
+    assert!(matches!(
+        q.fetch("idle", "c", 1, Duration::ZERO).await,
+        Err(QueueError::UnknownGroup { .. })
+    ));
+    assert_eq!(q.trim().await.unwrap(), 3);
+    assert_eq!(q.stored().await.unwrap(), 0);
+    // A group of the same name starts afresh, with no dead letters.
+    q.create_group("idle", Start::First).await.unwrap();
+    assert!(q.dead_letters("idle").await.unwrap().is_empty());
+    q.destroy().await.unwrap();
+    q.destroy().await.unwrap();
+}
+
 /// A consumer in another process (`queue_worker`) fetches three messages
 /// and is killed with SIGKILL before settling them; another consumer gets
 /// them, each with attempt 2. `q` has a 500 ms lease and a group-less
@@ -428,7 +471,8 @@ macro_rules! conformance {
             a_group_can_start_after_a_known_position,
             an_unknown_group_is_named_and_a_group_is_created_once,
             a_duplicate_dedupe_id_is_delivered_once,
-            trimming_removes_only_what_every_group_settled
+            trimming_removes_only_what_every_group_settled,
+            a_deleted_group_no_longer_holds_back_trim
         );
     };
     (@tests $make:path, $attrs:tt, $($check:ident),*) => {

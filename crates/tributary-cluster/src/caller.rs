@@ -142,6 +142,7 @@ impl ClusterRuntime {
 struct Io {
     tasks: Arc<dyn WorkQueue>,
     control: Arc<dyn WorkQueue>,
+    items: Arc<dyn WorkQueue>,
 }
 
 type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>>;
@@ -179,7 +180,7 @@ impl RunInner {
                     .await?;
                 items.create_group(CALLER_GROUP, Start::First).await?;
                 tokio::spawn(read_events(
-                    items,
+                    Arc::clone(&items),
                     Arc::clone(&control),
                     Arc::clone(&self.routes),
                     Arc::clone(&self.run),
@@ -191,7 +192,11 @@ impl RunInner {
                     o.alive_interval,
                     self.stop.clone(),
                 ));
-                Ok(Io { tasks, control })
+                Ok(Io {
+                    tasks,
+                    control,
+                    items,
+                })
             })
             .await
     }
@@ -220,10 +225,18 @@ impl Drop for ClusterExecutor {
             return;
         };
         let control = Arc::clone(&io.control);
+        let items = Arc::clone(&io.items);
         let run = self.inner.run.to_string();
+        let grace = self.inner.options.lease();
         rt.spawn(async move {
             if let Err(error) = publish(&*control, &Control::Ended { run }).await {
                 tracing::warn!(%error, "could not tell the fleet the run ended");
+            }
+            // The run's events are read: remove its queue once the workers
+            // have had a lease to stop speaking for its tasks.
+            tokio::time::sleep(grace).await;
+            if let Err(error) = items.destroy().await {
+                tracing::warn!(%error, "could not remove the run's event queue");
             }
         });
     }

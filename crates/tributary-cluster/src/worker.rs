@@ -265,8 +265,13 @@ impl Worker {
         let stop = CancellationToken::new();
         let listener = tokio::spawn(listen(
             Arc::clone(&shared),
-            control,
-            control_group,
+            Arc::clone(&control),
+            control_group.clone(),
+            stop.clone(),
+        ));
+        let trimmer = tokio::spawn(trim(
+            [Arc::clone(&tasks), Arc::clone(&control)],
+            self.options.heartbeat * TRIM_EVERY_HEARTBEATS,
             stop.clone(),
         ));
         let claims = TaskTracker::new();
@@ -336,8 +341,34 @@ impl Worker {
         }
         stop.cancel();
         let _ = listener.await;
+        let _ = trimmer.await;
+        // The worker's control group would hold back the control queue's
+        // retention forever.
+        if let Err(error) = control.delete_group(&control_group).await {
+            tracing::warn!(%error, "could not remove the worker's control group");
+        }
         tracing::info!(worker = %self.name, "worker stopped");
         Ok(self.stats)
+    }
+}
+
+/// Every how many heartbeats a worker trims the settled messages of the
+/// task and control queues.
+const TRIM_EVERY_HEARTBEATS: u32 = 50;
+
+/// Remove what every group has settled, now and then (every worker does;
+/// trimming is idempotent).
+async fn trim(queues: [Arc<dyn WorkQueue>; 2], every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        for queue in &queues {
+            if let Err(error) = queue.trim().await {
+                tracing::debug!(%error, queue = queue.name(), "trimming failed");
+            }
+        }
     }
 }
 
@@ -687,6 +718,9 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
                 continue;
             }
         };
+        if shared.run_ended(&message.run) {
+            continue;
+        }
         if let Err(error) = publish_event(&*items, &event).await {
             tracing::warn!(%error, "an item of the task could not be reported");
         }

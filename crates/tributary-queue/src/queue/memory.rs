@@ -401,4 +401,19 @@ impl WorkQueue for MemoryQueue {
     async fn stored(&self) -> Result<u64, QueueError> {
         Ok(self.lock().log.len() as u64)
     }
+
+    async fn delete_group(&self, group: &str) -> Result<(), QueueError> {
+        self.lock().groups.remove(group);
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let end = state.end();
+        *state = State {
+            base: end,
+            ..State::default()
+        };
+        Ok(())
+    }
 }

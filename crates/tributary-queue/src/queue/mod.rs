@@ -254,6 +254,25 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// When the broker fails.
     async fn trim(&self) -> Result<u64, QueueError>;
 
+    /// Removes `group`: its cursor, its unsettled deliveries and its dead
+    /// letters (the messages stay for the other groups). Removing a group
+    /// that does not exist is not an error. Afterwards the group no longer
+    /// holds back [`trim`](Self::trim).
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    async fn delete_group(&self, group: &str) -> Result<(), QueueError>;
+
+    /// Removes the whole queue: its messages, groups and dead letters. The
+    /// queue object must not be used afterwards (a backend may create the
+    /// queue again on the next call).
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    async fn destroy(&self) -> Result<(), QueueError>;
+
     /// How many messages the queue holds.
     ///
     /// # Errors

@@ -522,6 +522,11 @@ impl WorkQueue for NatsQueue {
         let Some(keep_from) = keep_from else {
             return Ok(0);
         };
+        // Nothing before the first message to remove. (The server reads a
+        // purge up to sequence 1 or 0 as "no sequence": the whole subject.)
+        if keep_from <= 1 {
+            return Ok(0);
+        }
         let purged = self
             .deadline(
                 || "trim".to_owned(),
@@ -533,6 +538,46 @@ impl WorkQueue for NatsQueue {
             )
             .await?;
         Ok(purged.purged)
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<(), QueueError> {
+        self.lock().remove(group);
+        let deleted = tokio::time::timeout(self.timeout, self.stream.delete_consumer(group))
+            .await
+            .map_err(|_| self.timed_out(format!("remove group {group}")))?;
+        if let Err(e) = deleted {
+            // A group that does not exist is already gone.
+            if !e.to_string().contains("not found") {
+                return Err(self.backend(format!("remove group {group}"), e));
+            }
+        }
+        // Its dead letters: the subject of the group in the dead stream.
+        let purged = self
+            .dead
+            .purge()
+            .filter(format!("{}.dead.{group}", self.name))
+            .into_future();
+        self.deadline(
+            || format!("remove the dead letters of group {group}"),
+            purged,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<(), QueueError> {
+        self.lock().clear();
+        for stream in [self.name.clone(), format!("{}_DEAD", self.name)] {
+            let deleted = tokio::time::timeout(self.timeout, self.js.delete_stream(&stream))
+                .await
+                .map_err(|_| self.timed_out(format!("remove stream {stream}")))?;
+            if let Err(e) = deleted {
+                if !e.to_string().contains("not found") {
+                    return Err(self.backend(format!("remove stream {stream}"), e));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn stored(&self) -> Result<u64, QueueError> {

@@ -656,6 +656,49 @@ impl WorkQueue for RedisQueue {
         cmd.arg(&self.name);
         self.query(&cmd, || "count entries".to_owned()).await
     }
+
+    async fn delete_group(&self, group: &str) -> Result<(), QueueError> {
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&self.name);
+        let n: u64 = self
+            .query(&exists, || "look for the stream".to_owned())
+            .await?;
+        if n > 0 {
+            let mut destroy = redis::cmd("XGROUP");
+            destroy.arg("DESTROY").arg(&self.name).arg(group);
+            let _: u64 = self
+                .query(&destroy, || format!("remove group {group}"))
+                .await?;
+        }
+        // Dedupe ids of the group expire by themselves.
+        let mut del = redis::cmd("DEL");
+        del.arg(self.dead_key(group)).arg(self.errors_key(group));
+        let _: u64 = self
+            .query(&del, || format!("remove the dead letters of group {group}"))
+            .await?;
+        Ok(())
+    }
+
+    async fn destroy(&self) -> Result<(), QueueError> {
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&self.name);
+        let n: u64 = self
+            .query(&exists, || "look for the stream".to_owned())
+            .await?;
+        if n > 0 {
+            let mut info = redis::cmd("XINFO");
+            info.arg("GROUPS").arg(&self.name);
+            let groups: StreamInfoGroupsReply =
+                self.query(&info, || "list the groups".to_owned()).await?;
+            for g in groups.groups {
+                self.delete_group(&g.name).await?;
+            }
+        }
+        let mut del = redis::cmd("DEL");
+        del.arg(&self.name);
+        let _: u64 = self.query(&del, || "remove the stream".to_owned()).await?;
+        Ok(())
+    }
 }
 
 fn parse_id(id: &str) -> (u64, u64) {
