@@ -329,3 +329,94 @@ async fn nested_children_read_the_same_from_both_backends() {
     .await
     .unwrap();
 }
+
+/// The roots `/api/runs` lists, by app id.
+async fn listed(url: &str) -> Vec<String> {
+    let list = crate::ui_support::get_json(url).await;
+    list["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"]["app_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn ui_serves_a_postgres_database_and_shows_runs_recorded_after_it_started() {
+    let schema = TestSchema::new("cli_ui");
+    let tracker = PostgresTracker::new(schema.connect().await);
+    let record = |app_id: &'static str| {
+        let tracker = tracker.clone();
+        async move {
+            let mut app = Application::builder(chain_graph(3, Duration::ZERO, None))
+                .app_id(app_id)
+                .hook(tracker.clone())
+                .build()
+                .await
+                .unwrap();
+            app.run(RunOptions::new()).await.unwrap();
+            tracker.flush().await.unwrap();
+        }
+    };
+    record("before").await;
+
+    let cli = Cli::parse_from(["tributary", "--db", &url(), "--schema", &schema.name, "ui"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (told, announced) = tokio::sync::oneshot::channel::<String>();
+    let server = tokio::spawn(async move {
+        tributary_cli::serve_ui(
+            &cli,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            |what| {
+                let _ = told.send(what.to_owned());
+            },
+        )
+        .await
+    });
+    // It names the server and schema it reads, not a temporary file.
+    let announced = tokio::time::timeout(Duration::from_secs(30), announced)
+        .await
+        .expect("served within 30 s")
+        .unwrap();
+    assert!(
+        announced.contains(&format!("schema {}", schema.name)),
+        "{announced}"
+    );
+    let runs = format!("http://{addr}/api/runs");
+    assert_eq!(listed(&runs).await, ["before"]);
+    let page = crate::ui_support::get_json(&format!("http://{addr}/api/runs/before")).await;
+    assert_eq!(page["run"]["status"], "completed");
+    assert_eq!(page["steps"].as_array().unwrap().len(), 3);
+
+    // A run recorded while the view is up appears without a restart.
+    record("after").await;
+    let shown = async {
+        loop {
+            let ids = listed(&runs).await;
+            if ids.iter().any(|id| id == "after") {
+                return ids;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let mut ids = tokio::time::timeout(Duration::from_secs(30), shown)
+        .await
+        .expect("the new run is listed within 30 s");
+    ids.sort();
+    assert_eq!(ids, ["after", "before"]);
+    let page = crate::ui_support::get_json(&format!("http://{addr}/api/runs/after")).await;
+    assert_eq!(page["steps"].as_array().unwrap().len(), 3);
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops within 10 s")
+        .unwrap()
+        .unwrap();
+}
