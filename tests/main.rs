@@ -79,5 +79,6 @@ mod stream_servers;
 mod stream_support;
 mod support;
 mod ui_browser;
+mod ui_recorded;
 mod ui_server;
 mod ui_support;

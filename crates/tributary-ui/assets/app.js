@@ -209,13 +209,13 @@ async function listPage() {
         el("td", { class: "num", text: run.steps }),
         el("td", { class: "num", text: run.attempts }),
         el("td", { class: "num", text: r.items }),
-        el("td", { class: "num", text: fmtUs(r.duration_us) }),
+        el("td", { class: "num active", text: fmtUs(r.duration_us), title: "steps running; wall time " + fmtUs(r.wall_us) }),
         el("td", { text: fmtTime(run.started_at || run.created_at) }),
         kids);
     });
     table.replaceChildren(
       el("table", { id: "runs" },
-        el("thead", {}, el("tr", {}, ...["app id", "partition", "status", "steps", "attempts", "items", "duration", "started", "subgraphs"].map((h, i) =>
+        el("thead", {}, el("tr", {}, ...["app id", "partition", "status", "steps", "attempts", "items", "active", "started", "subgraphs"].map((h, i) =>
           el("th", { class: i >= 3 && i <= 6 ? "num" : "", text: h })))),
         el("tbody", {}, ...rows)),
       el("p", { class: "muted", text: `${list.matched} root runs match` + (list.matched > list.roots.length ? `; the newest ${list.roots.length} shown` : "") }));
@@ -244,7 +244,7 @@ async function runPage(appId, stepSeq) {
   const head = el("div", { class: "card" },
     el("h1", { id: "run-title", text: run.app_id }),
     el("div", { class: "row" }, badge(run.status),
-      el("span", { text: `${run.steps} steps · ${run.attempts} attempts · ${fmtUs(d.duration_us)}` }),
+      el("span", { text: `${run.steps} steps · ${run.attempts} attempts · active ${fmtUs(d.duration_us)} (wall ${fmtUs(d.wall_us)})` }),
       run.partition_key ? el("span", { class: "muted", text: "partition " + run.partition_key }) : null,
       run.spawned_by ? el("span", {}, "spawned by ", el("a", { href: "#/run/" + enc(run.spawned_by), class: "mono", text: run.spawned_by }), ` at step ${run.spawn_sequence_id}`) : null,
       run.forked_from ? el("span", {}, "forked from ", el("a", { href: "#/run/" + enc(run.forked_from), class: "mono", text: run.forked_from })) : null));
