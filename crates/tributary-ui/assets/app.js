@@ -368,7 +368,7 @@ function livePage(name) {
   const onLaneQ = (e) => { state.laneFilter.q = e.target.value; reorder(); schedule(); };
   const laneQ = el("input", { id: "lane-q", placeholder: "task key contains", oninput: onLaneQ, onchange: onLaneQ });
   const laneStatus = el("select", { id: "lane-status", onchange: (e) => { state.laneFilter.status = e.target.value; reorder(); schedule(); } },
-    ...["", "queued", "running", "paused", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, text: s || "any state" })));
+    ...["", "queued", "running", "retrying", "paused", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, text: s || "any state" })));
   const laneInfo = el("span", { class: "muted", id: "lane-info" });
   const lanesBox = el("div", { class: "lanes", id: "lanes" });
   const spacer = el("div", { style: "height:0" });
@@ -445,6 +445,10 @@ function livePage(name) {
       ...[["tasks", c.total], ["pending", c.pending], ["running", c.running], ["paused", c.paused], ["completed", c.completed], ["failed", c.failed], ["cancelled", c.cancelled]]
         .map(([k, v]) => el("span", { "data-count": k }, k + " ", el("b", { text: v }))),
       el("span", { text: `items ${r.merged_total} · ${fmtMs(r.elapsed_ms)}` }),
+      r.goal ? el("span", { id: "goal", class: "chip" + (r.goal.met ? " met" : ""), title: r.goal.leading ? "leading answer: " + r.goal.leading : "",
+        text: r.goal.kind === "quorum"
+          ? `quorum: ${r.goal.reached} of ${r.goal.needed} agree · ${r.goal.answers} answer${r.goal.answers === 1 ? "" : "s"}`
+          : `first ${r.goal.needed}: ${r.goal.reached} done` }) : null,
       r.policy_finished ? el("span", { class: "winner", text: "finished by its completion policy" }) : null,
     ].filter(Boolean));
     controls.replaceChildren();
@@ -457,6 +461,18 @@ function livePage(name) {
     } else if (!r.control) {
       controls.append(el("span", { class: "chip", text: "read-only" }));
     }
+  }
+
+  // The step it runs now (with a step watch), else the last it reported;
+  // a parent names the parallel action its children run in.
+  function actionText(l) {
+    const action = l.step || l.action || "";
+    const retry = l.status === "retrying" ? ` (attempt ${l.attempt})` : "";
+    const children = l.children_action && l.children_action !== action ? ` · children of ${l.children_action}` : "";
+    return action + retry + children;
+  }
+  function actionTitle(l) {
+    return l.last_failure ? `${l.failures} failed attempt(s); last: ${l.last_failure}` : actionText(l);
   }
 
   function laneRow(l, top, window0) {
@@ -472,10 +488,10 @@ function livePage(name) {
     const pct = (t) => (t / span) * 100;
     for (const s of l.steps) wf.append(el("div", { class: "bar k-" + s.kind, style: `left:${pct(s.start_ms)}%;width:${Math.max(0.5, pct(s.end_ms) - pct(s.start_ms))}%`, title: `${s.action}: ${fmtMs(s.end_ms - s.start_ms)}` }));
     const lastEnd = l.steps.length ? l.steps[l.steps.length - 1].end_ms : l.start_ms;
-    if (l.status === "running" || l.status === "paused") wf.append(el("div", { class: "bar live", style: `left:${pct(lastEnd)}%;width:${Math.max(0.5, pct(r.elapsed_ms) - pct(lastEnd))}%` }));
+    if (l.status === "running" || l.status === "paused" || l.status === "retrying") wf.append(el("div", { class: "bar live", style: `left:${pct(lastEnd)}%;width:${Math.max(0.5, pct(r.elapsed_ms) - pct(lastEnd))}%` }));
     for (const p of l.pauses) wf.append(el("div", { class: "bar pause", style: `left:${pct(p.start)}%;width:${Math.max(0.5, pct(p.end === null ? r.elapsed_ms : p.end) - pct(p.start))}%`, title: "paused" }));
     const ctl = el("span", { class: "ctl" });
-    const live = l.status === "running" || l.status === "paused" || l.status === "queued";
+    const live = l.status === "running" || l.status === "paused" || l.status === "queued" || l.status === "retrying";
     if (r.control && live && l.control) {
       const base = `/api/live/${enc(r.name)}/lanes/${enc(l.key)}`;
       ctl.append(
@@ -491,7 +507,7 @@ function livePage(name) {
       el("span", { class: "muted", text: l.order.join(".") }),
       el("span", { class: "key mono", title: l.key, text: l.key, style: `padding-left:${(l.order.length - 1) * 14}px`, onclick: () => selectLane(l.key) }),
       state_,
-      el("span", { class: "act mono", text: l.action || "" }),
+      el("span", { class: "act mono", title: actionTitle(l), text: actionText(l) }),
       // A lane with nothing new (a parent whose children stream) is not
       // sent again, so its time goes on from the run's.
       el("span", { class: "muted", text: fmtMs(live ? Math.max(l.elapsed_ms, r.elapsed_ms - l.start_ms) : l.elapsed_ms) }),
@@ -542,7 +558,9 @@ function livePage(name) {
     fill(laneDetail,
       el("h2", { text: "Task " }, el("span", { class: "mono", text: l.key })),
       el("div", { class: "row" }, badge(l.status), el("span", { class: "mono muted", text: d.app_id }), el("span", { text: `${l.items} items · ${l.tokens} tokens · ${fmtMs(l.elapsed_ms)}` })),
+      actionText(l) ? el("div", { class: "row" }, el("span", { class: "mono", text: actionText(l) })) : null,
       l.error ? el("pre", { class: "err", text: l.error }) : null,
+      l.last_failure ? el("div", {}, el("span", { class: "muted", text: `${l.failures} failed attempt(s); the last: ` }), el("span", { class: "err", text: l.last_failure })) : null,
       el("h3", { text: "Last tokens" }), el("pre", { text: d.tail.join(" ") || "–" }),
       el("h3", { text: `Steps${d.steps_dropped ? ` (the first ${d.steps_dropped} not kept)` : ""}` }),
       ...d.steps.map((s) => el("div", { class: "card" },

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
-use tributary_core::State;
+use tributary_core::{AppInfo, State};
 use tributary_runtime::{CancelReason, ItemKind, LiveStatus, RunHandle, StreamItem, TaskPath};
 use tributary_sqlite::{RunReader, RunSummary, SqliteError, TrackedStep};
 
@@ -221,6 +221,12 @@ impl LanePath {
     pub(crate) fn parent_key(&self) -> String {
         self.0.parent().map(|p| p.to_string()).unwrap_or_default()
     }
+}
+
+/// The lane of the task an application runs in (`None` outside a
+/// runtime).
+pub(crate) fn lane_key(app: &AppInfo) -> Option<LanePath> {
+    (!app.task_path.is_empty()).then(|| LanePath(TaskPath::from(app.task_path.clone())))
 }
 
 /// One item the consumer received.

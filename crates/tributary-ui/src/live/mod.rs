@@ -11,9 +11,11 @@
 //! browser has, which is how a reconnecting browser resumes and how updates
 //! are coalesced.
 
+mod goal;
 mod state;
 mod tap;
 mod view;
+mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,13 +25,16 @@ use tokio::time::Instant;
 use tributary_core::State;
 use tributary_runtime::{Round, RunHandle, StreamItem};
 
+pub use self::goal::Goal;
+use self::goal::Tally;
 use self::state::Merged;
 use self::state::{LiveState, PAUSES, STEPS, Span, push_bounded};
 pub use self::tap::Tapped;
 use self::view::{LaneDetail, LaneStepView, LaneView, RunView, Update};
+pub use self::watch::StepWatch;
 use crate::diff::diff;
 use crate::error::UiError;
-use crate::source::{Control, Counts, LanePath, observe};
+use crate::source::{Control, Counts, Kind, LanePath, observe};
 
 // ===== LiveRun =====
 
@@ -67,6 +72,7 @@ pub(crate) struct LiveInner {
     pub(crate) control_on: bool,
     started: Instant,
     state: Mutex<LiveState>,
+    watch: Mutex<Option<StepWatch>>,
 }
 
 impl LiveRun {
@@ -78,6 +84,7 @@ impl LiveRun {
                 control_on,
                 started: Instant::now(),
                 state: Mutex::new(LiveState::default()),
+                watch: Mutex::new(None),
             }),
         }
     }
@@ -104,11 +111,37 @@ impl LiveRun {
         }
     }
 
+    /// Show what `watch` notes of the run's steps: which step each task
+    /// runs, a retried step as `retrying`, the action that runs a parent's
+    /// children. Give the run's `RunConfig::hook` the watch's
+    /// [`hook`](StepWatch::hook) before the run starts. A later watch
+    /// replaces the first.
+    pub fn watch(&self, watch: StepWatch) {
+        *self.inner.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
+    }
+
+    /// Count toward what the run's completion policy waits for (see
+    /// [`Goal`]): the page shows how far the run is from it. Items recorded
+    /// before are not counted, so tell it before reading the stream.
+    pub fn goal(&self, goal: Goal) {
+        let mut st = self.state();
+        st.tally = Some(Tally::new(goal));
+        st.bump_run();
+    }
+
     /// Record one item the consumer received.
     pub fn record(&self, item: &StreamItem) {
         let observed = observe(item);
         let at = self.now_ms();
-        self.state().record(observed, at);
+        let mut st = self.state();
+        if observed.kind == Kind::Final && observed.path.depth() == 1 {
+            // The policy counts the run's own tasks only.
+            if let Some(tally) = st.tally.as_mut() {
+                let vote = tally.goal().vote(item);
+                tally.count(vote);
+            }
+        }
+        st.record(observed, at);
     }
 
     /// Record one zip round the consumer received: its items in task order.
@@ -157,8 +190,18 @@ impl LiveRun {
             return;
         }
         let listed = self.inner.control.tasks();
+        let notes = self
+            .inner
+            .watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(StepWatch::take_changed)
+            .unwrap_or_default();
         let at = self.now_ms();
-        self.state().sync(listed, at);
+        let mut st = self.state();
+        st.sync(listed, at);
+        st.take_notes(notes, at);
     }
 
     /// What changed after version `since` (everything for 0) and what the
@@ -208,6 +251,7 @@ impl LiveRun {
                 merged_total: st.merged_total,
                 elapsed_ms: now,
                 pauses: st.pauses.iter().copied().collect(),
+                goal: st.tally.as_ref().map(Tally::view),
             },
             lanes,
             merged,
