@@ -76,6 +76,7 @@ mod persister;
 mod process;
 mod runs;
 mod schema;
+mod tokens;
 mod tracker;
 
 #[doc(inline)]

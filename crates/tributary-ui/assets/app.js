@@ -343,13 +343,15 @@ async function stepDetail(appId, seq, box) {
     el("div", { class: "row" }, badge(s.status), el("span", { text: `attempt ${s.attempt} · ${fmtUs(d.duration_us)} · ${s.items} items streamed` })),
     el("h3", { text: "Attempts" }),
     el("ul", {}, ...d.attempts.map((a) => el("li", {}, `attempt ${a.attempt}: `, badge(a.status), ` ${fmtUs(a.ended_at ? a.ended_at - a.started_at : null)} `, a.error ? el("span", { class: "err", text: a.error }) : null))),
+    el("h3", { text: "Inputs" }), el("pre", { id: "step-inputs", text: d.inputs ? asText(d.inputs) : "–" }),
     s.error ? el("div", {}, el("h3", { text: "Error" }), el("pre", { class: "err", text: s.error })) : null,
     el("h3", { text: "Result" }), el("pre", { text: asText(s.result) || "–" }),
+    el("h3", { text: d.tokens && d.tokens_recorded < s.items ? `Tokens (the first ${d.tokens_recorded} of ${s.items})` : "Tokens" }),
+    el("pre", { id: "step-tokens", class: "tokens", text: d.tokens ? d.tokens.map((t) => (typeof t === "string" ? t : JSON.stringify(t))).join(" ") : (s.items ? `${s.items} streamed, not recorded` : "–") }),
     el("h3", { text: d.previous_sequence_id === null ? "State change (from empty)" : `State change against step ${d.previous_sequence_id}` }),
     diffTable(d.changes),
     el("h3", { text: "State" }), el("pre", { text: asText(s.state) || "–" }),
-    d.spawned.length ? el("div", {}, el("h3", { text: "Spawned" }), el("ul", {}, ...d.spawned.map((id) => el("li", {}, el("a", { href: "#/run/" + enc(id), class: "mono", text: id }))))) : null,
-    el("p", { class: "muted", text: "Inputs and token contents are not recorded by the tracker; live runs show tokens." }));
+    d.spawned.length ? el("div", {}, el("h3", { text: "Spawned" }), el("ul", {}, ...d.spawned.map((id) => el("li", {}, el("a", { href: "#/run/" + enc(id), class: "mono", text: id }))))) : null);
 }
 
 // ----- a live run -----

@@ -294,9 +294,9 @@ pub(crate) fn step_detail(
         "previous_sequence_id": previous.map(|p| p.sequence_id),
         "changes": changes,
         "spawned": spawned,
-        // Today's tracker records neither a step's inputs nor its tokens
-        // (only their count).
-        "inputs": Value::Null,
-        "tokens": Value::Null,
+        // Recorded from schema version 4 on; older databases have neither.
+        "inputs": step.inputs,
+        "tokens": step.tokens,
+        "tokens_recorded": step.tokens.as_ref().map_or(0, Vec::len),
     }))
 }

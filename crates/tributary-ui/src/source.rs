@@ -49,6 +49,12 @@ pub(crate) struct RecordedStep {
     pub(crate) state: Option<Value>,
     pub(crate) error: Option<String>,
     pub(crate) items: u64,
+    /// The inputs it was given, when recorded.
+    #[serde(skip)]
+    pub(crate) inputs: Option<Value>,
+    /// The first tokens it streamed, when recorded.
+    #[serde(skip)]
+    pub(crate) tokens: Option<Vec<Value>>,
 }
 
 fn run_from(r: RunSummary) -> RecordedRun {
@@ -80,6 +86,8 @@ fn step_from(s: TrackedStep) -> RecordedStep {
         state: s.state,
         error: s.error,
         items: s.items,
+        inputs: s.inputs,
+        tokens: s.tokens,
     }
 }
 
