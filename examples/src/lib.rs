@@ -42,6 +42,8 @@ impl Rng {
     }
 }
 
+pub mod chat;
+
 pub mod http {
     //! Just enough HTTP/1.1 for the crawler example: a server of a few
     //! linked pages and a GET client, over tokio's TCP on 127.0.0.1.
