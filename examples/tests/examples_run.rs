@@ -87,6 +87,16 @@ fn pr_review() {
 #[test]
 fn crawler() {
     run("crawler", &["crawled 31 pages"]);
+    // The flags size the site; each page's title comes from its HTML.
+    run_with(
+        "crawler",
+        &["--pages", "50", "--concurrency", "8"],
+        &[
+            "serving 50 pages",
+            "crawled /page/49   \"page 49\"",
+            "crawled 50 pages",
+        ],
+    );
 }
 
 #[test]
@@ -268,7 +278,7 @@ fn document_pipeline() {
             "n4[[\"report · zip\"]]",
             "document pipeline: 160 chunks from 20 documents",
             "doc 0: 6 chunks, 54 words, score 6",
-            "doc 19: 10 chunks, 87 words, score 6",
+            "doc 19: 10 chunks, 87 words, score 8",
             "nothing dropped: true",
         ],
     );
