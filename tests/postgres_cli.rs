@@ -420,3 +420,70 @@ async fn ui_serves_a_postgres_database_and_shows_runs_recorded_after_it_started(
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn a_steps_inputs_and_tokens_read_the_same_from_both_backends() {
+    use serde_json::json;
+    use tributary::{Graph, Inputs, State, action};
+
+    let schema = TestSchema::new("cli_tokens");
+    // A schema as version 1 left it: no inputs or tokens columns. The
+    // tracker's connection migrates it.
+    let db = schema.connect().await;
+    schema
+        .client()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE \"{0}\".steps DROP COLUMN inputs;
+             ALTER TABLE \"{0}\".steps DROP COLUMN tokens;
+             UPDATE \"{0}\".tributary_schema SET version = 1;",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    drop(db);
+    let pg = PostgresTracker::new(schema.connect().await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.db");
+    let sqlite = SqliteTracker::open(&file).await.unwrap();
+    let graph = Graph::single(action("echo").inputs(["words"]).run(
+        |s: State, inputs: Inputs, ctx| async move {
+            let words: Vec<String> = inputs.get_as("words")?;
+            for word in &words {
+                ctx.emit(word.as_str()).await?;
+            }
+            Ok((json!({ "said": words.len() }), s))
+        },
+    ));
+    let mut app = Application::builder(graph)
+        .app_id("echo")
+        .hook(pg.clone())
+        .hook(sqlite.clone())
+        .build()
+        .await
+        .unwrap();
+    app.step(&Inputs::new().with("words", json!(["rivers", "shape", "cities"])))
+        .await
+        .unwrap();
+    pg.flush().await.unwrap();
+    sqlite.flush().await.unwrap();
+
+    let (url, name, file) = (url(), schema.name.clone(), file.display().to_string());
+    let (pg, sqlite) = tokio::task::spawn_blocking(move || {
+        (
+            command(&url, &name, &["--json", "show", "echo"]).unwrap(),
+            command(&file, &name, &["--json", "show", "echo"]).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(timeless(&pg), timeless(&sqlite));
+    let step = &timeless(&pg)["steps"][0];
+    assert_eq!(
+        step["inputs"],
+        json!({ "words": ["rivers", "shape", "cities"] }),
+        "{step}"
+    );
+    assert_eq!(step["tokens"], json!(["rivers", "shape", "cities"]));
+}

@@ -76,7 +76,6 @@ mod persister;
 mod process;
 mod runs;
 mod schema;
-mod tokens;
 mod tracker;
 
 #[doc(inline)]

@@ -7,7 +7,7 @@ use rusqlite::params;
 use serde_json::Value;
 use tributary_core::{
     AppInfo, ApplicationError, Checkpoint, HaltReason, Hook, ParentPointer, RunOutcome, State,
-    StepInfo, StepOutcome, StreamItemInfo, TaskEnd, json_depth_exceeds,
+    StepInfo, StepOutcome, StepTokens, StreamItemInfo, TaskEnd, json_depth_exceeds,
 };
 
 use crate::database::Database;
@@ -15,7 +15,6 @@ use crate::error::SqliteError;
 use crate::now_micros;
 use crate::process;
 use crate::runs::{RunStatus, TrackedStepStatus};
-use crate::tokens::Tokens;
 
 /// A [`Hook`] that records every step of every application it is attached
 /// to in a SQLite database: the application (id, partition key, fork and
@@ -93,7 +92,7 @@ use crate::tokens::Tokens;
 #[derive(Debug, Clone)]
 pub struct SqliteTracker {
     db: Database,
-    tokens: Arc<Tokens>,
+    tokens: Arc<StepTokens>,
 }
 
 impl SqliteTracker {

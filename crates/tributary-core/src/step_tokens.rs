@@ -1,21 +1,38 @@
-//! The tokens a step streams, kept until its end is recorded.
+//! [`StepTokens`]: the first tokens of each running step, kept for a hook
+//! that records steps until it records the step's end.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde_json::Value;
 
-/// Tokens recorded per step attempt at most: the first ones.
-pub(crate) const TOKENS_KEPT: usize = 256;
-/// Bytes of token text recorded per step attempt at most.
-pub(crate) const TOKEN_BYTES: usize = 64 * 1024;
-
-/// The first tokens of each application's running step. An application
-/// runs one step at a time, so one entry per application running a step
-/// that streamed: memory is bounded by the number of steps running at once
-/// times [`TOKEN_BYTES`].
+/// The first tokens each application's running step streamed, for a
+/// [`Hook`](crate::Hook) that records steps (the SQLite and PostgreSQL
+/// trackers): [`push`](Self::push) from
+/// [`Hook::on_stream_item`](crate::Hook::on_stream_item),
+/// [`clear`](Self::clear) from `before_step` (an attempt starts afresh),
+/// [`take`](Self::take) from `after_step`.
+///
+/// At most [`TOKENS_KEPT`](Self::TOKENS_KEPT) tokens and
+/// [`TOKEN_BYTES`](Self::TOKEN_BYTES) bytes of their JSON are kept per step,
+/// the first ones. An application runs one step at a time, so there is one
+/// entry per application running a step that streamed: memory is bounded
+/// by the number of steps running at once.
+///
+/// # Examples
+///
+/// ```
+/// use serde_json::json;
+/// use tributary_core::StepTokens;
+///
+/// let tokens = StepTokens::default();
+/// tokens.push("job-1", 3, &json!("rivers"));
+/// tokens.push("job-1", 3, &json!("shape"));
+/// assert_eq!(tokens.take("job-1", 3), Some(vec![json!("rivers"), json!("shape")]));
+/// assert_eq!(tokens.take("job-1", 3), None);
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Tokens {
+pub struct StepTokens {
     by_app: Mutex<HashMap<String, Kept>>,
 }
 
@@ -33,10 +50,15 @@ fn size(value: &Value) -> usize {
     }
 }
 
-impl Tokens {
+impl StepTokens {
+    /// Tokens kept per step attempt at most: the first ones.
+    pub const TOKENS_KEPT: usize = 256;
+    /// Bytes of token JSON kept per step attempt at most.
+    pub const TOKEN_BYTES: usize = 64 * 1024;
+
     /// Keep `value`, the next token of `app_id`'s step `sequence_id`, if
     /// the step's bounds have room.
-    pub(crate) fn push(&self, app_id: &str, sequence_id: u64, value: &Value) {
+    pub fn push(&self, app_id: &str, sequence_id: u64, value: &Value) {
         let mut by_app = self.by_app.lock().unwrap_or_else(|e| e.into_inner());
         let kept = match by_app.get_mut(app_id) {
             Some(kept) => kept,
@@ -55,14 +77,14 @@ impl Tokens {
             };
         }
         let bytes = size(value);
-        if kept.values.len() < TOKENS_KEPT && kept.bytes + bytes <= TOKEN_BYTES {
+        if kept.values.len() < Self::TOKENS_KEPT && kept.bytes + bytes <= Self::TOKEN_BYTES {
             kept.bytes += bytes;
             kept.values.push(value.clone());
         }
     }
 
     /// Forget what `app_id` kept (its step starts an attempt).
-    pub(crate) fn clear(&self, app_id: &str) {
+    pub fn clear(&self, app_id: &str) {
         self.by_app
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -70,7 +92,7 @@ impl Tokens {
     }
 
     /// The tokens kept of `app_id`'s step `sequence_id`, forgotten here.
-    pub(crate) fn take(&self, app_id: &str, sequence_id: u64) -> Option<Vec<Value>> {
+    pub fn take(&self, app_id: &str, sequence_id: u64) -> Option<Vec<Value>> {
         let kept = self
             .by_app
             .lock()
