@@ -51,7 +51,7 @@ async fn the_run_lists_duration_is_the_time_its_steps_ran_not_the_wait_between_t
 
 /// One step `answer` that reads the input `question` and streams `tokens`
 /// words, recorded under `app_id`.
-async fn record_answer(db: &std::path::Path, app_id: &str, tokens: usize) {
+pub(crate) async fn record_answer(db: &std::path::Path, app_id: &str, tokens: usize) {
     use serde_json::json;
     use tributary::{Graph, State, action};
 
