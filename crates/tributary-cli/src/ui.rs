@@ -62,12 +62,21 @@ pub async fn serve_ui(
     let source = copy_into(&url, &schema, &first).await?;
     let ui = UiServer::new().database(&first)?;
     announce(&source);
-    let refresher = tokio::spawn(refresh(ui.clone(), feed, url, schema, dir));
+    // Aborted when serving ends or this future is dropped; the copies'
+    // directory goes with it.
+    let refresher = AbortOnDrop(tokio::spawn(refresh(ui.clone(), feed, url, schema, dir)));
     let served = ui.serve_with_shutdown(listener, shutdown).await;
-    refresher.abort();
-    // The copies' directory goes with the refresher.
-    let _ = refresher.await;
+    drop(refresher);
     Ok(served?)
+}
+
+/// A task that ends with its handle.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn copy_path(dir: &Path, n: u64) -> PathBuf {
