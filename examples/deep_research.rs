@@ -32,7 +32,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tributary::sqlite::{Database, RunReader, SqlitePersister, SqliteTracker, TrackedStepStatus};
-use tributary::ui::{DEFAULT_ADDR, LiveRun, StepWatch, UiServer};
+use tributary::ui::{DEFAULT_ADDR, Goal, LiveRun, StepWatch, UiServer};
 use tributary::{
     FirstN, Graph, ItemKind, JoinAll, MergeMode, ParallelAction, Persister, QuickExit, RunConfig,
     RunHandle, Runtime, State, StepStatus, StreamItem, Subgraph, TaskSpec, action, child_app_id,
@@ -578,6 +578,14 @@ async fn main() -> anyhow::Result<()> {
         Some(watch) => Some(View::start(&handle, &args.db, watch).await?),
         None => None,
     };
+    if let Some((view, n)) = view.as_ref().zip(
+        args.policy
+            .strip_prefix("first-n:")
+            .and_then(|n| n.parse().ok()),
+    ) {
+        // The research task's lane counts its sub-questions toward the policy.
+        view.live.lane_goal("deep-research", Goal::first_n(n));
+    }
 
     // One bar per subtopic (on a terminal); plain lines otherwise.
     let fancy = std::io::stderr().is_terminal();

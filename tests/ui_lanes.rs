@@ -212,3 +212,47 @@ async fn a_first_n_run_counts_its_successes_and_its_straggler_loses() {
     consumer.await.unwrap();
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_lane_counts_its_childrens_first_n_policy() {
+    let child =
+        tributary::Subgraph::action(action("try").reads(["n"]).run(|s: State, _, _| async move {
+            let n: u64 = s.get_as("n")?;
+            if n == 2 {
+                // The straggler: cancelled once two have succeeded.
+                std::future::pending::<()>().await;
+            }
+            Ok((json!({ "n": n }), s))
+        }));
+    let fan = tributary::ParallelAction::map_states("attempts", child, |_: &State, _| {
+        Ok([0u64, 1, 2].map(|n| State::new().set("n", n)))
+    })
+    .config(RunConfig::new().policy(FirstN::new(2)))
+    .build();
+    let graph = tributary::Graph::builder()
+        .action(fan)
+        .entrypoint("attempts")
+        .build()
+        .unwrap();
+    let (handle, stream) = Runtime::new().run(vec![TaskSpec::new("root", graph)], RunConfig::new());
+    let ui = UiServer::new();
+    let live = ui.attach_run("nested", handle);
+    live.lane_goal("root", Goal::first_n(2));
+    let consumer = tokio::spawn(live.tap(stream).count());
+    let served = Served::start(ui).await;
+
+    let root = lane_when(&served, "nested", "root", |l| l["status"] == "completed").await;
+    let goal = &root["goal"];
+    assert_eq!(goal["kind"], "first_n", "{root}");
+    assert_eq!(
+        (goal["reached"].clone(), goal["met"].clone()),
+        (json!(2), json!(true))
+    );
+    let straggler = lane_when(&served, "nested", "root/2", |l| l["status"] == "cancelled").await;
+    assert_eq!(straggler["lost"], true, "{straggler}");
+    // The run's own count is not this one.
+    let run = get_json(&served.url("/api/live/nested")).await;
+    assert!(run["run"]["goal"].is_null(), "{run}");
+    consumer.await.unwrap();
+    served.stop().await;
+}

@@ -447,10 +447,7 @@ function livePage(name) {
       ...[["tasks", c.total], ["pending", c.pending], ["running", c.running], ["paused", c.paused], ["completed", c.completed], ["failed", c.failed], ["cancelled", c.cancelled]]
         .map(([k, v]) => el("span", { "data-count": k }, k + " ", el("b", { text: v }))),
       el("span", { text: `items ${r.merged_total} · ${fmtMs(r.elapsed_ms)}` }),
-      r.goal ? el("span", { id: "goal", class: "chip" + (r.goal.met ? " met" : ""), title: r.goal.leading ? "leading answer: " + r.goal.leading : "",
-        text: r.goal.kind === "quorum"
-          ? `quorum: ${r.goal.reached} of ${r.goal.needed} agree · ${r.goal.answers} answer${r.goal.answers === 1 ? "" : "s"}`
-          : `first ${r.goal.needed}: ${r.goal.reached} done` }) : null,
+      r.goal ? goalChip(r.goal, "goal") : null,
       r.policy_finished ? el("span", { class: "winner", text: "finished by its completion policy" }) : null,
     ].filter(Boolean));
     controls.replaceChildren();
@@ -463,6 +460,15 @@ function livePage(name) {
     } else if (!r.control) {
       controls.append(el("span", { class: "chip", text: "read-only" }));
     }
+  }
+
+  // The count toward a completion policy (of the run, or of a lane's
+  // children).
+  function goalChip(g, id) {
+    return el("span", { id, class: "chip goal" + (g.met ? " met" : ""), title: g.leading ? "leading answer: " + g.leading : "",
+      text: g.kind === "quorum"
+        ? `quorum: ${g.reached} of ${g.needed} agree · ${g.answers} answer${g.answers === 1 ? "" : "s"}`
+        : `first ${g.needed}: ${g.reached} done` });
   }
 
   // The step it runs now (with a step watch), else the last it reported;
@@ -505,6 +511,7 @@ function livePage(name) {
     const state_ = el("span", {}, badge(shownStatus(l)));
     if (l.winner) state_.append(" ", el("span", { class: "winner", text: "winner" }));
     if (l.lost) state_.append(" ", el("span", { class: "lost", text: "lost" }));
+    if (l.goal) state_.append(" ", goalChip(l.goal));
     return el("div", { class: "lane" + (state.selected === l.key ? " sel" : ""), style: `top:${top}px`, "data-key": l.key, "data-status": shownStatus(l) },
       el("span", { class: "muted", text: l.order.join(".") }),
       el("span", { class: "key mono", title: l.key, text: l.key, style: `padding-left:${(l.order.length - 1) * 14}px`, onclick: () => selectLane(l.key) }),

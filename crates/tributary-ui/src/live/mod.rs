@@ -125,7 +125,18 @@ impl LiveRun {
     /// before are not counted, so tell it before reading the stream.
     pub fn goal(&self, goal: Goal) {
         let mut st = self.state();
-        st.tally = Some(Tally::new(goal));
+        st.tallies.insert(String::new(), Tally::new(goal));
+        st.bump_run();
+    }
+
+    /// Count toward what the completion policy of a parallel action waits
+    /// for: the policy of the children of the task of lane `lane` (a
+    /// top-level task's key, or a nested task's path joined by `/`), shown
+    /// on that lane. As with [`goal`](Self::goal), tell it before reading
+    /// the stream.
+    pub fn lane_goal(&self, lane: &str, goal: Goal) {
+        let mut st = self.state();
+        st.tallies.insert(lane.to_owned(), Tally::new(goal));
         st.bump_run();
     }
 
@@ -134,14 +145,26 @@ impl LiveRun {
         let observed = observe(item);
         let at = self.now_ms();
         let mut st = self.state();
-        if observed.kind == Kind::Final && observed.path.depth() == 1 {
-            // The policy counts the run's own tasks only.
-            if let Some(tally) = st.tally.as_mut() {
-                let vote = tally.goal().vote(item);
-                tally.count(vote);
+        // A policy counts the finals of its own run's tasks: the children
+        // of one parent (`""` for the run).
+        let counted = observed.kind == Kind::Final
+            && match st.tallies.get_mut(&observed.parent) {
+                Some(tally) => {
+                    let vote = tally.goal().vote(item);
+                    tally.count(vote);
+                    true
+                }
+                None => false,
+            };
+        let parent = observed.parent.clone();
+        st.record(observed, at);
+        if counted {
+            // The parent's lane shows the count.
+            let version = st.version;
+            if let Some(&i) = st.by_key.get(&parent) {
+                st.lanes[i].version = version;
             }
         }
-        st.record(observed, at);
     }
 
     /// Record one zip round the consumer received: its items in task order.
@@ -251,7 +274,7 @@ impl LiveRun {
                 merged_total: st.merged_total,
                 elapsed_ms: now,
                 pauses: st.pauses.iter().copied().collect(),
-                goal: st.tally.as_ref().map(Tally::view),
+                goal: st.tallies.get("").map(Tally::view),
             },
             lanes,
             merged,

@@ -43,8 +43,9 @@ pub(super) struct LiveState {
     pub(super) ended: bool,
     pub(super) max_seq: u64,
     pub(super) pauses: VecDeque<Span>,
-    /// The count toward the run's completion policy, when told its goal.
-    pub(super) tally: Option<Tally>,
+    /// The counts toward completion policies, by the lane whose children
+    /// they count (`""` for the run's own tasks).
+    pub(super) tallies: HashMap<String, Tally>,
 }
 
 /// A time span in milliseconds since the run was attached.
@@ -479,6 +480,7 @@ impl Lane {
             failures: self.note.as_ref().map_or(0, |n| n.failures),
             last_failure: self.note.as_ref().and_then(|n| n.error.clone()),
             children_action: self.note.as_ref().and_then(|n| n.children_action.clone()),
+            goal: st.tallies.get(&self.key).map(Tally::view),
             steps: self
                 .steps
                 .iter()

@@ -75,6 +75,9 @@ pub(super) struct LaneView {
     pub(super) last_failure: Option<String>,
     /// The action of this task that runs the tasks nested in it.
     pub(super) children_action: Option<String>,
+    /// The count toward the completion policy of its children, when told
+    /// its goal.
+    pub(super) goal: Option<TallyView>,
     pub(super) steps: Vec<StepBar>,
     pub(super) pauses: Vec<Span>,
 }
