@@ -984,6 +984,7 @@ async fn a_recorded_steps_detail_shows_its_inputs_and_tokens() {
         inputs.contains("\"question\": \"why do rivers meander?\""),
         "{inputs}"
     );
+    browser.screenshot("ui-step-inputs-tokens.png").await;
     browser.close().await;
     served.stop().await;
 }
@@ -1051,6 +1052,7 @@ async fn a_lane_retrying_its_step_says_so_and_a_quorum_is_counted() {
     browser
         .wait_xpath("//span[@id='goal' and .='quorum: 2 of 3 agree · 1 answer']")
         .await;
+    browser.screenshot("ui-retrying-quorum.png").await;
 
     gate.notify_one();
     browser
