@@ -84,5 +84,7 @@ mod stream_servers;
 mod stream_support;
 mod support;
 mod ui_browser;
+mod ui_lanes;
+mod ui_recorded;
 mod ui_server;
 mod ui_support;

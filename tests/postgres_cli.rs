@@ -329,3 +329,161 @@ async fn nested_children_read_the_same_from_both_backends() {
     .await
     .unwrap();
 }
+
+/// The roots `/api/runs` lists, by app id.
+async fn listed(url: &str) -> Vec<String> {
+    let list = crate::ui_support::get_json(url).await;
+    list["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"]["app_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn ui_serves_a_postgres_database_and_shows_runs_recorded_after_it_started() {
+    let schema = TestSchema::new("cli_ui");
+    let tracker = PostgresTracker::new(schema.connect().await);
+    let record = |app_id: &'static str| {
+        let tracker = tracker.clone();
+        async move {
+            let mut app = Application::builder(chain_graph(3, Duration::ZERO, None))
+                .app_id(app_id)
+                .hook(tracker.clone())
+                .build()
+                .await
+                .unwrap();
+            app.run(RunOptions::new()).await.unwrap();
+            tracker.flush().await.unwrap();
+        }
+    };
+    record("before").await;
+
+    let cli = Cli::parse_from(["tributary", "--db", &url(), "--schema", &schema.name, "ui"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (told, announced) = tokio::sync::oneshot::channel::<String>();
+    let server = tokio::spawn(async move {
+        tributary_cli::serve_ui(
+            &cli,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            |what| {
+                let _ = told.send(what.to_owned());
+            },
+        )
+        .await
+    });
+    // It names the server and schema it reads, not a temporary file.
+    let announced = tokio::time::timeout(Duration::from_secs(30), announced)
+        .await
+        .expect("served within 30 s")
+        .unwrap();
+    assert!(
+        announced.contains(&format!("schema {}", schema.name)),
+        "{announced}"
+    );
+    let runs = format!("http://{addr}/api/runs");
+    assert_eq!(listed(&runs).await, ["before"]);
+    let page = crate::ui_support::get_json(&format!("http://{addr}/api/runs/before")).await;
+    assert_eq!(page["run"]["status"], "completed");
+    assert_eq!(page["steps"].as_array().unwrap().len(), 3);
+
+    // A run recorded while the view is up appears without a restart.
+    record("after").await;
+    let shown = async {
+        loop {
+            let ids = listed(&runs).await;
+            if ids.iter().any(|id| id == "after") {
+                return ids;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let mut ids = tokio::time::timeout(Duration::from_secs(30), shown)
+        .await
+        .expect("the new run is listed within 30 s");
+    ids.sort();
+    assert_eq!(ids, ["after", "before"]);
+    let page = crate::ui_support::get_json(&format!("http://{addr}/api/runs/after")).await;
+    assert_eq!(page["steps"].as_array().unwrap().len(), 3);
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops within 10 s")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn a_steps_inputs_and_tokens_read_the_same_from_both_backends() {
+    use serde_json::json;
+    use tributary::{Graph, Inputs, State, action};
+
+    let schema = TestSchema::new("cli_tokens");
+    // A schema as version 1 left it: no inputs or tokens columns. The
+    // tracker's connection migrates it.
+    let db = schema.connect().await;
+    schema
+        .client()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE \"{0}\".steps DROP COLUMN inputs;
+             ALTER TABLE \"{0}\".steps DROP COLUMN tokens;
+             UPDATE \"{0}\".tributary_schema SET version = 1;",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    drop(db);
+    let pg = PostgresTracker::new(schema.connect().await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.db");
+    let sqlite = SqliteTracker::open(&file).await.unwrap();
+    let graph = Graph::single(action("echo").inputs(["words"]).run(
+        |s: State, inputs: Inputs, ctx| async move {
+            let words: Vec<String> = inputs.get_as("words")?;
+            for word in &words {
+                ctx.emit(word.as_str()).await?;
+            }
+            Ok((json!({ "said": words.len() }), s))
+        },
+    ));
+    let mut app = Application::builder(graph)
+        .app_id("echo")
+        .hook(pg.clone())
+        .hook(sqlite.clone())
+        .build()
+        .await
+        .unwrap();
+    app.step(&Inputs::new().with("words", json!(["rivers", "shape", "cities"])))
+        .await
+        .unwrap();
+    pg.flush().await.unwrap();
+    sqlite.flush().await.unwrap();
+
+    let (url, name, file) = (url(), schema.name.clone(), file.display().to_string());
+    let (pg, sqlite) = tokio::task::spawn_blocking(move || {
+        (
+            command(&url, &name, &["--json", "show", "echo"]).unwrap(),
+            command(&file, &name, &["--json", "show", "echo"]).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(timeless(&pg), timeless(&sqlite));
+    let step = &timeless(&pg)["steps"][0];
+    assert_eq!(
+        step["inputs"],
+        json!({ "words": ["rivers", "shape", "cities"] }),
+        "{step}"
+    );
+    assert_eq!(step["tokens"], json!(["rivers", "shape", "cities"]));
+}

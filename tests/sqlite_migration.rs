@@ -137,3 +137,61 @@ async fn a_version_1_database_is_read_as_is_then_migrated_and_resumed() {
     assert_eq!(run.status, RunStatus::Running);
     assert_eq!(run.steps, 1);
 }
+
+#[tokio::test]
+async fn a_version_3_database_without_step_inputs_and_tokens_is_read_then_migrated() {
+    use tributary::{Application, Graph, Inputs, State, action};
+    use tributary_sqlite::SqliteTracker;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v3.db");
+    let graph = || {
+        Graph::single(action("echo").inputs(["word"]).run(
+            |s: State, inputs: Inputs, ctx| async move {
+                let word: String = inputs.get_as("word")?;
+                ctx.emit(word.clone()).await?;
+                Ok((json!({ "said": word }), s))
+            },
+        ))
+    };
+    let record = |app_id: &'static str| {
+        let path = path.clone();
+        async move {
+            let tracker = SqliteTracker::open(&path).await.unwrap();
+            let mut app = Application::builder(graph())
+                .app_id(app_id)
+                .hook(tracker.clone())
+                .build()
+                .await
+                .unwrap();
+            app.step(&Inputs::new().with("word", app_id)).await.unwrap();
+            tracker.flush().await.unwrap();
+        }
+    };
+    // A database as version 3 left it: no inputs or tokens columns.
+    record("old").await;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE steps DROP COLUMN inputs;
+             ALTER TABLE steps DROP COLUMN tokens;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let reader = RunReader::open(&path).unwrap();
+    let old = &reader.steps("old").unwrap()[0];
+    assert_eq!((old.action.as_str(), old.items), ("echo", 1));
+    assert_eq!((old.inputs.clone(), old.tokens.clone()), (None, None));
+    drop(reader);
+    assert_eq!(user_version(&path), 3);
+
+    // The next writer migrates it: new steps record both, old ones stay.
+    record("new").await;
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let reader = RunReader::open(&path).unwrap();
+    let new = &reader.steps("new").unwrap()[0];
+    assert_eq!(new.inputs, Some(json!({ "word": "new" })));
+    assert_eq!(new.tokens, Some(vec![json!("new")]));
+    assert_eq!(reader.steps("old").unwrap()[0].inputs, None);
+}

@@ -959,3 +959,111 @@ async fn a_run_paused_by_other_code_shows_its_lanes_paused() {
     consumer.await.unwrap();
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_browser), ignore = "needs chromium and chromedriver")]
+async fn a_recorded_steps_detail_shows_its_inputs_and_tokens() {
+    let _one = ONE_BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    crate::ui_recorded::record_answer(&db, "asked", 3).await;
+    let served = Served::start(UiServer::new().database(&db).unwrap()).await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&served.url("/#/run/asked"))
+        .await
+        .unwrap();
+
+    browser.click("#steps tbody tr:nth-child(1)").await;
+    browser
+        .wait_xpath("//pre[@id='step-tokens' and .='word0 word1 word2']")
+        .await;
+    let inputs = browser.text("#step-inputs").await;
+    assert!(
+        inputs.contains("\"question\": \"why do rivers meander?\""),
+        "{inputs}"
+    );
+    browser.screenshot("ui-step-inputs-tokens.png").await;
+    browser.close().await;
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_browser), ignore = "needs chromium and chromedriver")]
+async fn a_lane_retrying_its_step_says_so_and_a_quorum_is_counted() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::sync::Notify;
+    use tributary::{Quorum, RetryPolicy};
+    use tributary_ui::{Goal, StepWatch};
+
+    let _one = ONE_BROWSER.lock().await;
+    let attempts = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(Notify::new());
+    // `flaky` fails once, then its retry waits at the gate; the judges
+    // agree at once.
+    let mut tasks = vec![{
+        let (attempts, gate) = (Arc::clone(&attempts), Arc::clone(&gate));
+        TaskSpec::action(
+            "flaky",
+            action("fetch").run(move |s: State, _, _| {
+                let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                let gate = Arc::clone(&gate);
+                async move {
+                    if n == 1 {
+                        return Err::<(Value, State), _>("the server said 503".into());
+                    }
+                    gate.notified().await;
+                    Ok((json!({ "verdict": "yes" }), s))
+                }
+            }),
+        )
+    }];
+    for judge in ["judge-a", "judge-b"] {
+        tasks.push(TaskSpec::action(
+            judge,
+            action("vote")
+                .run(|s: State, _, _| async move { Ok((json!({ "verdict": "yes" }), s)) }),
+        ));
+    }
+    let watch = StepWatch::new();
+    let config = RunConfig::new()
+        .policy(Quorum::new(3))
+        .retry(RetryPolicy::exponential(3, Duration::from_millis(10)))
+        .hook(watch.hook());
+    let (handle, stream) = Runtime::new().run(tasks, config);
+    let ui = UiServer::new();
+    let live = ui.attach_run("vote", handle);
+    live.watch(watch);
+    live.goal(Goal::quorum(3));
+    let consumer = tokio::spawn(live.tap(stream).count());
+    let served = Served::start(ui).await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&served.url("/#/live/vote"))
+        .await
+        .unwrap();
+
+    let lane = ".lane[data-key='flaky'][data-status='retrying']";
+    browser.wait_css(lane).await;
+    let act = browser.text(&format!("{lane} .act")).await;
+    assert_eq!(act, "fetch (attempt 2)");
+    browser
+        .wait_xpath("//span[@id='goal' and .='quorum: 2 of 3 agree · 1 answer']")
+        .await;
+    browser.screenshot("ui-retrying-quorum.png").await;
+
+    gate.notify_one();
+    browser
+        .wait_css(".lane[data-key='flaky'][data-status='completed']")
+        .await;
+    browser
+        .wait_xpath(
+            "//span[@id='goal' and contains(@class,'met') and .='quorum: 3 of 3 agree · 1 answer']",
+        )
+        .await;
+    consumer.await.unwrap();
+    browser.close().await;
+    served.stop().await;
+}

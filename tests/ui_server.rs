@@ -577,7 +577,7 @@ async fn a_parallel_actions_children_get_lanes_under_their_parent() {
 
 /// A live run of one task `root` whose parallel action runs children `0`
 /// and `1`, each emitting a token every 20 ms until cancelled.
-fn endless_nested_run() -> (RunHandle, RunStream) {
+pub(crate) fn endless_nested_run() -> (RunHandle, RunStream) {
     let child = tributary::Subgraph::action(action("tick").run(|s: State, _, ctx| async move {
         for n in 0u64.. {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -599,7 +599,7 @@ fn endless_nested_run() -> (RunHandle, RunStream) {
 
 /// Poll the run's snapshot until `done` holds of its lane `key` (30 s at
 /// most); the lane as it was then.
-async fn lane_when(
+pub(crate) async fn lane_when(
     served: &Served,
     run: &str,
     key: &str,

@@ -87,6 +87,16 @@ fn pr_review() {
 #[test]
 fn crawler() {
     run("crawler", &["crawled 31 pages"]);
+    // The flags size the site; each page's title comes from its HTML.
+    run_with(
+        "crawler",
+        &["--pages", "50", "--concurrency", "8"],
+        &[
+            "serving 50 pages",
+            "crawled /page/49   \"page 49\"",
+            "crawled 50 pages",
+        ],
+    );
 }
 
 #[test]
@@ -119,14 +129,15 @@ fn temp_db(name: &str) -> PathBuf {
     dir.join("t.db")
 }
 
-/// The report an example run printed (the lines after the blank line that
-/// precede `# topic`).
+/// The report an example run printed: from its `# topic` line to the line
+/// that says where the run is stored.
 fn report_of(stdout: &str) -> String {
-    stdout
-        .split("\n\n")
-        .find(|block| block.starts_with("# "))
-        .unwrap_or_default()
-        .to_owned()
+    let Some(start) = stdout.find("\n# ") else {
+        return String::new();
+    };
+    let report = &stdout[start + 1..];
+    let end = report.find("\nstored in ").unwrap_or(report.len());
+    report[..end].trim_end().to_owned()
 }
 
 #[test]
@@ -148,12 +159,33 @@ fn deep_research_runs_to_its_report_and_names_its_tree() {
         &[
             "starting research-",
             "subtopic 3: summarised",
-            "# how rivers shape cities",
+            "# How rivers shape cities",
             "stored in",
             "tree research-",
         ],
     );
-    assert_eq!(report_of(&out).lines().count(), 5, "{out}");
+    // A section per sub-question, each with its question, answer and
+    // sources; no two answers alike.
+    let report = report_of(&out);
+    let sections: Vec<&str> = report.split("\n## ").skip(1).collect();
+    assert_eq!(sections.len(), 4, "{report}");
+    for (i, angle) in ["History", "Economics", "Ecology", "Flood risk"]
+        .iter()
+        .enumerate()
+    {
+        let section = sections[i];
+        assert!(
+            section.starts_with(&format!("{}. {angle}\n", i + 1)),
+            "{section}"
+        );
+        assert!(section.contains("*How rivers shape cities: "), "{section}");
+        assert!(section.contains("\nSources: [1] "), "{section}");
+    }
+    let answers: std::collections::HashSet<&str> = sections
+        .iter()
+        .map(|s| s.split("\n\n").nth(2).unwrap_or_default())
+        .collect();
+    assert_eq!(answers.len(), 4, "{report}");
     // Run again: it is complete and says so without redoing anything.
     run_with(
         "deep_research",
@@ -176,11 +208,11 @@ fn deep_research_resumes_after_a_cancel_with_the_same_report() {
             "--speed",
             "0.05",
         ],
-        &["# how rivers shape cities"],
+        &["# How rivers shape cities"],
     );
     let db = temp_db("resume");
     let db_arg = db.to_str().unwrap();
-    run_with(
+    let cancelled_out = run_with(
         "deep_research",
         &[
             "--db",
@@ -197,11 +229,41 @@ fn deep_research_resumes_after_a_cancel_with_the_same_report() {
             "run the same command again to resume",
         ],
     );
+    // At 100 ms no sub-question can have finished (its waits alone take
+    // longer): every bar that started says it was cancelled.
+    let cancelled = cancelled_out
+        .lines()
+        .filter(|l| l.contains(": cancelled at "))
+        .count();
+    let started = (0..5)
+        .filter(|k| cancelled_out.contains(&format!("subtopic {k}: search done")))
+        .count();
+    assert!(cancelled >= started && cancelled > 0, "{cancelled_out}");
     let resumed = run_with(
         "deep_research",
         &["--db", db_arg, "--subtopics", "5", "--speed", "0.05"],
         &["resuming research-"],
     );
+    // Each bar starts from what was recorded: a finished search is 4
+    // tokens and its node completion.
+    for k in 0..5 {
+        if cancelled_out.contains(&format!("subtopic {k}: search done")) {
+            let line = resumed
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!("subtopic {k}: "))
+                        && l.contains("items already recorded")
+                })
+                .unwrap_or_else(|| panic!("subtopic {k} resumed from nothing: {resumed}"));
+            let items: u64 = line
+                .split(": ")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{line}"));
+            assert!(items >= 5, "{line}");
+        }
+    }
     assert_eq!(report_of(&resumed), report_of(&full), "{resumed}");
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
     let _ = std::fs::remove_dir_all(uninterrupted.parent().unwrap());
@@ -216,7 +278,7 @@ fn document_pipeline() {
             "n4[[\"report · zip\"]]",
             "document pipeline: 160 chunks from 20 documents",
             "doc 0: 6 chunks, 54 words, score 6",
-            "doc 19: 10 chunks, 87 words, score 6",
+            "doc 19: 10 chunks, 87 words, score 8",
             "nothing dropped: true",
         ],
     );
@@ -314,7 +376,7 @@ fn deep_research_serves_the_view_of_its_live_run() {
     assert!(status.success(), "{rest:?}");
     assert!(
         rest.iter()
-            .any(|l| l.starts_with("# how rivers shape cities")),
+            .any(|l| l.starts_with("# How rivers shape cities")),
         "{rest:?}"
     );
     let _ = std::fs::remove_dir_all(db.parent().unwrap());

@@ -7,7 +7,7 @@
 //! tributary show <app-id>                 # one run, step by step (every attempt of a retried step)
 //! tributary tree <app-id>                 # the subgraphs it spawned, by task key, in task order
 //! tributary export <app-id> --format dot  # its actions, observed transitions and child subgraphs
-//! tributary ui --addr 127.0.0.1:7878      # the web view of the recorded runs, read-only
+//! tributary ui --addr 127.0.0.1:7878      # the web view of the recorded runs, read-only (SQLite or PostgreSQL)
 //! ```
 //!
 //! The database is `--db PATH`, else `$TRIBUTARY_DB`, else
@@ -45,6 +45,7 @@ mod export;
 mod postgres;
 mod render;
 mod tree;
+mod ui;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tributary_core::ParentPointer;
 use tributary_sqlite::{RunReader, RunSummary, SqliteError};
+
+pub use crate::ui::serve_ui;
 
 use crate::render::{Align, Guard, SafeJson, Table, clean, format_duration, format_time, truncate};
 
@@ -200,6 +203,9 @@ impl Cli {
 /// [`CliError`] for a missing, corrupt or newer database, an unknown app
 /// id, or a failed write.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    if let Command::Ui { addr, control } = &cli.command {
+        return ui_until_ctrl_c(cli, *addr, *control);
+    }
     let db = cli.db_path();
     let url = db.to_str().filter(|d| postgres::is_url(d));
     let follow = matches!(cli.command, Command::Show { follow: true, .. });
@@ -240,18 +246,44 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
             let run = find(&reader, app_id)?;
             export::export(&reader, &run, *format, cli.json, out)
         }
-        Command::Ui { addr, control } => Ok(tributary_ui::serve_database_blocking(
-            reader.path(),
-            *addr,
-            *control,
-            |at| {
-                eprintln!(
-                    "tributary ui: serving {} on http://{at}",
-                    reader.path().display()
-                )
-            },
-        )?),
+        Command::Ui { .. } => unreachable!("served above"),
     }
+}
+
+/// `tributary ui`: serve until Ctrl-C on a runtime of its own.
+fn ui_until_ctrl_c(cli: &Cli, addr: std::net::SocketAddr, control: bool) -> Result<(), CliError> {
+    if control {
+        eprintln!(
+            "tributary ui: controls act on live runs attached in-process \
+             (tributary::ui::UiServer::attach_run); recorded runs stay read-only"
+        );
+    }
+    let serve_error = |source| {
+        CliError::Ui(tributary_ui::UiError::Serve {
+            addr: addr.to_string(),
+            source,
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(serve_error)?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(serve_error)?;
+        let at = listener.local_addr().unwrap_or(addr);
+        let ctrl_c = async {
+            // An error installing the handler means Ctrl-C ends the process
+            // as usual.
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        serve_ui(cli, listener, ctrl_c, |what| {
+            eprintln!("tributary ui: serving {} on http://{at}", clean(what));
+        })
+        .await
+    })
 }
 
 /// The reader, and the database's name for messages (the file, or the

@@ -43,26 +43,44 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Read the records of `schema` at `url` into a temporary SQLite file.
 pub(crate) fn snapshot(url: &str, schema: &str) -> Result<Snapshot, CliError> {
-    let rt = runtime()?;
-    let rows = rt.block_on(TrackerSnapshot::read(url, schema))?;
-    let failed = |reason: String| CliError::Snapshot { reason };
-    let dir = tempfile::tempdir().map_err(|e| failed(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|e| CliError::Snapshot {
+        reason: e.to_string(),
+    })?;
     let path = dir.path().join("snapshot.db");
+    let source = runtime()?.block_on(copy_into(url, schema, &path))?;
+    Ok(Snapshot {
+        _dir: dir,
+        path,
+        source,
+    })
+}
+
+/// Read the records of `schema` at `url` and write them into a new SQLite
+/// file at `path`, with the tracker's schema; the source's name for
+/// messages.
+pub(crate) async fn copy_into(
+    url: &str,
+    schema: &str,
+    path: &std::path::Path,
+) -> Result<String, CliError> {
+    let rows = TrackerSnapshot::read(url, schema).await?;
+    let failed = |reason: String| CliError::Snapshot { reason };
     // The tracker's schema, created as the tracker creates it.
-    rt.block_on(async { Database::open(&path).await?.close().await })?;
-    let copy = || -> rusqlite::Result<()> {
+    Database::open(path).await?.close().await?;
+    let path = path.to_path_buf();
+    let source = rows.source.clone();
+    // SQLite writes block: off the runtime's workers.
+    tokio::task::spawn_blocking(move || {
         let mut conn = rusqlite::Connection::open(&path)?;
         let tx = conn.transaction()?;
         insert(&tx, "apps", &rows.apps)?;
         insert(&tx, "steps", &rows.steps)?;
         tx.commit()
-    };
-    copy().map_err(|e| failed(e.to_string()))?;
-    Ok(Snapshot {
-        _dir: dir,
-        path,
-        source: rows.source,
     })
+    .await
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(|e| failed(e.to_string()))?;
+    Ok(source)
 }
 
 fn insert(

@@ -57,6 +57,7 @@ mod inputs;
 mod outcome;
 mod persistence;
 mod state;
+mod step_tokens;
 
 #[doc(inline)]
 pub use action::{
@@ -86,3 +87,5 @@ pub use outcome::{Advance, HaltReason, RunOutcome, StepRecord};
 pub use persistence::{Checkpoint, InMemoryPersister, Persister, StepStatus, json_depth_exceeds};
 #[doc(inline)]
 pub use state::{RESERVED_PREFIX, State, StateError, Wipe};
+#[doc(inline)]
+pub use step_tokens::StepTokens;

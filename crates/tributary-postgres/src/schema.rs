@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::error::PostgresError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The tables tributary creates; finding one without the version table
 /// means the schema belongs to someone else.
@@ -89,6 +89,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app_id, sequence_id, attempt)
     );
     CREATE INDEX steps_by_process ON steps (process, started_at);
+    ",
+    // 1 -> 2: a step's inputs (a JSON object) and the first tokens it
+    // streamed (a JSON array), as in the SQLite schema 4.
+    "
+    ALTER TABLE steps ADD COLUMN inputs text;
+    ALTER TABLE steps ADD COLUMN tokens text;
     ",
 ];
 

@@ -12,7 +12,7 @@ use crate::schema::SCHEMA_VERSION;
 /// while writers go on), each row a map from column name to value.
 ///
 /// The columns are those of the SQLite tracker's `apps` and `steps` tables
-/// (schema version 2), so a tool can load the rows into a SQLite file and
+/// (schema version 4), so a tool can load the rows into a SQLite file and
 /// read them with the SQLite reader: that is how the `tributary` command
 /// shows a PostgreSQL database with the same output.
 ///

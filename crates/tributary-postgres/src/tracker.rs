@@ -1,11 +1,13 @@
 //! [`PostgresTracker`]: a hook that records every application and step, and
 //! announces each step with `NOTIFY`.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tributary_core::{
-    AppInfo, ApplicationError, Checkpoint, HaltReason, Hook, ParentPointer, RunOutcome, State,
-    StepInfo, StepOutcome, TaskEnd, json_depth_exceeds,
+    AppInfo, ApplicationError, Checkpoint, HaltReason, Hook, Inputs, ParentPointer, RunOutcome,
+    State, StepInfo, StepOutcome, StepTokens, StreamItemInfo, TaskEnd, json_depth_exceeds,
 };
 
 use crate::database::Database;
@@ -17,7 +19,8 @@ use crate::process;
 /// to in PostgreSQL: the same records, in the same columns, as the SQLite
 /// tracker (the application with its fork and spawning-parent pointers, task
 /// key and path and last status; each attempt of each step with its timing,
-/// result, state, error, item count and the process that ran it).
+/// result, state, error, item count and the process that ran it; its inputs
+/// and the first tokens it streamed, kept as [`StepTokens`] keeps them).
 ///
 /// Every step that ends is announced on the database's notification
 /// channel ([`Database::channel`]) when its record commits, so a reader
@@ -62,6 +65,7 @@ use crate::process;
 #[derive(Debug, Clone)]
 pub struct PostgresTracker {
     db: Database,
+    tokens: Arc<StepTokens>,
 }
 
 impl PostgresTracker {
@@ -80,7 +84,10 @@ impl PostgresTracker {
 
     /// A tracker on an open database (to share it with a persister).
     pub fn new(db: Database) -> Self {
-        PostgresTracker { db }
+        PostgresTracker {
+            db,
+            tokens: Arc::default(),
+        }
     }
 
     /// The database.
@@ -152,11 +159,26 @@ impl Hook for PostgresTracker {
         self.status(app, status);
     }
 
+    fn on_stream_item(&self, item: &StreamItemInfo<'_>, value: &Value) {
+        self.tokens.push(&item.app.app_id, item.sequence_id, value);
+    }
+
     fn before_step(&self, step: &StepInfo<'_>) {
+        self.tokens.clear(&step.app.app_id);
+        // Inputs that could not be read back (nested too deep) are left out.
+        let limit = Checkpoint::MAX_DEPTH;
+        let inputs = (!step.inputs.is_empty()
+            && !step
+                .inputs
+                .as_map()
+                .values()
+                .any(|v| json_depth_exceeds(v, limit - 1)))
+        .then(|| step.inputs.clone());
         self.db.record(Record::BeforeStep {
             row: AppRow::new(step.app),
             sequence_id: seq(step.sequence_id),
             action: step.action.to_owned(),
+            inputs,
             now: now_micros(),
         });
     }
@@ -193,6 +215,7 @@ impl Hook for PostgresTracker {
             state,
             error,
             items: i64::try_from(items).unwrap_or(i64::MAX),
+            tokens: self.tokens.take(&step.app.app_id, step.sequence_id),
             now: now_micros(),
         })));
     }
@@ -222,6 +245,7 @@ pub(crate) enum Record {
         row: AppRow,
         sequence_id: i64,
         action: String,
+        inputs: Option<Inputs>,
         now: i64,
     },
     AfterStep(Box<AfterStep>),
@@ -236,6 +260,7 @@ pub(crate) struct AfterStep {
     state: Option<State>,
     error: Option<String>,
     items: i64,
+    tokens: Option<Vec<Value>>,
     now: i64,
 }
 
@@ -297,10 +322,11 @@ const ABANDON_RUNNING: &str = "
 
 const START_STEP: &str = "
     INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action, status,
-        started_at, parent_app_id, parent_sequence_id, spawn_app_id, spawn_sequence_id, process)
+        started_at, parent_app_id, parent_sequence_id, spawn_app_id, spawn_sequence_id, process,
+        inputs)
     VALUES ($1, $2,
         (SELECT COALESCE(MAX(attempt) + 1, 0) FROM steps WHERE app_id = $1 AND sequence_id = $2),
-        $3, $4, 'running', $5, $6, $7, $8, $9, $10)";
+        $3, $4, 'running', $5, $6, $7, $8, $9, $10, $11)";
 
 const SET_PROCESS: &str = "UPDATE apps SET process = $2 WHERE app_id = $1";
 
@@ -309,15 +335,15 @@ const SET_PROCESS: &str = "UPDATE apps SET process = $2 WHERE app_id = $1";
 const END_STEP: &str = "
     WITH ended AS (
         UPDATE steps SET status = $3, ended_at = $4, result = $5, state = $6,
-            error = $7, items = $8, unrecorded = $9
+            error = $7, items = $8, unrecorded = $9, tokens = $13
         WHERE app_id = $1 AND sequence_id = $2 AND attempt =
             (SELECT MAX(attempt) FROM steps WHERE app_id = $1 AND sequence_id = $2)
         RETURNING 1
     )
     INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action, status,
-        started_at, ended_at, result, state, error, items, unrecorded, process)
+        started_at, ended_at, result, state, error, items, unrecorded, process, tokens)
     SELECT $1::text, $2::bigint, 0, $10::text, $11::text, $3::text, $4::bigint, $4::bigint,
-        $5::text, $6::text, $7::text, $8::bigint, $9::text, $12::text
+        $5::text, $6::text, $7::text, $8::bigint, $9::text, $12::text, $13::text
     WHERE NOT EXISTS (SELECT 1 FROM ended)";
 
 /// After a completed step, an application that had failed or was abandoned
@@ -360,6 +386,7 @@ impl Record {
                 row,
                 sequence_id,
                 action,
+                inputs,
                 now,
             } => {
                 out.push((INSERT_IF_MISSING, row.params(*now)));
@@ -380,6 +407,7 @@ impl Record {
                         p(row.spawn.as_ref().map(|x| x.app_id.clone())),
                         p(row.spawn.as_ref().map(|x| seq(x.sequence_id))),
                         p(process::current()),
+                        p(inputs.as_ref().and_then(|i| serde_json::to_string(i).ok())),
                     ],
                 ));
                 out.push((
@@ -425,6 +453,12 @@ impl AfterStep {
             .as_ref()
             .filter(|_| !deep_state)
             .and_then(|s| serde_json::to_string(s).ok());
+        // Tokens are kept shallow or not at all: each is one emitted value.
+        let tokens = self
+            .tokens
+            .as_ref()
+            .filter(|t| !t.iter().any(|v| json_depth_exceeds(v, limit - 1)))
+            .map(|t| Value::Array(t.clone()).to_string());
         out.push((
             END_STEP,
             vec![
@@ -440,6 +474,7 @@ impl AfterStep {
                 p(row.partition_key.clone()),
                 p(self.action.clone()),
                 p(process::current()),
+                p(tokens),
             ],
         ));
         let app_status = match self.status {

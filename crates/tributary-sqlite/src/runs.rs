@@ -264,6 +264,14 @@ pub struct TrackedStep {
     pub resumed: bool,
     /// Why its state or result was not recorded (nested too deep).
     pub unrecorded: Option<String>,
+    /// The inputs the step was given (a JSON object), when it was given
+    /// any and they were recorded (schema version 4 on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Value>,
+    /// The first tokens it streamed (the `items` count has them all), when
+    /// recorded (schema version 4 on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<Value>>,
     /// What of the record could not be decoded (its JSON is damaged or
     /// nested deeper than a decoder accepts).
     pub unreadable: Option<String>,
@@ -296,6 +304,8 @@ pub struct RunReader {
     run_columns: String,
     /// Whether `steps` has the columns of schema version 2.
     steps_v2: bool,
+    /// Whether `steps` has the columns of schema version 4.
+    steps_v4: bool,
 }
 
 const RUN_COLUMNS: &str = "
@@ -343,6 +353,7 @@ impl RunReader {
             path,
             run_columns,
             steps_v2: v2,
+            steps_v4: version >= 4,
         })
     }
 
@@ -426,9 +437,14 @@ impl RunReader {
     pub fn steps(&self, app_id: &str) -> Result<Vec<TrackedStep>, SqliteError> {
         let sql = format!(
             "SELECT sequence_id, attempt, action, status, started_at, ended_at, result, state,
-                 error, items, {}
+                 error, items, {}, {}
              FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
-            self.steps_extra()
+            self.steps_extra(),
+            if self.steps_v4 {
+                "inputs, tokens"
+            } else {
+                "NULL, NULL"
+            }
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
         let rows = stmt
@@ -676,6 +692,15 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedStep> {
     };
     let result = json(6, "result")?;
     let state = json(7, "state")?;
+    let inputs = json(12, "inputs")?;
+    let tokens = match json(13, "tokens")? {
+        Some(Value::Array(tokens)) => Some(tokens),
+        Some(_) => {
+            unreadable.push("tokens: not an array".to_owned());
+            None
+        }
+        None => None,
+    };
     Ok(TrackedStep {
         sequence_id: get_u64(row, 0)?,
         attempt: u32::try_from(get_u64(row, 1)?).map_err(|e| bad_column(1, e.to_string()))?,
@@ -690,6 +715,8 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedStep> {
         process: row.get(10)?,
         resumed: false,
         unrecorded: row.get(11)?,
+        inputs,
+        tokens,
         unreadable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
     })
 }
@@ -712,6 +739,8 @@ fn unreadable_step(row: &Row<'_>, error: rusqlite::Error) -> TrackedStep {
         process: None,
         resumed: false,
         unrecorded: None,
+        inputs: None,
+        tokens: None,
         unreadable: Some(error.to_string()),
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::error::SqliteError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a tributary database ("Trib").
 const APPLICATION_ID: i64 = 0x5472_6962;
@@ -154,6 +154,12 @@ const MIGRATIONS: &[&str] = &[
         sent_at INTEGER NOT NULL,
         PRIMARY KEY (target, name, idx)
     ) WITHOUT ROWID;
+    ",
+    // 3 -> 4: the tracker records a step's inputs (a JSON object) and the
+    // first tokens it streamed (a JSON array).
+    "
+    ALTER TABLE steps ADD COLUMN inputs TEXT;
+    ALTER TABLE steps ADD COLUMN tokens TEXT;
     ",
 ];
 

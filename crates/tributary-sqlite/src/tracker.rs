@@ -1,12 +1,13 @@
 //! [`SqliteTracker`]: a hook that records every application and step.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::params;
 use serde_json::Value;
 use tributary_core::{
     AppInfo, ApplicationError, Checkpoint, HaltReason, Hook, ParentPointer, RunOutcome, State,
-    StepInfo, StepOutcome, TaskEnd, json_depth_exceeds,
+    StepInfo, StepOutcome, StepTokens, StreamItemInfo, TaskEnd, json_depth_exceeds,
 };
 
 use crate::database::Database;
@@ -35,7 +36,12 @@ use crate::runs::{RunStatus, TrackedStepStatus};
 /// spawned. The run id and the task's index among its siblings have columns
 /// of their own, empty until the runtime reports them to hooks.
 ///
-/// A state or result nested deeper than
+/// Each attempt also records the step's inputs (when it was given any) and
+/// the first tokens it streamed (at most 256, and 64 KiB of their JSON;
+/// `items` counts them all), kept in memory until the step's end is
+/// recorded.
+///
+/// A state, result or inputs nested deeper than
 /// [`Checkpoint::MAX_DEPTH`](tributary_core::Checkpoint::MAX_DEPTH) is not
 /// recorded (a note says why): it could not be read back.
 ///
@@ -86,6 +92,7 @@ use crate::runs::{RunStatus, TrackedStepStatus};
 #[derive(Debug, Clone)]
 pub struct SqliteTracker {
     db: Database,
+    tokens: Arc<StepTokens>,
 }
 
 impl SqliteTracker {
@@ -104,7 +111,10 @@ impl SqliteTracker {
 
     /// A tracker on an open database (to share it with a persister).
     pub fn new(db: Database) -> Self {
-        SqliteTracker { db }
+        SqliteTracker {
+            db,
+            tokens: Arc::default(),
+        }
     }
 
     /// The database.
@@ -226,10 +236,24 @@ impl Hook for SqliteTracker {
         self.upsert_app_status(app, status);
     }
 
+    fn on_stream_item(&self, item: &StreamItemInfo<'_>, value: &Value) {
+        self.tokens.push(&item.app.app_id, item.sequence_id, value);
+    }
+
     fn before_step(&self, step: &StepInfo<'_>) {
         let row = AppRow::new(step.app);
         let (sequence_id, action) = (seq(step.sequence_id), step.action.to_owned());
         let now = now_micros();
+        self.tokens.clear(&row.app_id);
+        // Inputs that could not be read back (nested too deep) are left out.
+        let limit = Checkpoint::MAX_DEPTH;
+        let inputs = (!step.inputs.is_empty()
+            && !step
+                .inputs
+                .as_map()
+                .values()
+                .any(|v| json_depth_exceeds(v, limit - 1)))
+        .then(|| step.inputs.clone());
         self.db.write_detached(move |tx| {
             row.insert_if_missing(tx, now)?;
             // Records reach the writer in the order the hooks ran, so an
@@ -240,16 +264,20 @@ impl Hook for SqliteTracker {
                  WHERE app_id = ?1 AND sequence_id = ?2 AND status = 'running'",
             )?
             .execute(params![row.app_id, sequence_id])?;
+            let inputs = inputs
+                .map(|i| serde_json::to_string(&i))
+                .transpose()
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             // Every start is a new attempt: a retry at the same sequence id
             // keeps the rows of the attempts before it.
             tx.prepare_cached(
                 "INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action, status,
                      started_at, parent_app_id, parent_sequence_id, spawn_app_id, spawn_sequence_id,
-                     process)
+                     process, inputs)
                  VALUES (?1, ?2,
                      (SELECT COALESCE(MAX(attempt) + 1, 0) FROM steps
                       WHERE app_id = ?1 AND sequence_id = ?2),
-                     ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10)",
+                     ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 row.app_id,
@@ -262,6 +290,7 @@ impl Hook for SqliteTracker {
                 row.spawn.as_ref().map(|p| &p.app_id),
                 row.spawn.as_ref().map(|p| seq(p.sequence_id)),
                 process::current(),
+                inputs,
             ])?;
             tx.prepare_cached("UPDATE apps SET process = ?2 WHERE app_id = ?1")?
                 .execute(params![row.app_id, process::current()])
@@ -306,7 +335,15 @@ impl Hook for SqliteTracker {
             _ => None,
         };
         let retried = status == TrackedStepStatus::Completed;
+        let tokens = self.tokens.take(&row.app_id, step.sequence_id);
         self.db.write_detached(move |tx| {
+            // Tokens are kept shallow or not at all: each is one emitted value.
+            let tokens = tokens
+                .filter(|t| {
+                    !t.iter()
+                        .any(|v| json_depth_exceeds(v, Checkpoint::MAX_DEPTH - 1))
+                })
+                .map(|t| Value::Array(t).to_string());
             row.insert_if_missing(tx, now)?;
             // Measured without recursion before anything is encoded: what
             // could not be read back (or would overflow this thread's stack
@@ -336,7 +373,7 @@ impl Hook for SqliteTracker {
             let updated = tx
                 .prepare_cached(
                     "UPDATE steps SET status = ?3, ended_at = ?4, result = ?5, state = ?6,
-                         error = ?7, items = ?8, unrecorded = ?9
+                         error = ?7, items = ?8, unrecorded = ?9, tokens = ?10
                      WHERE app_id = ?1 AND sequence_id = ?2 AND attempt =
                          (SELECT MAX(attempt) FROM steps WHERE app_id = ?1 AND sequence_id = ?2)",
                 )?
@@ -350,6 +387,7 @@ impl Hook for SqliteTracker {
                     error,
                     i64::try_from(items).unwrap_or(i64::MAX),
                     unrecorded,
+                    tokens,
                 ])?;
             if updated == 0 {
                 // No `before_step` was recorded (the tracker was attached
@@ -357,8 +395,8 @@ impl Hook for SqliteTracker {
                 tx.prepare_cached(
                     "INSERT INTO steps (app_id, sequence_id, attempt, partition_key, action,
                          status, started_at, ended_at, result, state, error, items, unrecorded,
-                         process)
-                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                         process, tokens)
+                     VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )?
                 .execute(params![
                     row.app_id,
@@ -373,6 +411,7 @@ impl Hook for SqliteTracker {
                     i64::try_from(items).unwrap_or(i64::MAX),
                     unrecorded,
                     process::current(),
+                    tokens,
                 ])?;
             }
             match app_status {

@@ -209,13 +209,13 @@ async function listPage() {
         el("td", { class: "num", text: run.steps }),
         el("td", { class: "num", text: run.attempts }),
         el("td", { class: "num", text: r.items }),
-        el("td", { class: "num", text: fmtUs(r.duration_us) }),
+        el("td", { class: "num active", text: fmtUs(r.duration_us), title: "steps running; wall time " + fmtUs(r.wall_us) }),
         el("td", { text: fmtTime(run.started_at || run.created_at) }),
         kids);
     });
     table.replaceChildren(
       el("table", { id: "runs" },
-        el("thead", {}, el("tr", {}, ...["app id", "partition", "status", "steps", "attempts", "items", "duration", "started", "subgraphs"].map((h, i) =>
+        el("thead", {}, el("tr", {}, ...["app id", "partition", "status", "steps", "attempts", "items", "active", "started", "subgraphs"].map((h, i) =>
           el("th", { class: i >= 3 && i <= 6 ? "num" : "", text: h })))),
         el("tbody", {}, ...rows)),
       el("p", { class: "muted", text: `${list.matched} root runs match` + (list.matched > list.roots.length ? `; the newest ${list.roots.length} shown` : "") }));
@@ -244,7 +244,7 @@ async function runPage(appId, stepSeq) {
   const head = el("div", { class: "card" },
     el("h1", { id: "run-title", text: run.app_id }),
     el("div", { class: "row" }, badge(run.status),
-      el("span", { text: `${run.steps} steps · ${run.attempts} attempts · ${fmtUs(d.duration_us)}` }),
+      el("span", { text: `${run.steps} steps · ${run.attempts} attempts · active ${fmtUs(d.duration_us)} (wall ${fmtUs(d.wall_us)})` }),
       run.partition_key ? el("span", { class: "muted", text: "partition " + run.partition_key }) : null,
       run.spawned_by ? el("span", {}, "spawned by ", el("a", { href: "#/run/" + enc(run.spawned_by), class: "mono", text: run.spawned_by }), ` at step ${run.spawn_sequence_id}`) : null,
       run.forked_from ? el("span", {}, "forked from ", el("a", { href: "#/run/" + enc(run.forked_from), class: "mono", text: run.forked_from })) : null));
@@ -343,13 +343,15 @@ async function stepDetail(appId, seq, box) {
     el("div", { class: "row" }, badge(s.status), el("span", { text: `attempt ${s.attempt} · ${fmtUs(d.duration_us)} · ${s.items} items streamed` })),
     el("h3", { text: "Attempts" }),
     el("ul", {}, ...d.attempts.map((a) => el("li", {}, `attempt ${a.attempt}: `, badge(a.status), ` ${fmtUs(a.ended_at ? a.ended_at - a.started_at : null)} `, a.error ? el("span", { class: "err", text: a.error }) : null))),
+    el("h3", { text: "Inputs" }), el("pre", { id: "step-inputs", text: d.inputs ? asText(d.inputs) : "–" }),
     s.error ? el("div", {}, el("h3", { text: "Error" }), el("pre", { class: "err", text: s.error })) : null,
     el("h3", { text: "Result" }), el("pre", { text: asText(s.result) || "–" }),
+    el("h3", { text: d.tokens && d.tokens_recorded < s.items ? `Tokens (the first ${d.tokens_recorded} of ${s.items})` : "Tokens" }),
+    el("pre", { id: "step-tokens", class: "tokens", text: d.tokens ? d.tokens.map((t) => (typeof t === "string" ? t : JSON.stringify(t))).join(" ") : (s.items ? `${s.items} streamed, not recorded` : "–") }),
     el("h3", { text: d.previous_sequence_id === null ? "State change (from empty)" : `State change against step ${d.previous_sequence_id}` }),
     diffTable(d.changes),
     el("h3", { text: "State" }), el("pre", { text: asText(s.state) || "–" }),
-    d.spawned.length ? el("div", {}, el("h3", { text: "Spawned" }), el("ul", {}, ...d.spawned.map((id) => el("li", {}, el("a", { href: "#/run/" + enc(id), class: "mono", text: id }))))) : null,
-    el("p", { class: "muted", text: "Inputs and token contents are not recorded by the tracker; live runs show tokens." }));
+    d.spawned.length ? el("div", {}, el("h3", { text: "Spawned" }), el("ul", {}, ...d.spawned.map((id) => el("li", {}, el("a", { href: "#/run/" + enc(id), class: "mono", text: id }))))) : null);
 }
 
 // ----- a live run -----
@@ -368,7 +370,7 @@ function livePage(name) {
   const onLaneQ = (e) => { state.laneFilter.q = e.target.value; reorder(); schedule(); };
   const laneQ = el("input", { id: "lane-q", placeholder: "task key contains", oninput: onLaneQ, onchange: onLaneQ });
   const laneStatus = el("select", { id: "lane-status", onchange: (e) => { state.laneFilter.status = e.target.value; reorder(); schedule(); } },
-    ...["", "queued", "running", "paused", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, text: s || "any state" })));
+    ...["", "queued", "running", "retrying", "paused", "completed", "failed", "cancelled"].map((s) => el("option", { value: s, text: s || "any state" })));
   const laneInfo = el("span", { class: "muted", id: "lane-info" });
   const lanesBox = el("div", { class: "lanes", id: "lanes" });
   const spacer = el("div", { style: "height:0" });
@@ -445,6 +447,7 @@ function livePage(name) {
       ...[["tasks", c.total], ["pending", c.pending], ["running", c.running], ["paused", c.paused], ["completed", c.completed], ["failed", c.failed], ["cancelled", c.cancelled]]
         .map(([k, v]) => el("span", { "data-count": k }, k + " ", el("b", { text: v }))),
       el("span", { text: `items ${r.merged_total} · ${fmtMs(r.elapsed_ms)}` }),
+      r.goal ? goalChip(r.goal, "goal") : null,
       r.policy_finished ? el("span", { class: "winner", text: "finished by its completion policy" }) : null,
     ].filter(Boolean));
     controls.replaceChildren();
@@ -457,6 +460,27 @@ function livePage(name) {
     } else if (!r.control) {
       controls.append(el("span", { class: "chip", text: "read-only" }));
     }
+  }
+
+  // The count toward a completion policy (of the run, or of a lane's
+  // children).
+  function goalChip(g, id) {
+    return el("span", { id, class: "chip goal" + (g.met ? " met" : ""), title: g.leading ? "leading answer: " + g.leading : "",
+      text: g.kind === "quorum"
+        ? `quorum: ${g.reached} of ${g.needed} agree · ${g.answers} answer${g.answers === 1 ? "" : "s"}`
+        : `first ${g.needed}: ${g.reached} done` });
+  }
+
+  // The step it runs now (with a step watch), else the last it reported;
+  // a parent names the parallel action its children run in.
+  function actionText(l) {
+    const action = l.step || l.action || "";
+    const retry = l.status === "retrying" ? ` (attempt ${l.attempt})` : "";
+    const children = l.children_action && l.children_action !== action ? ` · children of ${l.children_action}` : "";
+    return action + retry + children;
+  }
+  function actionTitle(l) {
+    return l.last_failure ? `${l.failures} failed attempt(s); last: ${l.last_failure}` : actionText(l);
   }
 
   function laneRow(l, top, window0) {
@@ -472,10 +496,10 @@ function livePage(name) {
     const pct = (t) => (t / span) * 100;
     for (const s of l.steps) wf.append(el("div", { class: "bar k-" + s.kind, style: `left:${pct(s.start_ms)}%;width:${Math.max(0.5, pct(s.end_ms) - pct(s.start_ms))}%`, title: `${s.action}: ${fmtMs(s.end_ms - s.start_ms)}` }));
     const lastEnd = l.steps.length ? l.steps[l.steps.length - 1].end_ms : l.start_ms;
-    if (l.status === "running" || l.status === "paused") wf.append(el("div", { class: "bar live", style: `left:${pct(lastEnd)}%;width:${Math.max(0.5, pct(r.elapsed_ms) - pct(lastEnd))}%` }));
+    if (l.status === "running" || l.status === "paused" || l.status === "retrying") wf.append(el("div", { class: "bar live", style: `left:${pct(lastEnd)}%;width:${Math.max(0.5, pct(r.elapsed_ms) - pct(lastEnd))}%` }));
     for (const p of l.pauses) wf.append(el("div", { class: "bar pause", style: `left:${pct(p.start)}%;width:${Math.max(0.5, pct(p.end === null ? r.elapsed_ms : p.end) - pct(p.start))}%`, title: "paused" }));
     const ctl = el("span", { class: "ctl" });
-    const live = l.status === "running" || l.status === "paused" || l.status === "queued";
+    const live = l.status === "running" || l.status === "paused" || l.status === "queued" || l.status === "retrying";
     if (r.control && live && l.control) {
       const base = `/api/live/${enc(r.name)}/lanes/${enc(l.key)}`;
       ctl.append(
@@ -487,11 +511,12 @@ function livePage(name) {
     const state_ = el("span", {}, badge(shownStatus(l)));
     if (l.winner) state_.append(" ", el("span", { class: "winner", text: "winner" }));
     if (l.lost) state_.append(" ", el("span", { class: "lost", text: "lost" }));
+    if (l.goal) state_.append(" ", goalChip(l.goal));
     return el("div", { class: "lane" + (state.selected === l.key ? " sel" : ""), style: `top:${top}px`, "data-key": l.key, "data-status": shownStatus(l) },
       el("span", { class: "muted", text: l.order.join(".") }),
       el("span", { class: "key mono", title: l.key, text: l.key, style: `padding-left:${(l.order.length - 1) * 14}px`, onclick: () => selectLane(l.key) }),
       state_,
-      el("span", { class: "act mono", text: l.action || "" }),
+      el("span", { class: "act mono", title: actionTitle(l), text: actionText(l) }),
       // A lane with nothing new (a parent whose children stream) is not
       // sent again, so its time goes on from the run's.
       el("span", { class: "muted", text: fmtMs(live ? Math.max(l.elapsed_ms, r.elapsed_ms - l.start_ms) : l.elapsed_ms) }),
@@ -542,7 +567,9 @@ function livePage(name) {
     fill(laneDetail,
       el("h2", { text: "Task " }, el("span", { class: "mono", text: l.key })),
       el("div", { class: "row" }, badge(l.status), el("span", { class: "mono muted", text: d.app_id }), el("span", { text: `${l.items} items · ${l.tokens} tokens · ${fmtMs(l.elapsed_ms)}` })),
+      actionText(l) ? el("div", { class: "row" }, el("span", { class: "mono", text: actionText(l) })) : null,
       l.error ? el("pre", { class: "err", text: l.error }) : null,
+      l.last_failure ? el("div", {}, el("span", { class: "muted", text: `${l.failures} failed attempt(s); the last: ` }), el("span", { class: "err", text: l.last_failure })) : null,
       el("h3", { text: "Last tokens" }), el("pre", { text: d.tail.join(" ") || "–" }),
       el("h3", { text: `Steps${d.steps_dropped ? ` (the first ${d.steps_dropped} not kept)` : ""}` }),
       ...d.steps.map((s) => el("div", { class: "card" },

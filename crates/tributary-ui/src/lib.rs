@@ -51,7 +51,7 @@ mod source;
 #[doc(inline)]
 pub use error::UiError;
 #[doc(inline)]
-pub use live::{LiveRun, Tapped};
+pub use live::{Goal, LiveRun, StepWatch, Tapped};
 #[doc(inline)]
 pub use server::{DEFAULT_ADDR, UiServer, serve, serve_database_blocking};
 

@@ -54,8 +54,52 @@ impl RunFilter {
     }
 }
 
-fn duration(run: &RecordedRun) -> Option<i64> {
-    Some(run.ended_at? - run.started_at?)
+/// From the first step's start to the last record: what a clock on the
+/// wall says, pauses and the gaps between a crash and the resume included.
+fn wall(run: &RecordedRun, steps: &[RecordedStep]) -> Option<i64> {
+    let start = steps.iter().map(|s| s.started_at).min()?;
+    let end = steps
+        .iter()
+        .map(|s| s.ended_at.unwrap_or(s.started_at))
+        .max()?
+        .max(run.ended_at.unwrap_or(i64::MIN));
+    Some(end - start)
+}
+
+/// The active time: how long a step of the run was running, the union of
+/// its attempts' spans. The time between steps (a paused run waits there)
+/// and between a crash and the resume is left out. An attempt not ended
+/// counts up to `now` while the run is running, and not at all otherwise
+/// (its process died without a record of when).
+fn active(run: &RecordedRun, steps: &[RecordedStep], now: i64) -> Option<i64> {
+    let mut spans: Vec<(i64, i64)> = steps
+        .iter()
+        .filter_map(|s| match s.ended_at {
+            Some(end) => Some((s.started_at, end.max(s.started_at))),
+            None if run.status == "running" => Some((s.started_at, now.max(s.started_at))),
+            None => None,
+        })
+        .collect();
+    if spans.is_empty() {
+        return None;
+    }
+    spans.sort_unstable();
+    let (mut total, mut open) = (0i64, spans[0]);
+    for &(start, end) in &spans[1..] {
+        if start > open.1 {
+            total += open.1 - open.0;
+            open = (start, end);
+        } else {
+            open.1 = open.1.max(end);
+        }
+    }
+    Some(total + (open.1 - open.0))
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// Root runs (spawned by nothing recorded here), newest first, each with
@@ -92,6 +136,7 @@ pub(crate) fn run_list(reads: &Reads<'_>, filter: &RunFilter) -> Result<Value, U
     let matched = kept.len();
     kept.truncate(ROOTS);
     let mut rows = Vec::with_capacity(kept.len());
+    let now = now_micros();
     for i in kept {
         let run = &runs[i];
         // Descendants, counted by status.
@@ -108,10 +153,12 @@ pub(crate) fn run_list(reads: &Reads<'_>, filter: &RunFilter) -> Result<Value, U
                 stack.extend(more);
             }
         }
-        let items: u64 = reads.steps(&run.app_id)?.iter().map(|s| s.items).sum();
+        let steps = reads.steps(&run.app_id)?;
+        let items: u64 = steps.iter().map(|s| s.items).sum();
         rows.push(json!({
             "run": run,
-            "duration_us": duration(run),
+            "duration_us": active(run, &steps, now),
+            "wall_us": wall(run, &steps),
             "items": items,
             "descendants": { "total": total, "by_status": counts },
         }));
@@ -165,7 +212,7 @@ fn tree(
         "attempts": run.attempts,
         "spawn_sequence_id": run.spawn_sequence_id,
         "spawn_action": run.spawn_action,
-        "duration_us": duration(run),
+        "duration_us": active(run, &reads.steps(&run.app_id)?, now_micros()),
         "children": nodes,
         "truncated": truncated,
     }))
@@ -177,7 +224,8 @@ pub(crate) fn run_detail(reads: &Reads<'_>, app_id: &str) -> Result<Value, UiErr
     let run = reads
         .run(app_id)?
         .ok_or_else(|| UiError::UnknownApp(app_id.to_owned()))?;
-    let steps: Vec<Value> = reads.steps(app_id)?.iter().map(step_bar).collect();
+    let recorded = reads.steps(app_id)?;
+    let steps: Vec<Value> = recorded.iter().map(step_bar).collect();
     let mut budget = TREE_NODES;
     let tree = tree(reads, &run, 0, &mut budget)?;
     let children = reads.children(app_id)?;
@@ -193,8 +241,9 @@ pub(crate) fn run_detail(reads: &Reads<'_>, app_id: &str) -> Result<Value, UiErr
         }));
     }
     Ok(json!({
+        "duration_us": active(&run, &recorded, now_micros()),
+        "wall_us": wall(&run, &recorded),
         "run": run,
-        "duration_us": duration(&run),
         "steps": steps,
         "tree": tree,
         "lanes": lanes,
@@ -245,9 +294,9 @@ pub(crate) fn step_detail(
         "previous_sequence_id": previous.map(|p| p.sequence_id),
         "changes": changes,
         "spawned": spawned,
-        // Today's tracker records neither a step's inputs nor its tokens
-        // (only their count).
-        "inputs": Value::Null,
-        "tokens": Value::Null,
+        // Recorded from schema version 4 on; older databases have neither.
+        "inputs": step.inputs,
+        "tokens": step.tokens,
+        "tokens_recorded": step.tokens.as_ref().map_or(0, Vec::len),
     }))
 }

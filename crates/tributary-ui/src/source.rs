@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
-use tributary_core::State;
+use tributary_core::{AppInfo, State};
 use tributary_runtime::{CancelReason, ItemKind, LiveStatus, RunHandle, StreamItem, TaskPath};
 use tributary_sqlite::{RunReader, RunSummary, SqliteError, TrackedStep};
 
@@ -49,6 +49,12 @@ pub(crate) struct RecordedStep {
     pub(crate) state: Option<Value>,
     pub(crate) error: Option<String>,
     pub(crate) items: u64,
+    /// The inputs it was given, when recorded.
+    #[serde(skip)]
+    pub(crate) inputs: Option<Value>,
+    /// The first tokens it streamed, when recorded.
+    #[serde(skip)]
+    pub(crate) tokens: Option<Vec<Value>>,
 }
 
 fn run_from(r: RunSummary) -> RecordedRun {
@@ -80,6 +86,8 @@ fn step_from(s: TrackedStep) -> RecordedStep {
         state: s.state,
         error: s.error,
         items: s.items,
+        inputs: s.inputs,
+        tokens: s.tokens,
     }
 }
 
@@ -221,6 +229,12 @@ impl LanePath {
     pub(crate) fn parent_key(&self) -> String {
         self.0.parent().map(|p| p.to_string()).unwrap_or_default()
     }
+}
+
+/// The lane of the task an application runs in (`None` outside a
+/// runtime).
+pub(crate) fn lane_key(app: &AppInfo) -> Option<LanePath> {
+    (!app.task_path.is_empty()).then(|| LanePath(TaskPath::from(app.task_path.clone())))
 }
 
 /// One item the consumer received.

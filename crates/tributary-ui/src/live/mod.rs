@@ -11,9 +11,11 @@
 //! browser has, which is how a reconnecting browser resumes and how updates
 //! are coalesced.
 
+mod goal;
 mod state;
 mod tap;
 mod view;
+mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,13 +25,16 @@ use tokio::time::Instant;
 use tributary_core::State;
 use tributary_runtime::{Round, RunHandle, StreamItem};
 
+pub use self::goal::Goal;
+use self::goal::Tally;
 use self::state::Merged;
 use self::state::{LiveState, PAUSES, STEPS, Span, push_bounded};
 pub use self::tap::Tapped;
 use self::view::{LaneDetail, LaneStepView, LaneView, RunView, Update};
+pub use self::watch::StepWatch;
 use crate::diff::diff;
 use crate::error::UiError;
-use crate::source::{Control, Counts, LanePath, observe};
+use crate::source::{Control, Counts, Kind, LanePath, observe};
 
 // ===== LiveRun =====
 
@@ -67,6 +72,7 @@ pub(crate) struct LiveInner {
     pub(crate) control_on: bool,
     started: Instant,
     state: Mutex<LiveState>,
+    watch: Mutex<Option<StepWatch>>,
 }
 
 impl LiveRun {
@@ -78,6 +84,7 @@ impl LiveRun {
                 control_on,
                 started: Instant::now(),
                 state: Mutex::new(LiveState::default()),
+                watch: Mutex::new(None),
             }),
         }
     }
@@ -104,11 +111,60 @@ impl LiveRun {
         }
     }
 
+    /// Show what `watch` notes of the run's steps: which step each task
+    /// runs, a retried step as `retrying`, the action that runs a parent's
+    /// children. Give the run's `RunConfig::hook` the watch's
+    /// [`hook`](StepWatch::hook) before the run starts. A later watch
+    /// replaces the first.
+    pub fn watch(&self, watch: StepWatch) {
+        *self.inner.watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch);
+    }
+
+    /// Count toward what the run's completion policy waits for (see
+    /// [`Goal`]): the page shows how far the run is from it. Items recorded
+    /// before are not counted, so tell it before reading the stream.
+    pub fn goal(&self, goal: Goal) {
+        let mut st = self.state();
+        st.tallies.insert(String::new(), Tally::new(goal));
+        st.bump_run();
+    }
+
+    /// Count toward what the completion policy of a parallel action waits
+    /// for: the policy of the children of the task of lane `lane` (a
+    /// top-level task's key, or a nested task's path joined by `/`), shown
+    /// on that lane. As with [`goal`](Self::goal), tell it before reading
+    /// the stream.
+    pub fn lane_goal(&self, lane: &str, goal: Goal) {
+        let mut st = self.state();
+        st.tallies.insert(lane.to_owned(), Tally::new(goal));
+        st.bump_run();
+    }
+
     /// Record one item the consumer received.
     pub fn record(&self, item: &StreamItem) {
         let observed = observe(item);
         let at = self.now_ms();
-        self.state().record(observed, at);
+        let mut st = self.state();
+        // A policy counts the finals of its own run's tasks: the children
+        // of one parent (`""` for the run).
+        let counted = observed.kind == Kind::Final
+            && match st.tallies.get_mut(&observed.parent) {
+                Some(tally) => {
+                    let vote = tally.goal().vote(item);
+                    tally.count(vote);
+                    true
+                }
+                None => false,
+            };
+        let parent = observed.parent.clone();
+        st.record(observed, at);
+        if counted {
+            // The parent's lane shows the count.
+            let version = st.version;
+            if let Some(&i) = st.by_key.get(&parent) {
+                st.lanes[i].version = version;
+            }
+        }
     }
 
     /// Record one zip round the consumer received: its items in task order.
@@ -157,8 +213,18 @@ impl LiveRun {
             return;
         }
         let listed = self.inner.control.tasks();
+        let notes = self
+            .inner
+            .watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(StepWatch::take_changed)
+            .unwrap_or_default();
         let at = self.now_ms();
-        self.state().sync(listed, at);
+        let mut st = self.state();
+        st.sync(listed, at);
+        st.take_notes(notes, at);
     }
 
     /// What changed after version `since` (everything for 0) and what the
@@ -208,6 +274,7 @@ impl LiveRun {
                 merged_total: st.merged_total,
                 elapsed_ms: now,
                 pauses: st.pauses.iter().copied().collect(),
+                goal: st.tallies.get("").map(Tally::view),
             },
             lanes,
             merged,

@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tributary_core::State;
 
+use super::goal::Tally;
 use super::view::{LaneView, StepBar};
+use super::watch::Note;
 use crate::source::{CancelCause, Kind, LanePath, Listed, Observed, Standing};
 
 /// Tokens kept per lane.
@@ -41,6 +43,9 @@ pub(super) struct LiveState {
     pub(super) ended: bool,
     pub(super) max_seq: u64,
     pub(super) pauses: VecDeque<Span>,
+    /// The counts toward completion policies, by the lane whose children
+    /// they count (`""` for the run's own tasks).
+    pub(super) tallies: HashMap<String, Tally>,
 }
 
 /// A time span in milliseconds since the run was attached.
@@ -83,6 +88,8 @@ pub(super) struct Lane {
     pub(super) pauses: VecDeque<Span>,
     pub(super) error: Option<String>,
     pub(super) cancel_cause: Option<CancelCause>,
+    /// What its hooks said of its steps (with a [`StepWatch`](super::StepWatch)).
+    pub(super) note: Option<Note>,
     pub(super) version: u64,
 }
 
@@ -284,6 +291,24 @@ impl LiveState {
         }
     }
 
+    /// Take in what the step watch noted of the lanes' steps.
+    pub(super) fn take_notes(&mut self, notes: Vec<(LanePath, Note)>, at: u64) {
+        if notes.is_empty() {
+            return;
+        }
+        self.version += 1;
+        let version = self.version;
+        for (path, note) in notes {
+            let i = self.lane_for(path, None, at, version);
+            let lane = &mut self.lanes[i];
+            if note.children_action.is_some() {
+                lane.nests = true;
+            }
+            lane.note = Some(note);
+            lane.version = version;
+        }
+    }
+
     /// The task indices from the top-level task down to lane `lane` (the
     /// lanes' order; an index not known yet sorts last).
     fn order(&self, lane: &Lane) -> Vec<u64> {
@@ -341,6 +366,7 @@ impl Lane {
             pauses: VecDeque::new(),
             error: None,
             cancel_cause: None,
+            note: None,
             version: 0,
         }
     }
@@ -413,6 +439,7 @@ impl Lane {
             _ if self.paused || run_paused => "paused",
             _ if self.standing == Some(Standing::Cancelling) => "cancelling",
             _ if self.standing == Some(Standing::Paused) => "paused",
+            _ if self.note.as_ref().is_some_and(|n| n.retrying) => "retrying",
             _ if self.items == 0 && self.standing == Some(Standing::Queued) => "queued",
             _ => "running",
         };
@@ -444,6 +471,16 @@ impl Lane {
             lost: self.cancel_cause == Some(CancelCause::Policy),
             paused_here: self.paused,
             error: self.error.clone(),
+            step: self
+                .note
+                .as_ref()
+                .filter(|_| self.ended.is_none())
+                .and_then(|n| n.action.clone()),
+            attempt: self.note.as_ref().map_or(0, |n| n.attempt),
+            failures: self.note.as_ref().map_or(0, |n| n.failures),
+            last_failure: self.note.as_ref().and_then(|n| n.error.clone()),
+            children_action: self.note.as_ref().and_then(|n| n.children_action.clone()),
+            goal: st.tallies.get(&self.key).map(Tally::view),
             steps: self
                 .steps
                 .iter()

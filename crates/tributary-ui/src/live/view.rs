@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::goal::TallyView;
 use super::state::{Merged, Span};
 use crate::diff::Change;
 use crate::source::{Counts, Kind};
@@ -36,6 +37,8 @@ pub(super) struct RunView {
     pub(super) merged_total: u64,
     pub(super) elapsed_ms: u64,
     pub(super) pauses: Vec<Span>,
+    /// The count toward the run's completion policy, when told its goal.
+    pub(super) goal: Option<TallyView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +65,19 @@ pub(super) struct LaneView {
     pub(super) lost: bool,
     pub(super) paused_here: bool,
     pub(super) error: Option<String>,
+    /// The action of the step it runs now (from a step watch).
+    pub(super) step: Option<String>,
+    /// That step's attempt, from 1 (0 without a step watch).
+    pub(super) attempt: u32,
+    /// Attempts of its steps that failed (retried or not).
+    pub(super) failures: u64,
+    /// The error of the last failed attempt.
+    pub(super) last_failure: Option<String>,
+    /// The action of this task that runs the tasks nested in it.
+    pub(super) children_action: Option<String>,
+    /// The count toward the completion policy of its children, when told
+    /// its goal.
+    pub(super) goal: Option<TallyView>,
     pub(super) steps: Vec<StepBar>,
     pub(super) pauses: Vec<Span>,
 }
