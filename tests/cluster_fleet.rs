@@ -314,6 +314,35 @@ pub(crate) async fn a_terminated_worker_hands_its_tasks_back(backend: Backend) {
     }
 }
 
+/// A poison task that kills every worker that claims it goes to the dead
+/// letters after its last delivery, and the caller fails it with a typed
+/// error instead of waiting forever.
+pub(crate) async fn a_poison_task_fails_once_dead_lettered(backend: Backend) {
+    let mut cluster = Cluster::new(backend, 200);
+    cluster.max_deliveries = 2;
+    let (_handle, stream) = cluster.caller().run(
+        vec![
+            TaskSpec::named("poison", "crash"),
+            TaskSpec::named("fine", "square").state(State::new().set("n", 3)),
+        ],
+        config().failure_policy(tributary::FailurePolicy::Continue),
+    );
+    let consumer = tokio::spawn(collect(stream));
+    // Each claim of the poison task kills its worker.
+    for _ in 0..3 {
+        cluster.start_worker(4).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let items = tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
+    let poison = items.iter().find(|i| &*i.task_key == "poison").unwrap();
+    assert_eq!(poison.kind, ItemKind::Failed, "{poison:?}");
+    let error = poison.error.as_ref().unwrap();
+    assert_eq!(error.kind, tributary::TaskErrorKind::Executor);
+    assert!(error.message.contains("dead letters"), "{}", error.message);
+    let fine = items.iter().find(|i| &*i.task_key == "fine").unwrap();
+    assert_eq!(fine.kind, ItemKind::Final);
+}
+
 /// One `#[tokio::test]` per check, for a backend.
 #[macro_export]
 macro_rules! cluster_tests {
@@ -351,6 +380,11 @@ macro_rules! cluster_tests {
         #[$attr]
         async fn pause_reaches_the_workers() {
             $crate::cluster_fleet::pause_reaches_the_workers($backend).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[$attr]
+        async fn a_poison_task_fails_once_dead_lettered() {
+            $crate::cluster_fleet::a_poison_task_fails_once_dead_lettered($backend).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         #[$attr]

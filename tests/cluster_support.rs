@@ -40,6 +40,8 @@ pub(crate) struct Cluster {
     pub(crate) heartbeat_ms: u64,
     /// Where the test graphs count their executions (the shared Redis).
     counter_url: String,
+    /// Deliveries of a task before the dead letters.
+    pub(crate) max_deliveries: u32,
     workers: Vec<Option<Child>>,
 }
 
@@ -66,6 +68,7 @@ impl Cluster {
             ns: unique("cl"),
             heartbeat_ms,
             counter_url: service_url("TRIBUTARY_REDIS_URL"),
+            max_deliveries: 10,
             workers: Vec::new(),
         }
     }
@@ -76,6 +79,7 @@ impl Cluster {
             .heartbeat(Duration::from_millis(self.heartbeat_ms))
             .alive_interval(Duration::from_millis(200))
             .cancel_wait(Duration::from_secs(10))
+            .max_deliveries(self.max_deliveries)
     }
 
     /// Starts a worker process; returns its number once it is ready.
@@ -92,6 +96,7 @@ impl Cluster {
                 &self.heartbeat_ms.to_string(),
             ])
             .env("CLUSTER_COUNTER_URL", &self.counter_url)
+            .env("CLUSTER_MAX_DELIVERIES", self.max_deliveries.to_string())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

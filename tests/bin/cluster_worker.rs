@@ -6,6 +6,7 @@
 //! - `count`: steps `i = 0..n`, each emitting a token, sleeping `ms`, then
 //!   counting its own execution in Redis (`<ns>:exec:<app id>:<seq>`);
 //! - `square`: one step, `n * n`;
+//! - `crash`: aborts the worker process (a poison task);
 //! - `busy`: steps forever (each sleeps `ms` and counts itself in
 //!   `<ns>:busy`), until cancelled.
 //!
@@ -48,11 +49,18 @@ async fn main() -> anyhow::Result<()> {
     let graphs = Graphs::new()
         .register("count", count(redis.clone(), ns.clone()))?
         .register("square", square())?
-        .register("busy", busy(redis, ns.clone()))?;
+        .register("busy", busy(redis, ns.clone()))?
+        .register("crash", crash())?;
     let options = ClusterOptions::new()
         .namespace(ns.clone())
         .heartbeat(Duration::from_millis(heartbeat.parse()?))
-        .alive_interval(Duration::from_millis(200));
+        .alive_interval(Duration::from_millis(200))
+        .max_deliveries(
+            std::env::var("CLUSTER_MAX_DELIVERIES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(10),
+        );
     let broker: Box<dyn FnOnce(Graphs) -> tributary_cluster::WorkerBuilder> = match backend.as_str()
     {
         "redis" => {
@@ -118,6 +126,14 @@ fn count(redis: redis::aio::ConnectionManager, ns: String) -> Graph {
         .entrypoint("step")
         .build()
         .expect("a valid graph")
+}
+
+/// Kills its worker process: a poison task.
+fn crash() -> Graph {
+    Graph::single(action("crash").run(|_: State, _, _| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        std::process::abort()
+    }))
 }
 
 fn square() -> Graph {

@@ -387,6 +387,25 @@ fn executor_error(task: &RemoteTask, what: &str, error: &dyn std::fmt::Display) 
     }
 }
 
+/// The last error of this task's dead letter, if the task is one.
+async fn dead_lettered(tasks: &dyn WorkQueue, run: &str, index: u64) -> Option<String> {
+    let letters = match tasks.dead_letters(WORKERS_GROUP).await {
+        Ok(l) => l,
+        Err(error) => {
+            tracing::debug!(%error, "could not read the dead letters");
+            return None;
+        }
+    };
+    letters.into_iter().find_map(|letter| {
+        let message: TaskMessage = serde_json::from_slice(&letter.payload).ok()?;
+        (message.run == run && message.index == index).then(|| {
+            letter
+                .last_error
+                .unwrap_or_else(|| "its worker stopped answering".to_owned())
+        })
+    })
+}
+
 /// One named task, from its publication to its end.
 async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> RemoteEnd {
     let io = match inner.io().await {
@@ -442,6 +461,11 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
     let mut refused_since: Option<Instant> = None;
     let mut cancel_deadline: Option<Instant> = None;
     let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+    // Once the last delivery the queue allows has been claimed, a crash of
+    // its worker sends the task to the dead letters, where no worker will
+    // report it: look there now and then.
+    let mut dead_check = tokio::time::interval(inner.options.lease());
+    dead_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let refusal_deadline = refused_since
             .filter(|_| !claimed)
@@ -530,6 +554,22 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
                         None,
                     ),
                 };
+            }
+            _ = dead_check.tick(), if claimed && epoch >= inner.options.max_deliveries => {
+                if let Some(why) = dead_lettered(&*io.tasks, &inner.run, task.index).await {
+                    guard.settled = true;
+                    return RemoteEnd::Failed {
+                        action: None,
+                        error: TaskError::new(
+                            TaskErrorKind::Executor,
+                            format!(
+                                "task `{}` went to the dead letters after {} deliveries: {why}",
+                                task.key, inner.options.max_deliveries
+                            ),
+                            None,
+                        ),
+                    };
+                }
             }
             () = lane.paused(), if !paused && !cancelling => {
                 paused = true;
