@@ -28,6 +28,12 @@
 //!
 //! The wire protocol is in [`protocol`].
 
+/// The guide to the cluster (`docs/cluster.md`), whose examples are
+/// compiled and run as doctests (with the `redis` feature, which its
+/// production example uses).
+#[cfg_attr(feature = "redis", doc = include_str!("../../../docs/cluster.md"))]
+pub mod guide {}
+
 mod broker;
 mod caller;
 mod error;
