@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The map_cpu and map_io workloads in Burr (MapStates), LangGraph (Send) and
-# plain asyncio, next to tributary's runner, then the ratio of each peer to
+# plain asyncio, and one-step tasks in Ray (for the cluster scenario), next
+# to tributary's runner, then the ratio of each peer to
 # tributary and the overhead plot. Not part of CI.
 #
 #   benches/peers/run.sh            # sizes 1k and 10k for the peers
@@ -33,6 +34,10 @@ echo "== burr" >&2
 echo "== langgraph" >&2
 "$PY" langgraph_map.py --n "$SIZES" --repeats "$REPEATS" >> "$OUT/peers.jsonl" \
   || echo "langgraph failed: see above" >&2
+
+echo "== ray (one-step tasks, next to the cluster scenario)" >&2
+"$PY" ray_tasks.py --n "$SIZES" --repeats "$REPEATS" >> "$OUT/peers.jsonl" \
+  || echo "ray failed: see above" >&2
 
 "$PY" compare.py "$OUT/tributary.jsonl" "$OUT/peers.jsonl"
 "$PY" plot.py "$OUT/tributary.jsonl" "$OUT/peers.jsonl" "$ROOT/docs/benchmarks-overhead.svg"
