@@ -32,6 +32,7 @@ mod pipeline_support;
 mod postgres_cli;
 mod postgres_crash;
 mod postgres_errors;
+mod postgres_migration;
 mod postgres_persistence;
 mod postgres_support;
 mod postgres_tracker;

@@ -15,9 +15,9 @@
 //! Both writers share the machinery of [`Database`]: a connection pool
 //! (`deadpool-postgres` over `tokio-postgres`) on a dedicated writer thread,
 //! group commit with pipelined statements, retries of serialization
-//! failures and deadlocks, and a schema (by default `tributary`) versioned
-//! in a table of its own and migrated under an advisory lock, so many
-//! processes can open one database at once.
+//! failures and deadlocks, and a schema (by default `tributary`) migrated
+//! by versioned scripts through [`refinery`](https://docs.rs/refinery)
+//! under an advisory lock, so many processes can open one database at once.
 //!
 //! # Examples
 //!
@@ -74,7 +74,7 @@ pub use snapshot::TrackerSnapshot;
 pub use tracker::PostgresTracker;
 
 /// The newest schema version this build of tributary reads and writes (the
-/// `version` in its schema's `tributary_schema` table).
+/// newest `version` in its schema's `tributary_migrations` table).
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
 
 /// Microseconds since the Unix epoch.
