@@ -47,12 +47,12 @@ mod render;
 mod tree;
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tributary_core::ParentPointer;
-use tributary_sqlite::{RunReader, RunSummary, SqliteError};
+use tributary_sqlite::{RunReader, RunSource, RunSummary, SqliteError, TrackedStep};
 
 use crate::render::{Align, Guard, SafeJson, Table, clean, format_duration, format_time, truncate};
 
@@ -208,65 +208,127 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         (None, true) => return Err(CliError::FollowNeedsPostgres),
         _ => None,
     };
-    let snapshot = url
-        .map(|url| postgres::snapshot(url, &cli.schema))
-        .transpose()?;
-    let reader = match &snapshot {
-        Some(s) => RunReader::open(&s.path)?,
-        None => RunReader::open(&db)?,
-    };
-    let source = match &snapshot {
-        Some(s) => s.source.clone(),
-        None => reader.path().display().to_string(),
-    };
-    let reader = Source {
-        reader,
-        label: source,
-    };
+    let open = || open_source(&db, &cli.schema);
     let out = &mut Guard(out);
     match &cli.command {
         Command::Runs { partition, all } => {
-            runs(&reader, partition.as_deref(), *all, cli.json, out)
+            runs(&open()?, partition.as_deref(), *all, cli.json, out)
         }
         Command::Show { app_id, .. } => {
+            let reader = open()?;
             show(&reader, app_id, cli.json, out)?;
             match feed {
-                Some((rt, feed)) => postgres::follow(rt, feed, &reader, app_id, out),
+                Some((rt, feed)) => postgres::follow(rt, feed, &*reader, app_id, out),
                 None => Ok(()),
             }
         }
-        Command::Tree { app_id } => tree::tree(&reader, &find(&reader, app_id)?, cli.json, out),
-        Command::Export { app_id, format } => {
-            let run = find(&reader, app_id)?;
-            export::export(&reader, &run, *format, cli.json, out)
+        Command::Tree { app_id } => {
+            let reader = open()?;
+            tree::tree(&*reader, &find(&reader, app_id)?, cli.json, out)
         }
-        Command::Ui { addr, control } => Ok(tributary_ui::serve_database_blocking(
-            reader.path(),
-            *addr,
-            *control,
-            |at| {
-                eprintln!(
-                    "tributary ui: serving {} on http://{at}",
-                    reader.path().display()
-                )
-            },
-        )?),
+        Command::Export { app_id, format } => {
+            let reader = open()?;
+            let run = find(&reader, app_id)?;
+            export::export(&*reader, &run, *format, cli.json, out)
+        }
+        Command::Ui { addr, control } => {
+            // The web view reads a SQLite file: a PostgreSQL database is
+            // served from a copy of its rows.
+            let snapshot = url
+                .map(|url| postgres::snapshot(url, &cli.schema))
+                .transpose()?;
+            let (path, label) = match &snapshot {
+                Some(s) => (s.path.clone(), s.source.clone()),
+                None => (db.clone(), db.display().to_string()),
+            };
+            Ok(tributary_ui::serve_database_blocking(
+                &path,
+                *addr,
+                *control,
+                |at| eprintln!("tributary ui: serving {label} on http://{at}"),
+            )?)
+        }
     }
+}
+
+/// The reader of either backend, its errors those of the command.
+pub type Reader = dyn RunSource<Error = CliError>;
+
+/// The reader of the runs in `db`: a SQLite file, or a PostgreSQL database
+/// (a `postgres://` URL, its tracker's tables in `schema`), queried
+/// directly; every command reads through it.
+///
+/// A blocking reader: from async code, call it inside `spawn_blocking`.
+///
+/// # Errors
+///
+/// [`CliError::Database`] for a file that cannot be read,
+/// [`CliError::Postgres`] for a database that cannot be read.
+pub fn open_reader(db: &Path, schema: &str) -> Result<Box<Reader>, CliError> {
+    Ok(open_source(db, schema)?.reader)
+}
+
+fn open_source(db: &Path, schema: &str) -> Result<Source, CliError> {
+    Ok(match db.to_str().filter(|d| postgres::is_url(d)) {
+        Some(url) => {
+            let runs = postgres::PostgresRuns::connect(url, schema)?;
+            Source {
+                label: runs.source(),
+                reader: Box::new(Errors(runs)),
+            }
+        }
+        None => {
+            let runs = RunReader::open(db)?;
+            Source {
+                label: runs.path().display().to_string(),
+                reader: Box::new(Errors(runs)),
+            }
+        }
+    })
 }
 
 /// The reader, and the database's name for messages (the file, or the
 /// PostgreSQL server, database and schema).
-#[derive(Debug)]
 struct Source {
-    reader: RunReader,
+    reader: Box<Reader>,
     label: String,
 }
 
 impl std::ops::Deref for Source {
-    type Target = RunReader;
+    type Target = Reader;
 
-    fn deref(&self) -> &RunReader {
-        &self.reader
+    fn deref(&self) -> &Reader {
+        &*self.reader
+    }
+}
+
+/// A backend's reader whose errors become the command's.
+struct Errors<R>(R);
+
+impl<R: RunSource> RunSource for Errors<R>
+where
+    CliError: From<R::Error>,
+{
+    type Error = CliError;
+
+    fn runs(&self) -> Result<Vec<RunSummary>, CliError> {
+        Ok(self.0.runs()?)
+    }
+
+    fn roots(&self) -> Result<Vec<RunSummary>, CliError> {
+        Ok(self.0.roots()?)
+    }
+
+    fn run(&self, app_id: &str) -> Result<Option<RunSummary>, CliError> {
+        Ok(self.0.run(app_id)?)
+    }
+
+    fn children(&self, app_id: &str) -> Result<Vec<RunSummary>, CliError> {
+        Ok(self.0.children(app_id)?)
+    }
+
+    fn steps(&self, app_id: &str) -> Result<Vec<TrackedStep>, CliError> {
+        Ok(self.0.steps(app_id)?)
     }
 }
 

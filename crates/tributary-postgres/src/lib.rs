@@ -9,8 +9,8 @@
 //!   uses, and announces each step with `NOTIFY`.
 //! - [`StepFeed`] ([`Database::follow`], [`StepFeed::connect`]) receives
 //!   those announcements as they commit, without polling.
-//! - [`TrackerSnapshot`] reads the tracker's rows for tools (the
-//!   `tributary` command).
+//! - [`TrackerReader`] queries the tracker's rows for tools (the
+//!   `tributary` command); [`TrackerSnapshot`] reads them all at once.
 //!
 //! Both writers share the machinery of [`Database`]: a connection pool
 //! (`deadpool-postgres` over `tokio-postgres`) on a dedicated writer thread,
@@ -56,6 +56,7 @@ mod error;
 mod feed;
 mod persister;
 mod process;
+mod reader;
 mod schema;
 mod snapshot;
 mod tracker;
@@ -68,6 +69,8 @@ pub use error::PostgresError;
 pub use feed::{StepFeed, StepNotice};
 #[doc(inline)]
 pub use persister::PostgresPersister;
+#[doc(inline)]
+pub use reader::{AppsWhere, TrackerReader};
 #[doc(inline)]
 pub use snapshot::TrackerSnapshot;
 #[doc(inline)]

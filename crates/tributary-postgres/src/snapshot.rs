@@ -12,9 +12,8 @@ use crate::schema::{SCHEMA_VERSION, read_version};
 /// while writers go on), each row a map from column name to value.
 ///
 /// The columns are those of the SQLite tracker's `apps` and `steps` tables
-/// (schema version 2), so a tool can load the rows into a SQLite file and
-/// read them with the SQLite reader: that is how the `tributary` command
-/// shows a PostgreSQL database with the same output.
+/// (schema version 2), so a tool can load the rows into a SQLite file for
+/// tools that read only SQLite files (the `tributary ui` web view does).
 ///
 /// Reading never creates, migrates or writes anything.
 #[derive(Debug, Clone, Default, PartialEq)]
