@@ -79,6 +79,7 @@ mod stream_sequence;
 mod stream_servers;
 mod stream_support;
 mod support;
+mod tracker_contract;
 mod ui_browser;
 mod ui_server;
 mod ui_support;
