@@ -19,6 +19,7 @@ mod graph_build;
 mod hooks_pairing;
 mod hooks_panic;
 mod hooks_tracing;
+mod journal_contract;
 mod persistence_resume;
 mod persister_contract;
 mod pipeline_control;

@@ -7,6 +7,8 @@
 //! - [`PostgresTracker`] is a [`Hook`](tributary_core::Hook) that records
 //!   every step of every application, in the columns the SQLite tracker
 //!   uses, and announces each step with `NOTIFY`.
+//! - `PostgresJournal` (feature `durable`) keeps the journal of durable
+//!   steps and the records of durable workflows.
 //! - [`StepFeed`] ([`Database::follow`], [`StepFeed::connect`]) receives
 //!   those announcements as they commit, without polling.
 //! - [`TrackerReader`] queries the tracker's rows for tools (the
@@ -54,6 +56,8 @@
 mod database;
 mod error;
 mod feed;
+#[cfg(feature = "durable")]
+mod journal;
 mod persister;
 mod process;
 mod reader;
@@ -67,6 +71,9 @@ pub use database::{Database, DatabaseBuilder};
 pub use error::PostgresError;
 #[doc(inline)]
 pub use feed::{StepFeed, StepNotice};
+#[doc(inline)]
+#[cfg(feature = "durable")]
+pub use journal::PostgresJournal;
 #[doc(inline)]
 pub use persister::PostgresPersister;
 #[doc(inline)]

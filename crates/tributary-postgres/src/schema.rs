@@ -32,7 +32,15 @@ const LEGACY: &str = "tributary_schema";
 
 /// The tables tributary creates; finding one without a version table
 /// means the schema belongs to someone else.
-const TABLES: &[&str] = &["checkpoints", "fences", "apps", "steps"];
+const TABLES: &[&str] = &[
+    "checkpoints",
+    "fences",
+    "apps",
+    "steps",
+    "journal",
+    "workflows",
+    "events",
+];
 
 /// The migrations, in order: `V{n}__{name}` takes the schema from version
 /// `n - 1` to `n`. A script, once released, is never edited (refinery
@@ -109,6 +117,49 @@ const MIGRATIONS: &[(&str, &str)] = &[
         PRIMARY KEY (app_id, sequence_id, attempt)
     );
     CREATE INDEX steps_by_process ON steps (process, started_at);
+    ",
+    ),
+    // 2: the journal of durable steps (one row per step outcome at a
+    // position of an action attempt), the records of durable workflows and
+    // the events sent to them (the columns of the SQLite schema 3).
+    (
+        "V2__durable_journal",
+        "
+    CREATE TABLE journal (
+        app_id      text    NOT NULL,
+        sequence_id bigint  NOT NULL,
+        position    integer NOT NULL,
+        step        text    NOT NULL,
+        occurrence  integer NOT NULL,
+        kind        text    NOT NULL,
+        status      text    NOT NULL CHECK (status IN ('completed', 'failed')),
+        value       text,
+        error       text,
+        written_at  bigint  NOT NULL,
+        PRIMARY KEY (app_id, sequence_id, position)
+    );
+
+    CREATE TABLE workflows (
+        workflow_id text   NOT NULL PRIMARY KEY,
+        name        text   NOT NULL,
+        input       text   NOT NULL,
+        status      text   NOT NULL,
+        output      text,
+        error       text,
+        created_at  bigint NOT NULL,
+        updated_at  bigint NOT NULL
+    );
+    CREATE INDEX workflows_by_status ON workflows (status);
+
+    -- Events sent to workflows, numbered per (target, name) from 0.
+    CREATE TABLE events (
+        target  text   NOT NULL,
+        name    text   NOT NULL,
+        idx     bigint NOT NULL,
+        value   text   NOT NULL,
+        sent_at bigint NOT NULL,
+        PRIMARY KEY (target, name, idx)
+    );
     ",
     ),
 ];
