@@ -11,6 +11,7 @@ mod durable_kill;
 mod durable_policy;
 mod durable_runtime;
 mod durable_saga;
+mod durable_show;
 mod durable_sleep;
 mod durable_steps;
 mod durable_support;

@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tributary_core::ParentPointer;
-use tributary_sqlite::{RunReader, RunSource, RunSummary, SqliteError, TrackedStep};
+use tributary_sqlite::{JournaledStep, RunReader, RunSource, RunSummary, SqliteError, TrackedStep};
 
 use crate::render::{Align, Guard, SafeJson, Table, clean, format_duration, format_time, truncate};
 
@@ -330,6 +330,10 @@ where
     fn steps(&self, app_id: &str) -> Result<Vec<TrackedStep>, CliError> {
         Ok(self.0.steps(app_id)?)
     }
+
+    fn journal(&self, app_id: &str) -> Result<Vec<JournaledStep>, CliError> {
+        Ok(self.0.journal(app_id)?)
+    }
 }
 
 fn find(reader: &Source, app_id: &str) -> Result<RunSummary, CliError> {
@@ -452,14 +456,34 @@ fn pointer_text(p: &ParentPointer) -> String {
 }
 
 fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
-    let run = find(reader, app_id)?;
+    let journal = reader.journal(app_id)?;
+    // A durable workflow that no tracker recorded still has its journal.
+    let run = match reader.run(app_id)? {
+        Some(run) => run,
+        None if !journal.is_empty() => {
+            if json {
+                return write_json(out, &json!({ "app_id": app_id, "journal": journal }));
+            }
+            let mut head = Table::plain();
+            head.row(["app id".into(), app_id.to_owned()]);
+            head.row(["journaled".into(), journal.len().to_string()]);
+            head.write(out)?;
+            return write_journal(&journal, out);
+        }
+        None => {
+            return Err(CliError::UnknownApp {
+                app_id: app_id.to_owned(),
+                path: PathBuf::from(&reader.label),
+            });
+        }
+    };
     let steps = reader.steps(app_id)?;
     let children = reader.children(app_id)?;
     if json {
         let children: Vec<&str> = children.iter().map(|c| c.app_id.as_str()).collect();
         return write_json(
             out,
-            &json!({ "run": run, "steps": steps, "children": children }),
+            &json!({ "run": run, "steps": steps, "children": children, "journal": journal }),
         );
     }
     let mut head = Table::plain();
@@ -514,9 +538,12 @@ fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Resul
     if !children.is_empty() {
         head.row(["children".into(), children.len().to_string()]);
     }
+    if !journal.is_empty() {
+        head.row(["journaled".into(), journal.len().to_string()]);
+    }
     head.write(out)?;
     if steps.is_empty() {
-        return Ok(());
+        return write_journal(&journal, out);
     }
     writeln!(out)?;
     let mut table = Table::new([
@@ -547,6 +574,41 @@ fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Resul
             step.status.to_string(),
             step.duration_micros().map_or("-".into(), format_duration),
             step.items.to_string(),
+            truncate(&detail, 72),
+        ]);
+    }
+    table.write(out)?;
+    write_journal(&journal, out)
+}
+
+/// The durable steps of a run: each journaled outcome, which a replay
+/// returns instead of running the step again.
+fn write_journal(journal: &[JournaledStep], out: &mut dyn Write) -> Result<(), CliError> {
+    if journal.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "journal (durable steps)")?;
+    let mut table = Table::new([
+        ("SEQ", Align::Right),
+        ("POS", Align::Right),
+        ("STEP", Align::Left),
+        ("KIND", Align::Left),
+        ("STATUS", Align::Left),
+        ("VALUE / ERROR", Align::Left),
+    ]);
+    for entry in journal {
+        let detail = match (&entry.error, &entry.value) {
+            (Some(error), _) => error.clone(),
+            (None, Some(value)) => value.clone(),
+            (None, None) => String::new(),
+        };
+        table.row([
+            entry.sequence_id.to_string(),
+            entry.position.to_string(),
+            format!("{}#{}", entry.step, entry.occurrence),
+            entry.kind.clone(),
+            entry.status.clone(),
             truncate(&detail, 72),
         ]);
     }

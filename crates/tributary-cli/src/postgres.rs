@@ -12,7 +12,8 @@ use rusqlite::types::Value as SqlValue;
 use serde_json::{Map, Value};
 use tributary_postgres::{AppsWhere, PostgresError, StepFeed, TrackerReader, TrackerSnapshot};
 use tributary_sqlite::{
-    AppFilter, AppRecord, Database, RunSummary, StepMark, StepRecord, TrackedStep, TrackerRows,
+    AppFilter, AppRecord, Database, JournaledStep, RunSummary, StepMark, StepRecord, TrackedStep,
+    TrackerRows,
 };
 
 use crate::render::clean;
@@ -112,6 +113,15 @@ impl TrackerRows for PostgresRuns {
 
     fn last_heard(&self, process: &str) -> Result<Option<i64>, PostgresError> {
         self.rt.block_on(self.reader.last_heard(process))
+    }
+
+    fn journal_rows(&self, app_id: &str) -> Result<Vec<JournaledStep>, PostgresError> {
+        let rows = self.rt.block_on(self.reader.journal(app_id))?;
+        // The columns are typed by the schema: a row always decodes.
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| decode(row).ok())
+            .collect())
     }
 }
 

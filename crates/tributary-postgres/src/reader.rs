@@ -39,6 +39,8 @@ pub struct TrackerReader {
     target: String,
     user: String,
     schema: String,
+    /// The schema's version (2 added the durable journal).
+    version: i64,
 }
 
 /// The counts a reader adds to each `apps` row (names as the SQLite
@@ -78,12 +80,13 @@ impl TrackerReader {
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        let reader = TrackerReader {
+        let mut reader = TrackerReader {
             client,
             driver,
             target: target.clone(),
             user,
             schema: schema.to_owned(),
+            version: 0,
         };
         let no_schema = || PostgresError::NoSchema {
             target: target.clone(),
@@ -101,6 +104,7 @@ impl TrackerReader {
                 supported: SCHEMA_VERSION,
             });
         }
+        reader.version = version;
         Ok(reader)
     }
 
@@ -179,6 +183,31 @@ impl TrackerReader {
         self.rows(
             "SELECT row_to_json(s)::text FROM steps s WHERE s.app_id = $1
              ORDER BY s.sequence_id, s.attempt",
+            &[&app_id],
+        )
+        .await
+    }
+
+    /// Every `journal` row of `app_id` (durable steps), by sequence id and
+    /// position; none in a schema older than the journal.
+    ///
+    /// # Errors
+    ///
+    /// [`PostgresError`] when the query fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn journal(&self, app_id: &str) -> Result<Vec<Map<String, Value>>, PostgresError> {
+        if self.version < 2 {
+            return Ok(Vec::new());
+        }
+        self.rows(
+            "SELECT row_to_json(j)::text FROM (
+                 SELECT sequence_id, position, step, occurrence, kind, status, value, error,
+                     written_at
+                 FROM journal WHERE app_id = $1) j
+             ORDER BY j.sequence_id, j.position",
             &[&app_id],
         )
         .await

@@ -91,7 +91,9 @@ pub use persister::SqlitePersister;
 #[doc(inline)]
 pub use runs::{Gap, RunReader, RunStatus, RunSummary, TrackedStep, TrackedStepStatus};
 #[doc(inline)]
-pub use source::{AppFilter, AppRecord, RunSource, StepMark, StepRecord, TrackerRows};
+pub use source::{
+    AppFilter, AppRecord, JournaledStep, RunSource, StepMark, StepRecord, TrackerRows,
+};
 #[doc(inline)]
 pub use tracker::SqliteTracker;
 

@@ -13,7 +13,7 @@ use tributary_core::ParentPointer;
 
 use crate::error::SqliteError;
 use crate::schema;
-use crate::source::{AppFilter, RunSource, StepMark, TrackerRows};
+use crate::source::{AppFilter, JournaledStep, RunSource, StepMark, TrackerRows};
 
 /// The last known status of a tracked application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -320,6 +320,8 @@ pub struct RunReader {
     run_columns: String,
     /// Whether `steps` has the columns of schema version 2.
     steps_v2: bool,
+    /// Whether the file has the journal of schema version 3.
+    journal: bool,
 }
 
 const RUN_COLUMNS: &str = "
@@ -367,6 +369,7 @@ impl RunReader {
             path,
             run_columns,
             steps_v2: v2,
+            journal: version >= 3,
         })
     }
 
@@ -430,6 +433,16 @@ impl RunReader {
         RunSource::steps(self, app_id)
     }
 
+    /// The durable-step journal of `app_id`, by sequence id and position
+    /// (empty for a file written before the journal existed).
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteError`] when SQLite fails.
+    pub fn journal(&self, app_id: &str) -> Result<Vec<JournaledStep>, SqliteError> {
+        RunSource::journal(self, app_id)
+    }
+
     /// `process, unrecorded` of `steps`, empty in schema version 1.
     fn steps_extra(&self) -> &'static str {
         if self.steps_v2 {
@@ -462,6 +475,36 @@ impl RunReader {
 
 impl TrackerRows for RunReader {
     type Error = SqliteError;
+
+    fn journal_rows(&self, app_id: &str) -> Result<Vec<JournaledStep>, SqliteError> {
+        if !self.journal {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT sequence_id, position, step, occurrence, kind, status, value, error,
+                     written_at
+                 FROM journal WHERE app_id = ?1 ORDER BY sequence_id, position",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([app_id], |row| {
+                Ok(JournaledStep {
+                    sequence_id: row.get(0)?,
+                    position: row.get(1)?,
+                    step: row.get(2)?,
+                    occurrence: row.get(3)?,
+                    kind: row.get(4)?,
+                    status: row.get(5)?,
+                    value: row.get(6)?,
+                    error: row.get(7)?,
+                    written_at: row.get(8)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
 
     fn apps(&self, filter: AppFilter<'_>) -> Result<Vec<RunSummary>, SqliteError> {
         let columns = &self.run_columns;

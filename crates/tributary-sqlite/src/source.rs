@@ -9,7 +9,7 @@
 //! application, runs whose process has died) in one place, so every
 //! backend reports the same runs for the same rows.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tributary_core::ParentPointer;
 
@@ -61,6 +61,40 @@ pub trait RunSource {
     ///
     /// The backend's error when it cannot read.
     fn steps(&self, app_id: &str) -> Result<Vec<TrackedStep>, Self::Error>;
+
+    /// The durable-step journal of `app_id` (an application or a
+    /// workflow), by sequence id and position: each step's journaled
+    /// outcome, which a replay returns instead of running the step again.
+    /// Empty for a database without a journal.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error when it cannot read.
+    fn journal(&self, app_id: &str) -> Result<Vec<JournaledStep>, Self::Error>;
+}
+
+/// One entry of the durable-step journal, as the command lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JournaledStep {
+    /// The sequence id of the action's step (0 for a workflow).
+    pub sequence_id: i64,
+    /// The step's position among the journaled steps of the attempt.
+    pub position: i64,
+    /// The step's name.
+    pub step: String,
+    /// Which step of that name in the attempt, from 0.
+    pub occurrence: i64,
+    /// `step`, `sleep`, `compensation` or `event`.
+    pub kind: String,
+    /// `completed` or `failed`.
+    pub status: String,
+    /// The journaled value (JSON text), for a completed entry.
+    pub value: Option<String>,
+    /// The error, for a failed one.
+    pub error: Option<String>,
+    /// When it was written, in microseconds since the Unix epoch.
+    pub written_at: i64,
 }
 
 /// Which applications [`TrackerRows::apps`] reads.
@@ -117,6 +151,14 @@ pub trait TrackerRows {
     ///
     /// The backend's error when it cannot read.
     fn last_heard(&self, process: &str) -> Result<Option<i64>, Self::Error>;
+
+    /// The journal rows of `app_id`, by sequence id and position (none when
+    /// the database has no journal).
+    ///
+    /// # Errors
+    ///
+    /// The backend's error when it cannot read.
+    fn journal_rows(&self, app_id: &str) -> Result<Vec<JournaledStep>, Self::Error>;
 }
 
 /// What the timeline of a run needs of one step attempt.
@@ -368,6 +410,10 @@ impl<T: TrackerRows> RunSource for T {
         }
         mark_resumes(&mut steps);
         Ok(steps)
+    }
+
+    fn journal(&self, app_id: &str) -> Result<Vec<JournaledStep>, Self::Error> {
+        self.journal_rows(app_id)
     }
 }
 
