@@ -102,7 +102,7 @@ impl TrackerRows for PostgresRuns {
     }
 
     fn marks(&self, app_id: &str) -> Result<Vec<StepMark>, PostgresError> {
-        let rows = self.rt.block_on(self.reader.steps(app_id))?;
+        let rows = self.rt.block_on(self.reader.marks(app_id))?;
         // A row the marks cannot use is left out of the timeline (its step
         // is listed as unreadable).
         Ok(rows

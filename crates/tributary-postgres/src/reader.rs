@@ -188,6 +188,28 @@ impl TrackerReader {
         .await
     }
 
+    /// What a run's timeline needs of each `steps` row of `app_id`
+    /// (`sequence_id`, `status`, `started_at`, `ended_at`, `process`), by
+    /// sequence id and attempt: [`steps`](Self::steps) without the JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`PostgresError`] when the query fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn marks(&self, app_id: &str) -> Result<Vec<Map<String, Value>>, PostgresError> {
+        self.rows(
+            "SELECT row_to_json(m)::text FROM (
+                 SELECT sequence_id, attempt, status, started_at, ended_at, process
+                 FROM steps WHERE app_id = $1) m
+             ORDER BY m.sequence_id, m.attempt",
+            &[&app_id],
+        )
+        .await
+    }
+
     /// Every `journal` row of `app_id` (durable steps), by sequence id and
     /// position; none in a schema older than the journal.
     ///

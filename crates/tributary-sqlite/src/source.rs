@@ -201,19 +201,30 @@ impl StepMark {
 /// these names).
 #[derive(Debug, Clone, Deserialize)]
 #[non_exhaustive]
-#[allow(missing_docs)]
 pub struct AppRecord {
+    /// The application.
     pub app_id: String,
+    /// Its partition key.
     pub partition_key: Option<String>,
+    /// Its status as stored (`running`, `completed`, ...).
     pub status: String,
+    /// When it was first built.
     pub created_at: i64,
+    /// The application it was forked from.
     pub parent_app_id: Option<String>,
+    /// The step it was forked from.
     pub parent_sequence_id: Option<i64>,
+    /// The action of that step.
     pub parent_action: Option<String>,
+    /// The partition key of that application.
     pub parent_partition_key: Option<String>,
+    /// The application that spawned it.
     pub spawn_app_id: Option<String>,
+    /// The step that spawned it.
     pub spawn_sequence_id: Option<i64>,
+    /// The action of that step.
     pub spawn_action: Option<String>,
+    /// The partition key of the spawning application.
     pub spawn_partition_key: Option<String>,
     /// Distinct sequence ids among its steps.
     pub steps: i64,
@@ -225,12 +236,17 @@ pub struct AppRecord {
     pub last_ended_at: Option<i64>,
     /// The applications it spawned.
     pub children: i64,
+    /// Its task key, when the runtime spawned it.
     pub task_key: Option<String>,
     /// JSON array of task keys.
     pub task_path: Option<String>,
+    /// Its index among its sibling tasks.
     pub task_index: Option<i64>,
+    /// The run id of its run.
     pub run_id: Option<String>,
+    /// A name for people.
     pub label: Option<String>,
+    /// The process that last ran it.
     pub process: Option<String>,
 }
 
@@ -303,19 +319,30 @@ impl AppRecord {
 /// as text).
 #[derive(Debug, Clone, Deserialize)]
 #[non_exhaustive]
-#[allow(missing_docs)]
 pub struct StepRecord {
+    /// The step's sequence id.
     pub sequence_id: i64,
+    /// Which attempt at this sequence id, from 0.
     pub attempt: i64,
+    /// Its action.
     pub action: String,
+    /// Its status as stored (`running`, `completed`, ...).
     pub status: String,
+    /// When it started.
     pub started_at: i64,
+    /// When it ended.
     pub ended_at: Option<i64>,
+    /// The action's result (JSON text).
     pub result: Option<String>,
+    /// The state after it (JSON text).
     pub state: Option<String>,
+    /// Why it failed.
     pub error: Option<String>,
+    /// How many intermediate outputs it emitted.
     pub items: i64,
+    /// The process that last ran it.
     pub process: Option<String>,
+    /// Why its state or result was not recorded.
     pub unrecorded: Option<String>,
 }
 
