@@ -91,8 +91,8 @@ pub use scope::{Clock, Scope, StepAttempt};
 pub use step::{Branch, DurableExt, Step};
 #[doc(inline)]
 pub use store::{
-    EntryKind, JournalEntry, JournalStore, MemoryJournal, Outcome, StepKey, WorkflowRecord,
-    WorkflowStatus,
+    EntryKind, JournalEntry, JournalRow, JournalStore, MemoryJournal, Outcome, StepKey,
+    WorkflowRecord, WorkflowRow, WorkflowStatus,
 };
 #[doc(inline)]
 pub use workflow::{WorkflowContext, WorkflowHandle, Workflows};

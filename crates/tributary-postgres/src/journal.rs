@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio_postgres::Row;
 use tributary_durable::{
-    EntryKind, JournalEntry, JournalError, JournalStore, Outcome, StepKey, WorkflowRecord,
-    WorkflowStatus,
+    JournalEntry, JournalError, JournalRow, JournalStore, WorkflowRecord, WorkflowRow,
 };
 
 use crate::database::Database;
@@ -130,69 +129,32 @@ const ENTRY_COLUMNS: &str =
     "app_id, sequence_id, position, step, occurrence, kind, status, value, error";
 
 fn decode_entry(row: &Row) -> Result<JournalEntry, JournalError> {
-    let app_id: String = row.get(0);
-    let sequence_id = u64::try_from(row.get::<_, i64>(1)).unwrap_or_default();
-    let corrupt = |reason: String| JournalError::Corrupt {
-        app_id: app_id.clone(),
-        sequence_id,
-        reason,
-    };
-    let position: i32 = row.get(2);
-    let position = u32::try_from(position)
-        .map_err(|_| corrupt(format!("position {position} out of range")))?;
-    let occurrence: i32 = row.get(4);
-    let occurrence = u32::try_from(occurrence)
-        .map_err(|_| corrupt(format!("occurrence {occurrence} out of range")))?;
-    let kind: String = row.get(5);
-    let kind =
-        EntryKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown entry kind `{kind}`")))?;
-    let status: String = row.get(6);
-    let outcome = match status.as_str() {
-        "completed" => Outcome::Completed(match row.get::<_, Option<String>>(7) {
-            None => Value::Null,
-            Some(text) => serde_json::from_str(&text)
-                .map_err(|e| corrupt(format!("value at position {position} is not JSON: {e}")))?,
-        }),
-        "failed" => Outcome::Failed(row.get::<_, Option<String>>(8).unwrap_or_default()),
-        other => return Err(corrupt(format!("unknown status `{other}`"))),
-    };
-    Ok(JournalEntry {
-        app_id: app_id.clone(),
-        sequence_id,
-        position,
-        step: StepKey::new(row.get::<_, String>(3), occurrence),
-        kind,
-        outcome,
-    })
+    JournalRow {
+        app_id: row.get(0),
+        sequence_id: row.get(1),
+        position: row.get::<_, i32>(2).into(),
+        step: row.get(3),
+        occurrence: row.get::<_, i32>(4).into(),
+        kind: row.get(5),
+        status: row.get(6),
+        value: row.get(7),
+        error: row.get(8),
+    }
+    .decode()
 }
 
 const WORKFLOW_COLUMNS: &str = "workflow_id, name, input, status, output, error";
 
 fn decode_workflow(row: &Row) -> Result<WorkflowRecord, JournalError> {
-    let workflow_id: String = row.get(0);
-    let corrupt = |reason: String| JournalError::Corrupt {
-        app_id: workflow_id.clone(),
-        sequence_id: 0,
-        reason,
-    };
-    let status: String = row.get(3);
-    let status = WorkflowStatus::parse(&status)
-        .ok_or_else(|| corrupt(format!("unknown workflow status `{status}`")))?;
-    let input = serde_json::from_str(row.get(2))
-        .map_err(|e| corrupt(format!("workflow input is not JSON: {e}")))?;
-    let output = row
-        .get::<_, Option<&str>>(4)
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| corrupt(format!("workflow output is not JSON: {e}")))?;
-    Ok(WorkflowRecord {
-        workflow_id: workflow_id.clone(),
+    WorkflowRow {
+        workflow_id: row.get(0),
         name: row.get(1),
-        input,
-        status,
-        output,
+        input: row.get(2),
+        status: row.get(3),
+        output: row.get(4),
         error: row.get(5),
-    })
+    }
+    .decode()
 }
 
 #[async_trait]
@@ -223,15 +185,11 @@ impl JournalStore for PostgresJournal {
     }
 
     async fn append(&self, entry: JournalEntry) -> Result<JournalEntry, JournalError> {
-        let seq = to_i64(entry.sequence_id)?;
+        to_i64(entry.sequence_id)?;
         let position = i32::try_from(entry.position).map_err(JournalError::backend)?;
         let occurrence = i32::try_from(entry.step.occurrence).map_err(JournalError::backend)?;
-        let (status, value, error) = match &entry.outcome {
-            Outcome::Completed(v) => ("completed", Some(v.to_string()), None),
-            Outcome::Failed(e) => ("failed", None, Some(e.clone())),
-        };
         let written_at = now_micros();
-        let row = entry.clone();
+        let row = JournalRow::from(&entry);
         // The row at the position afterwards: this one when it was
         // inserted, an earlier writer's otherwise.
         let stored = self
@@ -247,14 +205,14 @@ impl JournalStore for PostgresJournal {
                              ON CONFLICT (app_id, sequence_id, position) DO NOTHING",
                             &[
                                 &row.app_id,
-                                &seq,
+                                &row.sequence_id,
                                 &position,
-                                &row.step.name,
+                                &row.step,
                                 &occurrence,
-                                &row.kind.as_str(),
-                                &status,
-                                &value,
-                                &error,
+                                &row.kind,
+                                &row.status,
+                                &row.value,
+                                &row.error,
                                 &written_at,
                             ],
                         )
@@ -267,7 +225,7 @@ impl JournalStore for PostgresJournal {
                             "SELECT {ENTRY_COLUMNS} FROM journal
                              WHERE app_id = $1 AND sequence_id = $2 AND position = $3"
                         ),
-                        &[&row.app_id, &seq, &position],
+                        &[&row.app_id, &row.sequence_id, &position],
                     )
                     .await
                 })
