@@ -142,3 +142,124 @@ async fn a_durable_select_replays_the_journaled_winner_without_running_either_br
     assert_eq!(out, json!({ "second": "fallback" }));
     assert_eq!((runs.get("a"), runs.get("b")), (1, 1));
 }
+
+/// Five `fetch` steps joined with `join_all`, then `total`. With `hold`,
+/// every step waits at a barrier of five (so they must run at once), then
+/// steps 1 and 3 hang, having told the test.
+fn joined_all(runs: Runs, hold: Option<Arc<Notify>>) -> tributary::Graph {
+    graph_of(move |ctx| {
+        let (runs, hold) = (runs.clone(), hold.clone());
+        async move {
+            let barrier = hold.is_some().then(|| Arc::new(Barrier::new(5)));
+            let steps = (0..5u32)
+                .map(|i| {
+                    let (runs, barrier, hold) = (runs.clone(), barrier.clone(), hold.clone());
+                    ctx.step("fetch", async move {
+                        runs.bump(&format!("fetch{i}"));
+                        if let Some(barrier) = barrier {
+                            barrier.wait().await;
+                        }
+                        if let Some(hold) = hold.filter(|_| i % 2 == 1) {
+                            hold.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, BoxError>(i * 10)
+                    })
+                })
+                .collect();
+            let values: Vec<u32> = ctx.join_all(steps).await?;
+            let sum: u32 = values.iter().sum();
+            let total: u32 = ctx
+                .step("total", async move { Ok::<_, BoxError>(sum) })
+                .await?;
+            Ok(json!({ "values": values, "total": total }))
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_all_runs_its_steps_at_once_and_a_crash_reruns_only_the_unfinished_ones() {
+    let store: Arc<dyn JournalStore> = Arc::new(MemoryJournal::new());
+    let runs = Runs::default();
+    let hold = Arc::new(Notify::new());
+    let first = tokio::spawn({
+        let graph = joined_all(runs.clone(), Some(hold.clone()));
+        let journal = Journal::new(Arc::clone(&store));
+        async move { run_app(&graph, "all", &journal).await }
+    });
+    // All five passed the barrier: they ran at once. Steps 1 and 3 hang;
+    // 0, 2 and 4 finish and are journaled.
+    tokio::time::timeout(Duration::from_secs(10), hold.notified())
+        .await
+        .expect("the steps ran at once");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while store.load("all", 0).await.unwrap().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the finished steps are journaled");
+    first.abort();
+    let _ = first.await;
+    let journaled: Vec<(u32, String)> = store
+        .load("all", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.position, e.step.to_string()))
+        .collect();
+    // Each keeps the position of its place in the vector.
+    assert_eq!(
+        journaled,
+        [
+            (0, "fetch#0".to_owned()),
+            (2, "fetch#2".to_owned()),
+            (4, "fetch#4".to_owned())
+        ]
+    );
+
+    let out = run_app(&joined_all(runs.clone(), None), "all", &Journal::new(store))
+        .await
+        .unwrap();
+    assert_eq!(out, json!({ "values": [0, 10, 20, 30, 40], "total": 100 }));
+    let counts: Vec<u32> = (0..5).map(|i| runs.get(&format!("fetch{i}"))).collect();
+    assert_eq!(counts, [1, 2, 1, 2, 1]);
+}
+
+#[tokio::test]
+async fn join_all_fails_with_the_first_failed_step_in_order_after_all_end() {
+    let journal = Journal::new(Arc::new(MemoryJournal::new()));
+    let runs = Runs::default();
+    let last = crate::durable_support::LastError::default();
+    let graph = graph_of({
+        let (runs, last) = (runs.clone(), last.clone());
+        move |ctx| {
+            let (runs, last) = (runs.clone(), last.clone());
+            async move {
+                let steps = (0..4u32)
+                    .map(|i| {
+                        let runs = runs.clone();
+                        ctx.step("check", async move {
+                            runs.bump(&format!("check{i}"));
+                            if i >= 2 {
+                                return Err::<u32, _>(BoxError::from(format!("check {i} failed")));
+                            }
+                            Ok(i)
+                        })
+                    })
+                    .collect();
+                let values = last.keep(ctx.join_all(steps).await)?;
+                Ok(json!(values))
+            }
+        }
+    });
+    assert!(run_app(&graph, "checks", &journal).await.is_err());
+    let err = last.take().expect("the join failed");
+    assert!(
+        matches!(&err, DurableError::StepFailed { step, .. } if step.to_string() == "check#2"),
+        "{err:?}"
+    );
+    // Every step ran, the failing ones included.
+    let counts: Vec<u32> = (0..4).map(|i| runs.get(&format!("check{i}"))).collect();
+    assert_eq!(counts, [1, 1, 1, 1]);
+}

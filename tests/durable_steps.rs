@@ -177,11 +177,10 @@ fn pages(runs: Runs) -> tributary::Graph {
 
 /// Rebuild a store from `writes` (for a backend) and resume: the result
 /// equals the reference and no step runs more than once more.
-async fn check_every_prefix<S, F, Fut>(make_store: F)
+pub(crate) async fn check_every_prefix<F, Fut>(make_store: F)
 where
-    S: JournalStore,
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Arc<S>>,
+    Fut: std::future::Future<Output = Arc<dyn JournalStore>>,
 {
     let runs = Runs::default();
     let recording = Arc::new(Recording::new(make_store().await));
@@ -221,7 +220,7 @@ where
 
 #[tokio::test]
 async fn every_prefix_of_the_journal_resumes_to_the_reference_result_in_memory() {
-    check_every_prefix(|| async { Arc::new(MemoryJournal::new()) }).await;
+    check_every_prefix(|| async { Arc::new(MemoryJournal::new()) as Arc<dyn JournalStore> }).await;
 }
 
 #[tokio::test]
@@ -233,7 +232,7 @@ async fn every_prefix_of_the_journal_resumes_to_the_reference_result_in_sqlite()
             "j{}.db",
             n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
-        async move { Arc::new(SqliteJournal::open(path).await.unwrap()) }
+        async move { Arc::new(SqliteJournal::open(path).await.unwrap()) as Arc<dyn JournalStore> }
     })
     .await;
 }

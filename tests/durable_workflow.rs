@@ -330,3 +330,89 @@ async fn a_paused_workflow_stays_paused_across_a_restart_until_resumed() {
     assert_eq!(handle.result::<u32>().await.unwrap(), 42);
     assert_eq!(attempts.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn a_fork_replays_the_kept_steps_of_its_source_and_runs_the_rest() {
+    let store: Arc<dyn JournalStore> = Arc::new(MemoryJournal::new());
+    let runs = Runs::default();
+    let workflows = Workflows::new(Arc::clone(&store));
+    register_sum(&workflows, runs.clone(), open_gate());
+    let source = workflows.start("sum", "src", (0u64, 4u64)).await.unwrap();
+    assert_eq!(source.result::<u64>().await.unwrap(), 6);
+
+    let fork = workflows.fork("src", "src-from-2", 2).await.unwrap();
+    assert_eq!(fork.result::<u64>().await.unwrap(), 6);
+    // Steps 0 and 1 were replayed from the copy; 2 and 3 ran again.
+    let counts: Vec<u32> = (0..4).map(|i| runs.get(&format!("add{i}"))).collect();
+    assert_eq!(counts, [1, 1, 2, 2]);
+    assert_eq!(store.load("src-from-2", 0).await.unwrap().len(), 4);
+    let record = workflows.record("src-from-2").await.unwrap().unwrap();
+    assert_eq!(
+        (record.name.as_str(), record.status),
+        ("sum", WorkflowStatus::Completed)
+    );
+    // The source is left as it was.
+    assert_eq!(store.load("src", 0).await.unwrap().len(), 4);
+
+    // Keeping nothing runs it all again.
+    let again = workflows.fork("src", "src-from-0", 0).await.unwrap();
+    assert_eq!(again.result::<u64>().await.unwrap(), 6);
+    let counts: Vec<u32> = (0..4).map(|i| runs.get(&format!("add{i}"))).collect();
+    assert_eq!(counts, [2, 2, 3, 3]);
+}
+
+#[tokio::test]
+async fn a_fork_interrupted_while_copying_is_finished_by_asking_again() {
+    let store: Arc<dyn JournalStore> = Arc::new(MemoryJournal::new());
+    let runs = Runs::default();
+    let workflows = Workflows::new(Arc::clone(&store));
+    register_sum(&workflows, runs.clone(), open_gate());
+    let source = workflows.start("sum", "src", (10u64, 3u64)).await.unwrap();
+    assert_eq!(source.result::<u64>().await.unwrap(), 13);
+    // A crash after the first entry was copied, before the record.
+    let first = store.load("src", 0).await.unwrap().remove(0);
+    store
+        .append(JournalEntry {
+            app_id: "copy".into(),
+            ..first
+        })
+        .await
+        .unwrap();
+    let fork = workflows.fork("src", "copy", 3).await.unwrap();
+    assert_eq!(fork.result::<u64>().await.unwrap(), 13);
+    // Every step was kept: none ran again.
+    let counts: Vec<u32> = (0..3).map(|i| runs.get(&format!("add{i}"))).collect();
+    assert_eq!(counts, [1, 1, 1]);
+}
+
+#[tokio::test]
+async fn a_fork_from_an_unknown_workflow_or_step_or_onto_a_taken_id_is_a_typed_error() {
+    let store: Arc<dyn JournalStore> = Arc::new(MemoryJournal::new());
+    let runs = Runs::default();
+    let workflows = Workflows::new(Arc::clone(&store));
+    register_sum(&workflows, runs.clone(), open_gate());
+    for (id, steps) in [("a", 3u64), ("b", 2u64)] {
+        let run = workflows.start("sum", id, (0u64, steps)).await.unwrap();
+        run.result::<u64>().await.unwrap();
+    }
+    let err = workflows.fork("nobody", "x", 0).await.unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::UnknownId(id) if id == "nobody"),
+        "{err:?}"
+    );
+    let err = workflows.fork("a", "x", 4).await.unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::ForkPoint { workflow_id, requested: 4, journaled: 3 } if workflow_id == "a"),
+        "{err:?}"
+    );
+    // A fork starts a new workflow: never over an existing one.
+    for taken in ["a", "b"] {
+        let err = workflows.fork("a", taken, 1).await.unwrap_err();
+        assert!(
+            matches!(&err, WorkflowError::IdTaken(id) if id == taken),
+            "{err:?}"
+        );
+    }
+    assert!(workflows.record("x").await.unwrap().is_none());
+    assert_eq!(store.load("b", 0).await.unwrap().len(), 2);
+}

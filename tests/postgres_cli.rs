@@ -145,6 +145,43 @@ async fn a_schema_never_written_is_an_error_and_not_created() {
     assert!(!exists);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn the_reader_queries_the_database_and_sees_steps_recorded_after_it_opened() {
+    let schema = TestSchema::new("cli_live");
+    let db = schema.connect().await;
+    let tracker = PostgresTracker::new(db.clone());
+    let k = Counters::default();
+    let mut app = Application::builder(graph(&k))
+        .app_id("live")
+        .hook(tracker.clone())
+        .build()
+        .await
+        .unwrap();
+    app.step(&Inputs::new()).await.unwrap();
+    tracker.flush().await.unwrap();
+
+    // One reader, opened after the first step; each read queries the
+    // database (a copy taken at opening would show one step forever).
+    let (url, name) = (url(), schema.name.clone());
+    let (to_reader, reads) = mpsc::channel::<()>();
+    let (to_test, counts) = mpsc::channel::<usize>();
+    let reading = std::thread::spawn(move || {
+        let reader = tributary_cli::open_reader(Path::new(&url), &name).unwrap();
+        while reads.recv().is_ok() {
+            to_test.send(reader.steps("live").unwrap().len()).unwrap();
+        }
+    });
+    to_reader.send(()).unwrap();
+    assert_eq!(counts.recv().unwrap(), 1);
+    app.run(RunOptions::new()).await.unwrap();
+    tracker.flush().await.unwrap();
+    to_reader.send(()).unwrap();
+    assert_eq!(counts.recv().unwrap(), 3);
+    drop(to_reader);
+    reading.join().unwrap();
+}
+
 #[test]
 fn follow_on_a_sqlite_file_is_refused() {
     let err = command(

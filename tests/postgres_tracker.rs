@@ -1,4 +1,5 @@
-//! The PostgreSQL tracker: every attempt of every step and each app's last
+//! The PostgreSQL tracker: the tracker's contract (`tracker_contract`) on a
+//! schema of its own; every attempt of every step and each app's last
 //! status, in the columns the SQLite tracker uses; and a follower that is
 //! told of each step as it commits, from `NOTIFY`, without polling.
 
@@ -9,8 +10,37 @@ use std::time::Duration;
 use tributary::{Persister, RunOptions};
 use tributary_postgres::{PostgresPersister, PostgresTracker, StepNotice};
 
+use futures_util::FutureExt;
+
 use crate::persister_contract::{Counters, graph};
-use crate::postgres_support::TestSchema;
+use crate::postgres_support::{TestSchema, url};
+use crate::tracker_contract::Tracked;
+
+fn postgres() -> futures_util::future::BoxFuture<'static, Tracked> {
+    async {
+        let schema = TestSchema::new("tracker_contract");
+        let db = schema.connect().await;
+        let tracker = PostgresTracker::new(db.clone());
+        let flusher = tracker.clone();
+        Tracked::new(
+            Arc::new(tracker),
+            Arc::new(PostgresPersister::new(db)),
+            move || {
+                let tracker = flusher.clone();
+                async move { tracker.flush().await.unwrap() }.boxed()
+            },
+            url(),
+            &schema.name.clone(),
+            schema,
+        )
+    }
+    .boxed()
+}
+
+crate::tracker_contract_tests!(
+    postgres,
+    #[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+);
 
 const BOUND: Duration = Duration::from_secs(30);
 

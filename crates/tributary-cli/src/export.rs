@@ -6,8 +6,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
+use crate::Reader;
 use serde::Serialize;
-use tributary_sqlite::{RunReader, RunSummary, TrackedStep, TrackedStepStatus};
+use tributary_sqlite::{RunSummary, TrackedStep, TrackedStepStatus};
 
 use crate::render::clean;
 use crate::{CliError, Format, write_json};
@@ -53,7 +54,7 @@ struct RunGraph {
 }
 
 pub(crate) fn export(
-    reader: &RunReader,
+    reader: &Reader,
     run: &RunSummary,
     format: Format,
     json: bool,
@@ -71,7 +72,7 @@ pub(crate) fn export(
 }
 
 fn build(
-    reader: &RunReader,
+    reader: &Reader,
     run: &RunSummary,
     depth: usize,
     seen: &mut HashSet<String>,

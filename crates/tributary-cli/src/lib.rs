@@ -48,12 +48,12 @@ mod tree;
 mod ui;
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tributary_core::ParentPointer;
-use tributary_sqlite::{RunReader, RunSummary, SqliteError};
+use tributary_sqlite::{JournaledStep, RunReader, RunSource, RunSummary, SqliteError, TrackedStep};
 
 pub use crate::ui::serve_ui;
 
@@ -214,37 +214,28 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
         (None, true) => return Err(CliError::FollowNeedsPostgres),
         _ => None,
     };
-    let snapshot = url
-        .map(|url| postgres::snapshot(url, &cli.schema))
-        .transpose()?;
-    let reader = match &snapshot {
-        Some(s) => RunReader::open(&s.path)?,
-        None => RunReader::open(&db)?,
-    };
-    let source = match &snapshot {
-        Some(s) => s.source.clone(),
-        None => reader.path().display().to_string(),
-    };
-    let reader = Source {
-        reader,
-        label: source,
-    };
+    let open = || open_source(&db, &cli.schema);
     let out = &mut Guard(out);
     match &cli.command {
         Command::Runs { partition, all } => {
-            runs(&reader, partition.as_deref(), *all, cli.json, out)
+            runs(&open()?, partition.as_deref(), *all, cli.json, out)
         }
         Command::Show { app_id, .. } => {
+            let reader = open()?;
             show(&reader, app_id, cli.json, out)?;
             match feed {
-                Some((rt, feed)) => postgres::follow(rt, feed, &reader, app_id, out),
+                Some((rt, feed)) => postgres::follow(rt, feed, &*reader, app_id, out),
                 None => Ok(()),
             }
         }
-        Command::Tree { app_id } => tree::tree(&reader, &find(&reader, app_id)?, cli.json, out),
+        Command::Tree { app_id } => {
+            let reader = open()?;
+            tree::tree(&*reader, &find(&reader, app_id)?, cli.json, out)
+        }
         Command::Export { app_id, format } => {
+            let reader = open()?;
             let run = find(&reader, app_id)?;
-            export::export(&reader, &run, *format, cli.json, out)
+            export::export(&*reader, &run, *format, cli.json, out)
         }
         Command::Ui { .. } => unreachable!("served above"),
     }
@@ -286,19 +277,88 @@ fn ui_until_ctrl_c(cli: &Cli, addr: std::net::SocketAddr, control: bool) -> Resu
     })
 }
 
+/// The reader of either backend, its errors those of the command.
+pub type Reader = dyn RunSource<Error = CliError>;
+
+/// The reader of the runs in `db`: a SQLite file, or a PostgreSQL database
+/// (a `postgres://` URL, its tracker's tables in `schema`), queried
+/// directly; every command reads through it.
+///
+/// A blocking reader: from async code, call it inside `spawn_blocking`.
+///
+/// # Errors
+///
+/// [`CliError::Database`] for a file that cannot be read,
+/// [`CliError::Postgres`] for a database that cannot be read.
+pub fn open_reader(db: &Path, schema: &str) -> Result<Box<Reader>, CliError> {
+    Ok(open_source(db, schema)?.reader)
+}
+
+fn open_source(db: &Path, schema: &str) -> Result<Source, CliError> {
+    Ok(match db.to_str().filter(|d| postgres::is_url(d)) {
+        Some(url) => {
+            let runs = postgres::PostgresRuns::connect(url, schema)?;
+            Source {
+                label: runs.source(),
+                reader: Box::new(Errors(runs)),
+            }
+        }
+        None => {
+            let runs = RunReader::open(db)?;
+            Source {
+                label: runs.path().display().to_string(),
+                reader: Box::new(Errors(runs)),
+            }
+        }
+    })
+}
+
 /// The reader, and the database's name for messages (the file, or the
 /// PostgreSQL server, database and schema).
-#[derive(Debug)]
 struct Source {
-    reader: RunReader,
+    reader: Box<Reader>,
     label: String,
 }
 
 impl std::ops::Deref for Source {
-    type Target = RunReader;
+    type Target = Reader;
 
-    fn deref(&self) -> &RunReader {
-        &self.reader
+    fn deref(&self) -> &Reader {
+        &*self.reader
+    }
+}
+
+/// A backend's reader whose errors become the command's.
+struct Errors<R>(R);
+
+impl<R: RunSource> RunSource for Errors<R>
+where
+    CliError: From<R::Error>,
+{
+    type Error = CliError;
+
+    fn runs(&self) -> Result<Vec<RunSummary>, CliError> {
+        Ok(self.0.runs()?)
+    }
+
+    fn roots(&self) -> Result<Vec<RunSummary>, CliError> {
+        Ok(self.0.roots()?)
+    }
+
+    fn run(&self, app_id: &str) -> Result<Option<RunSummary>, CliError> {
+        Ok(self.0.run(app_id)?)
+    }
+
+    fn children(&self, app_id: &str) -> Result<Vec<RunSummary>, CliError> {
+        Ok(self.0.children(app_id)?)
+    }
+
+    fn steps(&self, app_id: &str) -> Result<Vec<TrackedStep>, CliError> {
+        Ok(self.0.steps(app_id)?)
+    }
+
+    fn journal(&self, app_id: &str) -> Result<Vec<JournaledStep>, CliError> {
+        Ok(self.0.journal(app_id)?)
     }
 }
 
@@ -422,14 +482,34 @@ fn pointer_text(p: &ParentPointer) -> String {
 }
 
 fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
-    let run = find(reader, app_id)?;
+    let journal = reader.journal(app_id)?;
+    // A durable workflow that no tracker recorded still has its journal.
+    let run = match reader.run(app_id)? {
+        Some(run) => run,
+        None if !journal.is_empty() => {
+            if json {
+                return write_json(out, &json!({ "app_id": app_id, "journal": journal }));
+            }
+            let mut head = Table::plain();
+            head.row(["app id".into(), app_id.to_owned()]);
+            head.row(["journaled".into(), journal.len().to_string()]);
+            head.write(out)?;
+            return write_journal(&journal, out);
+        }
+        None => {
+            return Err(CliError::UnknownApp {
+                app_id: app_id.to_owned(),
+                path: PathBuf::from(&reader.label),
+            });
+        }
+    };
     let steps = reader.steps(app_id)?;
     let children = reader.children(app_id)?;
     if json {
         let children: Vec<&str> = children.iter().map(|c| c.app_id.as_str()).collect();
         return write_json(
             out,
-            &json!({ "run": run, "steps": steps, "children": children }),
+            &json!({ "run": run, "steps": steps, "children": children, "journal": journal }),
         );
     }
     let mut head = Table::plain();
@@ -484,9 +564,12 @@ fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Resul
     if !children.is_empty() {
         head.row(["children".into(), children.len().to_string()]);
     }
+    if !journal.is_empty() {
+        head.row(["journaled".into(), journal.len().to_string()]);
+    }
     head.write(out)?;
     if steps.is_empty() {
-        return Ok(());
+        return write_journal(&journal, out);
     }
     writeln!(out)?;
     let mut table = Table::new([
@@ -517,6 +600,41 @@ fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Resul
             step.status.to_string(),
             step.duration_micros().map_or("-".into(), format_duration),
             step.items.to_string(),
+            truncate(&detail, 72),
+        ]);
+    }
+    table.write(out)?;
+    write_journal(&journal, out)
+}
+
+/// The durable steps of a run: each journaled outcome, which a replay
+/// returns instead of running the step again.
+fn write_journal(journal: &[JournaledStep], out: &mut dyn Write) -> Result<(), CliError> {
+    if journal.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "journal (durable steps)")?;
+    let mut table = Table::new([
+        ("SEQ", Align::Right),
+        ("POS", Align::Right),
+        ("STEP", Align::Left),
+        ("KIND", Align::Left),
+        ("STATUS", Align::Left),
+        ("VALUE / ERROR", Align::Left),
+    ]);
+    for entry in journal {
+        let detail = match (&entry.error, &entry.value) {
+            (Some(error), _) => error.clone(),
+            (None, Some(value)) => value.clone(),
+            (None, None) => String::new(),
+        };
+        table.row([
+            entry.sequence_id.to_string(),
+            entry.position.to_string(),
+            format!("{}#{}", entry.step, entry.occurrence),
+            entry.kind.clone(),
+            entry.status.clone(),
             truncate(&detail, 72),
         ]);
     }

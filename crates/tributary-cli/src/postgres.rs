@@ -1,35 +1,127 @@
-//! A PostgreSQL database (`--db postgres://...`), read with the same reader
-//! as a SQLite file: the tracker's rows of the schema are read in one
-//! consistent transaction ([`TrackerSnapshot`]) and copied into a temporary
-//! SQLite file with the tracker's schema, which [`RunReader`] then reads.
-//! The columns are the same in both backends, so every command prints the
-//! same output by construction. The copy is as large as the schema's
-//! records; it is deleted when the command ends.
+//! A PostgreSQL database (`--db postgres://...`): [`PostgresRuns`] queries
+//! the tracker's rows directly ([`TrackerReader`]) and decodes them with the
+//! decoders of the SQLite reader, so every command prints the same output.
+//! The web view, which reads only SQLite files, is served a temporary copy
+//! of the rows ([`snapshot`]), deleted when the command ends.
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::PathBuf;
 
 use rusqlite::types::Value as SqlValue;
 use serde_json::{Map, Value};
-use tributary_postgres::{StepFeed, TrackerSnapshot};
-use tributary_sqlite::{Database, RunReader};
+use tributary_postgres::{AppsWhere, PostgresError, StepFeed, TrackerReader, TrackerSnapshot};
+use tributary_sqlite::{
+    AppFilter, AppRecord, Database, JournaledStep, RunSummary, StepMark, StepRecord, TrackedStep,
+    TrackerRows,
+};
 
-use crate::CliError;
 use crate::render::clean;
+use crate::{CliError, Reader};
 
 /// Whether `db` names a PostgreSQL database rather than a file.
 pub(crate) fn is_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
-/// The copy of a PostgreSQL database's records; the file goes with it.
+/// The tracker's rows in a PostgreSQL schema, read as the SQLite reader
+/// reads a file: a [`TrackerRows`], so a
+/// [`RunSource`](tributary_sqlite::RunSource).
 #[derive(Debug)]
-pub(crate) struct Snapshot {
-    _dir: tempfile::TempDir,
-    pub(crate) path: PathBuf,
+pub(crate) struct PostgresRuns {
+    // The connection goes before the runtime that drives it.
+    reader: TrackerReader,
+    rt: tokio::runtime::Runtime,
+}
+
+impl PostgresRuns {
+    /// Connect to the tracker's rows of `schema` at `url`.
+    pub(crate) fn connect(url: &str, schema: &str) -> Result<Self, CliError> {
+        let rt = runtime()?;
+        let reader = rt.block_on(TrackerReader::connect(url, schema))?;
+        Ok(PostgresRuns { reader, rt })
+    }
+
     /// `host:port/dbname schema NAME`.
-    pub(crate) source: String,
+    pub(crate) fn source(&self) -> String {
+        self.reader.source()
+    }
+}
+
+/// A row decoded into `T` by its column names.
+fn decode<T: serde::de::DeserializeOwned>(row: Map<String, Value>) -> Result<T, String> {
+    serde_json::from_value(Value::Object(row)).map_err(|e| e.to_string())
+}
+
+fn text(row: &Map<String, Value>, column: &str) -> String {
+    match row.get(column) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "?".to_owned(),
+    }
+}
+
+impl TrackerRows for PostgresRuns {
+    type Error = PostgresError;
+
+    fn apps(&self, filter: AppFilter<'_>) -> Result<Vec<RunSummary>, PostgresError> {
+        let which = match filter {
+            AppFilter::Roots => AppsWhere::Roots,
+            AppFilter::One(id) => AppsWhere::One(id),
+            AppFilter::ChildrenOf(id) => AppsWhere::ChildrenOf(id),
+            _ => AppsWhere::All,
+        };
+        let rows = self.rt.block_on(self.reader.apps(which))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let id = text(&row, "app_id");
+                match decode::<AppRecord>(row) {
+                    Ok(record) => record.into_summary(),
+                    Err(problem) => RunSummary::unreadable(id, problem),
+                }
+            })
+            .collect())
+    }
+
+    fn step_rows(&self, app_id: &str) -> Result<Vec<TrackedStep>, PostgresError> {
+        let rows = self.rt.block_on(self.reader.steps(app_id))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let (sequence_id, action) = (row.get("sequence_id").cloned(), text(&row, "action"));
+                decode::<StepRecord>(row).map_or_else(
+                    |problem| {
+                        let sequence_id = sequence_id.and_then(|v| v.as_u64()).unwrap_or(0);
+                        TrackedStep::unreadable(sequence_id, action, problem)
+                    },
+                    StepRecord::into_step,
+                )
+            })
+            .collect())
+    }
+
+    fn marks(&self, app_id: &str) -> Result<Vec<StepMark>, PostgresError> {
+        let rows = self.rt.block_on(self.reader.marks(app_id))?;
+        // A row the marks cannot use is left out of the timeline (its step
+        // is listed as unreadable).
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| decode(row).ok())
+            .collect())
+    }
+
+    fn last_heard(&self, process: &str) -> Result<Option<i64>, PostgresError> {
+        self.rt.block_on(self.reader.last_heard(process))
+    }
+
+    fn journal_rows(&self, app_id: &str) -> Result<Vec<JournaledStep>, PostgresError> {
+        let rows = self.rt.block_on(self.reader.journal(app_id))?;
+        // The columns are typed by the schema: a row always decodes.
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| decode(row).ok())
+            .collect())
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -39,20 +131,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Snapshot {
             reason: e.to_string(),
         })
-}
-
-/// Read the records of `schema` at `url` into a temporary SQLite file.
-pub(crate) fn snapshot(url: &str, schema: &str) -> Result<Snapshot, CliError> {
-    let dir = tempfile::tempdir().map_err(|e| CliError::Snapshot {
-        reason: e.to_string(),
-    })?;
-    let path = dir.path().join("snapshot.db");
-    let source = runtime()?.block_on(copy_into(url, schema, &path))?;
-    Ok(Snapshot {
-        _dir: dir,
-        path,
-        source,
-    })
 }
 
 /// Read the records of `schema` at `url` and write them into a new SQLite
@@ -131,7 +209,7 @@ pub(crate) fn listen(
 pub(crate) fn follow(
     rt: tokio::runtime::Runtime,
     mut feed: StepFeed,
-    reader: &RunReader,
+    reader: &Reader,
     app_id: &str,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {

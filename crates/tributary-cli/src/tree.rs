@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::io::Write;
 
+use crate::Reader;
 use serde::Serialize;
-use tributary_sqlite::{RunReader, RunSummary};
+use tributary_sqlite::RunSummary;
 
 use crate::render::{clean, format_duration};
 use crate::{CliError, write_json};
@@ -21,7 +22,7 @@ struct Node {
 }
 
 pub(crate) fn tree(
-    reader: &RunReader,
+    reader: &Reader,
     root: &RunSummary,
     json: bool,
     out: &mut dyn Write,
@@ -37,7 +38,7 @@ pub(crate) fn tree(
 }
 
 fn build(
-    reader: &RunReader,
+    reader: &Reader,
     run: RunSummary,
     seen: &mut HashSet<String>,
     depth: usize,

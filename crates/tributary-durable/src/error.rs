@@ -185,6 +185,22 @@ pub enum WorkflowError {
     /// The workflow was cancelled; it is never resumed.
     #[error("workflow {0} was cancelled")]
     Cancelled(String),
+    /// A fork was asked to a workflow id that is taken (a fork starts a
+    /// new workflow).
+    #[error("workflow {0} exists; a fork needs a new workflow id")]
+    IdTaken(String),
+    /// A fork was asked from a step the source workflow has not journaled.
+    #[error(
+        "workflow {workflow_id} has journaled {journaled} step(s); cannot fork after step {requested}"
+    )]
+    ForkPoint {
+        /// The source workflow.
+        workflow_id: String,
+        /// How many steps the fork was to keep.
+        requested: u32,
+        /// How many steps the source has journaled.
+        journaled: usize,
+    },
     /// The workflow's function returned an error.
     #[error("workflow {workflow_id} failed: {error}")]
     Failed {

@@ -19,7 +19,8 @@
 //! - [`Step::compensate`]: saga undo, run in reverse on a terminal failure,
 //!   each journaled.
 //! - [`DurableExt::sleep`]: the wake-up time is journaled;
-//!   [`DurableExt::join`] runs two steps at once, each journaled;
+//!   [`DurableExt::join`] runs two steps at once, each journaled, and
+//!   [`DurableExt::join_all`] a vector of them;
 //!   [`DurableExt::select`] journals which branch of a race won.
 //! - [`Workflows`]: async functions of a [`WorkflowContext`] and an input,
 //!   started under an id (a second start attaches), resumed after a crash
@@ -90,8 +91,8 @@ pub use scope::{Clock, Scope, StepAttempt};
 pub use step::{Branch, DurableExt, Step};
 #[doc(inline)]
 pub use store::{
-    EntryKind, JournalEntry, JournalStore, MemoryJournal, Outcome, StepKey, WorkflowRecord,
-    WorkflowStatus,
+    EntryKind, JournalEntry, JournalRow, JournalStore, MemoryJournal, Outcome, StepKey,
+    WorkflowRecord, WorkflowRow, WorkflowStatus,
 };
 #[doc(inline)]
 pub use workflow::{WorkflowContext, WorkflowHandle, Workflows};

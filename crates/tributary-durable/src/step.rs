@@ -212,6 +212,82 @@ pub trait DurableExt {
         .boxed()
     }
 
+    /// Run any number of steps concurrently, each journaled on its own,
+    /// and return their values in the order given: the n-ary form of
+    /// [`join`](Self::join). Their positions are taken in vector order
+    /// before any runs, so replay matches them whichever finished first,
+    /// and a crash after some finished re-runs only the others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use tributary_core::BoxError;
+    /// use tributary_durable::{DurableExt, MemoryJournal, WorkflowContext, Workflows};
+    ///
+    /// let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
+    /// workflows.register("pages", |ctx: WorkflowContext, urls: Vec<String>| async move {
+    ///     let fetches = urls
+    ///         .iter()
+    ///         .map(|url| ctx.step("fetch", async move { Ok::<_, BoxError>(url.len()) }))
+    ///         .collect();
+    ///     let sizes: Vec<usize> = ctx.join_all(fetches).await?;
+    ///     Ok::<_, BoxError>(sizes.iter().sum::<usize>())
+    /// });
+    /// let urls = vec!["a.example".to_owned(), "bb.example".to_owned()];
+    /// let handle = workflows.start("pages", "crawl-1", urls).await?;
+    /// assert_eq!(handle.result::<usize>().await?, 19);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first failed step's error in vector order, once every step has
+    /// ended; see [`Step`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Step`]: a step interrupted before its journal write runs again
+    /// on replay.
+    fn join_all<'a, T>(
+        &'a self,
+        steps: Vec<Step<'a, T>>,
+    ) -> BoxFuture<'a, Result<Vec<T>, DurableError>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'a,
+    {
+        let scope = self.scope();
+        async move {
+            let scope = scope?;
+            let names: Vec<String> = steps.iter().map(|step| step.name.clone()).collect();
+            let mut claims = Vec::with_capacity(names.len());
+            for name in &names {
+                claims.push(scope.claim_step(name).await?);
+            }
+            let scope = &scope;
+            let runs = steps
+                .into_iter()
+                .zip(claims)
+                .map(|(step, claim)| async move {
+                    let Step {
+                        body,
+                        policy,
+                        compensation,
+                        ..
+                    } = step;
+                    scope.complete(claim, body, &policy, compensation).await
+                });
+            futures_util::future::join_all(runs)
+                .await
+                .into_iter()
+                .collect()
+        }
+        .boxed()
+    }
+
     /// Race two futures as one step named `name`: the first to finish
     /// wins, the other is dropped, and the winning branch and its value are
     /// journaled, so replay takes the same branch without running either.

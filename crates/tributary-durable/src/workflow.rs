@@ -31,7 +31,7 @@ use crate::error::{DurableError, WorkflowError};
 use crate::functions::Invoke;
 use crate::scope::{Clock, PauseGate, Scope, system_clock};
 use crate::step::DurableExt;
-use crate::store::{JournalStore, StepKey, WorkflowRecord, WorkflowStatus};
+use crate::store::{JournalEntry, JournalStore, StepKey, WorkflowRecord, WorkflowStatus};
 
 type WorkflowFn = Arc<
     dyn Fn(WorkflowContext, Value) -> BoxFuture<'static, Result<Value, BoxError>> + Send + Sync,
@@ -324,6 +324,109 @@ impl Workflows {
             .await?
             .ok_or_else(|| WorkflowError::UnknownId(id.to_owned()))?;
         self.launch(record, false)
+    }
+
+    /// Fork the recorded workflow `source` into a new workflow `id`: the new
+    /// one runs the same function on the same input, with the first `keep`
+    /// journaled steps of `source` copied into its journal, so they replay
+    /// (their bodies do not run) and every later step runs anew. `source`
+    /// is left as it is, finished or not. `keep` of 0 runs it all again.
+    ///
+    /// The journal is copied before the new record is written, each entry
+    /// insert-if-absent: a fork interrupted while copying is finished by
+    /// asking for it again; one interrupted after its record was written
+    /// is run by [`resume`](Self::resume) (or `resume_all`) like any
+    /// workflow.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use tributary_core::BoxError;
+    /// use tributary_durable::{DurableExt, MemoryJournal, WorkflowContext, Workflows};
+    ///
+    /// let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
+    /// workflows.register("count", |ctx: WorkflowContext, ()| async move {
+    ///     let a: u32 = ctx.step("a", async { Ok::<_, BoxError>(1) }).await?;
+    ///     let b: u32 = ctx.step("b", async { Ok::<_, BoxError>(2) }).await?;
+    ///     Ok::<_, BoxError>(a + b)
+    /// });
+    /// workflows.start("count", "run-1", ()).await?.result::<u32>().await?;
+    /// // A new run that keeps step `a` of run-1 and runs `b` again.
+    /// let fork = workflows.fork("run-1", "run-1-retry-b", 1).await?;
+    /// assert_eq!(fork.result::<u32>().await?, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`WorkflowError::UnknownId`] for a `source` never started,
+    /// [`WorkflowError::ForkPoint`] when `source` has journaled fewer than
+    /// `keep` steps, [`WorkflowError::IdTaken`] when `id` has a record (it
+    /// is another workflow, or this fork already) or holds another journal,
+    /// [`WorkflowError::UnknownFunction`] when the function is not
+    /// registered in this process, [`WorkflowError::Store`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped midway, the fork is partly written; asking
+    /// for it again finishes it.
+    pub async fn fork(
+        &self,
+        source: &str,
+        id: &str,
+        keep: u32,
+    ) -> Result<WorkflowHandle, WorkflowError> {
+        let record = self
+            .inner
+            .store
+            .workflow(source)
+            .await?
+            .ok_or_else(|| WorkflowError::UnknownId(source.to_owned()))?;
+        self.function(&record.name)?;
+        let journal = self.inner.store.load(source, 0).await?;
+        if journal.len() < keep as usize {
+            return Err(WorkflowError::ForkPoint {
+                workflow_id: source.to_owned(),
+                requested: keep,
+                journaled: journal.len(),
+            });
+        }
+        let _launching = self.lock_id(id).await;
+        if self.attach_running(id).is_some() {
+            return Err(WorkflowError::IdTaken(id.to_owned()));
+        }
+        // The record is written last: one that exists belongs to another
+        // workflow, or to a fork that is complete (`resume` runs it).
+        if self.inner.store.workflow(id).await?.is_some() {
+            return Err(WorkflowError::IdTaken(id.to_owned()));
+        }
+        for entry in journal.into_iter().take(keep as usize) {
+            let wanted = JournalEntry {
+                app_id: id.to_owned(),
+                ..entry
+            };
+            let stored = self.inner.store.append(wanted.clone()).await?;
+            if stored != wanted {
+                return Err(WorkflowError::IdTaken(id.to_owned()));
+            }
+        }
+        let (forked, _) = self
+            .inner
+            .store
+            .create_workflow(WorkflowRecord {
+                workflow_id: id.to_owned(),
+                name: record.name.clone(),
+                input: record.input.clone(),
+                status: WorkflowStatus::Running,
+                output: None,
+                error: None,
+            })
+            .await?;
+        self.launch(forked, false)
     }
 
     /// Resume every unfinished workflow of the store (on startup, after a

@@ -75,6 +75,18 @@ pub enum PostgresError {
         /// The table found.
         table: String,
     },
+    /// The migration tool failed on the schema: a recorded migration whose
+    /// script has changed since it was applied, or a failing script.
+    #[error("cannot migrate schema `{schema}` at {target}: {source}")]
+    Migration {
+        /// `host:port/dbname`.
+        target: String,
+        /// The schema.
+        schema: String,
+        /// The migration tool's report.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// The schema does not exist or holds no tributary tables yet (readers
     /// never create it).
     #[error("schema `{schema}` at {target} holds no tributary data yet")]

@@ -7,17 +7,19 @@
 //! - [`PostgresTracker`] is a [`Hook`](tributary_core::Hook) that records
 //!   every step of every application, in the columns the SQLite tracker
 //!   uses, and announces each step with `NOTIFY`.
+//! - `PostgresJournal` (feature `durable`) keeps the journal of durable
+//!   steps and the records of durable workflows.
 //! - [`StepFeed`] ([`Database::follow`], [`StepFeed::connect`]) receives
 //!   those announcements as they commit, without polling.
-//! - [`TrackerSnapshot`] reads the tracker's rows for tools (the
-//!   `tributary` command).
+//! - [`TrackerReader`] queries the tracker's rows for tools (the
+//!   `tributary` command); [`TrackerSnapshot`] reads them all at once.
 //!
 //! Both writers share the machinery of [`Database`]: a connection pool
 //! (`deadpool-postgres` over `tokio-postgres`) on a dedicated writer thread,
 //! group commit with pipelined statements, retries of serialization
-//! failures and deadlocks, and a schema (by default `tributary`) versioned
-//! in a table of its own and migrated under an advisory lock, so many
-//! processes can open one database at once.
+//! failures and deadlocks, and a schema (by default `tributary`) migrated
+//! by versioned scripts through [`refinery`](https://docs.rs/refinery)
+//! under an advisory lock, so many processes can open one database at once.
 //!
 //! # Examples
 //!
@@ -54,8 +56,11 @@
 mod database;
 mod error;
 mod feed;
+#[cfg(feature = "durable")]
+mod journal;
 mod persister;
 mod process;
+mod reader;
 mod schema;
 mod snapshot;
 mod tracker;
@@ -67,14 +72,19 @@ pub use error::PostgresError;
 #[doc(inline)]
 pub use feed::{StepFeed, StepNotice};
 #[doc(inline)]
+#[cfg(feature = "durable")]
+pub use journal::PostgresJournal;
+#[doc(inline)]
 pub use persister::PostgresPersister;
+#[doc(inline)]
+pub use reader::{AppsWhere, TrackerReader};
 #[doc(inline)]
 pub use snapshot::TrackerSnapshot;
 #[doc(inline)]
 pub use tracker::PostgresTracker;
 
 /// The newest schema version this build of tributary reads and writes (the
-/// `version` in its schema's `tributary_schema` table).
+/// newest `version` in its schema's `tributary_migrations` table).
 pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
 
 /// Microseconds since the Unix epoch.

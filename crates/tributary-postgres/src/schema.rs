@@ -1,30 +1,58 @@
 //! The schema, its migrations, and the check that a schema is tributary's.
 //!
 //! Every table lives in one PostgreSQL schema of the user's choosing
-//! (`tributary` unless told otherwise); the schema's version is the one row
-//! of its `tributary_schema` table. Opening a database runs every migration
-//! the schema lacks in one transaction that first takes an advisory lock
-//! named after the schema, so processes opening a new database at once
-//! migrate it once, one after the other.
+//! (`tributary` unless told otherwise). Its migrations are versioned SQL
+//! scripts run by [`refinery`], which records each applied one (version,
+//! name, checksum) in the schema's `tributary_migrations` table and refuses
+//! a recorded script whose text has changed. Opening a database takes a
+//! session advisory lock named after the schema before looking at
+//! anything, so processes opening a new database at once migrate it once,
+//! one after the other.
+//!
+//! Schemas created before the migration tool kept their version in the one
+//! row of a `tributary_schema` table; opening one records the migrations
+//! that version had applied as done (without running them again), then
+//! drops the old table.
 
-use tokio_postgres::Client;
+use std::sync::Arc;
+
+use refinery::{Migration, Runner, Target};
+use tokio_postgres::{Client, GenericClient};
 
 use crate::error::PostgresError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// The tables tributary creates; finding one without the version table
+/// The table in which refinery records the applied migrations.
+pub(crate) const HISTORY: &str = "tributary_migrations";
+
+/// The version table of schemas created before the migration tool.
+const LEGACY: &str = "tributary_schema";
+
+/// The tables tributary creates; finding one without a version table
 /// means the schema belongs to someone else.
-const TABLES: &[&str] = &["tributary_schema", "checkpoints", "fences", "apps", "steps"];
+const TABLES: &[&str] = &[
+    "checkpoints",
+    "fences",
+    "apps",
+    "steps",
+    "journal",
+    "workflows",
+    "events",
+];
 
-/// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 0 -> 1: checkpoints and their fencing epochs; the tracker's
-    // applications and step attempts (the columns of the SQLite schema 2).
-    // JSON is kept as text: it loads back byte for byte (jsonb would
-    // reorder keys and refuse `\u0000`).
-    "
+/// The migrations, in order: `V{n}__{name}` takes the schema from version
+/// `n - 1` to `n`. A script, once released, is never edited (refinery
+/// compares its checksum with the recorded one); a change is a new script.
+const MIGRATIONS: &[(&str, &str)] = &[
+    // 1: checkpoints and their fencing epochs; the tracker's applications
+    // and step attempts (the columns of the SQLite schema 2). JSON is kept
+    // as text: it loads back byte for byte (jsonb would reorder keys and
+    // refuse `\u0000`).
+    (
+        "V1__checkpoints_and_tracker",
+        "
     CREATE TABLE checkpoints (
         app_id        text    NOT NULL,
         sequence_id   bigint  NOT NULL,
@@ -90,16 +118,60 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX steps_by_process ON steps (process, started_at);
     ",
-    // 1 -> 2: a step's inputs (a JSON object) and the first tokens it
-    // streamed (a JSON array), as in the SQLite schema 4.
-    "
+    ),
+    // 2: the journal of durable steps (one row per step outcome at a
+    // position of an action attempt), the records of durable workflows and
+    // the events sent to them (the columns of the SQLite schema 3).
+    (
+        "V2__durable_journal",
+        "
+    CREATE TABLE journal (
+        app_id      text    NOT NULL,
+        sequence_id bigint  NOT NULL,
+        position    integer NOT NULL,
+        step        text    NOT NULL,
+        occurrence  integer NOT NULL,
+        kind        text    NOT NULL,
+        status      text    NOT NULL CHECK (status IN ('completed', 'failed')),
+        value       text,
+        error       text,
+        written_at  bigint  NOT NULL,
+        PRIMARY KEY (app_id, sequence_id, position)
+    );
+
+    CREATE TABLE workflows (
+        workflow_id text   NOT NULL PRIMARY KEY,
+        name        text   NOT NULL,
+        input       text   NOT NULL,
+        status      text   NOT NULL,
+        output      text,
+        error       text,
+        created_at  bigint NOT NULL,
+        updated_at  bigint NOT NULL
+    );
+    CREATE INDEX workflows_by_status ON workflows (status);
+
+    -- Events sent to workflows, numbered per (target, name) from 0.
+    CREATE TABLE events (
+        target  text   NOT NULL,
+        name    text   NOT NULL,
+        idx     bigint NOT NULL,
+        value   text   NOT NULL,
+        sent_at bigint NOT NULL,
+        PRIMARY KEY (target, name, idx)
+    );
+    ",
+    ),
+    // 3: a step's inputs (a JSON object) and the first tokens it streamed
+    // (a JSON array), as in the SQLite schema 4.
+    (
+        "V3__step_inputs_and_tokens",
+        "
     ALTER TABLE steps ADD COLUMN inputs text;
     ALTER TABLE steps ADD COLUMN tokens text;
     ",
+    ),
 ];
-
-// Every version has its migration.
-const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 
 /// Whether `schema` is a name tributary accepts: it is spliced into SQL and
 /// into a notification channel (at most 63 bytes with its prefix).
@@ -110,7 +182,26 @@ pub(crate) fn valid_schema(schema: &str) -> bool {
         && schema.len() <= 40
 }
 
+/// The runner over every migration, recording into `schema`'s history.
+fn runner(schema: &str) -> Runner {
+    let migrations: Vec<Migration> = MIGRATIONS
+        .iter()
+        .map(|(name, sql)| {
+            Migration::unapplied(name, sql).expect("migration names are V{n}__{name}")
+        })
+        .collect();
+    let mut runner = Runner::new(&migrations)
+        .set_grouped(true)
+        .set_abort_divergent(true)
+        .set_abort_missing(false);
+    runner.set_migration_table_name(format!("\"{schema}\".{HISTORY}"));
+    runner
+}
+
 /// Bring `schema` to [`SCHEMA_VERSION`], creating it if needed.
+///
+/// `client`'s session must name `schema` first on its search path (the
+/// scripts name tables unqualified), as every pooled connection does.
 pub(crate) async fn migrate(
     client: &mut Client,
     schema: &str,
@@ -118,76 +209,135 @@ pub(crate) async fn migrate(
     user: &str,
 ) -> Result<(), PostgresError> {
     let err = |e| PostgresError::classify(target, user, e);
-    let tx = client.transaction().await.map_err(err)?;
-    // One migrator per schema at a time, across every process; released
-    // with the transaction.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('tributary schema ' || $1::text))",
-        &[&schema],
-    )
-    .await
-    .map_err(err)?;
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+    // One migrator per schema at a time, across every process. refinery
+    // commits in transactions of its own, so the lock is the session's;
+    // it is released below, or by the server if the connection breaks.
+    client
+        .execute(
+            "SELECT pg_advisory_lock(hashtext('tributary schema ' || $1::text))",
+            &[&schema],
+        )
         .await
         .map_err(err)?;
-    let tables: Vec<String> = tx
+    let migrated = migrate_locked(client, schema, target, user).await;
+    let unlocked = client
+        .execute(
+            "SELECT pg_advisory_unlock(hashtext('tributary schema ' || $1::text))",
+            &[&schema],
+        )
+        .await
+        .map_err(err);
+    migrated.and(unlocked.map(drop))
+}
+
+async fn migrate_locked(
+    client: &mut Client,
+    schema: &str,
+    target: &str,
+    user: &str,
+) -> Result<(), PostgresError> {
+    let err = |e| PostgresError::classify(target, user, e);
+    let refinery_err = |e: refinery::Error| PostgresError::Migration {
+        target: target.to_owned(),
+        schema: schema.to_owned(),
+        source: Arc::new(e),
+    };
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await
+        .map_err(err)?;
+    let names: Vec<&str> = TABLES.iter().copied().chain([HISTORY, LEGACY]).collect();
+    let tables: Vec<String> = client
         .query(
             "SELECT table_name::text FROM information_schema.tables
              WHERE table_schema = $1 AND table_name = ANY($2)",
-            &[&schema, &TABLES],
+            &[&schema, &names],
         )
         .await
         .map_err(err)?
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let version: i64 = if tables.iter().any(|t| t == "tributary_schema") {
-        tx.query_opt(
-            &format!("SELECT version FROM \"{schema}\".tributary_schema"),
-            &[],
-        )
-        .await
-        .map_err(err)?
-        .map_or(0, |row| row.get(0))
-    } else if let Some(table) = tables.first() {
-        return Err(PostgresError::Foreign {
-            target: target.to_owned(),
-            schema: schema.to_owned(),
-            table: table.clone(),
-        });
-    } else {
-        tx.batch_execute(&format!(
-            "CREATE TABLE \"{schema}\".tributary_schema (version bigint NOT NULL);
-             INSERT INTO \"{schema}\".tributary_schema VALUES (0);"
-        ))
-        .await
-        .map_err(err)?;
-        0
+    let has = |name: &str| tables.iter().any(|t| t == name);
+    let too_new = |found: i64| PostgresError::SchemaTooNew {
+        target: target.to_owned(),
+        schema: schema.to_owned(),
+        found,
+        supported: SCHEMA_VERSION,
     };
-    if version > SCHEMA_VERSION {
-        return Err(PostgresError::SchemaTooNew {
-            target: target.to_owned(),
-            schema: schema.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
+    if !has(HISTORY) {
+        if has(LEGACY) {
+            // A schema of the hand-kept version table: its migrations are
+            // the first `version` of ours, already applied.
+            let version: i64 = client
+                .query_opt(&format!("SELECT version FROM \"{schema}\".{LEGACY}"), &[])
+                .await
+                .map_err(err)?
+                .map_or(0, |row| row.get(0));
+            if version > SCHEMA_VERSION {
+                return Err(too_new(version));
+            }
+            let applied = u32::try_from(version).unwrap_or(0);
+            runner(schema)
+                .set_target(Target::FakeVersion(applied))
+                .run_async(client)
+                .await
+                .map_err(refinery_err)?;
+        } else if let Some(table) = TABLES.iter().find(|t| has(t)) {
+            return Err(PostgresError::Foreign {
+                target: target.to_owned(),
+                schema: schema.to_owned(),
+                table: (*table).to_owned(),
+            });
+        }
     }
-    if version == SCHEMA_VERSION {
-        return tx.commit().await.map_err(err);
+    if has(LEGACY) {
+        // Its versions now live in the history (also when a previous
+        // upgrade stopped between recording them and this drop).
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{schema}\".{LEGACY}"))
+            .await
+            .map_err(err)?;
     }
-    // The migrations name tables unqualified: the schema first on the path
-    // for this transaction only.
-    tx.batch_execute(&format!("SET LOCAL search_path TO \"{schema}\""))
-        .await
-        .map_err(err)?;
-    for migration in &MIGRATIONS[version as usize..] {
-        tx.batch_execute(migration).await.map_err(err)?;
+    let runner = runner(schema);
+    if has(HISTORY) {
+        let newest = runner
+            .get_last_applied_migration_async(client)
+            .await
+            .map_err(refinery_err)?;
+        let newest = newest.map_or(0, |m| i64::from(m.version()));
+        if newest > SCHEMA_VERSION {
+            return Err(too_new(newest));
+        }
     }
-    tx.execute(
-        &format!("UPDATE \"{schema}\".tributary_schema SET version = $1"),
-        &[&SCHEMA_VERSION],
-    )
-    .await
-    .map_err(err)?;
-    tx.commit().await.map_err(err)
+    runner.run_async(client).await.map_err(refinery_err)?;
+    Ok(())
+}
+
+/// The version of `schema` for readers, which never migrate: the newest
+/// recorded migration, or the hand-kept version of a schema no writer of
+/// this build has opened yet; `None` when it holds no tributary tables.
+pub(crate) async fn read_version(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = $1 AND table_name = ANY($2)",
+            &[&schema, &[HISTORY, LEGACY].as_slice()],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let sql = if tables.iter().any(|t| t == HISTORY) {
+        format!("SELECT MAX(version)::bigint FROM \"{schema}\".{HISTORY}")
+    } else if tables.iter().any(|t| t == LEGACY) {
+        format!("SELECT MAX(version) FROM \"{schema}\".{LEGACY}")
+    } else {
+        return Ok(None);
+    };
+    let version: Option<i64> = client.query_one(&sql, &[]).await?.get(0);
+    Ok(version.filter(|v| *v > 0))
 }

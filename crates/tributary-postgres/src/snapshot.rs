@@ -5,16 +5,15 @@ use tokio_postgres::NoTls;
 
 use crate::database::reader_config;
 use crate::error::PostgresError;
-use crate::schema::SCHEMA_VERSION;
+use crate::schema::{SCHEMA_VERSION, read_version};
 
 /// Every row the [`PostgresTracker`](crate::PostgresTracker) wrote in one
 /// schema, read in one repeatable-read transaction (a consistent picture
 /// while writers go on), each row a map from column name to value.
 ///
 /// The columns are those of the SQLite tracker's `apps` and `steps` tables
-/// (schema version 4), so a tool can load the rows into a SQLite file and
-/// read them with the SQLite reader: that is how the `tributary` command
-/// shows a PostgreSQL database with the same output.
+/// (schema version 4), so a tool can load the rows into a SQLite file for
+/// tools that read only SQLite files (the `tributary ui` web view does).
 ///
 /// Reading never creates, migrates or writes anything.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -54,30 +53,14 @@ impl TrackerSnapshot {
                 .start()
                 .await
                 .map_err(err)?;
-            let exists: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM information_schema.tables
-                     WHERE table_schema = $1 AND table_name = 'tributary_schema')",
-                    &[&schema],
-                )
-                .await
-                .map_err(err)?
-                .get(0);
             let no_schema = || PostgresError::NoSchema {
                 target: target.clone(),
                 schema: schema.to_owned(),
             };
-            if !exists {
-                return Err(no_schema());
-            }
-            let version: i64 = tx
-                .query_opt(
-                    &format!("SELECT version FROM \"{schema}\".tributary_schema"),
-                    &[],
-                )
+            let version = read_version(&tx, schema)
                 .await
                 .map_err(err)?
-                .map_or(0, |row| row.get(0));
+                .ok_or_else(no_schema)?;
             if version > SCHEMA_VERSION {
                 return Err(PostgresError::SchemaTooNew {
                     target: target.clone(),
@@ -85,9 +68,6 @@ impl TrackerSnapshot {
                     found: version,
                     supported: SCHEMA_VERSION,
                 });
-            }
-            if version == 0 {
-                return Err(no_schema());
             }
             let rows = |table: &'static str| {
                 let sql = format!("SELECT row_to_json(t)::text FROM \"{schema}\".{table} t");

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::Value;
 use tributary_durable::{
-    EntryKind, JournalEntry, JournalError, JournalStore, Outcome, StepKey, WorkflowRecord,
-    WorkflowStatus,
+    JournalEntry, JournalError, JournalRow, JournalStore, WorkflowRecord, WorkflowRow,
 };
 
 use crate::database::Database;
@@ -98,18 +97,18 @@ impl SqliteJournal {
     /// Cancel safe: it only reads.
     pub async fn entries(&self, app_id: &str) -> Result<Vec<JournalEntry>, JournalError> {
         let id = app_id.to_owned();
-        let rows: Vec<RawEntry> = self
+        let rows: Vec<JournalRow> = self
             .db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {ENTRY_COLUMNS} FROM journal
                      WHERE app_id = ?1 ORDER BY sequence_id, position"
                 ))?;
-                stmt.query_map([id], RawEntry::from_row)?.collect()
+                stmt.query_map([id], entry_row)?.collect()
             })
             .await
             .map_err(backend)?;
-        rows.into_iter().map(RawEntry::decode).collect()
+        rows.into_iter().map(JournalRow::decode).collect()
     }
 }
 
@@ -121,123 +120,34 @@ fn to_i64(n: u64) -> Result<i64, JournalError> {
     i64::try_from(n).map_err(JournalError::backend)
 }
 
-/// A journal row before its JSON is decoded.
-struct RawEntry {
-    app_id: String,
-    sequence_id: i64,
-    position: i64,
-    step: String,
-    occurrence: i64,
-    kind: String,
-    status: String,
-    value: Option<String>,
-    error: Option<String>,
-}
-
 const ENTRY_COLUMNS: &str =
     "app_id, sequence_id, position, step, occurrence, kind, status, value, error";
 
-impl RawEntry {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(RawEntry {
-            app_id: row.get(0)?,
-            sequence_id: row.get(1)?,
-            position: row.get(2)?,
-            step: row.get(3)?,
-            occurrence: row.get(4)?,
-            kind: row.get(5)?,
-            status: row.get(6)?,
-            value: row.get(7)?,
-            error: row.get(8)?,
-        })
-    }
-
-    fn decode(self) -> Result<JournalEntry, JournalError> {
-        let sequence_id = u64::try_from(self.sequence_id).unwrap_or_default();
-        let corrupt = |reason: String| JournalError::Corrupt {
-            app_id: self.app_id.clone(),
-            sequence_id,
-            reason,
-        };
-        let position = u32::try_from(self.position)
-            .map_err(|_| corrupt(format!("position {} out of range", self.position)))?;
-        let occurrence = u32::try_from(self.occurrence)
-            .map_err(|_| corrupt(format!("occurrence {} out of range", self.occurrence)))?;
-        let kind = EntryKind::parse(&self.kind)
-            .ok_or_else(|| corrupt(format!("unknown entry kind `{}`", self.kind)))?;
-        let outcome = match self.status.as_str() {
-            "completed" => {
-                let value: Value = match self.value.as_deref() {
-                    None => Value::Null,
-                    Some(text) => serde_json::from_str(text).map_err(|e| {
-                        corrupt(format!("value at position {position} is not JSON: {e}"))
-                    })?,
-                };
-                Outcome::Completed(value)
-            }
-            "failed" => Outcome::Failed(self.error.clone().unwrap_or_default()),
-            other => return Err(corrupt(format!("unknown status `{other}`"))),
-        };
-        Ok(JournalEntry {
-            app_id: self.app_id.clone(),
-            sequence_id,
-            position,
-            step: StepKey::new(self.step.clone(), occurrence),
-            kind,
-            outcome,
-        })
-    }
-}
-
-/// A workflow row before its JSON is decoded.
-struct RawWorkflow {
-    workflow_id: String,
-    name: String,
-    input: String,
-    status: String,
-    output: Option<String>,
-    error: Option<String>,
+fn entry_row(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
+    Ok(JournalRow {
+        app_id: row.get(0)?,
+        sequence_id: row.get(1)?,
+        position: row.get(2)?,
+        step: row.get(3)?,
+        occurrence: row.get(4)?,
+        kind: row.get(5)?,
+        status: row.get(6)?,
+        value: row.get(7)?,
+        error: row.get(8)?,
+    })
 }
 
 const WORKFLOW_COLUMNS: &str = "workflow_id, name, input, status, output, error";
 
-impl RawWorkflow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(RawWorkflow {
-            workflow_id: row.get(0)?,
-            name: row.get(1)?,
-            input: row.get(2)?,
-            status: row.get(3)?,
-            output: row.get(4)?,
-            error: row.get(5)?,
-        })
-    }
-
-    fn decode(self) -> Result<WorkflowRecord, JournalError> {
-        let corrupt = |reason: String| JournalError::Corrupt {
-            app_id: self.workflow_id.clone(),
-            sequence_id: 0,
-            reason,
-        };
-        let status = WorkflowStatus::parse(&self.status)
-            .ok_or_else(|| corrupt(format!("unknown workflow status `{}`", self.status)))?;
-        let input = serde_json::from_str(&self.input)
-            .map_err(|e| corrupt(format!("workflow input is not JSON: {e}")))?;
-        let output = self
-            .output
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| corrupt(format!("workflow output is not JSON: {e}")))?;
-        Ok(WorkflowRecord {
-            workflow_id: self.workflow_id,
-            name: self.name,
-            input,
-            status,
-            output,
-            error: self.error,
-        })
-    }
+fn workflow_row(row: &Row<'_>) -> rusqlite::Result<WorkflowRow> {
+    Ok(WorkflowRow {
+        workflow_id: row.get(0)?,
+        name: row.get(1)?,
+        input: row.get(2)?,
+        status: row.get(3)?,
+        output: row.get(4)?,
+        error: row.get(5)?,
+    })
 }
 
 #[async_trait]
@@ -248,33 +158,28 @@ impl JournalStore for SqliteJournal {
         sequence_id: u64,
     ) -> Result<Vec<JournalEntry>, JournalError> {
         let (id, seq) = (app_id.to_owned(), to_i64(sequence_id)?);
-        let rows: Vec<RawEntry> = self
+        let rows: Vec<JournalRow> = self
             .db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {ENTRY_COLUMNS} FROM journal
                      WHERE app_id = ?1 AND sequence_id = ?2 ORDER BY position"
                 ))?;
-                stmt.query_map(params![id, seq], RawEntry::from_row)?
-                    .collect()
+                stmt.query_map(params![id, seq], entry_row)?.collect()
             })
             .await
             .map_err(backend)?;
-        rows.into_iter().map(RawEntry::decode).collect()
+        rows.into_iter().map(JournalRow::decode).collect()
     }
 
     async fn append(&self, entry: JournalEntry) -> Result<JournalEntry, JournalError> {
-        let seq = to_i64(entry.sequence_id)?;
-        let (status, value, error) = match &entry.outcome {
-            Outcome::Completed(v) => ("completed", Some(v.to_string()), None),
-            Outcome::Failed(e) => ("failed", None, Some(e.clone())),
-        };
+        to_i64(entry.sequence_id)?;
         let written_at = now_micros();
         // Filled inside the transaction: `None` when this entry was
         // inserted, the row already there otherwise.
-        let existing: Arc<Mutex<Option<RawEntry>>> = Arc::default();
+        let existing: Arc<Mutex<Option<JournalRow>>> = Arc::default();
         let slot = Arc::clone(&existing);
-        let row = entry.clone();
+        let row = JournalRow::from(&entry);
         self.db
             .write(move |tx| {
                 let inserted = tx
@@ -287,14 +192,14 @@ impl JournalStore for SqliteJournal {
                     )?
                     .execute(params![
                         row.app_id,
-                        seq,
+                        row.sequence_id,
                         row.position,
-                        row.step.name,
-                        row.step.occurrence,
-                        row.kind.as_str(),
-                        status,
-                        value,
-                        error,
+                        row.step,
+                        row.occurrence,
+                        row.kind,
+                        row.status,
+                        row.value,
+                        row.error,
                         written_at
                     ])?;
                 if inserted == 0 {
@@ -303,7 +208,10 @@ impl JournalStore for SqliteJournal {
                             "SELECT {ENTRY_COLUMNS} FROM journal
                              WHERE app_id = ?1 AND sequence_id = ?2 AND position = ?3"
                         ))?
-                        .query_row(params![row.app_id, seq, row.position], RawEntry::from_row)
+                        .query_row(
+                            params![row.app_id, row.sequence_id, row.position],
+                            entry_row,
+                        )
                         .optional()?;
                     *slot.lock().unwrap_or_else(PoisonError::into_inner) = found;
                 }
@@ -327,7 +235,7 @@ impl JournalStore for SqliteJournal {
     ) -> Result<(WorkflowRecord, bool), JournalError> {
         let input = record.input.to_string();
         let now = now_micros();
-        let existing: Arc<Mutex<Option<RawWorkflow>>> = Arc::default();
+        let existing: Arc<Mutex<Option<WorkflowRow>>> = Arc::default();
         let slot = Arc::clone(&existing);
         let (id, name, status) = (
             record.workflow_id.clone(),
@@ -349,7 +257,7 @@ impl JournalStore for SqliteJournal {
                         .prepare_cached(&format!(
                             "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?1"
                         ))?
-                        .query_row([&id], RawWorkflow::from_row)
+                        .query_row([&id], workflow_row)
                         .optional()?;
                     *slot.lock().unwrap_or_else(PoisonError::into_inner) = found;
                 }
@@ -406,27 +314,27 @@ impl JournalStore for SqliteJournal {
                 conn.prepare_cached(&format!(
                     "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?1"
                 ))?
-                .query_row([id], RawWorkflow::from_row)
+                .query_row([id], workflow_row)
                 .optional()
             })
             .await
             .map_err(backend)?;
-        row.map(RawWorkflow::decode).transpose()
+        row.map(WorkflowRow::decode).transpose()
     }
 
     async fn unfinished_workflows(&self) -> Result<Vec<WorkflowRecord>, JournalError> {
-        let rows: Vec<RawWorkflow> = self
+        let rows: Vec<WorkflowRow> = self
             .db
             .read(|conn| {
                 let mut stmt = conn.prepare_cached(&format!(
                     "SELECT {WORKFLOW_COLUMNS} FROM workflows
                      WHERE status = 'running' ORDER BY workflow_id"
                 ))?;
-                stmt.query_map([], RawWorkflow::from_row)?.collect()
+                stmt.query_map([], workflow_row)?.collect()
             })
             .await
             .map_err(backend)?;
-        rows.into_iter().map(RawWorkflow::decode).collect()
+        rows.into_iter().map(WorkflowRow::decode).collect()
     }
 
     async fn send_event(

@@ -76,6 +76,7 @@ mod persister;
 mod process;
 mod runs;
 mod schema;
+mod source;
 mod tracker;
 
 #[doc(inline)]
@@ -88,7 +89,11 @@ pub use journal::SqliteJournal;
 #[doc(inline)]
 pub use persister::SqlitePersister;
 #[doc(inline)]
-pub use runs::{RunReader, RunStatus, RunSummary, TrackedStep, TrackedStepStatus};
+pub use runs::{Gap, RunReader, RunStatus, RunSummary, TrackedStep, TrackedStepStatus};
+#[doc(inline)]
+pub use source::{
+    AppFilter, AppRecord, JournaledStep, RunSource, StepMark, StepRecord, TrackerRows,
+};
 #[doc(inline)]
 pub use tracker::SqliteTracker;
 

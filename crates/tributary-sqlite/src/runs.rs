@@ -12,7 +12,8 @@ use serde_json::Value;
 use tributary_core::ParentPointer;
 
 use crate::error::SqliteError;
-use crate::{process, schema};
+use crate::schema;
+use crate::source::{AppFilter, JournaledStep, RunSource, StepMark, TrackerRows};
 
 /// The last known status of a tracked application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -204,7 +205,9 @@ impl RunSummary {
             .unwrap_or(&self.app_id)
     }
 
-    fn unreadable(app_id: String, problem: String) -> Self {
+    /// A row of `app_id` that could not be decoded, listed with the
+    /// reason ([`RunStatus::Unreadable`]).
+    pub fn unreadable(app_id: String, problem: String) -> Self {
         RunSummary {
             app_id,
             partition_key: None,
@@ -278,6 +281,29 @@ pub struct TrackedStep {
 }
 
 impl TrackedStep {
+    /// A step row that could not be decoded, listed with the reason
+    /// ([`TrackedStepStatus::Unreadable`]).
+    pub fn unreadable(sequence_id: u64, action: String, problem: String) -> Self {
+        TrackedStep {
+            sequence_id,
+            attempt: 0,
+            action,
+            status: TrackedStepStatus::Unreadable,
+            started_at: 0,
+            ended_at: None,
+            result: None,
+            state: None,
+            error: None,
+            items: 0,
+            process: None,
+            resumed: false,
+            unrecorded: None,
+            inputs: None,
+            tokens: None,
+            unreadable: Some(problem),
+        }
+    }
+
     /// How long it ran, in microseconds (`None` while running, or if the
     /// times are inconsistent).
     pub fn duration_micros(&self) -> Option<i64> {
@@ -304,6 +330,8 @@ pub struct RunReader {
     run_columns: String,
     /// Whether `steps` has the columns of schema version 2.
     steps_v2: bool,
+    /// Whether the file has the journal of schema version 3.
+    journal: bool,
     /// Whether `steps` has the columns of schema version 4.
     steps_v4: bool,
 }
@@ -353,6 +381,7 @@ impl RunReader {
             path,
             run_columns,
             steps_v2: v2,
+            journal: version >= 3,
             steps_v4: version >= 4,
         })
     }
@@ -372,11 +401,7 @@ impl RunReader {
     ///
     /// [`SqliteError`] when SQLite fails.
     pub fn runs(&self) -> Result<Vec<RunSummary>, SqliteError> {
-        let sql = format!(
-            "SELECT {} FROM apps a ORDER BY a.created_at, a.app_id",
-            self.run_columns
-        );
-        self.query_runs(&sql, params![])
+        RunSource::runs(self)
     }
 
     /// The applications no other application spawned (the roots of their
@@ -386,11 +411,7 @@ impl RunReader {
     ///
     /// [`SqliteError`] when SQLite fails.
     pub fn roots(&self) -> Result<Vec<RunSummary>, SqliteError> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM apps a WHERE a.spawn_app_id IS NULL
-             ORDER BY a.created_at, a.app_id"
-        );
-        self.query_runs(&sql, params![])
+        RunSource::roots(self)
     }
 
     /// The application `app_id`, if it was tracked.
@@ -399,11 +420,7 @@ impl RunReader {
     ///
     /// [`SqliteError`] when SQLite fails.
     pub fn run(&self, app_id: &str) -> Result<Option<RunSummary>, SqliteError> {
-        let sql = format!(
-            "SELECT {} FROM apps a WHERE a.app_id = ?1",
-            self.run_columns
-        );
-        Ok(self.query_runs(&sql, params![app_id])?.pop())
+        RunSource::run(self, app_id)
     }
 
     /// The applications spawned by `app_id`, by spawning step, then in task
@@ -413,16 +430,7 @@ impl RunReader {
     ///
     /// [`SqliteError`] when SQLite fails.
     pub fn children(&self, app_id: &str) -> Result<Vec<RunSummary>, SqliteError> {
-        let order = if self.steps_v2 {
-            TASK_ORDER
-        } else {
-            TASK_ORDER_V1
-        };
-        let sql = format!(
-            "SELECT {} FROM apps a WHERE a.spawn_app_id = ?1 ORDER BY {order}",
-            self.run_columns
-        );
-        self.query_runs(&sql, params![app_id])
+        RunSource::children(self, app_id)
     }
 
     /// The steps of `app_id`, every attempt of each, ordered by sequence id
@@ -435,43 +443,17 @@ impl RunReader {
     ///
     /// [`SqliteError`] when SQLite fails.
     pub fn steps(&self, app_id: &str) -> Result<Vec<TrackedStep>, SqliteError> {
-        let sql = format!(
-            "SELECT sequence_id, attempt, action, status, started_at, ended_at, result, state,
-                 error, items, {}, {}
-             FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
-            self.steps_extra(),
-            if self.steps_v4 {
-                "inputs, tokens"
-            } else {
-                "NULL, NULL"
-            }
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
-        let rows = stmt
-            .query_map([app_id], |row| {
-                Ok(step_from_row(row).unwrap_or_else(|e| unreadable_step(row, e)))
-            })
-            .map_err(self.err())?;
-        let mut steps: Vec<TrackedStep> = rows.collect::<Result<_, _>>().map_err(self.err())?;
-        for step in &mut steps {
-            if step.status == TrackedStepStatus::Running && is_dead(step.process.as_deref()) {
-                step.status = TrackedStepStatus::Interrupted;
-            }
-        }
-        mark_resumes(&mut steps);
-        Ok(steps)
+        RunSource::steps(self, app_id)
     }
 
-    /// The last time `process` recorded anything: the end (or, while it
-    /// ran, the start) of the last step it started.
-    fn last_heard(&self, process: &str) -> rusqlite::Result<Option<i64>> {
-        self.conn
-            .prepare_cached(
-                "SELECT COALESCE(ended_at, started_at) FROM steps
-                 WHERE process = ?1 ORDER BY started_at DESC LIMIT 1",
-            )?
-            .query_row([process], |row| row.get(0))
-            .optional()
+    /// The durable-step journal of `app_id`, by sequence id and position
+    /// (empty for a file written before the journal existed).
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteError`] when SQLite fails.
+    pub fn journal(&self, app_id: &str) -> Result<Vec<JournaledStep>, SqliteError> {
+        RunSource::journal(self, app_id)
     }
 
     /// `process, unrecorded` of `steps`, empty in schema version 1.
@@ -491,137 +473,137 @@ impl RunReader {
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         let rows = stmt
             .query_map(params, |row| {
-                Ok(run_from_row(row).map_err(|e| {
+                Ok(run_from_row(row).unwrap_or_else(|e| {
                     let id = match row.get_ref(0) {
                         Ok(v) => value_text(v),
                         Err(_) => "?".to_owned(),
                     };
-                    (id, e.to_string())
+                    RunSummary::unreadable(id, e.to_string())
                 }))
             })
             .map_err(self.err())?;
-        let mut runs = Vec::new();
-        for row in rows {
-            let run = match row.map_err(self.err())? {
-                Ok(mut run) => match self.timeline(&mut run) {
-                    Ok(()) => run,
-                    Err(e) => RunSummary::unreadable(run.app_id, e.to_string()),
-                },
-                Err((id, problem)) => RunSummary::unreadable(id, problem),
-            };
-            runs.push(run);
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+}
+
+impl TrackerRows for RunReader {
+    type Error = SqliteError;
+
+    fn journal_rows(&self, app_id: &str) -> Result<Vec<JournaledStep>, SqliteError> {
+        if !self.journal {
+            return Ok(Vec::new());
         }
-        Ok(runs)
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT sequence_id, position, step, occurrence, kind, status, value, error,
+                     written_at
+                 FROM journal WHERE app_id = ?1 ORDER BY sequence_id, position",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([app_id], |row| {
+                Ok(JournaledStep {
+                    sequence_id: row.get(0)?,
+                    position: row.get(1)?,
+                    step: row.get(2)?,
+                    occurrence: row.get(3)?,
+                    kind: row.get(4)?,
+                    status: row.get(5)?,
+                    value: row.get(6)?,
+                    error: row.get(7)?,
+                    written_at: row.get(8)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
-    /// Retries, resumes, active time and gaps from the steps; interrupted
-    /// when running and its process is gone.
-    fn timeline(&self, run: &mut RunSummary) -> rusqlite::Result<()> {
+    fn apps(&self, filter: AppFilter<'_>) -> Result<Vec<RunSummary>, SqliteError> {
+        let columns = &self.run_columns;
+        match filter {
+            AppFilter::All => self.query_runs(
+                &format!("SELECT {columns} FROM apps a ORDER BY a.created_at, a.app_id"),
+                params![],
+            ),
+            AppFilter::Roots => self.query_runs(
+                &format!(
+                    "SELECT {columns} FROM apps a WHERE a.spawn_app_id IS NULL
+                     ORDER BY a.created_at, a.app_id"
+                ),
+                params![],
+            ),
+            AppFilter::One(app_id) => self.query_runs(
+                &format!("SELECT {columns} FROM apps a WHERE a.app_id = ?1"),
+                params![app_id],
+            ),
+            AppFilter::ChildrenOf(app_id) => {
+                let order = if self.steps_v2 {
+                    TASK_ORDER
+                } else {
+                    TASK_ORDER_V1
+                };
+                self.query_runs(
+                    &format!(
+                        "SELECT {columns} FROM apps a WHERE a.spawn_app_id = ?1 ORDER BY {order}"
+                    ),
+                    params![app_id],
+                )
+            }
+        }
+    }
+
+    fn step_rows(&self, app_id: &str) -> Result<Vec<TrackedStep>, SqliteError> {
+        let sql = format!(
+            "SELECT sequence_id, attempt, action, status, started_at, ended_at, result, state,
+                 error, items, {}, {}
+             FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
+            self.steps_extra(),
+            if self.steps_v4 {
+                "inputs, tokens"
+            } else {
+                "NULL, NULL"
+            }
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let rows = stmt
+            .query_map([app_id], |row| {
+                Ok(step_from_row(row).unwrap_or_else(|e| unreadable_step(row, e)))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn marks(&self, app_id: &str) -> Result<Vec<StepMark>, SqliteError> {
         let sql = format!(
             "SELECT sequence_id, attempt, status, started_at, ended_at, {}
              FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
             self.steps_extra()
         );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let marks: Vec<Mark> = stmt
-            .query_map([&run.app_id], |row| {
-                Ok(Mark {
-                    sequence_id: row.get(0)?,
-                    status: row.get(2)?,
-                    started_at: row.get(3)?,
-                    ended_at: row.get(4)?,
-                    process: row.get(5)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut last_end: Option<i64> = None;
-        let mut previous: Option<&Mark> = None;
-        for mark in &marks {
-            if let Some(prev) = previous {
-                match resumption(prev, mark) {
-                    Some(false) => run.retries += 1,
-                    Some(true) => {
-                        run.resumes += 1;
-                        // The gap begins when the process before it was
-                        // last heard of (in any app: a parent waiting on
-                        // its children records nothing of its own).
-                        let heard = match &prev.process {
-                            Some(p) if prev.process != mark.process => self.last_heard(p)?,
-                            _ => None,
-                        };
-                        let from = last_end
-                            .unwrap_or(prev.started_at)
-                            .max(heard.unwrap_or(i64::MIN))
-                            .min(mark.started_at);
-                        if mark.started_at > from {
-                            run.gaps.push(Gap {
-                                from,
-                                to: mark.started_at,
-                            });
-                        }
-                    }
-                    None => {}
-                }
-            }
-            let end = mark.ended_at.unwrap_or(mark.started_at);
-            last_end = Some(last_end.map_or(end, |l| l.max(end)));
-            previous = Some(mark);
-        }
-        if let (Some(first), Some(last)) = (marks.first(), last_end) {
-            let span = i128::from(last) - i128::from(first.started_at);
-            let dead: i128 = run
-                .gaps
-                .iter()
-                .map(|g| i128::from(g.to) - i128::from(g.from))
-                .sum();
-            run.active_micros = i64::try_from(span - dead).ok().filter(|d| *d >= 0);
-        }
-        if run.status == RunStatus::Running && is_dead(run.process.as_deref()) {
-            run.status = RunStatus::Interrupted;
-        }
-        Ok(())
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let marks = stmt
+            .query_map([app_id], |row| {
+                Ok(StepMark::new(
+                    row.get(0)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })
+            .map_err(self.err())?;
+        marks.collect::<Result<_, _>>().map_err(self.err())
     }
-}
 
-/// What the timeline needs of a step attempt.
-struct Mark {
-    sequence_id: i64,
-    status: String,
-    started_at: i64,
-    ended_at: Option<i64>,
-    process: Option<String>,
-}
-
-/// Whether `next` resumed after `prev` (`Some(true)`), retried a failure
-/// (`Some(false)`) or simply followed it (`None`).
-fn resumption(prev: &Mark, next: &Mark) -> Option<bool> {
-    if prev.sequence_id == next.sequence_id {
-        // Another attempt at the same step: a retry follows a failure; any
-        // other end (abandoned, or still `running` because its process
-        // died) means the step was picked up again.
-        return Some(prev.status != "failed");
+    fn last_heard(&self, process: &str) -> Result<Option<i64>, SqliteError> {
+        self.conn
+            .prepare_cached(
+                "SELECT COALESCE(ended_at, started_at) FROM steps
+                 WHERE process = ?1 ORDER BY started_at DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([process], |row| row.get(0)).optional())
+            .map_err(self.err())
     }
-    match (&prev.process, &next.process) {
-        (Some(a), Some(b)) if a != b => Some(true),
-        _ => None,
-    }
-}
-
-fn mark_resumes(steps: &mut [TrackedStep]) {
-    for i in 1..steps.len() {
-        let (prev, next) = (&steps[i - 1], &steps[i]);
-        let resumed = if prev.sequence_id == next.sequence_id {
-            prev.status != TrackedStepStatus::Failed
-        } else {
-            matches!((&prev.process, &next.process), (Some(a), Some(b)) if a != b)
-        };
-        steps[i].resumed = resumed;
-    }
-}
-
-/// Whether the process that wrote a record is known to be gone.
-fn is_dead(process: Option<&str>) -> bool {
-    process.and_then(process::alive) == Some(false)
 }
 
 fn value_text(v: ValueRef<'_>) -> String {

@@ -11,6 +11,7 @@
 //! `durable` of `tributary-sqlite`) is the durable default.
 
 mod memory;
+mod row;
 
 use std::fmt;
 
@@ -21,6 +22,7 @@ use serde_json::Value;
 use crate::error::JournalError;
 
 pub use memory::MemoryJournal;
+pub use row::{JournalRow, WorkflowRow};
 
 /// A step's identity within one action attempt: its explicit name and how
 /// many steps of that name ran before it in the same attempt.
