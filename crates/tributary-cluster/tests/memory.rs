@@ -214,11 +214,18 @@ async fn zip_rounds_and_add_task_work_as_locally() {
             .state(State::new().set("i", 0))
             .halt_after(["step"])
     };
+    // The source stays open until `c` is added, so the run cannot end first.
+    let (more, rx) = tokio::sync::mpsc::unbounded_channel::<TaskSpec>();
+    more.send(task("a")).unwrap();
+    more.send(task("b")).unwrap();
+    let source =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) });
     let (handle, mut stream) = caller.run(
-        vec![task("a"), task("b")],
+        tributary_runtime::TaskSource::stream(source),
         RunConfig::new().merge_mode(tributary_runtime::MergeMode::Zip),
     );
     handle.add_task(task("c")).unwrap();
+    drop(more);
     let mut finals = Vec::new();
     while let Some(item) = stream.next().await {
         if item.kind == ItemKind::Final {
