@@ -465,7 +465,7 @@ async fn a_steps_inputs_and_tokens_read_the_same_from_both_backends() {
     use tributary::{Graph, Inputs, State, action};
 
     let schema = TestSchema::new("cli_tokens");
-    // A schema as version 1 left it: no inputs or tokens columns. The
+    // A schema as version 2 left it: no inputs or tokens columns. The
     // tracker's connection migrates it.
     let db = schema.connect().await;
     schema
@@ -474,7 +474,7 @@ async fn a_steps_inputs_and_tokens_read_the_same_from_both_backends() {
         .batch_execute(&format!(
             "ALTER TABLE \"{0}\".steps DROP COLUMN inputs;
              ALTER TABLE \"{0}\".steps DROP COLUMN tokens;
-             UPDATE \"{0}\".tributary_schema SET version = 1;",
+             DELETE FROM \"{0}\".tributary_migrations WHERE version = 3;",
             schema.name
         ))
         .await

@@ -159,7 +159,8 @@ async fn a_schema_with_the_old_version_table_upgrades_and_keeps_its_rows() {
         history(&client, &schema.name).await,
         [
             (1, "checkpoints_and_tracker".to_owned()),
-            (2, "durable_journal".to_owned())
+            (2, "durable_journal".to_owned()),
+            (3, "step_inputs_and_tokens".to_owned())
         ]
     );
     assert_eq!(
@@ -189,7 +190,7 @@ async fn a_schema_with_the_old_version_table_upgrades_and_keeps_its_rows() {
         1
     );
     db.close().await.unwrap();
-    assert_eq!(history(&client, &schema.name).await.len(), 2);
+    assert_eq!(history(&client, &schema.name).await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +210,7 @@ async fn handles_opening_an_old_schema_at_once_upgrade_it_once() {
         .into_iter()
         .map(|(v, _)| v)
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
 }
 
 #[tokio::test]
