@@ -24,7 +24,14 @@ use crate::mailbox::lane::{Lane, Report, Stopped};
 use crate::path::TaskPath;
 use crate::reason::CancelReason;
 
-/// Runs named tasks on behalf of a run (see the [module](self) docs).
+/// Runs named tasks on behalf of a run.
+///
+/// A task made with [`TaskSpec::named`](crate::TaskSpec::named) names its
+/// graph instead of carrying it; a run whose config has an executor hands
+/// such tasks to it, and everything else (the window of tasks in flight,
+/// the merger, the policies, pause, cancel, timeouts, progress) stays in
+/// the caller's process as for local tasks. The cluster executor
+/// (`tributary-cluster`) is one.
 ///
 /// The future `execute` returns must end with the task's [`RemoteEnd`]. It
 /// may be dropped before it ends (the task timed out, or the run went away):
