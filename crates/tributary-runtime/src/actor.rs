@@ -9,8 +9,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tributary_core::{
-    AppInfo, Application, HaltReason, HookMethod, State, StepRecord, StepStatus, StreamSink,
-    TaskEnd, call_hooks,
+    AppInfo, Application, HaltReason, Halted, HookMethod, State, StepRecord, StepStatus,
+    StreamSink, TaskEnd, call_hooks,
 };
 
 use crate::budget::TaskSlot;
@@ -344,7 +344,7 @@ impl Actor {
         let spec = &self.spec;
         let nodes =
             self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
-        let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
+        let next_name = |app: &Application| app.next_action_name().cloned();
         // The waits before the retries of the step failing now (boxed: only
         // a failing task pays for it).
         let mut backoffs: Option<Box<backon::ExponentialBackoff>> = None;
@@ -366,7 +366,7 @@ impl Actor {
                 let advance = tokio::select! {
                     biased;
                     _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
-                    a = AssertUnwindSafe(app.advance(&spec.halt)).catch_unwind() => a,
+                    a = AssertUnwindSafe(app.advance_split(&spec.halt)).catch_unwind() => a,
                 };
                 match advance {
                     Err(payload) => {
@@ -378,7 +378,7 @@ impl Actor {
                         error.action = action.as_deref().map(str::to_owned);
                         return Terminal::Failed { action, error };
                     }
-                    Ok(Ok(advance)) => Ok(advance.split()),
+                    Ok(Ok(split)) => Ok(split),
                     Ok(Err(_)) if lane.token.is_cancelled() => {
                         // Cancelled while the step ran: its action saw the
                         // cancellation (an emit that could not be delivered)
@@ -430,25 +430,28 @@ impl Actor {
             };
             failures = 0;
             backoffs = None;
+            let final_item = |o: Halted| Terminal::Final {
+                action: o.action,
+                result: o.result,
+                state: o.state,
+            };
+            let Some(node) = node.filter(|_| nodes) else {
+                match outcome {
+                    Some(end) => return final_item(end),
+                    None => continue,
+                }
+            };
             // The end, boxed: it lives across the node item's send only when
             // the task halts before an action (rare), and would otherwise
             // take room in every task's future.
-            let end = outcome.map(|o| {
-                Box::new(Terminal::Final {
-                    action: o.action.map(Arc::from),
-                    result: o.result,
-                    state: o.state,
-                })
-            });
-            if let Some(node) = node.filter(|_| nodes) {
-                if self.node_item(node).await.is_err() {
-                    return Terminal::Cancelled {
-                        action: next_name(app),
-                    };
-                }
+            let end = outcome.map(Box::new);
+            if self.node_item(node).await.is_err() {
+                return Terminal::Cancelled {
+                    action: next_name(app),
+                };
             }
             if let Some(end) = end {
-                return *end;
+                return final_item(*end);
             }
         }
     }

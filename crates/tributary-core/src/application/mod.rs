@@ -67,7 +67,7 @@ use crate::graph::Graph;
 use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
 use crate::identity::AppInfo;
 use crate::inputs::Inputs;
-use crate::outcome::{Advance, HaltReason, RunOutcome, StepRecord};
+use crate::outcome::{Advance, HaltReason, Halted, RunOutcome, StepRecord};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::{RESERVED_PREFIX, State};
 
@@ -645,6 +645,91 @@ impl Application {
             step: Some(record),
             outcome,
         })
+    }
+
+    /// One step and the halting decision, as [`advance`](Self::advance),
+    /// already [`split`](Advance::split) into the intermediate node and
+    /// the run's end, and without copying anything: the halt step's action,
+    /// result and state move into the end instead of being cloned (a
+    /// runtime that reports each task's end calls this once per task).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, default, Application, Graph, HaltReason, RunOptions};
+    ///
+    /// let graph = Graph::builder()
+    ///     .action(action("a").run(|s, _, _| async move { Ok((json!({ "a": 1 }), s)) }))
+    ///     .action(action("b").run(|s, _, _| async move { Ok((json!({ "b": 2 }), s)) }))
+    ///     .transition("a", "b", default())
+    ///     .entrypoint("a")
+    ///     .build()?;
+    /// let mut app = Application::builder(graph).build().await?;
+    /// let opts = RunOptions::new();
+    /// let (node, end) = app.advance_split(&opts).await?;
+    /// assert_eq!(node.map(|n| n.action.to_string()).as_deref(), Some("a"));
+    /// assert!(end.is_none());
+    /// let (node, end) = app.advance_split(&opts).await?;
+    /// assert!(node.is_none()); // `b` is the halt step: its result is the end's
+    /// let end = end.expect("the graph ends after b");
+    /// assert_eq!(end.action.as_deref(), Some("b"));
+    /// assert_eq!(end.result, Some(json!({ "b": 2 })));
+    /// assert_eq!(end.reason, HaltReason::GraphEnd);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`advance`](Self::advance).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`advance`](Self::advance).
+    pub async fn advance_split(
+        &mut self,
+        opts: &RunOptions,
+    ) -> Result<(Option<StepRecord>, Option<Halted>), ApplicationError> {
+        let Some(record) = self.step_with(&opts.inputs, None).await? else {
+            return Ok((
+                None,
+                Some(Halted {
+                    action: None,
+                    result: None,
+                    state: self.state.clone(),
+                    reason: HaltReason::GraphEnd,
+                }),
+            ));
+        };
+        match opts.halt_after_step(&record.action, self.next_action()) {
+            None => Ok((Some(record), None)),
+            Some(HaltReason::HaltBefore) => {
+                let end = Halted {
+                    action: self.next_action_name().cloned(),
+                    result: None,
+                    state: self.state.clone(),
+                    reason: HaltReason::HaltBefore,
+                };
+                Ok((Some(record), Some(end)))
+            }
+            Some(reason) => Ok((
+                None,
+                Some(Halted {
+                    action: Some(record.action),
+                    result: Some(record.result),
+                    state: record.state,
+                    reason,
+                }),
+            )),
+        }
+    }
+
+    /// The name of the action the next step will run, shared (no copy).
+    pub fn next_action_name(&self) -> Option<&Arc<str>> {
+        self.next_action.map(|i| self.graph.name_at(i))
     }
 
     /// The outcome of a run that found nothing left to run.
