@@ -454,34 +454,50 @@ impl State {
     /// The keys whose values differ between `self` and `other` (added,
     /// removed or changed), in sorted order.
     pub fn changed_keys<'a>(&'a self, other: &'a State) -> Vec<&'a str> {
-        if self.ptr_eq(other) {
-            return Vec::new();
-        }
         let mut changed = Vec::new();
+        let _ = self.try_for_each_changed(other, |key| {
+            changed.push(key);
+            Ok::<(), ()>(())
+        });
+        changed
+    }
+
+    /// Call `f` with each key whose value differs between `self` and
+    /// `other`, in sorted order, stopping at the first error: the same keys
+    /// as [`changed_keys`](Self::changed_keys), without collecting them
+    /// (every step's validation walks them).
+    pub(crate) fn try_for_each_changed<'a, E>(
+        &'a self,
+        other: &'a State,
+        mut f: impl FnMut(&'a str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.ptr_eq(other) {
+            return Ok(());
+        }
         let (mut a, mut b) = (self.map.iter().peekable(), other.map.iter().peekable());
         loop {
             match (a.peek(), b.peek()) {
-                (None, None) => break,
+                (None, None) => return Ok(()),
                 (Some((k, _)), None) => {
-                    changed.push(k.as_str());
+                    f(k.as_str())?;
                     a.next();
                 }
                 (None, Some((k, _))) => {
-                    changed.push(k.as_str());
+                    f(k.as_str())?;
                     b.next();
                 }
                 (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
                     std::cmp::Ordering::Less => {
-                        changed.push(ka.as_str());
+                        f(ka.as_str())?;
                         a.next();
                     }
                     std::cmp::Ordering::Greater => {
-                        changed.push(kb.as_str());
+                        f(kb.as_str())?;
                         b.next();
                     }
                     std::cmp::Ordering::Equal => {
                         if !Arc::ptr_eq(va, vb) && va != vb {
-                            changed.push(ka.as_str());
+                            f(ka.as_str())?;
                         }
                         a.next();
                         b.next();
@@ -489,7 +505,6 @@ impl State {
                 },
             }
         }
-        changed
     }
 
     /// Identity of the value behind `key` (for sharing checks in tests and

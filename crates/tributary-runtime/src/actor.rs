@@ -9,8 +9,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tributary_core::{
-    AppInfo, Application, HaltReason, Halted, HookMethod, State, StepRecord, StepStatus,
-    StreamSink, TaskEnd, call_hooks,
+    AppInfo, Application, ApplicationBuilder, HaltReason, Halted, HookMethod, State, StepRecord,
+    StepStatus, StreamSink, TaskEnd, call_hooks,
 };
 
 use crate::budget::TaskSlot;
@@ -269,9 +269,7 @@ impl Actor {
         if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
             return Terminal::Cancelled { action: None };
         }
-        // Boxed: the builder's future is large and done with before the
-        // first step, so it would only bloat every suspended task.
-        let mut app = match Box::pin(self.build()).await {
+        let mut app = match self.build().await {
             Ok(app) => app,
             Err(error) => {
                 return Terminal::Failed {
@@ -470,7 +468,21 @@ impl Actor {
         self.lane.send(report, None).await
     }
 
+    /// The task's application. Without a persister there is nothing to
+    /// load: it is built at once, with no future of its own.
     async fn build(&self) -> Result<Application, TaskError> {
+        let spec = &self.spec;
+        let error = |e| TaskError::build(&spec.key, &e, spec.entrypoint.as_deref());
+        let builder = self.builder();
+        if self.config.persister.is_none() {
+            return builder.build_fresh().map_err(error);
+        }
+        // Boxed: the builder's future is large and done with before the
+        // first step, so it would only bloat every suspended task.
+        Box::pin(builder.build()).await.map_err(error)
+    }
+
+    fn builder(&self) -> ApplicationBuilder {
         let spec = &self.spec;
         let lane = &self.lane;
         let config = &self.config;
@@ -503,9 +515,6 @@ impl Actor {
             builder = builder.persister(Arc::clone(persister)).resume();
         }
         builder
-            .build()
-            .await
-            .map_err(|e| TaskError::build(&spec.key, &e, spec.entrypoint.as_deref()))
     }
 }
 

@@ -1058,7 +1058,7 @@ fn validate(
     if !result.is_object() {
         return Err(ActionError::result_not_object(action, result));
     }
-    for key in before.changed_keys(after) {
+    before.try_for_each_changed(after, |key| {
         if key.starts_with(RESERVED_PREFIX) {
             return Err(ActionError::ReservedKey {
                 action: action.to_owned(),
@@ -1071,7 +1071,8 @@ fn validate(
                 key: key.to_owned(),
             });
         }
-    }
+        Ok(())
+    })?;
     if let Some(key) = writes.iter().find(|w| !after.contains_key(w)) {
         return Err(ActionError::MissingWrite {
             action: action.to_owned(),
