@@ -20,7 +20,8 @@ use crate::gate::Gate;
 use crate::handle::RunHandle;
 use crate::item::ItemKind;
 use crate::mailbox::lane::{Lane, LaneConfig, Report, Stopped};
-use crate::mailbox::{Ctl, Envelope, Inbox};
+use crate::mailbox::{Ctl, Envelope, Inbox, SlotHold};
+use crate::progress::{Change, Ended};
 use crate::reason::CancelReason;
 use crate::scope::TaskRuntime;
 use crate::shared::RunShared;
@@ -50,7 +51,6 @@ pub(crate) struct Actor {
     config: Arc<RunConfig>,
     spec: TaskSpec,
     control: TaskControl,
-    slot: TaskSlot,
 }
 
 impl Actor {
@@ -81,6 +81,7 @@ impl Actor {
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
             pause_clock: config.task_timeout.is_some(),
             run: RunHandle { shared },
+            slot,
         }));
         Actor {
             lane,
@@ -88,7 +89,6 @@ impl Actor {
             config,
             spec,
             control,
-            slot,
         }
     }
 
@@ -103,7 +103,10 @@ impl Actor {
                 delivered: false,
             };
             self.control.shared.mark_started();
-            self.lane.run.shared.update_progress(|p| p.running += 1);
+            self.lane.run.shared.update_progress(Change {
+                running: 1,
+                ..Change::default()
+            });
             tracing::debug!("task started");
             let terminal = match self.config.task_timeout {
                 // Boxed: only tasks with a timeout pay for the timer's room.
@@ -136,14 +139,14 @@ impl Actor {
                     tracing::debug!(outcome = "cancelled", %reason, "task cancelled");
                 }
             }
-            self.lane.run.shared.update_progress(|p| {
-                p.running -= 1;
-                match kind {
-                    ItemKind::Final => p.completed += 1,
-                    ItemKind::Failed => p.failed += 1,
-                    _ => p.cancelled += 1,
-                }
-            });
+            self.lane
+                .run
+                .shared
+                .update_progress(Change::ended(match kind {
+                    ItemKind::Final => Ended::Completed,
+                    ItemKind::Failed => Ended::Failed,
+                    _ => Ended::Cancelled,
+                }));
             guard.delivered = true;
         }
     }
@@ -213,7 +216,7 @@ impl Actor {
     /// the error or cancellation reason.
     async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<TaskError>) {
         let lane = &self.lane;
-        let slot = Some(self.slot.clone());
+        let slot = Some(SlotHold(Arc::clone(lane)));
         let (kind, action, result, state, error) = match terminal {
             Terminal::Final {
                 action,
@@ -497,7 +500,6 @@ impl Actor {
         }
         builder = builder.extension(TaskRuntime {
             lane: Arc::clone(lane),
-            slot: self.slot.clone(),
         });
         if let Some(entry) = &spec.entrypoint {
             builder = builder.entrypoint(entry.clone());
@@ -545,17 +547,14 @@ impl Drop for ExitGuard<'_> {
                 };
                 lane.push_terminal(
                     Report::new(kind, None, Some(error)),
-                    Some(self.actor.slot.clone()),
+                    Some(SlotHold(Arc::clone(lane))),
                 );
             }
-            lane.run.shared.update_progress(|p| {
-                p.running -= 1;
-                if cancelled {
-                    p.cancelled += 1;
-                } else {
-                    p.failed += 1;
-                }
-            });
+            lane.run.shared.update_progress(Change::ended(if cancelled {
+                Ended::Cancelled
+            } else {
+                Ended::Failed
+            }));
         }
         lane.run.shared.unregister(lane.key());
         let _ = lane.run.shared.inbox.send(Inbox::Exited);
