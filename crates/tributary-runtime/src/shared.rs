@@ -26,16 +26,21 @@ pub(crate) struct ParentTask {
     pub(crate) task: Arc<TaskShared>,
 }
 
+/// The hasher of a run's task table: `foldhash`, seeded per process. Every
+/// task enters and leaves the table once, and SipHash (std's default) cost
+/// more than the rest of the table's work.
+type Hasher = foldhash::fast::RandomState;
+
 /// The tasks of a run that have not ended, and, when the run remembers
 /// keys, every key it has taken.
 #[derive(Default)]
 pub(crate) struct TaskTable {
-    live: HashMap<Arc<str>, (u64, TaskControl)>,
+    live: HashMap<Arc<str>, (u64, TaskControl), Hasher>,
     /// Hashes of every key taken so far (when the run remembers keys): a
     /// key is then unique for the whole run, and eight bytes per task is
     /// what remembering that costs.
-    seen: Option<HashSet<u64>>,
-    hasher: std::hash::RandomState,
+    seen: Option<HashSet<u64, Hasher>>,
+    hasher: Hasher,
 }
 
 /// A key was used twice in one run.
@@ -45,7 +50,7 @@ impl TaskTable {
     /// A table; `remember`: refuse a key even after its task ended.
     pub(crate) fn new(remember: bool) -> Self {
         TaskTable {
-            seen: remember.then(HashSet::new),
+            seen: remember.then(HashSet::default),
             ..TaskTable::default()
         }
     }
