@@ -406,6 +406,7 @@ impl ApplicationBuilder {
             sink: self.sink,
             extensions: Arc::new(self.extensions),
             resumed,
+            emitted: None,
         })
     }
 

@@ -214,6 +214,9 @@ pub struct Application {
     extensions: Arc<Extensions>,
     /// The checkpoint this application was resumed or forked from.
     resumed: Option<Arc<Checkpoint>>,
+    /// The output counter of the last step, reused by the next one when
+    /// nothing else holds it (see `step_counter`).
+    emitted: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -393,7 +396,7 @@ impl Application {
         // again to record the outcome.
         let traced = !span.is_disabled();
         async move {
-            let emitted = Arc::new(AtomicU64::new(0));
+            let emitted = self.step_counter();
             let selected = inputs.select(&name, action.inputs());
             let mut guard = StepGuard {
                 hooks: None,
@@ -540,6 +543,22 @@ impl Application {
         }
         .instrument(span)
         .await
+    }
+
+    /// A zeroed output counter for the next step: the last step's, when no
+    /// context of that step is left holding it (the common case), so that
+    /// a step allocates none; a fresh one otherwise, so that a context kept
+    /// from an earlier step never counts into this one.
+    fn step_counter(&mut self) -> Arc<AtomicU64> {
+        match &mut self.emitted {
+            // No weak references are ever made: one strong count means no
+            // context of the last step holds it.
+            Some(counter) if Arc::strong_count(counter) == 1 => {
+                counter.store(0, Ordering::Relaxed);
+                Arc::clone(counter)
+            }
+            slot => Arc::clone(slot.insert(Arc::new(AtomicU64::new(0)))),
+        }
     }
 
     fn check_halts(&self, opts: &RunOptions) -> Result<(), ApplicationError> {
