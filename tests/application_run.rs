@@ -365,3 +365,63 @@ async fn a_spawned_busy_run_can_be_aborted() {
     let joined = joined.expect("the aborted run stopped");
     assert!(joined.unwrap_err().is_cancelled());
 }
+
+#[tokio::test]
+async fn a_context_kept_from_an_earlier_step_does_not_count_into_the_next_one() {
+    use std::sync::Mutex;
+    use tributary::ActionContext;
+
+    let kept: Arc<Mutex<Option<ActionContext>>> = Arc::default();
+    let keep = Arc::clone(&kept);
+    let first = action("first").run(move |s: State, _, ctx| {
+        let keep = Arc::clone(&keep);
+        async move {
+            ctx.emit(json!(1)).await?;
+            *keep.lock().unwrap() = Some(ctx);
+            Ok((json!({}), s))
+        }
+    });
+    let reuse = Arc::clone(&kept);
+    let second = action("second").run(move |s: State, _, ctx| {
+        let reuse = Arc::clone(&reuse);
+        async move {
+            let old = reuse
+                .lock()
+                .unwrap()
+                .take()
+                .expect("the first step kept its context");
+            old.emit(json!(2)).await?;
+            old.emit(json!(3)).await?;
+            assert_eq!(
+                old.items_emitted(),
+                3,
+                "the kept context counts on for its own step"
+            );
+            assert_eq!(ctx.items_emitted(), 0, "the new step starts from zero");
+            ctx.emit(json!(4)).await?;
+            assert_eq!(ctx.items_emitted(), 1);
+            Ok((json!({}), s))
+        }
+    });
+    let plain = action("third").run(|s: State, _, ctx| async move {
+        ctx.emit(json!(5)).await?;
+        assert_eq!(ctx.items_emitted(), 1);
+        Ok((json!({}), s))
+    });
+    let graph = Graph::builder()
+        .action(first)
+        .action(second)
+        .action(plain)
+        .transition("first", "second", default())
+        .transition("second", "third", default())
+        .entrypoint("first")
+        .build()
+        .unwrap();
+    let mut app = Application::builder(graph).build().await.unwrap();
+    let opts = RunOptions::new();
+    let mut items = Vec::new();
+    for _ in 0..3 {
+        items.push(app.step(opts.get_inputs()).await.unwrap().unwrap().items);
+    }
+    assert_eq!(items, [1, 1, 1]);
+}

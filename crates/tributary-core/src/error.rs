@@ -378,6 +378,11 @@ pub enum BuildError {
     /// A hook panicked in `on_create`.
     #[error("cannot build the application: {0}")]
     Hook(#[source] HookPanic),
+    /// [`build_fresh`](crate::ApplicationBuilder::build_fresh) was asked
+    /// of a builder that resumes or forks: loading a checkpoint needs
+    /// [`build`](crate::ApplicationBuilder::build).
+    #[error("resuming or forking loads a checkpoint: use `build().await`")]
+    NeedsLoading,
 }
 
 /// An error from running an [`Application`](crate::Application).

@@ -82,7 +82,7 @@ pub use identity::{AppInfo, ParentPointer};
 #[doc(inline)]
 pub use inputs::{InputSpec, Inputs};
 #[doc(inline)]
-pub use outcome::{Advance, HaltReason, RunOutcome, StepRecord};
+pub use outcome::{Advance, HaltReason, Halted, RunOutcome, StepRecord};
 #[doc(inline)]
 pub use persistence::{Checkpoint, InMemoryPersister, Persister, StepStatus, json_depth_exceeds};
 #[doc(inline)]

@@ -42,6 +42,22 @@ pub struct RunOutcome {
     pub reason: HaltReason,
 }
 
+/// How a run halted, from
+/// [`Application::advance_split`](crate::Application::advance_split): the
+/// same as [`RunOutcome`], with the action's name shared.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Halted {
+    /// The action the run halted at (see [`RunOutcome::action`]).
+    pub action: Option<Arc<str>>,
+    /// The result of the last action run (see [`RunOutcome::result`]).
+    pub result: Option<Value>,
+    /// The state at the end.
+    pub state: State,
+    /// Why the run stopped.
+    pub reason: HaltReason,
+}
+
 /// One completed step.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

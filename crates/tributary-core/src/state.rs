@@ -39,19 +39,35 @@ pub const RESERVED_PREFIX: &str = "__";
 /// An immutable map of `String` keys to JSON values with O(1) clone.
 ///
 /// Every operation returns a new `State`. Cloning is O(1): the map lives
-/// behind an `Arc` and every value behind its own `Arc`, so handing one state
-/// to 100k children shares it, and an update copies only the key table.
+/// behind an `Arc` and every key and value behind its own `Arc`, so handing
+/// one state to 100k children shares it, and an update copies only the
+/// map's nodes (an updated key keeps its shared copy).
 /// Keys beginning `__` are reserved for the runtime.
 #[derive(Clone, PartialEq)]
 pub struct State {
-    map: Arc<BTreeMap<String, Arc<Value>>>,
+    map: Arc<Map>,
+}
+
+/// A state's storage: keys shared (copying the map for an update copies
+/// no key), values shared.
+type Map = BTreeMap<Arc<str>, Arc<Value>>;
+
+/// Set `key` in `map`, reusing the map's own copy of the key when it has
+/// one: updating a key allocates no new one.
+fn put(map: &mut Map, key: String, value: Arc<Value>) {
+    match map.get_mut(key.as_str()) {
+        Some(slot) => *slot = value,
+        None => {
+            map.insert(Arc::from(key), value);
+        }
+    }
 }
 
 impl Default for State {
     /// The empty state. Every empty state shares one map, so that making
     /// one (every task starts from one) allocates nothing.
     fn default() -> Self {
-        static EMPTY: OnceLock<Arc<BTreeMap<String, Arc<Value>>>> = OnceLock::new();
+        static EMPTY: OnceLock<Arc<Map>> = OnceLock::new();
         State {
             map: Arc::clone(EMPTY.get_or_init(Default::default)),
         }
@@ -212,7 +228,7 @@ impl State {
 
     /// All keys, in sorted order.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.map.keys().map(String::as_str)
+        self.map.keys().map(|k| &**k)
     }
 
     /// The keys that do not begin with `__`, in sorted order.
@@ -222,7 +238,7 @@ impl State {
 
     /// Every `(key, value)` pair, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
-        self.map.iter().map(|(k, v)| (k.as_str(), &**v))
+        self.map.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The number of keys.
@@ -241,7 +257,7 @@ impl State {
         Arc::ptr_eq(&self.map, &other.map)
     }
 
-    fn with_map(&self, f: impl FnOnce(&mut BTreeMap<String, Arc<Value>>)) -> State {
+    fn with_map(&self, f: impl FnOnce(&mut Map)) -> State {
         let mut map = (*self.map).clone();
         f(&mut map);
         State { map: Arc::new(map) }
@@ -250,9 +266,7 @@ impl State {
     /// A new state with `key` set to `value` (inserted or overwritten).
     pub fn set(&self, key: impl Into<String>, value: impl Into<Value>) -> State {
         let (key, value) = (key.into(), Arc::new(value.into()));
-        self.with_map(|m| {
-            m.insert(key, value);
-        })
+        self.with_map(|m| put(m, key, value))
     }
 
     /// A new state with `key` set to `value` serialized as JSON (inserted or
@@ -302,7 +316,7 @@ impl State {
     {
         self.with_map(|m| {
             for (k, v) in pairs {
-                m.insert(k.into(), Arc::new(v.into()));
+                put(m, k.into(), Arc::new(v.into()));
             }
         })
     }
@@ -400,7 +414,7 @@ impl State {
             Wipe::Keep(keys) => self.subset(keys),
             Wipe::Delete(keys) => self.with_map(|m| {
                 for k in &keys {
-                    m.remove(k);
+                    m.remove(k.as_str());
                 }
             }),
         }
@@ -432,7 +446,7 @@ impl State {
         Value::Object(
             self.map
                 .iter()
-                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .map(|(k, v)| (k.to_string(), (**v).clone()))
                 .collect(),
         )
     }
@@ -454,34 +468,50 @@ impl State {
     /// The keys whose values differ between `self` and `other` (added,
     /// removed or changed), in sorted order.
     pub fn changed_keys<'a>(&'a self, other: &'a State) -> Vec<&'a str> {
-        if self.ptr_eq(other) {
-            return Vec::new();
-        }
         let mut changed = Vec::new();
+        let _ = self.try_for_each_changed(other, |key| {
+            changed.push(key);
+            Ok::<(), ()>(())
+        });
+        changed
+    }
+
+    /// Call `f` with each key whose value differs between `self` and
+    /// `other`, in sorted order, stopping at the first error: the same keys
+    /// as [`changed_keys`](Self::changed_keys), without collecting them
+    /// (every step's validation walks them).
+    pub(crate) fn try_for_each_changed<'a, E>(
+        &'a self,
+        other: &'a State,
+        mut f: impl FnMut(&'a str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.ptr_eq(other) {
+            return Ok(());
+        }
         let (mut a, mut b) = (self.map.iter().peekable(), other.map.iter().peekable());
         loop {
             match (a.peek(), b.peek()) {
-                (None, None) => break,
+                (None, None) => return Ok(()),
                 (Some((k, _)), None) => {
-                    changed.push(k.as_str());
+                    f(k)?;
                     a.next();
                 }
                 (None, Some((k, _))) => {
-                    changed.push(k.as_str());
+                    f(k)?;
                     b.next();
                 }
                 (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
                     std::cmp::Ordering::Less => {
-                        changed.push(ka.as_str());
+                        f(ka)?;
                         a.next();
                     }
                     std::cmp::Ordering::Greater => {
-                        changed.push(kb.as_str());
+                        f(kb)?;
                         b.next();
                     }
                     std::cmp::Ordering::Equal => {
                         if !Arc::ptr_eq(va, vb) && va != vb {
-                            changed.push(ka.as_str());
+                            f(ka)?;
                         }
                         a.next();
                         b.next();
@@ -489,7 +519,6 @@ impl State {
                 },
             }
         }
-        changed
     }
 
     /// Identity of the value behind `key` (for sharing checks in tests and
@@ -510,7 +539,7 @@ impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for State {
         State {
             map: Arc::new(
                 iter.into_iter()
-                    .map(|(k, v)| (k.into(), Arc::new(v.into())))
+                    .map(|(k, v)| (Arc::from(k.into()), Arc::new(v.into())))
                     .collect(),
             ),
         }

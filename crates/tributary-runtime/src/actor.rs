@@ -9,8 +9,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tributary_core::{
-    AppInfo, Application, HaltReason, HookMethod, State, StepRecord, StepStatus, StreamSink,
-    TaskEnd, call_hooks,
+    AppInfo, Application, ApplicationBuilder, HaltReason, Halted, HookMethod, State, StepRecord,
+    StepStatus, StreamSink, TaskEnd, call_hooks,
 };
 
 use crate::budget::TaskSlot;
@@ -20,7 +20,8 @@ use crate::gate::Gate;
 use crate::handle::RunHandle;
 use crate::item::ItemKind;
 use crate::mailbox::lane::{Lane, LaneConfig, Report, Stopped};
-use crate::mailbox::{Ctl, Envelope, Inbox};
+use crate::mailbox::{Ctl, Envelope, Inbox, SlotHold};
+use crate::progress::{Change, Ended};
 use crate::reason::CancelReason;
 use crate::scope::TaskRuntime;
 use crate::shared::RunShared;
@@ -50,7 +51,6 @@ pub(crate) struct Actor {
     config: Arc<RunConfig>,
     spec: TaskSpec,
     control: TaskControl,
-    slot: TaskSlot,
 }
 
 impl Actor {
@@ -81,6 +81,7 @@ impl Actor {
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
             pause_clock: config.task_timeout.is_some(),
             run: RunHandle { shared },
+            slot,
         }));
         Actor {
             lane,
@@ -88,7 +89,6 @@ impl Actor {
             config,
             spec,
             control,
-            slot,
         }
     }
 
@@ -103,7 +103,10 @@ impl Actor {
                 delivered: false,
             };
             self.control.shared.mark_started();
-            self.lane.run.shared.update_progress(|p| p.running += 1);
+            self.lane.run.shared.update_progress(Change {
+                running: 1,
+                ..Change::default()
+            });
             tracing::debug!("task started");
             let terminal = match self.config.task_timeout {
                 // Boxed: only tasks with a timeout pay for the timer's room.
@@ -136,14 +139,14 @@ impl Actor {
                     tracing::debug!(outcome = "cancelled", %reason, "task cancelled");
                 }
             }
-            self.lane.run.shared.update_progress(|p| {
-                p.running -= 1;
-                match kind {
-                    ItemKind::Final => p.completed += 1,
-                    ItemKind::Failed => p.failed += 1,
-                    _ => p.cancelled += 1,
-                }
-            });
+            self.lane
+                .run
+                .shared
+                .update_progress(Change::ended(match kind {
+                    ItemKind::Final => Ended::Completed,
+                    ItemKind::Failed => Ended::Failed,
+                    _ => Ended::Cancelled,
+                }));
             guard.delivered = true;
         }
     }
@@ -213,7 +216,7 @@ impl Actor {
     /// the error or cancellation reason.
     async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<TaskError>) {
         let lane = &self.lane;
-        let slot = Some(self.slot.clone());
+        let slot = Some(SlotHold(Arc::clone(lane)));
         let (kind, action, result, state, error) = match terminal {
             Terminal::Final {
                 action,
@@ -273,9 +276,7 @@ impl Actor {
         if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
             return Terminal::Cancelled { action: None };
         }
-        // Boxed: the builder's future is large and done with before the
-        // first step, so it would only bloat every suspended task.
-        let mut app = match Box::pin(self.build()).await {
+        let mut app = match self.build().await {
             Ok(app) => app,
             Err(error) => {
                 return Terminal::Failed {
@@ -401,7 +402,7 @@ impl Actor {
         let spec = &self.spec;
         let nodes =
             self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
-        let next_name = |app: &Application| app.next_action().map(Arc::<str>::from);
+        let next_name = |app: &Application| app.next_action_name().cloned();
         // The waits before the retries of the step failing now (boxed: only
         // a failing task pays for it).
         let mut backoffs: Option<Box<backon::ExponentialBackoff>> = None;
@@ -423,7 +424,7 @@ impl Actor {
                 let advance = tokio::select! {
                     biased;
                     _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
-                    a = AssertUnwindSafe(app.advance(&spec.halt)).catch_unwind() => a,
+                    a = AssertUnwindSafe(app.advance_split(&spec.halt)).catch_unwind() => a,
                 };
                 match advance {
                     Err(payload) => {
@@ -435,7 +436,7 @@ impl Actor {
                         error.action = action.as_deref().map(str::to_owned);
                         return Terminal::Failed { action, error };
                     }
-                    Ok(Ok(advance)) => Ok(advance.split()),
+                    Ok(Ok(split)) => Ok(split),
                     Ok(Err(_)) if lane.token.is_cancelled() => {
                         // Cancelled while the step ran: its action saw the
                         // cancellation (an emit that could not be delivered)
@@ -487,25 +488,28 @@ impl Actor {
             };
             failures = 0;
             backoffs = None;
+            let final_item = |o: Halted| Terminal::Final {
+                action: o.action,
+                result: o.result,
+                state: o.state,
+            };
+            let Some(node) = node.filter(|_| nodes) else {
+                match outcome {
+                    Some(end) => return final_item(end),
+                    None => continue,
+                }
+            };
             // The end, boxed: it lives across the node item's send only when
             // the task halts before an action (rare), and would otherwise
             // take room in every task's future.
-            let end = outcome.map(|o| {
-                Box::new(Terminal::Final {
-                    action: o.action.map(Arc::from),
-                    result: o.result,
-                    state: o.state,
-                })
-            });
-            if let Some(node) = node.filter(|_| nodes) {
-                if self.node_item(node).await.is_err() {
-                    return Terminal::Cancelled {
-                        action: next_name(app),
-                    };
-                }
+            let end = outcome.map(Box::new);
+            if self.node_item(node).await.is_err() {
+                return Terminal::Cancelled {
+                    action: next_name(app),
+                };
             }
             if let Some(end) = end {
-                return *end;
+                return final_item(*end);
             }
         }
     }
@@ -524,7 +528,21 @@ impl Actor {
         self.lane.send(report, None).await
     }
 
+    /// The task's application. Without a persister there is nothing to
+    /// load: it is built at once, with no future of its own.
     async fn build(&self) -> Result<Application, TaskError> {
+        let spec = &self.spec;
+        let error = |e| TaskError::build(&spec.key, &e, spec.entrypoint.as_deref());
+        let builder = self.builder();
+        if self.config.persister.is_none() {
+            return builder.build_fresh().map_err(error);
+        }
+        // Boxed: the builder's future is large and done with before the
+        // first step, so it would only bloat every suspended task.
+        Box::pin(builder.build()).await.map_err(error)
+    }
+
+    fn builder(&self) -> ApplicationBuilder {
         let spec = &self.spec;
         let lane = &self.lane;
         let config = &self.config;
@@ -539,7 +557,6 @@ impl Actor {
         }
         builder = builder.extension(TaskRuntime {
             lane: Arc::clone(lane),
-            slot: self.slot.clone(),
         });
         if let Some(entry) = &spec.entrypoint {
             builder = builder.entrypoint(entry.clone());
@@ -557,9 +574,6 @@ impl Actor {
             builder = builder.persister(Arc::clone(persister)).resume();
         }
         builder
-            .build()
-            .await
-            .map_err(|e| TaskError::build(&spec.key, &e, spec.entrypoint.as_deref()))
     }
 }
 
@@ -590,17 +604,14 @@ impl Drop for ExitGuard<'_> {
                 };
                 lane.push_terminal(
                     Report::new(kind, None, Some(error)),
-                    Some(self.actor.slot.clone()),
+                    Some(SlotHold(Arc::clone(lane))),
                 );
             }
-            lane.run.shared.update_progress(|p| {
-                p.running -= 1;
-                if cancelled {
-                    p.cancelled += 1;
-                } else {
-                    p.failed += 1;
-                }
-            });
+            lane.run.shared.update_progress(Change::ended(if cancelled {
+                Ended::Cancelled
+            } else {
+                Ended::Failed
+            }));
         }
         lane.run.shared.unregister(lane.key());
         let _ = lane.run.shared.inbox.send(Inbox::Exited);

@@ -178,8 +178,10 @@ pub(crate) async fn acquire(
 /// A task's hold on the concurrency limits: its permit of the runtime's
 /// shared budget and of its run's own limit. Held until the consumer has
 /// received the task's terminal item, so a slow consumer bounds memory.
-#[derive(Clone, Default)]
-pub(crate) struct TaskSlot(Arc<Mutex<SlotInner>>);
+/// It lives in the task's lane (no allocation of its own); the terminal
+/// item carries the lane to the merger, which releases it.
+#[derive(Default)]
+pub(crate) struct TaskSlot(Mutex<SlotInner>);
 
 #[derive(Default)]
 struct SlotInner {
@@ -194,11 +196,11 @@ impl TaskSlot {
         budget_permit: Option<OwnedSemaphorePermit>,
         run_permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
-        TaskSlot(Arc::new(Mutex::new(SlotInner {
+        TaskSlot(Mutex::new(SlotInner {
             budget,
             budget_permit,
             run_permit,
-        })))
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotInner> {

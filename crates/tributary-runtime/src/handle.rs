@@ -56,7 +56,7 @@ pub struct RunHandle {
 impl std::fmt::Debug for RunHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunHandle")
-            .field("progress", &*self.shared.progress.borrow())
+            .field("progress", &self.shared.progress_now())
             .field("cancelled", &self.shared.root.is_cancelled())
             .field("end", &self.shared.end.get())
             .finish()
@@ -203,11 +203,11 @@ impl RunHandle {
 
     /// A `watch` of the progress counts of the run's task tree.
     pub fn progress(&self) -> watch::Receiver<Progress> {
-        self.shared.progress.subscribe()
+        self.shared.watch_progress()
     }
 
     /// The progress counts now.
     pub fn progress_now(&self) -> Progress {
-        *self.shared.progress.borrow()
+        self.shared.progress_now()
     }
 }

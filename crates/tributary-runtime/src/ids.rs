@@ -57,11 +57,23 @@ impl ChildIds {
     /// Hex-encoded by hand: `format!` costs more than the hashing, and this
     /// runs once per task.
     fn write<'b>(&self, task_key: &str, buf: &'b mut [u8; 32]) -> &'b str {
-        for (half, offset) in self.prefix.into_iter().enumerate() {
-            let hash = mix(fnv1a(&[task_key], offset));
-            for i in 0..16 {
-                let nibble = (hash >> ((15 - i) * 4)) & 0xf;
-                buf[half * 16 + i] = b"0123456789abcdef"[nibble as usize];
+        // Both halves in one pass over the key: the same values as
+        // `fnv1a(&[task_key], offset)` for each half.
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let [mut a, mut b] = self.prefix;
+        for byte in (task_key.len() as u64)
+            .to_le_bytes()
+            .iter()
+            .chain(task_key.as_bytes())
+        {
+            a = (a ^ u64::from(*byte)).wrapping_mul(PRIME);
+            b = (b ^ u64::from(*byte)).wrapping_mul(PRIME);
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (half, hash) in [mix(a), mix(b)].into_iter().enumerate() {
+            for (i, byte) in hash.to_be_bytes().into_iter().enumerate() {
+                buf[half * 16 + 2 * i] = HEX[usize::from(byte >> 4)];
+                buf[half * 16 + 2 * i + 1] = HEX[usize::from(byte & 0xf)];
             }
         }
         std::str::from_utf8(buf).expect("hex digits")
@@ -117,6 +129,12 @@ mod tests {
             ("p", 0, "a", "k"),
             ("", u64::MAX, "", ""),
             ("run-1", 42, "map", "17"),
+            (
+                "parent/app",
+                7,
+                "fan out",
+                "a key of some length, é and all",
+            ),
         ] {
             let seq_s = seq.to_string();
             let parts = [parent, seq_s.as_str(), action, key];

@@ -1,5 +1,7 @@
 //! Progress counts of a run's task tree, for progress bars.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 /// Counts of a run's tasks, nested tasks included, for progress bars.
@@ -38,5 +40,107 @@ impl Progress {
     /// Tasks that have ended.
     pub fn done(&self) -> u64 {
         self.completed + self.failed + self.cancelled
+    }
+}
+
+/// A run's counts as its tasks keep them: one atomic per count, so that
+/// starting and ending tasks never take a lock. A watch of
+/// [`Progress`] is fed from them only while someone watches.
+#[derive(Default)]
+pub(crate) struct Counters {
+    total: AtomicU64,
+    running: AtomicU64,
+    paused: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+/// A change of a run's counts (each field added, negative taken off).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Change {
+    pub(crate) total: i64,
+    pub(crate) running: i64,
+    pub(crate) paused: i64,
+    pub(crate) completed: i64,
+    pub(crate) failed: i64,
+    pub(crate) cancelled: i64,
+}
+
+impl Change {
+    /// A task ended as `completed`, `failed` or `cancelled`.
+    pub(crate) fn ended(kind: Ended) -> Self {
+        let mut change = Change {
+            running: -1,
+            ..Change::default()
+        };
+        match kind {
+            Ended::Completed => change.completed = 1,
+            Ended::Failed => change.failed = 1,
+            Ended::Cancelled => change.cancelled = 1,
+        }
+        change
+    }
+}
+
+/// How a task ended, for its counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Counters {
+    fn fields(&self) -> [&AtomicU64; 6] {
+        [
+            &self.total,
+            &self.running,
+            &self.paused,
+            &self.completed,
+            &self.failed,
+            &self.cancelled,
+        ]
+    }
+
+    /// Apply `change`: the counts that grow first, then those that shrink,
+    /// so that a reader between the two sees a task in both places rather
+    /// than in neither (a task ending is never missing from every count).
+    pub(crate) fn apply(&self, change: Change) {
+        let deltas = [
+            change.total,
+            change.running,
+            change.paused,
+            change.completed,
+            change.failed,
+            change.cancelled,
+        ];
+        let fields = self.fields();
+        for (field, delta) in fields.iter().zip(deltas) {
+            if delta > 0 {
+                field.fetch_add(delta.unsigned_abs(), Ordering::SeqCst);
+            }
+        }
+        for (field, delta) in fields.iter().zip(deltas) {
+            if delta < 0 {
+                let by = delta.unsigned_abs();
+                let _ = field.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                    Some(v.saturating_sub(by))
+                });
+            }
+        }
+    }
+
+    /// The counts now.
+    pub(crate) fn snapshot(&self) -> Progress {
+        let load = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        Progress {
+            total: load(&self.total),
+            running: load(&self.running),
+            paused: load(&self.paused),
+            completed: load(&self.completed),
+            failed: load(&self.failed),
+            cancelled: load(&self.cancelled),
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::gate::{Gate, GateChain};
 use crate::handle::RunHandle;
 use crate::merger::RunStream;
 use crate::path::TaskPath;
-use crate::progress::Progress;
+use crate::progress::{Counters, Progress};
 use crate::scope::TaskRuntime;
 use crate::shared::{ParentTask, RunShared, TaskTable};
 use crate::source::TaskSource;
@@ -242,6 +242,7 @@ impl Runtime {
             tasks: Mutex::new(TaskTable::new(config.remembers_keys())),
             nested: Mutex::new(Default::default()),
             has_nested: AtomicBool::new(false),
+            counts: Counters::default(),
             progress: watch::Sender::new(Progress::default()),
             tracker: TaskTracker::new(),
             inbox: inbox_tx,

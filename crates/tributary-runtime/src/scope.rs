@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::budget::TaskSlot;
 use crate::handle::RunHandle;
 use crate::mailbox::lane::Lane;
 use crate::path::TaskPath;
@@ -33,9 +32,8 @@ use crate::path::TaskPath;
 /// ```
 #[derive(Clone)]
 pub struct TaskRuntime {
-    /// The task's lane holds its run, gates and token.
+    /// The task's lane holds its run, gates, token and slot.
     pub(crate) lane: Arc<Lane>,
-    pub(crate) slot: TaskSlot,
 }
 
 impl std::fmt::Debug for TaskRuntime {

@@ -16,7 +16,7 @@ use crate::end::RunEnd;
 use crate::gate::{Gate, GateChain};
 use crate::mailbox::Inbox;
 use crate::path::TaskPath;
-use crate::progress::Progress;
+use crate::progress::{Change, Counters, Progress};
 use crate::reason::CancelReason;
 use crate::task_control::{LiveStatus, TaskControl, TaskInfo, TaskShared};
 
@@ -26,16 +26,21 @@ pub(crate) struct ParentTask {
     pub(crate) task: Arc<TaskShared>,
 }
 
+/// The hasher of a run's task table: `foldhash`, seeded per process. Every
+/// task enters and leaves the table once, and SipHash (std's default) cost
+/// more than the rest of the table's work.
+type Hasher = foldhash::fast::RandomState;
+
 /// The tasks of a run that have not ended, and, when the run remembers
 /// keys, every key it has taken.
 #[derive(Default)]
 pub(crate) struct TaskTable {
-    live: HashMap<Arc<str>, (u64, TaskControl)>,
+    live: HashMap<Arc<str>, (u64, TaskControl), Hasher>,
     /// Hashes of every key taken so far (when the run remembers keys): a
     /// key is then unique for the whole run, and eight bytes per task is
     /// what remembering that costs.
-    seen: Option<HashSet<u64>>,
-    hasher: std::hash::RandomState,
+    seen: Option<HashSet<u64, Hasher>>,
+    hasher: Hasher,
 }
 
 /// A key was used twice in one run.
@@ -45,7 +50,7 @@ impl TaskTable {
     /// A table; `remember`: refuse a key even after its task ended.
     pub(crate) fn new(remember: bool) -> Self {
         TaskTable {
-            seen: remember.then(HashSet::new),
+            seen: remember.then(HashSet::default),
             ..TaskTable::default()
         }
     }
@@ -74,6 +79,9 @@ pub(crate) struct RunShared {
     /// Whether a run was ever nested in one of this run's tasks: most runs
     /// nest nothing, and their tasks then never touch `nested`.
     pub(crate) has_nested: AtomicBool,
+    /// The counts of the run's task tree (atomics, no lock).
+    pub(crate) counts: Counters,
+    /// A watch of the counts, fed only while someone watches.
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) tracker: TaskTracker,
     pub(crate) inbox: mpsc::UnboundedSender<Inbox>,
@@ -188,20 +196,42 @@ impl RunShared {
     }
 
     /// Change the counts of this run and of every run it is nested in.
-    pub(crate) fn update_progress(&self, f: impl Fn(&mut Progress)) {
+    pub(crate) fn update_progress(&self, change: Change) {
         let mut run = Some(self);
         while let Some(r) = run {
-            // Notify only when someone watches: waking the watch's notifiers
-            // for every task start and end costs more than the task itself.
-            // The count is read under the write lock, and a receiver that
-            // subscribes later reads the value under the read lock, so no
-            // subscriber misses an update.
-            r.progress.send_if_modified(|p| {
-                f(p);
-                r.progress.receiver_count() > 0
-            });
+            r.counts.apply(change);
+            // Pairs with the fence in `watch_progress`: either this update
+            // sees the new watcher, or the watcher's first value has it.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            if r.progress.receiver_count() > 0 {
+                r.refresh_progress();
+            }
             run = r.parent.as_ref().map(|p| &*p.run);
         }
+    }
+
+    /// The counts now.
+    pub(crate) fn progress_now(&self) -> Progress {
+        self.counts.snapshot()
+    }
+
+    /// A watch of the counts, up to date from the start.
+    pub(crate) fn watch_progress(&self) -> watch::Receiver<Progress> {
+        let rx = self.progress.subscribe();
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.refresh_progress();
+        rx
+    }
+
+    /// Feed the watch the counts now. Read under the watch's lock, so two
+    /// refreshes never hand out counts older than the last one.
+    fn refresh_progress(&self) {
+        self.progress.send_if_modified(|p| {
+            let now = self.counts.snapshot();
+            let changed = *p != now;
+            *p = now;
+            changed
+        });
     }
 
     /// Spawn a task of this run: tracked by this run and by every run it is

@@ -14,6 +14,7 @@ use crate::error::TaskError;
 use crate::ids::ChildIds;
 use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::{Ctl, Envelope, Inbox};
+use crate::progress::Change;
 use crate::shared::RunShared;
 use crate::source::TaskSource;
 use crate::spec::TaskSpec;
@@ -113,7 +114,10 @@ impl Supervisor {
         if self.announced > 0 {
             self.announced -= 1;
         } else {
-            self.shared.update_progress(|p| p.total += 1);
+            self.shared.update_progress(Change {
+                total: 1,
+                ..Change::default()
+            });
         }
         let control = self.shared.register(&spec.key, index).ok();
         Pulled {
@@ -127,7 +131,10 @@ impl Supervisor {
     fn pulled_added(&mut self, spec: TaskSpec, control: TaskControl) -> Pulled {
         let index = self.next_index;
         self.next_index += 1;
-        self.shared.update_progress(|p| p.total += 1);
+        self.shared.update_progress(Change {
+            total: 1,
+            ..Change::default()
+        });
         self.shared.set_index(&spec.key, index);
         Pulled {
             index,
@@ -141,14 +148,20 @@ impl Supervisor {
         self.source_done = true;
         let missing = std::mem::take(&mut self.announced);
         if missing > 0 {
-            self.shared.update_progress(|p| p.total -= missing);
+            self.shared.update_progress(Change {
+                total: -i64::try_from(missing).unwrap_or(i64::MAX),
+                ..Change::default()
+            });
         }
     }
 
     pub(crate) async fn run(mut self) {
         if let Some(n) = self.source.size_hint() {
             self.announced = n;
-            self.shared.update_progress(|p| p.total += n);
+            self.shared.update_progress(Change {
+                total: i64::try_from(n).unwrap_or(i64::MAX),
+                ..Change::default()
+            });
         }
         let mut pending: Vec<Pulled> = Vec::new();
         let cancelled = loop {
@@ -321,7 +334,7 @@ impl Supervisor {
     fn spawn(&mut self, mut p: Pulled, slot: TaskSlot, cohort: u64) {
         let Some(control) = p.control.take() else {
             let error = TaskError::duplicate_key(&p.spec.key);
-            slot.release_all();
+            drop(slot);
             self.report_in(p, ItemKind::Failed, error, cohort);
             return;
         };
@@ -330,7 +343,7 @@ impl Supervisor {
             let reason = control
                 .reason()
                 .unwrap_or_else(|| self.shared.inherited_reason());
-            slot.release_all();
+            drop(slot);
             self.shared.unregister(&p.spec.key);
             self.report_in(p, ItemKind::Cancelled, TaskError::cancelled(reason), cohort);
             return;
@@ -400,9 +413,15 @@ impl Supervisor {
                 tracing::debug!(parent: &self.shared.span, task = %p.spec.key, reason = %error, "task cancelled before it started");
             }
         }
-        self.shared.update_progress(|pr| match kind {
-            ItemKind::Failed => pr.failed += 1,
-            _ => pr.cancelled += 1,
+        self.shared.update_progress(match kind {
+            ItemKind::Failed => Change {
+                failed: 1,
+                ..Change::default()
+            },
+            _ => Change {
+                cancelled: 1,
+                ..Change::default()
+            },
         });
         let path = self.shared.prefix.child(Arc::clone(&p.spec.key));
         let _ = self.ctl.send(Ctl::Terminal(Envelope {

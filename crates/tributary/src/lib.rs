@@ -86,7 +86,7 @@
 pub use tributary_core::{
     Action, ActionContext, ActionError, ActionResult, Advance, AppInfo, Application,
     ApplicationBuilder, ApplicationError, BoxError, BuildError, Checkpoint, Condition, EmitError,
-    Extensions, FnAction, Graph, GraphError, HaltReason, Hook, HookMethod, HookPanic,
+    Extensions, FnAction, Graph, GraphError, HaltReason, Halted, Hook, HookMethod, HookPanic,
     InMemoryPersister, InputSpec, Inputs, ParentPointer, PersistError, Persister, RESERVED_PREFIX,
     RunOptions, RunOutcome, State, StateError, StepInfo, StepOutcome, StepRecord, StepStatus,
     StreamItemInfo, TaskEnd, Wipe, action, call_hooks, condition, default, spawn_blocking, when,

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::error::{BoxError, EmitError, HookMethod, HookPanic};
 use crate::hooks::{Hook, HookList, StreamItemInfo, call_hooks};
@@ -44,8 +45,10 @@ pub trait StreamSink: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Extensions {
     // A handful of entries at most (every task of a run carries one): a
-    // vector searched linearly is smaller and faster than a hash map.
-    map: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
+    // vector searched linearly is smaller and faster than a hash map, and
+    // the first two live inline (a runtime task has its scope and often
+    // one service), so most maps allocate nothing of their own.
+    map: SmallVec<[(TypeId, Arc<dyn Any + Send + Sync>); 2]>,
 }
 
 impl Extensions {

@@ -5,7 +5,7 @@ use super::Application;
 use crate::action::{Extensions, StreamSink};
 use crate::error::{BuildError, HookMethod};
 use crate::graph::Graph;
-use crate::hooks::{Hook, call_hooks};
+use crate::hooks::{Hook, HookList, call_hooks};
 use crate::identity::{AppInfo, ParentPointer};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::State;
@@ -276,19 +276,16 @@ impl ApplicationBuilder {
     /// persister, a fork from itself or from a missing checkpoint, a
     /// checkpoint that names an unknown action, persister failures, and a
     /// hook that panics in `on_create` ([`BuildError::Hook`]).
-    pub async fn build(self) -> Result<Application, BuildError> {
+    pub async fn build(mut self) -> Result<Application, BuildError> {
         let app_id = self
             .app_id
-            .clone()
+            .take()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let fresh_start = match &self.entrypoint {
-            Some(name) => self
-                .graph
-                .index_of(name)
-                .ok_or_else(|| BuildError::UnknownEntrypoint(name.clone()))?,
-            None => self.graph.entrypoint_index(),
-        };
-
+        if let Some(name) = &self.entrypoint {
+            if self.graph.index_of(name).is_none() {
+                return Err(BuildError::UnknownEntrypoint(name.clone()));
+            }
+        }
         let mut parent = None;
         let loaded = if let Some((source, sequence_id)) = &self.fork {
             let persister = self.persister.as_ref().ok_or(BuildError::NoPersister)?;
@@ -313,6 +310,60 @@ impl ApplicationBuilder {
             persister.load(&app_id, None).await?
         } else {
             None
+        };
+        self.finish(app_id, parent, loaded)
+    }
+
+    /// Build a fresh application at once, without awaiting anything: the
+    /// same as [`build`](Self::build) for a builder that neither resumes
+    /// nor forks (there is no checkpoint to load). The runtime starts its
+    /// tasks this way when they have no persister.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NeedsLoading`] when the builder resumes or forks;
+    /// otherwise as [`build`](Self::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tributary_core::{action, Application, Graph, State};
+    ///
+    /// let graph = Graph::single(action("noop").run(|s, _, _| async move { Ok((json!({}), s)) }));
+    /// let app = Application::builder(graph)
+    ///     .app_id("job-1")
+    ///     .state(State::new().set("n", 1))
+    ///     .build_fresh()?;
+    /// assert_eq!(app.app_id(), "job-1");
+    /// assert_eq!(app.next_action(), Some("noop"));
+    /// # Ok::<(), tributary_core::BuildError>(())
+    /// ```
+    pub fn build_fresh(mut self) -> Result<Application, BuildError> {
+        if self.resume || self.fork.is_some() {
+            return Err(BuildError::NeedsLoading);
+        }
+        let app_id = self
+            .app_id
+            .take()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.finish(app_id, None, None)
+    }
+
+    /// The application, from its id, the application it was forked from
+    /// and the checkpoint loaded (`None`: a fresh start).
+    fn finish(
+        self,
+        app_id: String,
+        parent: Option<ParentPointer>,
+        loaded: Option<Checkpoint>,
+    ) -> Result<Application, BuildError> {
+        let fresh_start = match &self.entrypoint {
+            Some(name) => self
+                .graph
+                .index_of(name)
+                .ok_or_else(|| BuildError::UnknownEntrypoint(name.clone()))?,
+            None => self.graph.entrypoint_index(),
         };
 
         let (state, next_seq, last_seq, next_action, resumed) = match loaded {
@@ -350,11 +401,12 @@ impl ApplicationBuilder {
             next_seq,
             last_seq,
             next_action,
-            hooks: self.hooks.into(),
+            hooks: hook_list(self.hooks),
             persister: self.persister,
             sink: self.sink,
             extensions: Arc::new(self.extensions),
             resumed,
+            emitted: None,
         })
     }
 
@@ -381,5 +433,16 @@ impl ApplicationBuilder {
                     source,
                 }),
         }
+    }
+}
+
+/// The hooks as the application keeps them. Most applications have none:
+/// they all share one empty list instead of allocating their own.
+fn hook_list(hooks: Vec<Arc<dyn Hook>>) -> HookList {
+    static EMPTY: std::sync::OnceLock<HookList> = std::sync::OnceLock::new();
+    if hooks.is_empty() {
+        Arc::clone(EMPTY.get_or_init(|| Arc::from(Vec::new())))
+    } else {
+        hooks.into()
     }
 }

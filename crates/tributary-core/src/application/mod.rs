@@ -67,7 +67,7 @@ use crate::graph::Graph;
 use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
 use crate::identity::AppInfo;
 use crate::inputs::Inputs;
-use crate::outcome::{Advance, HaltReason, RunOutcome, StepRecord};
+use crate::outcome::{Advance, HaltReason, Halted, RunOutcome, StepRecord};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::{RESERVED_PREFIX, State};
 
@@ -224,6 +224,9 @@ pub struct Application {
     extensions: Arc<Extensions>,
     /// The checkpoint this application was resumed or forked from.
     resumed: Option<Arc<Checkpoint>>,
+    /// The output counter of the last step, reused by the next one when
+    /// nothing else holds it (see `step_counter`).
+    emitted: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -403,7 +406,7 @@ impl Application {
         // again to record the outcome.
         let traced = !span.is_disabled();
         async move {
-            let emitted = Arc::new(AtomicU64::new(0));
+            let emitted = self.step_counter();
             let selected = inputs.select(&name, action.inputs());
             let mut guard = StepGuard {
                 hooks: None,
@@ -552,6 +555,22 @@ impl Application {
         .await
     }
 
+    /// A zeroed output counter for the next step: the last step's, when no
+    /// context of that step is left holding it (the common case), so that
+    /// a step allocates none; a fresh one otherwise, so that a context kept
+    /// from an earlier step never counts into this one.
+    fn step_counter(&mut self) -> Arc<AtomicU64> {
+        match &mut self.emitted {
+            // No weak references are ever made: one strong count means no
+            // context of the last step holds it.
+            Some(counter) if Arc::strong_count(counter) == 1 => {
+                counter.store(0, Ordering::Relaxed);
+                Arc::clone(counter)
+            }
+            slot => Arc::clone(slot.insert(Arc::new(AtomicU64::new(0)))),
+        }
+    }
+
     fn check_halts(&self, opts: &RunOptions) -> Result<(), ApplicationError> {
         match opts.unknown_action(&self.graph) {
             Some(unknown) => Err(ApplicationError::UnknownHaltAction(unknown.to_owned())),
@@ -655,6 +674,91 @@ impl Application {
             step: Some(record),
             outcome,
         })
+    }
+
+    /// One step and the halting decision, as [`advance`](Self::advance),
+    /// already [`split`](Advance::split) into the intermediate node and
+    /// the run's end, and without copying anything: the halt step's action,
+    /// result and state move into the end instead of being cloned (a
+    /// runtime that reports each task's end calls this once per task).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tributary_core::{action, default, Application, Graph, HaltReason, RunOptions};
+    ///
+    /// let graph = Graph::builder()
+    ///     .action(action("a").run(|s, _, _| async move { Ok((json!({ "a": 1 }), s)) }))
+    ///     .action(action("b").run(|s, _, _| async move { Ok((json!({ "b": 2 }), s)) }))
+    ///     .transition("a", "b", default())
+    ///     .entrypoint("a")
+    ///     .build()?;
+    /// let mut app = Application::builder(graph).build().await?;
+    /// let opts = RunOptions::new();
+    /// let (node, end) = app.advance_split(&opts).await?;
+    /// assert_eq!(node.map(|n| n.action.to_string()).as_deref(), Some("a"));
+    /// assert!(end.is_none());
+    /// let (node, end) = app.advance_split(&opts).await?;
+    /// assert!(node.is_none()); // `b` is the halt step: its result is the end's
+    /// let end = end.expect("the graph ends after b");
+    /// assert_eq!(end.action.as_deref(), Some("b"));
+    /// assert_eq!(end.result, Some(json!({ "b": 2 })));
+    /// assert_eq!(end.reason, HaltReason::GraphEnd);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`advance`](Self::advance).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`advance`](Self::advance).
+    pub async fn advance_split(
+        &mut self,
+        opts: &RunOptions,
+    ) -> Result<(Option<StepRecord>, Option<Halted>), ApplicationError> {
+        let Some(record) = self.step_with(&opts.inputs, None).await? else {
+            return Ok((
+                None,
+                Some(Halted {
+                    action: None,
+                    result: None,
+                    state: self.state.clone(),
+                    reason: HaltReason::GraphEnd,
+                }),
+            ));
+        };
+        match opts.halt_after_step(&record.action, self.next_action()) {
+            None => Ok((Some(record), None)),
+            Some(HaltReason::HaltBefore) => {
+                let end = Halted {
+                    action: self.next_action_name().cloned(),
+                    result: None,
+                    state: self.state.clone(),
+                    reason: HaltReason::HaltBefore,
+                };
+                Ok((Some(record), Some(end)))
+            }
+            Some(reason) => Ok((
+                None,
+                Some(Halted {
+                    action: Some(record.action),
+                    result: Some(record.result),
+                    state: record.state,
+                    reason,
+                }),
+            )),
+        }
+    }
+
+    /// The name of the action the next step will run, shared (no copy).
+    pub fn next_action_name(&self) -> Option<&Arc<str>> {
+        self.next_action.map(|i| self.graph.name_at(i))
     }
 
     /// The outcome of a run that found nothing left to run.
@@ -983,7 +1087,7 @@ fn validate(
     if !result.is_object() {
         return Err(ActionError::result_not_object(action, result));
     }
-    for key in before.changed_keys(after) {
+    before.try_for_each_changed(after, |key| {
         if key.starts_with(RESERVED_PREFIX) {
             return Err(ActionError::ReservedKey {
                 action: action.to_owned(),
@@ -996,7 +1100,8 @@ fn validate(
                 key: key.to_owned(),
             });
         }
-    }
+        Ok(())
+    })?;
     if let Some(key) = writes.iter().find(|w| !after.contains_key(w)) {
         return Err(ActionError::MissingWrite {
             action: action.to_owned(),

@@ -14,13 +14,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tributary_core::{EmitError, Emitted, State, StreamSink};
 
-use super::{Ctl, Envelope};
+use super::{Ctl, Envelope, SlotHold};
 use crate::budget::TaskSlot;
 use crate::error::TaskError;
 use crate::gate::GateChain;
 use crate::handle::RunHandle;
 use crate::item::{ItemKind, StreamItem};
 use crate::path::TaskPath;
+use crate::progress::Change;
 use crate::task_control::TaskShared;
 
 /// The task was cancelled (or its run's consumer went away) while it
@@ -84,6 +85,8 @@ pub(crate) struct Lane {
     terminal_sent: AtomicBool,
     /// Only tasks with a timeout keep time spent paused.
     pause: Option<Box<Mutex<PauseClock>>>,
+    /// The task's hold on the concurrency limits.
+    pub(crate) slot: TaskSlot,
 }
 
 /// How a lane is set up.
@@ -104,6 +107,7 @@ pub(crate) struct LaneConfig {
     pub(crate) terminal_via_ctl: bool,
     /// Keep the time spent paused (the task has a timeout).
     pub(crate) pause_clock: bool,
+    pub(crate) slot: TaskSlot,
 }
 
 impl Lane {
@@ -124,6 +128,7 @@ impl Lane {
             terminal_via_ctl: c.terminal_via_ctl,
             terminal_sent: AtomicBool::new(false),
             pause: c.pause_clock.then(Box::default),
+            slot: c.slot,
         }
     }
 
@@ -181,7 +186,7 @@ impl Lane {
 
     /// Send an item of the task, waiting for room (that is the
     /// backpressure) unless the task is cancelled.
-    pub(crate) async fn send(&self, report: Report, slot: Option<TaskSlot>) -> Result<(), Stopped> {
+    pub(crate) async fn send(&self, report: Report, slot: Option<SlotHold>) -> Result<(), Stopped> {
         let permit = self.reserve().await?;
         let terminal = report.kind.is_terminal();
         // Number and send under one lock so that concurrent emitters of one
@@ -231,7 +236,7 @@ impl Lane {
     /// Hand the task's terminal item to the merger's control channel,
     /// never waiting. A task reports one terminal item: later ones are
     /// dropped.
-    pub(crate) fn push_terminal(&self, report: Report, slot: Option<TaskSlot>) {
+    pub(crate) fn push_terminal(&self, report: Report, slot: Option<SlotHold>) {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         if self.terminal_sent.swap(true, Ordering::Relaxed) {
             return;
@@ -304,7 +309,10 @@ struct PausedGuard<'a> {
 
 impl<'a> PausedGuard<'a> {
     fn enter(lane: &'a Lane) -> Self {
-        lane.run.shared.update_progress(|p| p.paused += 1);
+        lane.run.shared.update_progress(Change {
+            paused: 1,
+            ..Change::default()
+        });
         if let Some(clock) = &lane.pause {
             let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
             clock.since.get_or_insert_with(Instant::now);
@@ -321,10 +329,10 @@ impl Drop for PausedGuard<'_> {
                 clock.total += since.elapsed();
             }
         }
-        self.lane
-            .run
-            .shared
-            .update_progress(|p| p.paused = p.paused.saturating_sub(1));
+        self.lane.run.shared.update_progress(Change {
+            paused: -1,
+            ..Change::default()
+        });
     }
 }
 

@@ -8,7 +8,6 @@ pub(crate) mod reorder;
 
 use tokio::sync::mpsc;
 
-use crate::budget::TaskSlot;
 use crate::item::StreamItem;
 use crate::spec::TaskSpec;
 use crate::task_control::TaskControl;
@@ -24,7 +23,19 @@ pub(crate) struct Envelope {
     pub(crate) seq: u64,
     /// Whether the item ends the lane's own task.
     pub(crate) terminal: bool,
-    pub(crate) slot: Option<TaskSlot>,
+    pub(crate) slot: Option<SlotHold>,
+}
+
+/// A terminal item's hold on its task's slot: the task's lane, which keeps
+/// the slot, so that carrying it costs no allocation.
+#[derive(Clone)]
+pub(crate) struct SlotHold(pub(crate) std::sync::Arc<lane::Lane>);
+
+impl SlotHold {
+    /// Give every permit back (the consumer has the task's terminal item).
+    pub(crate) fn release_all(&self) {
+        self.0.slot.release_all();
+    }
 }
 
 /// The merger's control channel (unbounded: at most a few messages per

@@ -213,7 +213,7 @@ impl RunStream {
             return Err(error);
         }
         Ok(RunReport {
-            progress: *self.shared.progress.borrow(),
+            progress: self.shared.progress_now(),
             finished_by_policy: self.finished_by_policy,
         })
     }

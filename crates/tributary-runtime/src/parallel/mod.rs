@@ -473,7 +473,7 @@ impl Action for ParallelAction {
         };
         // While the children run, this task's slot goes back to the budget.
         if let Some(t) = &task {
-            t.slot.release_budget();
+            t.lane.slot.release_budget();
         }
         let result = async {
             let mut outcomes = Vec::new();
@@ -526,7 +526,7 @@ impl Action for ParallelAction {
         }
         .await;
         if let Some(t) = &task {
-            t.slot.reacquire_budget().await;
+            t.lane.slot.reacquire_budget().await;
         }
         result
     }
