@@ -32,6 +32,7 @@ mod broker;
 mod caller;
 mod error;
 mod fence;
+mod ops;
 mod options;
 pub mod protocol;
 #[cfg(feature = "redis")]
@@ -51,6 +52,8 @@ pub use broker::{Broker, MemoryBroker};
 pub use caller::ClusterRuntime;
 #[doc(inline)]
 pub use error::ClusterError;
+#[doc(inline)]
+pub use ops::{DeadTask, Fleet, FleetStatus, OpsError, RetriedTask, TaskIdentity, WorkerBeat};
 #[doc(inline)]
 pub use options::{ClusterOptions, Orphans};
 #[cfg(feature = "redis")]
