@@ -232,6 +232,59 @@ pub(crate) async fn a_dead_lettered_task_is_shown_and_retried(backend: Backend) 
     assert!(matches!(again, OpsError::NoSuchDeadTask { .. }), "{again}");
 }
 
+/// A census lists every worker with the tasks it holds; `status` prints
+/// them.
+pub(crate) async fn a_census_shows_what_each_worker_holds(backend: Backend) {
+    let mut cluster = Cluster::new(backend, 200);
+    cluster.start_worker(1).await;
+    cluster.start_worker(1).await;
+    let fleet = fleet(&cluster).await;
+    let run_id = unique("run");
+    let task = TaskSpec::named("b0", "busy").state(State::new().set("ms", 40));
+    let (handle, stream) = cluster
+        .caller()
+        .run(vec![task], tributary::RunConfig::new().run_id(&run_id));
+    let consumer = tokio::spawn(collect(stream));
+    let started = tokio::time::Instant::now();
+    while cluster.busy_steps().await < 3 {
+        assert!(started.elapsed() < WAIT, "the busy task runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let workers = fleet.census(Duration::from_secs(1)).await.unwrap();
+    let names: Vec<&str> = workers.iter().map(|w| w.worker.as_str()).collect();
+    assert_eq!(names, ["w0", "w1"], "{workers:?}");
+    let holding: Vec<_> = workers.iter().filter(|w| !w.held.is_empty()).collect();
+    assert_eq!(holding.len(), 1, "one worker holds the task: {workers:?}");
+    assert_eq!(holding[0].held, [(run_id.clone(), 0)]);
+    assert_eq!(holding[0].concurrency, 1);
+    // It renews its claim every heartbeat (200 ms).
+    assert!(holding[0].beat_age_ms < 2_000, "{workers:?}");
+    let table = cli(&cluster, &["status"]).await.unwrap();
+    assert!(table.contains(&format!("{run_id}#0")), "{table}");
+    assert!(table.contains("workers      2 answered"), "{table}");
+    handle.cancel().await;
+    let items = tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
+    assert!(
+        items.iter().any(|i| i.kind == ItemKind::Cancelled),
+        "{items:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
+async fn redis_a_census_shows_what_each_worker_holds() {
+    a_census_shows_what_each_worker_holds(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(tributary_nats, tributary_redis)),
+    ignore = "needs TRIBUTARY_NATS_URL and TRIBUTARY_REDIS_URL"
+)]
+async fn nats_a_census_shows_what_each_worker_holds() {
+    a_census_shows_what_each_worker_holds(Backend::Nats).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn redis_a_dead_lettered_task_is_shown_and_retried() {
