@@ -253,7 +253,8 @@ impl Fleet {
     }
 
     /// Publishes the dead-lettered task `id` again and removes it from the
-    /// dead letters. Its new claims outrank every claim it had (their
+    /// dead letters (two retries of one dead letter publish it once: the
+    /// publication carries a dedupe id). Its new claims outrank every claim it had (their
     /// epochs continue from its attempts), so the persister's fencing and
     /// the run's caller accept the new owner. A task of a run whose caller
     /// is still waiting ends in that run; a task of a run that ended is
@@ -278,12 +279,15 @@ impl Fleet {
             reason,
         })?;
         message.earlier_claims = message.earlier_claims.saturating_add(letter.attempts);
-        // Removed first: of two operators retrying the same task, one wins.
-        if !self.tasks.remove_dead_letter(WORKERS_GROUP, id).await? {
-            return Err(self.no_such(id));
-        }
+        // Published first, then removed: a failure in between leaves the
+        // dead letter in place (to retry again), never loses the task. The
+        // dedupe id makes a second publication of the same dead letter (a
+        // second operator, or a retry after such a failure) a duplicate
+        // the workers receive once.
         let payload = Bytes::from(serde_json::to_vec(&message).expect("task messages serialize"));
-        self.tasks.publish(payload, None).await?;
+        let dedupe = format!("retry-{}-{}-{}", message.run, message.index, letter.id);
+        self.tasks.publish(payload, Some(&dedupe)).await?;
+        self.tasks.remove_dead_letter(WORKERS_GROUP, id).await?;
         Ok(RetriedTask {
             id: id.to_owned(),
             task: identity(&message),
@@ -494,5 +498,80 @@ mod tests {
         let err = fleet.retry_dead("no-such-id").await.unwrap_err();
         assert!(matches!(err, OpsError::NoSuchDeadTask { .. }), "{err}");
         assert_eq!(fleet.dead().await.unwrap().len(), 1, "still there");
+    }
+
+    #[tokio::test]
+    async fn a_retried_task_continues_its_claims_and_leaves_the_dead_letters() {
+        let broker = MemoryBroker::new();
+        let options = ClusterOptions::new().max_deliveries(2);
+        let fleet = Fleet::connect(broker.clone(), options.clone())
+            .await
+            .unwrap();
+        let tasks = broker
+            .queue(&options.tasks_queue(), options.task_queue_options())
+            .await
+            .unwrap();
+        tasks
+            .create_group(WORKERS_GROUP, Start::First)
+            .await
+            .unwrap();
+        let message = TaskMessage {
+            version: PROTOCOL_VERSION,
+            run: "run-1".into(),
+            index: 4,
+            key: "k".into(),
+            app_id: "run-1/k".into(),
+            graph: "g".into(),
+            state: tributary_core::State::new(),
+            entrypoint: None,
+            halt_after: Vec::new(),
+            halt_before: Vec::new(),
+            inputs: tributary_core::Inputs::default(),
+            tokens: false,
+            nodes: false,
+            earlier_claims: 0,
+        };
+        tasks
+            .publish(Bytes::from(serde_json::to_vec(&message).unwrap()), None)
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let d = tasks
+                .fetch(WORKERS_GROUP, "w", 1, Duration::ZERO)
+                .await
+                .unwrap();
+            tasks.nak(&d[0], Duration::ZERO, "refused").await.unwrap();
+        }
+        let dead = fleet.dead().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        let task = dead[0].task.clone().unwrap();
+        assert_eq!(
+            (
+                task.run.as_str(),
+                task.index,
+                task.key.as_str(),
+                task.graph.as_str()
+            ),
+            ("run-1", 4, "k", "g")
+        );
+        assert_eq!(
+            (dead[0].attempts, dead[0].error.as_deref()),
+            (2, Some("refused"))
+        );
+
+        let retried = fleet.retry_dead(&dead[0].id).await.unwrap();
+        assert_eq!((retried.task, retried.earlier_claims), (task, 2));
+        assert!(fleet.dead().await.unwrap().is_empty());
+        let d = tasks
+            .fetch(WORKERS_GROUP, "w", 10, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(d.len(), 1, "published once");
+        let again: TaskMessage = serde_json::from_slice(&d[0].payload).unwrap();
+        assert_eq!((again.index, again.earlier_claims), (4, 2));
+        // Dead-lettered again, it lists the claims of both publications.
+        tasks.terminate(&d[0], "still refused").await.unwrap();
+        let dead = fleet.dead().await.unwrap();
+        assert_eq!((dead[0].attempts, dead[0].earlier_claims), (1, 2));
     }
 }
