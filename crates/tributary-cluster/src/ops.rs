@@ -133,9 +133,12 @@ pub(crate) async fn answer_census(
     until_ms: u64,
     beat: WorkerBeat,
 ) {
-    if !census_name_ok(&census) || now_ms() >= until_ms {
+    let now = now_ms();
+    if !census_name_ok(&census) || now >= until_ms {
         return;
     }
+    // Never longer than the census lasts (nor than half a minute).
+    let left = Duration::from_millis(until_ms - now).min(Duration::from_secs(30));
     let answer = async {
         let queue = broker
             .queue(&census_queue_name(&namespace, &census), census_options())
@@ -143,8 +146,10 @@ pub(crate) async fn answer_census(
         let payload = Bytes::from(serde_json::to_vec(&beat).expect("beats serialize"));
         queue.publish(payload, None).await
     };
-    if let Err(error) = answer.await {
-        tracing::debug!(%error, "could not answer a census");
+    match tokio::time::timeout(left, answer).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "could not answer a census"),
+        Err(_) => tracing::debug!("the census ended before the answer reached it"),
     }
 }
 

@@ -8,7 +8,9 @@
 //! - `<ns>-items-<run>`: one per run, the [`Event`]s of the run's tasks
 //!   (claims, tokens, node items, ends), read by the caller;
 //! - `<ns>-control`: [`Control`] messages for the fleet, read by every worker
-//!   in a group of its own (so each worker sees every message).
+//!   in a group of its own (so each worker sees every message);
+//! - `<ns>-census-<id>`: the workers' answers to one census
+//!   ([`WorkerBeat`](crate::WorkerBeat)s), read by its asker and removed after.
 //!
 //! Every message is JSON.
 
