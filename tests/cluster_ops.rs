@@ -262,6 +262,16 @@ pub(crate) async fn a_census_shows_what_each_worker_holds(backend: Backend) {
     let table = cli(&cluster, &["status"]).await.unwrap();
     assert!(table.contains(&format!("{run_id}#0")), "{table}");
     assert!(table.contains("workers      2 answered"), "{table}");
+    if backend == Backend::Redis {
+        // The censuses' answer queues are gone.
+        let mut redis = cluster.redis().await;
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}-census-*", cluster.ns))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
     handle.cancel().await;
     let items = tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
     assert!(

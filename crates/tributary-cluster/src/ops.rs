@@ -506,6 +506,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_worker_answers_a_census() {
+        let broker = MemoryBroker::new();
+        let options = ClusterOptions::new().heartbeat(Duration::from_millis(50));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut running = Vec::new();
+        for name in ["a", "b"] {
+            let worker = crate::Worker::builder(broker.clone(), crate::Graphs::new())
+                .name(name)
+                .concurrency(3)
+                .options(options.clone())
+                .build()
+                .unwrap();
+            running.push(tokio::spawn(worker.run(stop.clone().cancelled_owned())));
+        }
+        let fleet = Fleet::connect(broker.clone(), options.clone())
+            .await
+            .unwrap();
+        // The workers' control groups exist once they started reading.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let workers = fleet.census(Duration::from_millis(500)).await.unwrap();
+        let seen: Vec<(&str, usize, usize)> = workers
+            .iter()
+            .map(|w| (w.worker.as_str(), w.held.len(), w.concurrency))
+            .collect();
+        assert_eq!(seen, [("a", 0, 3), ("b", 0, 3)]);
+        assert!(workers.iter().all(|w| w.beat_age_ms < 1_000), "{workers:?}");
+        stop.cancel();
+        for r in running {
+            r.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn a_retried_task_continues_its_claims_and_leaves_the_dead_letters() {
         let broker = MemoryBroker::new();
         let options = ClusterOptions::new().max_deliveries(2);
