@@ -29,7 +29,7 @@ pub enum ClusterCommand {
         /// The cluster's broker and namespace.
         #[command(flatten)]
         at: BrokerArgs,
-        /// How long to wait for the workers' answers, in milliseconds
+        /// How long to wait for the workers' answers, in milliseconds (0: do not ask)
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         wait: u64,
     },
@@ -64,8 +64,7 @@ pub(crate) fn cluster(
         match command {
             ClusterCommand::Status { at, wait } => {
                 let fleet = connect(at).await?;
-                let mut status = fleet.status().await?;
-                status.workers = fleet.census(Duration::from_millis(*wait)).await?;
+                let status = fleet.status(Duration::from_millis(*wait)).await?;
                 if json {
                     return write_json(out, &status);
                 }
@@ -75,7 +74,10 @@ pub(crate) fn cluster(
                 head.row(["dead tasks".into(), status.dead.len().to_string()]);
                 head.row([
                     "workers".into(),
-                    format!("{} answered within {wait} ms", status.workers.len()),
+                    match wait {
+                        0 => "not asked (--wait 0)".to_owned(),
+                        _ => format!("{} answered within {wait} ms", status.workers.len()),
+                    },
                 ]);
                 head.write(out)?;
                 if !status.workers.is_empty() {

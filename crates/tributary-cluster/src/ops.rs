@@ -164,8 +164,8 @@ pub struct FleetStatus {
     pub queue_depth: u64,
     /// The dead-lettered tasks, oldest first.
     pub dead: Vec<DeadTask>,
-    /// The workers that answered the census, by name (empty when
-    /// [`Fleet::census`] was not asked for).
+    /// The workers that answered the census, by name (empty when no census
+    /// was asked for).
     pub workers: Vec<WorkerBeat>,
 }
 
@@ -189,10 +189,11 @@ pub struct RetriedTask {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
 /// use tributary_cluster::{ClusterOptions, Fleet, MemoryBroker};
 ///
 /// let fleet = Fleet::connect(MemoryBroker::new(), ClusterOptions::new()).await?;
-/// let status = fleet.status().await?;
+/// let status = fleet.status(Duration::ZERO).await?;
 /// assert_eq!(status.queue_depth, 0);
 /// assert!(status.dead.is_empty());
 /// # Ok(()) }
@@ -226,17 +227,23 @@ impl Fleet {
         })
     }
 
-    /// The task queue's depth and the dead-lettered tasks.
+    /// The task queue's depth, the dead-lettered tasks, and the workers
+    /// that answer a [`census`](Self::census) within `census_wait` (no
+    /// census for a zero wait).
     ///
     /// # Errors
     ///
     /// [`OpsError::Queue`] when the broker fails.
-    pub async fn status(&self) -> Result<FleetStatus, OpsError> {
+    pub async fn status(&self, census_wait: Duration) -> Result<FleetStatus, OpsError> {
+        let workers = match census_wait.is_zero() {
+            true => Vec::new(),
+            false => self.census(census_wait).await?,
+        };
         Ok(FleetStatus {
             namespace: self.options.namespace.clone(),
             queue_depth: self.tasks.stored().await?,
             dead: self.dead().await?,
-            workers: Vec::new(),
+            workers,
         })
     }
 
@@ -471,7 +478,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            fleet.status().await.unwrap().dead.is_empty(),
+            fleet.status(Duration::ZERO).await.unwrap().dead.is_empty(),
             "no group yet"
         );
         tasks
@@ -487,7 +494,7 @@ mod tests {
             .await
             .unwrap();
         tasks.terminate(&d[0], "malformed").await.unwrap();
-        let status = fleet.status().await.unwrap();
+        let status = fleet.status(Duration::ZERO).await.unwrap();
         assert_eq!(status.dead.len(), 1);
         let dead = &status.dead[0];
         assert!(dead.task.is_none());
