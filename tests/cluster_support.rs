@@ -84,6 +84,15 @@ impl Cluster {
 
     /// Starts a worker process; returns its number once it is ready.
     pub(crate) async fn start_worker(&mut self, concurrency: usize) -> usize {
+        self.start_worker_env(concurrency, &[]).await
+    }
+
+    /// Starts a worker process with more environment variables.
+    pub(crate) async fn start_worker_env(
+        &mut self,
+        concurrency: usize,
+        env: &[(&str, &str)],
+    ) -> usize {
         let n = self.workers.len();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cluster_worker"))
             .args([
@@ -97,6 +106,7 @@ impl Cluster {
             ])
             .env("CLUSTER_COUNTER_URL", &self.counter_url)
             .env("CLUSTER_MAX_DELIVERIES", self.max_deliveries.to_string())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

@@ -7,6 +7,7 @@ mod application_stream;
 mod cluster_example;
 mod cluster_fleet;
 mod cluster_nats;
+mod cluster_ops;
 mod cluster_redis;
 mod cluster_support;
 mod durable_call;

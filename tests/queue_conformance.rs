@@ -83,6 +83,9 @@ impl<Q: WorkQueue> WorkQueue for Cleaned<Q> {
     async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetter>, QueueError> {
         self.inner.dead_letters(group).await
     }
+    async fn remove_dead_letter(&self, group: &str, id: &str) -> Result<bool, QueueError> {
+        self.inner.remove_dead_letter(group, id).await
+    }
     async fn trim(&self) -> Result<u64, QueueError> {
         self.inner.trim().await
     }
@@ -399,6 +402,51 @@ pub(crate) async fn a_deleted_group_no_longer_holds_back_trim(make: Make) {
     q.destroy().await.unwrap();
 }
 
+/// A dead letter is removed by its id from its own group's dead letters
+/// only: the others stay, in order; removing it again, from another group,
+/// or with an id that is none, removes nothing.
+pub(crate) async fn a_dead_letter_is_removed_by_its_id(make: Make) {
+    let q = make(opts().lease(Duration::from_secs(5)).max_deliveries(1)).await;
+    q.create_group("g", Start::First).await.unwrap();
+    q.create_group("other", Start::First).await.unwrap();
+    for i in 0..3 {
+        q.publish(format!("m{i}").into(), None).await.unwrap();
+    }
+    for d in q.fetch("g", "c", 3, WAIT).await.unwrap() {
+        q.terminate(&d, "no").await.unwrap();
+    }
+    let one = q.fetch("other", "c", 1, WAIT).await.unwrap();
+    q.terminate(&one[0], "not here either").await.unwrap();
+    let dead = q.dead_letters("g").await.unwrap();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let middle = dead[1].id.clone();
+    assert_eq!(&dead[1].payload[..], b"m1");
+    assert!(
+        !q.remove_dead_letter("other", &middle).await.unwrap(),
+        "not a dead letter of that group"
+    );
+    assert!(q.remove_dead_letter("g", &middle).await.unwrap());
+    let left: Vec<_> = q
+        .dead_letters("g")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (String::from_utf8(d.payload.to_vec()).unwrap(), d.id))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            ("m0".to_owned(), dead[0].id.clone()),
+            ("m2".to_owned(), dead[2].id.clone())
+        ]
+    );
+    assert!(!q.remove_dead_letter("g", &middle).await.unwrap());
+    assert!(!q.remove_dead_letter("g", "not-an-id").await.unwrap());
+    assert!(!q.remove_dead_letter("nobody", &dead[0].id).await.unwrap());
+    assert_eq!(q.dead_letters("other").await.unwrap().len(), 1);
+    assert_eq!(q.dead_letters("g").await.unwrap().len(), 2);
+}
+
 /// A consumer in another process (`queue_worker`) fetches three messages
 /// and is killed with SIGKILL before settling them; another consumer gets
 /// them, each with attempt 2. `q` has a 500 ms lease and a group-less
@@ -472,7 +520,8 @@ macro_rules! conformance {
             an_unknown_group_is_named_and_a_group_is_created_once,
             a_duplicate_dedupe_id_is_delivered_once,
             trimming_removes_only_what_every_group_settled,
-            a_deleted_group_no_longer_holds_back_trim
+            a_deleted_group_no_longer_holds_back_trim,
+            a_dead_letter_is_removed_by_its_id
         );
     };
     (@tests $make:path, $attrs:tt, $($check:ident),*) => {

@@ -10,6 +10,9 @@
 //! - `busy`: steps forever (each sleeps `ms` and counts itself in
 //!   `<ns>:busy`), until cancelled.
 //!
+//! With `CLUSTER_EXTRA_GRAPH=<name>`, `square` is registered under that
+//! name too (a worker of a newer release, knowing one more graph).
+//!
 //! SIGTERM shuts it down gracefully (drain 1 s, then hand back).
 
 use std::sync::Arc;
@@ -51,6 +54,10 @@ async fn main() -> anyhow::Result<()> {
         .register("square", square())?
         .register("busy", busy(redis, ns.clone()))?
         .register("crash", crash())?;
+    let graphs = match std::env::var("CLUSTER_EXTRA_GRAPH") {
+        Ok(extra) if !extra.is_empty() => graphs.register(extra, square())?,
+        _ => graphs,
+    };
     let options = ClusterOptions::new()
         .namespace(ns.clone())
         .heartbeat(Duration::from_millis(heartbeat.parse()?))

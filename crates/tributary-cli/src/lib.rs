@@ -8,7 +8,13 @@
 //! tributary tree <app-id>                 # the subgraphs it spawned, by task key, in task order
 //! tributary export <app-id> --format dot  # its actions, observed transitions and child subgraphs
 //! tributary ui --addr 127.0.0.1:7878      # the web view of the recorded runs, read-only (SQLite or PostgreSQL)
+//! tributary cluster status --broker redis://127.0.0.1:6379   # a cluster's queue depth, dead-lettered tasks, workers
+//! tributary cluster dead --broker nats://127.0.0.1:4222      # its dead-lettered tasks with their errors
+//! tributary cluster retry <id> --broker redis://127.0.0.1:6379  # publish a dead-lettered task again
 //! ```
+//!
+//! The `cluster` commands read a cluster's queues on its broker (namespace
+//! `--namespace`, default `tributary`), not a database.
 //!
 //! The database is `--db PATH`, else `$TRIBUTARY_DB`, else
 //! `.tributary/tributary.db` in the current directory. It is opened
@@ -41,6 +47,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cluster;
 mod export;
 mod postgres;
 mod render;
@@ -55,6 +62,7 @@ use serde_json::json;
 use tributary_core::ParentPointer;
 use tributary_sqlite::{JournaledStep, RunReader, RunSource, RunSummary, SqliteError, TrackedStep};
 
+pub use crate::cluster::{BrokerArgs, ClusterCommand};
 pub use crate::ui::serve_ui;
 
 use crate::render::{Align, Guard, SafeJson, Table, clean, format_duration, format_time, truncate};
@@ -135,6 +143,12 @@ pub enum Command {
         #[arg(long)]
         control: bool,
     },
+    /// Inspect a cluster's queues on its broker: status, dead, retry
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
 }
 
 /// A graph language for `export`.
@@ -176,6 +190,15 @@ pub enum CliError {
     /// `--follow` was asked of a SQLite file, which announces nothing.
     #[error("--follow needs a PostgreSQL database (--db postgres://...)")]
     FollowNeedsPostgres,
+    /// A `--broker` URL of no known scheme.
+    #[error("`{url}` is not a broker URL (redis://, rediss://, nats:// or tls://)")]
+    BrokerUrl {
+        /// The URL given.
+        url: String,
+    },
+    /// A cluster operation failed.
+    #[error(transparent)]
+    Cluster(#[from] tributary_cluster::OpsError),
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
@@ -205,6 +228,9 @@ impl Cli {
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
     if let Command::Ui { addr, control } = &cli.command {
         return ui_until_ctrl_c(cli, *addr, *control);
+    }
+    if let Command::Cluster { command } = &cli.command {
+        return cluster::cluster(command, cli.json, &mut Guard(out));
     }
     let db = cli.db_path();
     let url = db.to_str().filter(|d| postgres::is_url(d));
@@ -237,7 +263,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), CliError> {
             let run = find(&reader, app_id)?;
             export::export(&*reader, &run, *format, cli.json, out)
         }
-        Command::Ui { .. } => unreachable!("served above"),
+        Command::Ui { .. } | Command::Cluster { .. } => unreachable!("run above"),
     }
 }
 

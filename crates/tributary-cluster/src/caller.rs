@@ -439,6 +439,7 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
         inputs: task.halt.get_inputs().clone(),
         tokens: task.tokens,
         nodes: task.nodes,
+        earlier_claims: 0,
     };
     if let Err(error) = publish(&*io.tasks, &message).await {
         guard.settled = true;

@@ -38,6 +38,7 @@ mod broker;
 mod caller;
 mod error;
 mod fence;
+mod ops;
 mod options;
 pub mod protocol;
 #[cfg(feature = "redis")]
@@ -57,6 +58,8 @@ pub use broker::{Broker, MemoryBroker};
 pub use caller::ClusterRuntime;
 #[doc(inline)]
 pub use error::ClusterError;
+#[doc(inline)]
+pub use ops::{DeadTask, Fleet, FleetStatus, OpsError, RetriedTask, TaskIdentity, WorkerBeat};
 #[doc(inline)]
 pub use options::{ClusterOptions, Orphans};
 #[cfg(feature = "redis")]

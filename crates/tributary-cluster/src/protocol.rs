@@ -8,7 +8,9 @@
 //! - `<ns>-items-<run>`: one per run, the [`Event`]s of the run's tasks
 //!   (claims, tokens, node items, ends), read by the caller;
 //! - `<ns>-control`: [`Control`] messages for the fleet, read by every worker
-//!   in a group of its own (so each worker sees every message).
+//!   in a group of its own (so each worker sees every message);
+//! - `<ns>-census-<id>`: the workers' answers to one census
+//!   ([`WorkerBeat`](crate::WorkerBeat)s), read by its asker and removed after.
 //!
 //! Every message is JSON.
 
@@ -55,6 +57,16 @@ pub struct TaskMessage {
     pub tokens: bool,
     /// Whether the caller wants the task's node items.
     pub nodes: bool,
+    /// Claims of earlier publications of this task: a dead-lettered task
+    /// published again carries the deliveries it used, and a worker's claim
+    /// epoch is this plus the delivery's attempt, so the new claims outrank
+    /// the old ones (for the persister's fencing and for the caller).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earlier_claims: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How a task ended, as a worker reports it.
@@ -209,17 +221,28 @@ pub enum Control {
         /// The run.
         run: String,
     },
+    /// Every worker is to say what it holds (a
+    /// [`WorkerBeat`](crate::WorkerBeat)) on the queue
+    /// `<ns>-<census>`, which the asker reads and then removes.
+    Census {
+        /// The census's name: `census-` and 32 hex digits.
+        census: String,
+        /// No answer after this (milliseconds since the Unix epoch): the
+        /// asker removes the queue soon after.
+        until_ms: u64,
+    },
 }
 
 impl Control {
-    /// The run the message is about.
-    pub fn run(&self) -> &str {
+    /// The run the message is about (none for a census).
+    pub fn run(&self) -> Option<&str> {
         match self {
             Control::Pause { run, .. }
             | Control::Resume { run, .. }
             | Control::Cancel { run, .. }
             | Control::Alive { run, .. }
-            | Control::Ended { run } => run,
+            | Control::Ended { run } => Some(run),
+            Control::Census { .. } => None,
         }
     }
 }

@@ -197,6 +197,10 @@ struct Shared {
     items: tokio::sync::Mutex<HashMap<String, ItemsQueue>>,
     handing_back: CancellationToken,
     stats: Arc<WorkerStats>,
+    concurrency: usize,
+    /// When it last reached the task queue (a fetch or a renewal), in
+    /// milliseconds since the Unix epoch: its census answers say.
+    beat_ms: AtomicU64,
 }
 
 impl Worker {
@@ -261,6 +265,8 @@ impl Worker {
             items: tokio::sync::Mutex::default(),
             handing_back: CancellationToken::new(),
             stats: Arc::clone(&self.stats),
+            concurrency: self.concurrency,
+            beat_ms: AtomicU64::new(crate::ops::now_ms()),
         });
         let stop = CancellationToken::new();
         let listener = tokio::spawn(listen(
@@ -298,7 +304,12 @@ impl Worker {
                 f = tasks.fetch(WORKERS_GROUP, &self.name, permits.len(), poll) => f,
             };
             let deliveries = match fetched {
-                Ok(d) => d,
+                Ok(d) => {
+                    shared
+                        .beat_ms
+                        .store(crate::ops::now_ms(), Ordering::Relaxed);
+                    d
+                }
                 Err(error) => {
                     tracing::warn!(%error, "claiming tasks failed; retrying");
                     drop(permits);
@@ -417,6 +428,28 @@ async fn listen(
 
 async fn apply(shared: &Shared, control: Control) {
     match &control {
+        Control::Census { census, until_ms } => {
+            let held = shared
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+            let beat = crate::ops::WorkerBeat::new(
+                shared.name.clone(),
+                held,
+                shared.concurrency,
+                shared.beat_ms.load(Ordering::Relaxed),
+            );
+            tokio::spawn(crate::ops::answer_census(
+                Arc::clone(&shared.broker),
+                shared.options.namespace.clone(),
+                census.clone(),
+                *until_ms,
+                beat,
+            ));
+        }
         Control::Alive { run, ttl_ms } => {
             let mut runs = shared.runs.lock().unwrap_or_else(|e| e.into_inner());
             forget_oldest(&mut runs);
@@ -625,7 +658,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
         return;
     };
     shared.stats.claimed.fetch_add(1, Ordering::Relaxed);
-    let epoch = delivery.attempt;
+    let epoch = delivery.attempt.saturating_add(message.earlier_claims);
     // The first step this claim runs: after the last checkpoint.
     let mut step = 0;
     if let Some(p) = &shared.persister {
@@ -842,7 +875,9 @@ async fn renew(
             () = tokio::time::sleep(every) => {}
         }
         match shared.tasks.in_progress(&delivery).await {
-            Ok(()) => {}
+            Ok(()) => shared
+                .beat_ms
+                .store(crate::ops::now_ms(), Ordering::Relaxed),
             Err(QueueError::NotHeld { .. }) => {
                 lost.store(true, Ordering::SeqCst);
                 drop(handle.cancel());

@@ -27,6 +27,26 @@ struct Group {
     next: u64,
     pending: BTreeMap<u64, Pending>,
     dead: Vec<DeadLetter>,
+    // The id of the next dead letter.
+    dead_next: u64,
+}
+
+impl Group {
+    fn bury(
+        &mut self,
+        (payload, dedupe_id): (Bytes, Option<String>),
+        attempts: u32,
+        last_error: Option<String>,
+    ) {
+        self.dead.push(DeadLetter {
+            id: self.dead_next.to_string(),
+            payload,
+            dedupe_id,
+            attempts,
+            last_error,
+        });
+        self.dead_next += 1;
+    }
 }
 
 #[derive(Default)]
@@ -157,12 +177,7 @@ impl MemoryQueue {
             let (payload, dedupe_id) = message(seq);
             if p.deliveries >= options.max_deliveries {
                 let p = g.pending.remove(&seq).expect("listed");
-                g.dead.push(DeadLetter {
-                    payload,
-                    dedupe_id,
-                    attempts: p.deliveries,
-                    last_error: p.last_error,
-                });
+                g.bury((payload, dedupe_id), p.deliveries, p.last_error);
                 continue;
             }
             p.deliveries += 1;
@@ -314,12 +329,7 @@ impl WorkQueue for MemoryQueue {
         p.last_error = Some(error.to_owned());
         if p.deliveries >= max {
             let p = g.pending.remove(&seq).expect("present");
-            g.dead.push(DeadLetter {
-                payload: message.0,
-                dedupe_id: message.1,
-                attempts: p.deliveries,
-                last_error: p.last_error,
-            });
+            g.bury(message, p.deliveries, p.last_error);
         } else {
             p.until = Instant::now() + delay;
         }
@@ -356,12 +366,7 @@ impl WorkQueue for MemoryQueue {
             .get_mut(&delivery.group)
             .ok_or_else(|| self.unknown(&delivery.group))?;
         if let Some(p) = g.pending.remove(&seq) {
-            g.dead.push(DeadLetter {
-                payload: message.0,
-                dedupe_id: message.1,
-                attempts: p.deliveries,
-                last_error: Some(error.to_owned()),
-            });
+            g.bury(message, p.deliveries, Some(error.to_owned()));
         }
         Ok(())
     }
@@ -370,6 +375,16 @@ impl WorkQueue for MemoryQueue {
         let state = self.lock();
         let g = state.groups.get(group).ok_or_else(|| self.unknown(group))?;
         Ok(g.dead.clone())
+    }
+
+    async fn remove_dead_letter(&self, group: &str, id: &str) -> Result<bool, QueueError> {
+        let mut state = self.lock();
+        let Some(g) = state.groups.get_mut(group) else {
+            return Ok(false);
+        };
+        let before = g.dead.len();
+        g.dead.retain(|d| d.id != id);
+        Ok(g.dead.len() < before)
     }
 
     async fn trim(&self) -> Result<u64, QueueError> {

@@ -93,6 +93,9 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeadLetter {
+    /// The dead letter's id in its group's dead letters, for
+    /// [`remove_dead_letter`](WorkQueue::remove_dead_letter).
+    pub id: String,
     /// The message.
     pub payload: Bytes,
     /// Its dedupe id.
@@ -244,6 +247,16 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     ///
     /// When the broker fails.
     async fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Removes the dead letter `id` (its [`DeadLetter::id`]) from the dead
+    /// letters of `group`, after it was dealt with (published again, say).
+    /// Returns whether it was there: removing it twice, or from another
+    /// group, removes nothing.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails.
+    async fn remove_dead_letter(&self, group: &str, id: &str) -> Result<bool, QueueError>;
 
     /// Retention: removes the messages every group has settled, and returns
     /// how many went. A message some group has not read yet, or holds

@@ -497,7 +497,12 @@ impl WorkQueue for NatsQueue {
                         .and_then(|h| h.get(name))
                         .map(|v| v.to_string())
                 };
+                let id = m
+                    .info()
+                    .map(|i| i.stream_sequence.to_string())
+                    .map_err(|e| self.backend("read a dead letter's metadata", e))?;
                 out.push(DeadLetter {
+                    id,
                     payload: m.payload.clone(),
                     dedupe_id: header(DEDUPE),
                     attempts: header(ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0),
@@ -507,6 +512,37 @@ impl WorkQueue for NatsQueue {
             if out.len() == before {
                 return Ok(out);
             }
+        }
+    }
+
+    async fn remove_dead_letter(&self, group: &str, id: &str) -> Result<bool, QueueError> {
+        let Ok(sequence) = id.parse::<u64>() else {
+            return Ok(false);
+        };
+        let what = || format!("remove dead letter {id} of group {group}");
+        // Only a dead letter of this group: the message's subject says.
+        let found = tokio::time::timeout(self.timeout, self.dead.get_raw_message(sequence))
+            .await
+            .map_err(|_| self.timed_out(what()))?;
+        let message = match found {
+            Ok(m) => m,
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(false);
+            }
+            Err(e) if e.to_string().contains("not found") => return Ok(false),
+            Err(e) => return Err(self.backend(what(), e)),
+        };
+        if message.subject.as_str() != format!("{}.dead.{group}", self.name) {
+            return Ok(false);
+        }
+        let deleted = tokio::time::timeout(self.timeout, self.dead.delete_message(sequence))
+            .await
+            .map_err(|_| self.timed_out(what()))?;
+        match deleted {
+            Ok(removed) => Ok(removed),
+            // Removed meanwhile by another caller.
+            Err(e) if e.to_string().contains("not found") => Ok(false),
+            Err(e) => Err(self.backend(what(), e)),
         }
     }
 

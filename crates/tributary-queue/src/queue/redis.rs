@@ -614,12 +614,31 @@ impl WorkQueue for RedisQueue {
             .ids
             .into_iter()
             .map(|e| DeadLetter {
+                id: e.id.clone(),
                 payload: e.get::<Vec<u8>>("p").unwrap_or_default().into(),
                 dedupe_id: e.get("d"),
                 attempts: e.get("a").unwrap_or(0),
                 last_error: e.get("e"),
             })
             .collect())
+    }
+
+    async fn remove_dead_letter(&self, group: &str, id: &str) -> Result<bool, QueueError> {
+        let mut cmd = redis::cmd("XDEL");
+        cmd.arg(self.dead_key(group)).arg(id);
+        match self
+            .query::<u64>(&cmd, || format!("remove dead letter {id} of group {group}"))
+            .await
+        {
+            Ok(n) => Ok(n > 0),
+            // Not an id of a stream entry: no such dead letter.
+            Err(QueueError::Backend { source, .. })
+                if source.to_string().contains("Invalid stream ID") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn trim(&self) -> Result<u64, QueueError> {
