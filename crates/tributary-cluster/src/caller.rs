@@ -478,11 +478,14 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
                     return executor_error(&task, "the run's event reader stopped", &"gone");
                 };
                 match event {
-                    Event::Claimed { epoch: e, step, .. } if e >= epoch => {
+                    Event::Claimed { epoch: e, .. } if e >= epoch => {
+                        // The new owner starts after its checkpoint and first
+                        // reports that checkpoint's step (dropped below if it
+                        // was delivered): `next_step` moves only with what the
+                        // consumer got.
                         epoch = e;
                         claimed = true;
                         refused_since = None;
-                        next_step = next_step.max(step);
                         // A new owner learns what the task's last owner knew.
                         if cancelling {
                             send(control(|run, task| Control::Cancel { run, task })).await;

@@ -1,7 +1,7 @@
 //! Checkpoint writes under a claim's epoch.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tributary_core::{Checkpoint, PersistError, Persister};
@@ -11,20 +11,39 @@ use tributary_core::{Checkpoint, PersistError, Persister};
 pub(crate) struct FencedPersister {
     inner: Arc<dyn Persister>,
     epoch: u64,
-    fenced: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+}
+
+/// What a claim's writes came to.
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// A write was refused: a newer claim owns the application.
+    pub(crate) fenced: AtomicBool,
+    /// Checkpoints saved under this claim.
+    pub(crate) saves: AtomicU64,
 }
 
 impl FencedPersister {
-    pub(crate) fn new(inner: Arc<dyn Persister>, epoch: u64) -> (Self, Arc<AtomicBool>) {
-        let fenced = Arc::new(AtomicBool::new(false));
+    pub(crate) fn new(inner: Arc<dyn Persister>, epoch: u64) -> (Self, Arc<Seen>) {
+        let seen = Arc::new(Seen::default());
         (
             FencedPersister {
                 inner,
                 epoch,
-                fenced: Arc::clone(&fenced),
+                seen: Arc::clone(&seen),
             },
-            fenced,
+            seen,
         )
+    }
+
+    fn note(&self, saved: &Result<(), PersistError>) {
+        match saved {
+            Ok(()) => {
+                self.seen.saves.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(PersistError::Fenced { .. }) => self.seen.fenced.store(true, Ordering::SeqCst),
+            Err(_) => {}
+        }
     }
 }
 
@@ -32,9 +51,7 @@ impl FencedPersister {
 impl Persister for FencedPersister {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
         let saved = self.inner.save_fenced(checkpoint, self.epoch).await;
-        if let Err(PersistError::Fenced { .. }) = &saved {
-            self.fenced.store(true, Ordering::SeqCst);
-        }
+        self.note(&saved);
         saved
     }
 
@@ -59,9 +76,7 @@ impl Persister for FencedPersister {
             .inner
             .save_fenced(checkpoint, epoch.max(self.epoch))
             .await;
-        if let Err(PersistError::Fenced { .. }) = &saved {
-            self.fenced.store(true, Ordering::SeqCst);
-        }
+        self.note(&saved);
         saved
     }
 }

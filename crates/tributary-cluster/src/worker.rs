@@ -661,9 +661,26 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
     let epoch = delivery.attempt.saturating_add(message.earlier_claims);
     // The first step this claim runs: after the last checkpoint.
     let mut step = 0;
+    // The node item of the last checkpointed step: an earlier owner may
+    // have saved the step and stopped before reporting it. Sent before this
+    // claim's first item (the caller drops it if it had it), unless the task
+    // ends at that very step.
+    let mut owed = None;
     if let Some(p) = &shared.persister {
         match p.load(&message.app_id, None).await {
-            Ok(Some(checkpoint)) => step = checkpoint.sequence_id + 1,
+            Ok(Some(checkpoint)) => {
+                step = checkpoint.sequence_id + 1;
+                if checkpoint.status == tributary_core::StepStatus::Completed && message.nodes {
+                    owed = Some(Event::Node {
+                        task: message.index,
+                        epoch,
+                        step: checkpoint.sequence_id,
+                        action: checkpoint.action,
+                        result: checkpoint.result.unwrap_or_default(),
+                        state: checkpoint.state,
+                    });
+                }
+            }
             Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, "cannot read the task's checkpoint; handing it back");
@@ -701,11 +718,11 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
         spec = spec.halt_before(message.halt_before.iter().cloned());
     }
     let mut config = RunConfig::new().run_id(message.run.clone());
-    let mut fenced = None;
+    let mut seen = None;
     if let Some(p) = &shared.persister {
-        let (persister, flag) = FencedPersister::new(Arc::clone(p), u64::from(epoch));
+        let (persister, writes) = FencedPersister::new(Arc::clone(p), u64::from(epoch));
         config = config.persister(Arc::new(persister));
-        fenced = Some(flag);
+        seen = Some(writes);
     }
     let (handle, mut stream) = shared.local.run(vec![spec], config);
     if matches!(pending, Some(Control::Pause { .. })) {
@@ -736,7 +753,14 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
         beat.clone(),
     ));
     let gone = |lost: &AtomicBool| {
-        lost.load(Ordering::SeqCst) || fenced.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+        lost.load(Ordering::SeqCst)
+            || seen
+                .as_ref()
+                .is_some_and(|s| s.fenced.load(Ordering::SeqCst))
+    };
+    let stepped = || {
+        seen.as_ref()
+            .is_some_and(|s| s.saves.load(Ordering::SeqCst) > 0)
     };
     let mut end = None;
     while let Some(item) = stream.next().await {
@@ -747,6 +771,11 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
             Relay::Send(event) => event,
             Relay::Skip => continue,
             Relay::End(wire) => {
+                // A `Final` with no step run under this claim is the
+                // checkpoint's own step: its end stands for its node item.
+                if matches!(wire, WireEnd::Final { .. }) && !stepped() {
+                    owed = None;
+                }
                 end = Some(wire);
                 continue;
             }
@@ -754,8 +783,10 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
         if shared.run_ended(&message.run) {
             continue;
         }
-        if let Err(error) = publish_event(&*items, &event).await {
-            tracing::warn!(%error, "an item of the task could not be reported");
+        for event in owed.take().into_iter().chain([event]) {
+            if let Err(error) = publish_event(&*items, &event).await {
+                tracing::warn!(%error, "an item of the task could not be reported");
+            }
         }
     }
     beat.cancel();
@@ -781,6 +812,11 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
     if orphaned.load(Ordering::SeqCst) || shared.run_ended(&message.run) {
         let _ = tasks.ack(&delivery).await;
         return;
+    }
+    if let Some(owed) = owed.take() {
+        if let Err(error) = publish_event(&*items, &owed).await {
+            tracing::warn!(%error, "an item of the task could not be reported");
+        }
     }
     let end = end.unwrap_or(WireEnd::Cancelled { action: None });
     let event = Event::End {

@@ -237,3 +237,120 @@ async fn zip_rounds_and_add_task_work_as_locally() {
     stop.cancel();
     fleet.await.unwrap();
 }
+
+/// Counts `i` up to 3, one step at a time.
+fn count_to_three() -> Graph {
+    let step = action("step")
+        .reads(["i"])
+        .writes(["i", "done"])
+        .run(|s: State, _, _| async move {
+            let i: i64 = s.get_as("i")?;
+            Ok((
+                json!({ "i": i + 1 }),
+                s.set("i", i + 1).set("done", i + 1 >= 3),
+            ))
+        });
+    Graph::builder()
+        .action(step)
+        .transition("step", "step", tributary_core::when("done", false))
+        .entrypoint("step")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_checkpointed_by_an_earlier_owner_but_never_reported_is_reported_by_the_next() {
+    use std::sync::Arc;
+    use tributary_core::{Checkpoint, InMemoryPersister, Persister, StepStatus};
+
+    // An earlier owner (claim 1) saved step 0 and stopped before saying so.
+    let persister = Arc::new(InMemoryPersister::new());
+    let mut step0 = Checkpoint::new(
+        "counted",
+        0,
+        "step",
+        StepStatus::Completed,
+        State::new().set("i", 1).set("done", false),
+    );
+    step0.result = Some(json!({ "i": 1 }));
+    persister.save_fenced(&step0, 1).await.unwrap();
+
+    let broker = MemoryBroker::new();
+    let worker = Worker::builder(
+        broker.clone(),
+        Graphs::new().register("count", count_to_three()).unwrap(),
+    )
+    .persister(persister.clone())
+    .options(fast())
+    .build()
+    .unwrap();
+    let stop = CancellationToken::new();
+    let fleet = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
+    let task = TaskSpec::named("c", "count")
+        .app_id("counted")
+        .state(State::new().set("i", 0).set("done", false));
+    let (_h, stream) = caller.run(vec![task], RunConfig::new());
+    let items = collect(stream).await;
+    let nodes: Vec<i64> = items
+        .iter()
+        .filter(|i| i.kind == ItemKind::NodeComplete)
+        .map(|i| i.state_update.as_ref().unwrap().get_as::<i64>("i").unwrap())
+        .collect();
+    assert_eq!(
+        nodes,
+        [1, 2],
+        "step 0's node item comes from its checkpoint"
+    );
+    let end = items.last().unwrap();
+    assert_eq!(end.kind, ItemKind::Final);
+    assert_eq!(
+        end.state_update
+            .as_ref()
+            .unwrap()
+            .get_as::<i64>("i")
+            .unwrap(),
+        3
+    );
+    stop.cancel();
+    fleet.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_checkpoint_is_its_end_reports_only_its_end() {
+    use std::sync::Arc;
+    use tributary_core::{Checkpoint, InMemoryPersister, Persister, StepStatus};
+
+    let persister = Arc::new(InMemoryPersister::new());
+    for (seq, i) in [(0u64, 1i64), (1, 2), (2, 3)] {
+        let mut cp = Checkpoint::new(
+            "finished",
+            seq,
+            "step",
+            StepStatus::Completed,
+            State::new().set("i", i).set("done", i >= 3),
+        );
+        cp.result = Some(json!({ "i": i }));
+        persister.save_fenced(&cp, 1).await.unwrap();
+    }
+    let broker = MemoryBroker::new();
+    let worker = Worker::builder(
+        broker.clone(),
+        Graphs::new().register("count", count_to_three()).unwrap(),
+    )
+    .persister(persister.clone())
+    .options(fast())
+    .build()
+    .unwrap();
+    let stop = CancellationToken::new();
+    let fleet = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
+    let task = TaskSpec::named("c", "count")
+        .app_id("finished")
+        .state(State::new().set("i", 0).set("done", false));
+    let (_h, stream) = caller.run(vec![task], RunConfig::new());
+    let kinds: Vec<ItemKind> = collect(stream).await.iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, [ItemKind::Final]);
+    stop.cancel();
+    fleet.await.unwrap().unwrap();
+}
