@@ -158,3 +158,92 @@ async fn an_event_sent_by_another_engine_on_the_same_file_is_received() {
         .unwrap();
     assert_eq!(out, [7, 8]);
 }
+
+// ===== events for the actions of a runtime run, through its handle =====
+
+/// An action that emits `waiting`, awaits the event `go` and, on its first
+/// attempt, fails after receiving it (`fail_once`), so the retry shows the
+/// event replayed from the journal rather than waited for again.
+fn awaiting(fail_once: Arc<std::sync::atomic::AtomicBool>) -> tributary::Graph {
+    use tributary::{State, action};
+    tributary::Graph::single(action("wait").writes(["got"]).run(move |s: State, _, ctx| {
+        let fail_once = Arc::clone(&fail_once);
+        async move {
+            ctx.emit("waiting").await?;
+            let got: String = ctx.await_event("go").await?;
+            if fail_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err("fails once after the event".into());
+            }
+            Ok((json!({ "got": got }), s.set("got", got)))
+        }
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_a_run_receive_events_sent_by_path_through_its_handle() {
+    use std::sync::atomic::AtomicBool;
+    use tributary::{ItemKind, RetryPolicy, RunConfig, Runtime, TaskSpec};
+
+    let journal = Journal::new(Arc::new(MemoryJournal::new()));
+    let flaky = Arc::new(AtomicBool::new(true));
+    let tasks = vec![
+        TaskSpec::new("a", awaiting(Arc::new(AtomicBool::new(false)))),
+        TaskSpec::new("b", awaiting(Arc::clone(&flaky))),
+    ];
+    let (handle, mut stream) = Runtime::new().run(
+        tasks,
+        RunConfig::new()
+            .journal(&journal)
+            .retry(RetryPolicy::exponential(2, Duration::from_millis(10))),
+    );
+    // Unknown paths are typed errors.
+    assert!(matches!(
+        handle.send_event(&journal, "nobody", "go", "x").await,
+        Err(DurableError::Event { .. })
+    ));
+    let mut waiting = 0;
+    let mut got = std::collections::BTreeMap::new();
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("the run goes on")
+    {
+        match item.kind {
+            ItemKind::Token => {
+                waiting += 1;
+                if waiting == 2 {
+                    // Both wait: answer b first, then a, each its own value.
+                    assert_eq!(
+                        handle
+                            .send_event(&journal, "b", "go", "for b")
+                            .await
+                            .unwrap(),
+                        0
+                    );
+                    assert_eq!(
+                        handle
+                            .send_event(&journal, "a", "go", "for a")
+                            .await
+                            .unwrap(),
+                        0
+                    );
+                }
+            }
+            ItemKind::Final => {
+                got.insert(
+                    item.task_key.to_string(),
+                    item.result.unwrap()["got"].clone(),
+                );
+            }
+            other => panic!("unexpected {other:?}: {:?}", item.error),
+        }
+    }
+    assert_eq!(got["a"], json!("for a"));
+    assert_eq!(got["b"], json!("for b"));
+    // b failed once after receiving its event and its retry took the
+    // journaled event: one event sent, one received, no second wait.
+    assert!(!flaky.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(
+        waiting, 3,
+        "b's retry emitted again and did not wait for a new event"
+    );
+}

@@ -120,6 +120,15 @@ pub enum DurableError {
         /// The application.
         app_id: String,
     },
+    /// An event could not be sent: its value does not serialise, or the
+    /// task it is addressed to is unknown or has not started yet.
+    #[error("event `{name}` not sent: {reason}")]
+    Event {
+        /// The event's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The journal store failed.
     #[error(transparent)]
     Store(#[from] JournalError),

@@ -53,6 +53,9 @@ pub struct Journal {
 struct Inner {
     store: Arc<dyn JournalStore>,
     clock: Clock,
+    /// Woken by every event sent through this journal, so actions waiting
+    /// in this process see it at once (others poll the store).
+    events: tokio::sync::Notify,
     scopes: Mutex<HashMap<(String, u64), Arc<Scope>>>,
 }
 
@@ -84,6 +87,7 @@ impl Journal {
             inner: Arc::new(Inner {
                 store,
                 clock,
+                events: tokio::sync::Notify::new(),
                 scopes: Mutex::new(HashMap::new()),
             }),
         }
@@ -92,6 +96,38 @@ impl Journal {
     /// The store.
     pub fn store(&self) -> &Arc<dyn JournalStore> {
         &self.inner.store
+    }
+
+    /// Send an event named `name` to the application `app_id`: its actions'
+    /// next [`DurableExt::await_event`](crate::DurableExt::await_event) of
+    /// that name receives it (the n-th wait takes the n-th event). The event
+    /// is stored before this returns, so it is neither lost nor, once
+    /// received (journaled), delivered twice across a crash. Returns its
+    /// index among the events of that name sent to the application.
+    ///
+    /// To address a task of a live run by its path instead, see
+    /// [`RunEvents::send_event`](crate::RunEvents::send_event).
+    ///
+    /// # Errors
+    ///
+    /// When the store fails, or `value` does not serialise.
+    pub async fn send_event<T: serde::Serialize>(
+        &self,
+        app_id: &str,
+        name: &str,
+        value: T,
+    ) -> Result<u64, DurableError> {
+        let value = serde_json::to_value(value).map_err(|e| DurableError::Event {
+            name: name.to_owned(),
+            reason: format!("its value does not serialise: {e}"),
+        })?;
+        let index = self.inner.store.send_event(app_id, name, value).await?;
+        self.inner.events.notify_waiters();
+        Ok(index)
+    }
+
+    pub(crate) fn events(&self) -> &tokio::sync::Notify {
+        &self.inner.events
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), Arc<Scope>>> {

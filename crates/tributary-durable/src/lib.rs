@@ -72,6 +72,7 @@ mod error;
 mod functions;
 mod journal;
 mod policy;
+mod run_events;
 mod scope;
 mod step;
 mod store;
@@ -86,9 +87,11 @@ pub use journal::{Journal, WithJournal};
 #[doc(inline)]
 pub use policy::StepPolicy;
 #[doc(inline)]
+pub use run_events::RunEvents;
+#[doc(inline)]
 pub use scope::{Clock, Scope, StepAttempt};
 #[doc(inline)]
-pub use step::{Branch, DurableExt, Step};
+pub use step::{Branch, DurableExt, EventExt, Step};
 #[doc(inline)]
 pub use store::{
     EntryKind, JournalEntry, JournalRow, JournalStore, MemoryJournal, Outcome, StepKey,

@@ -378,6 +378,49 @@ pub trait DurableExt {
     }
 }
 
+/// External events for actions (workflows have
+/// [`WorkflowContext::await_event`](crate::WorkflowContext::await_event)).
+pub trait EventExt {
+    /// Wait for the next event named `name` sent to this application
+    /// ([`Journal::send_event`] by app id, or
+    /// [`RunEvents::send_event`](crate::RunEvents::send_event) by task path
+    /// through the run's handle), journal it as a step `event:<name>`, and
+    /// return it; a replay (a retry, a resume after a crash) returns the
+    /// journaled event without waiting. The n-th wait for a name takes the
+    /// n-th event of that name. Events sent in this process wake the wait
+    /// at once; events sent by another process are seen within 100 ms.
+    ///
+    /// # Errors
+    ///
+    /// [`DurableError::NoJournal`] without a journal; a value that does not
+    /// fit `T` ([`DurableError::Value`]); a store failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event not yet journaled stays in the store for the
+    /// next wait.
+    fn await_event<T: DeserializeOwned + Send>(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<T, DurableError>> + Send;
+}
+
+impl EventExt for ActionContext {
+    async fn await_event<T: DeserializeOwned + Send>(&self, name: &str) -> Result<T, DurableError> {
+        let journal = self
+            .extension::<Journal>()
+            .ok_or_else(|| DurableError::NoJournal {
+                app_id: self.app_id().to_owned(),
+            })?
+            .clone();
+        let scope = journal.scope_of(self)?;
+        let (step, value) = scope
+            .await_event(name, journal.events(), Duration::from_millis(100))
+            .await?;
+        serde_json::from_value(value).map_err(|source| DurableError::Value { step, source })
+    }
+}
+
 impl DurableExt for ActionContext {
     fn invoker(&self) -> Option<Arc<dyn Invoke>> {
         self.extension::<Functions>()

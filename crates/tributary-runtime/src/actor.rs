@@ -67,6 +67,7 @@ impl Actor {
         ctl: mpsc::UnboundedSender<Ctl>,
     ) -> Self {
         let final_only = config.merge_mode == MergeMode::FinalOnly;
+        let _ = control.shared.app_id.set(Arc::clone(&app_id));
         let lane = Arc::new(Lane::new(LaneConfig {
             index,
             app_id,

@@ -162,6 +162,18 @@ impl RunHandle {
         Ok(())
     }
 
+    /// The app id of one task of the tree that has not ended: the id its
+    /// checkpoints, its tracker records and its durable journal live
+    /// under (`None` while it is queued: a task gets its app id when it
+    /// starts).
+    ///
+    /// # Errors
+    ///
+    /// As [`pause_task`](Self::pause_task).
+    pub fn app_id(&self, task: impl Into<TaskPath>) -> Result<Option<Arc<str>>, UnknownTask> {
+        Ok(self.find(task.into())?.shared.app_id.get().cloned())
+    }
+
     /// Every task of the tree that has not ended (queued, running, paused),
     /// in task order, each followed by the tasks nested in it.
     pub fn tasks(&self) -> Vec<TaskInfo> {

@@ -35,6 +35,8 @@ pub(crate) struct TaskShared {
     paused: OnceLock<watch::Sender<bool>>,
     pub(crate) reason: OnceLock<CancelReason>,
     started: AtomicBool,
+    /// The task's app id, once its actor has started.
+    pub(crate) app_id: OnceLock<Arc<str>>,
 }
 
 impl TaskShared {
