@@ -493,3 +493,39 @@ async fn ctrl_c_cancels_the_live_runs_and_their_clients_see_them_end() {
         "{said:?}"
     );
 }
+
+/// What the docs say of starting a run on an actix thread: it works there
+/// (actix's runtimes have time enabled) and its tasks run on that thread.
+#[test]
+fn a_run_started_on_an_actix_runtime_runs_on_its_thread() {
+    use tributary::{ItemKind, RunConfig, Runtime, State, TaskSpec, action};
+
+    let actix_thread = std::thread::current().id();
+    let threads = actix_web::rt::System::new().block_on(async {
+        let tasks: Vec<TaskSpec> = (0..3)
+            .map(|i| {
+                TaskSpec::action(
+                    format!("t{i}"),
+                    action("where").run(|s: State, _, ctx| async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        ctx.emit(format!("{:?}", std::thread::current().id()))
+                            .await?;
+                        Ok((json!({}), s))
+                    }),
+                )
+            })
+            .collect();
+        let (_handle, mut stream) = Runtime::new().run(tasks, RunConfig::new());
+        let mut threads = Vec::new();
+        while let Some(item) = stream.next().await {
+            if item.kind == ItemKind::Token {
+                threads.push(item.result.unwrap());
+            }
+        }
+        threads
+    });
+    assert_eq!(threads.len(), 3);
+    for thread in threads {
+        assert_eq!(thread, json!(format!("{actix_thread:?}")));
+    }
+}
