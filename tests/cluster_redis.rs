@@ -57,8 +57,9 @@ async fn a_restarted_broker_loses_no_task() {
 
     let mut server = OwnServer::redis(true).await;
     let mut cluster = Cluster::on(Backend::Redis, server.url(), server.url(), 200);
-    cluster.start_worker(8).await;
-    cluster.start_worker(8).await;
+    // Their logs (stderr) say what happened should this ever fail.
+    cluster.start_worker_env(8, &[("CLUSTER_LOG", "1")]).await;
+    cluster.start_worker_env(8, &[("CLUSTER_LOG", "1")]).await;
     let steps = 10i64;
     let tasks: Vec<TaskSpec> = (0..4)
         .map(|i| {

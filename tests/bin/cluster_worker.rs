@@ -26,6 +26,15 @@ use tributary_cluster::{
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // With CLUSTER_LOG set, the worker's log goes to stderr (a test that
+    // fails can show what each worker did).
+    if std::env::var_os("CLUSTER_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let [
         _,
