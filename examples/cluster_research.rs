@@ -2,7 +2,8 @@
 //! `cargo run -p tributary-examples --example cluster_research`
 //! (needs Redis; `TRIBUTARY_REDIS_URL`, default `redis://127.0.0.1:6379`).
 //!
-//! The example starts three copies of itself as workers (`--worker NAME`),
+//! The example starts three copies of itself as workers (`--worker NAME`;
+//! w0 first, so it holds the first tasks, then w1 and w2),
 //! each registering the research graph (search → read → summarise, with
 //! seeded latency) and checkpointing every step to Redis. The caller plans
 //! the subtopics, runs one task per subtopic on the fleet and, part-way
@@ -255,11 +256,11 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     let ns = format!("research-{}", std::process::id());
-    println!("starting 3 workers (namespace {ns}) ...");
-    let mut workers = Vec::new();
-    for name in ["w0", "w1", "w2"] {
-        workers.push(spawn_worker(name, &ns, args.speed).await?);
-    }
+    // w0 starts alone and claims the first tasks (up to its concurrency);
+    // w1 and w2 join once the run streams, so the kill of w0 always hits
+    // running tasks.
+    println!("starting worker w0 (namespace {ns}) ...");
+    let mut workers = vec![spawn_worker("w0", &ns, args.speed).await?];
 
     let caller = ClusterRuntime::new(RedisBroker::new(url.clone())).options(options(&ns))?;
     let started = Instant::now();
@@ -277,7 +278,15 @@ async fn main() -> anyhow::Result<()> {
             item = stream.next() => {
                 let Some(item) = item else { break };
                 match item.kind {
-                    ItemKind::Token => tokens += 1,
+                    ItemKind::Token => {
+                        tokens += 1;
+                        if workers.len() == 1 {
+                            for name in ["w1", "w2"] {
+                                workers.push(spawn_worker(name, &ns, args.speed).await?);
+                            }
+                            println!("workers w1 and w2 joined");
+                        }
+                    }
                     ItemKind::Final => {
                         let state = item.state_update.expect("a final state");
                         finals.insert(item.task_key.to_string(), state.get_as::<String>("summary")?);
@@ -292,6 +301,12 @@ async fn main() -> anyhow::Result<()> {
             }
             () = tokio::time::sleep(until_kill.unwrap_or(Duration::MAX)), if until_kill.is_some() => {
                 killed = true;
+                if workers.len() == 1 {
+                    for name in ["w1", "w2"] {
+                        workers.push(spawn_worker(name, &ns, args.speed).await?);
+                    }
+                    println!("workers w1 and w2 joined");
+                }
                 workers[0].start_kill()?; // SIGKILL
                 let _ = workers[0].wait().await;
                 println!("killed worker w0 (SIGKILL) at {:?}", started.elapsed());
