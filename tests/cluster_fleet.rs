@@ -343,6 +343,41 @@ pub(crate) async fn a_poison_task_fails_once_dead_lettered(backend: Backend) {
     assert_eq!(fine.kind, ItemKind::Final);
 }
 
+/// The broker (`server`, which `cluster`'s workers use) restarts mid-run:
+/// workers and caller reconnect by themselves and every task ends as it
+/// would have, with no finished step run again. The workers log to stderr,
+/// to show what happened should this ever fail.
+pub(crate) async fn tasks_survive_a_broker_restart(
+    mut cluster: Cluster,
+    server: &mut crate::stream_servers::OwnServer,
+) {
+    cluster.start_worker_env(8, &[("CLUSTER_LOG", "1")]).await;
+    cluster.start_worker_env(8, &[("CLUSTER_LOG", "1")]).await;
+    let steps = 10i64;
+    let tasks: Vec<TaskSpec> = (0..4)
+        .map(|i| {
+            TaskSpec::named(format!("r{i}"), "count")
+                .state(State::new().set("i", 0).set("n", steps).set("ms", 100))
+        })
+        .collect();
+    let (_handle, stream) = cluster.caller().run(tasks, config());
+    let consumer = tokio::spawn(collect(stream));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.start_again().await;
+    let items = tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
+    let finals: Vec<_> = items.iter().filter(|i| i.kind == ItemKind::Final).collect();
+    assert_eq!(finals.len(), 4, "{items:?}");
+    for end in finals {
+        let state = end.state_update.as_ref().unwrap();
+        assert_eq!(state.get_as::<i64>("i").unwrap(), steps);
+        let runs = cluster.executions(&end.app_id).await;
+        assert_eq!(runs.len(), usize::try_from(steps).unwrap(), "{runs:?}");
+        assert!(runs.values().filter(|n| **n > 1).count() <= 1, "{runs:?}");
+    }
+}
+
 /// One `#[tokio::test]` per check, for a backend.
 #[macro_export]
 macro_rules! cluster_tests {

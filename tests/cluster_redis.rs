@@ -48,41 +48,12 @@ mod persister {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(tributary_redis), ignore = "needs TRIBUTARY_REDIS_URL")]
 async fn a_restarted_broker_loses_no_task() {
-    use std::time::Duration;
-
-    use tributary::{ItemKind, State, TaskSpec};
-
-    use crate::cluster_support::{Cluster, WAIT, collect, config};
+    use crate::cluster_support::Cluster;
     use crate::stream_servers::OwnServer;
 
     let mut server = OwnServer::redis(true).await;
-    let mut cluster = Cluster::on(Backend::Redis, server.url(), server.url(), 200);
-    // Their logs (stderr) say what happened should this ever fail.
-    cluster.start_worker_env(8, &[("CLUSTER_LOG", "1")]).await;
-    cluster.start_worker_env(8, &[("CLUSTER_LOG", "1")]).await;
-    let steps = 10i64;
-    let tasks: Vec<TaskSpec> = (0..4)
-        .map(|i| {
-            TaskSpec::named(format!("r{i}"), "count")
-                .state(State::new().set("i", 0).set("n", steps).set("ms", 100))
-        })
-        .collect();
-    let (_handle, stream) = cluster.caller().run(tasks, config());
-    let consumer = tokio::spawn(collect(stream));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    server.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    server.start_again().await;
-    let items = tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
-    let finals: Vec<_> = items.iter().filter(|i| i.kind == ItemKind::Final).collect();
-    assert_eq!(finals.len(), 4, "{items:?}");
-    for end in finals {
-        let state = end.state_update.as_ref().unwrap();
-        assert_eq!(state.get_as::<i64>("i").unwrap(), steps);
-        let runs = cluster.executions(&end.app_id).await;
-        assert_eq!(runs.len(), usize::try_from(steps).unwrap(), "{runs:?}");
-        assert!(runs.values().filter(|n| **n > 1).count() <= 1, "{runs:?}");
-    }
+    let cluster = Cluster::on(Backend::Redis, server.url(), server.url(), 200);
+    crate::cluster_fleet::tasks_survive_a_broker_restart(cluster, &mut server).await;
 }
 
 /// A caller killed mid-run: its workers notice it stopped saying it is
