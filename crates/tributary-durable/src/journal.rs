@@ -99,7 +99,7 @@ impl Journal {
     }
 
     /// Send an event named `name` to the application `app_id`: its actions'
-    /// next [`DurableExt::await_event`](crate::DurableExt::await_event) of
+    /// next [`EventExt::await_event`](crate::EventExt::await_event) of
     /// that name receives it (the n-th wait takes the n-th event). The event
     /// is stored before this returns, so it is neither lost nor, once
     /// received (journaled), delivered twice across a crash. Returns its
