@@ -170,3 +170,84 @@ async fn durable_steps_in_the_children_of_a_parallel_action_are_journaled() {
     assert_eq!(all.len(), 3, "{all:?}");
     assert!(all.values().all(|n| *n == 1), "{all:?}");
 }
+
+/// A durable step out of retries with `pause_on_exhausted` pauses its
+/// runtime task: the run's progress counts it paused, the handle lists it
+/// paused, and `resume_task` starts its retries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_out_of_retries_pauses_its_task_until_resumed_through_the_handle() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use tributary::{ItemKind, LiveStatus};
+
+    let journal = Journal::new(Arc::new(MemoryJournal::new()));
+    let healthy = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (h, c) = (Arc::clone(&healthy), Arc::clone(&calls));
+    let graph = Graph::single(
+        action("charge")
+            .writes(["paid"])
+            .run(move |s: State, _, ctx| {
+                let (healthy, calls) = (Arc::clone(&h), Arc::clone(&c));
+                async move {
+                    let paid: bool = ctx
+                        .step_with("charge", move |_| {
+                            let (healthy, calls) = (Arc::clone(&healthy), Arc::clone(&calls));
+                            async move {
+                                calls.fetch_add(1, Ordering::SeqCst);
+                                if healthy.load(Ordering::SeqCst) {
+                                    Ok(true)
+                                } else {
+                                    Err(BoxError::from("payment service down"))
+                                }
+                            }
+                        })
+                        .policy(
+                            StepPolicy::new()
+                                .retries(1)
+                                .backoff(Duration::from_millis(1), Duration::from_millis(2))
+                                .pause_on_exhausted(),
+                        )
+                        .await?;
+                    Ok((json!({ "paid": paid }), s.set("paid", paid)))
+                }
+            }),
+    );
+    let (handle, mut stream) = Runtime::new().run(
+        vec![TaskSpec::new("order", graph)],
+        RunConfig::new().journal(&journal),
+    );
+    let mut progress = handle.progress();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        progress.wait_for(|p| p.paused == 1),
+    )
+    .await
+    .expect("the task pauses when the step runs out of retries")
+    .unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the first try and one retry"
+    );
+    let listed = handle.tasks();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, LiveStatus::Paused);
+    // It stays paused: nothing retries on its own.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    healthy.store(true, Ordering::SeqCst);
+    handle.resume_task("order").unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut last = None;
+        while let Some(item) = stream.next().await {
+            last = Some(item);
+        }
+        last
+    })
+    .await
+    .expect("the run ends after the resume")
+    .expect("an end");
+    assert_eq!(end.kind, ItemKind::Final);
+    assert_eq!(end.result, Some(json!({ "paid": true })));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}

@@ -139,12 +139,40 @@ impl Journal {
 
     /// The cursor of the step `ctx` runs in.
     pub(crate) fn scope_of(&self, ctx: &ActionContext) -> Result<Arc<Scope>, DurableError> {
-        self.lock()
+        let scope = self
+            .lock()
             .get(&(ctx.app_id().to_owned(), ctx.sequence_id()))
             .cloned()
             .ok_or_else(|| DurableError::NoJournal {
                 app_id: ctx.app_id().to_owned(),
-            })
+            })?;
+        // In a runtime task, a step out of retries with `pause_on_exhausted`
+        // pauses the task until it is resumed through the run's handle.
+        if let Some(task) = ctx.extension::<tributary_runtime::TaskRuntime>() {
+            scope.set_pause(|| Arc::new(TaskPause(task.clone())));
+        }
+        Ok(scope)
+    }
+}
+
+/// Pauses the runtime task a step runs in.
+struct TaskPause(tributary_runtime::TaskRuntime);
+
+impl crate::scope::PauseGate for TaskPause {
+    fn pause<'a>(
+        &'a self,
+        step: &'a crate::store::StepKey,
+        error: &'a tributary_core::BoxError,
+    ) -> futures_util::future::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            tracing::warn!(
+                task = %self.0.path(),
+                %step,
+                %error,
+                "durable step out of retries; the task is paused until resumed through its run's handle"
+            );
+            self.0.pause_and_wait().await.is_ok()
+        })
     }
 }
 

@@ -133,8 +133,11 @@ impl StepPolicy {
     /// [`WorkflowStatus::Paused`](crate::WorkflowStatus::Paused) and the
     /// step waits until [`Workflows::resume`](crate::Workflows::resume)
     /// starts its retries again (or the workflow is cancelled). A step of
-    /// an action (no workflow) has nobody to resume it and fails as
-    /// without this setting.
+    /// an action in a runtime task pauses the task (counted as paused in
+    /// the run's progress) until it is resumed through the run's handle
+    /// (`resume_task(path)` or `resume()`); a step of an action run
+    /// directly (no runtime) has nobody to resume it and fails as without
+    /// this setting.
     pub fn pause_on_exhausted(mut self) -> Self {
         self.pause = true;
         self

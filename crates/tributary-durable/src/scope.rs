@@ -75,7 +75,7 @@ pub struct Scope {
     sequence_id: u64,
     clock: Clock,
     cursor: Mutex<Cursor>,
-    pause: Option<Arc<dyn PauseGate>>,
+    pause: std::sync::OnceLock<Arc<dyn PauseGate>>,
 }
 
 impl fmt::Debug for Scope {
@@ -107,14 +107,21 @@ impl Scope {
             sequence_id,
             clock,
             cursor: Mutex::new(Cursor::default()),
-            pause: None,
+            pause: std::sync::OnceLock::new(),
         }
     }
 
     /// A scope whose exhausted steps may pause at `gate`.
-    pub(crate) fn with_pause(mut self, gate: Arc<dyn PauseGate>) -> Self {
-        self.pause = Some(gate);
+    pub(crate) fn with_pause(self, gate: Arc<dyn PauseGate>) -> Self {
+        let _ = self.pause.set(gate);
         self
+    }
+
+    /// Give a scope made without one its pause gate (the first wins).
+    pub(crate) fn set_pause(&self, gate: impl FnOnce() -> Arc<dyn PauseGate>) {
+        if self.pause.get().is_none() {
+            let _ = self.pause.set(gate());
+        }
     }
 
     /// A scope that knows its journal is empty (a workflow record created
@@ -336,7 +343,7 @@ impl Scope {
             let retryable = policy.should_retry(&error);
             let mut delay = if retryable { delays.next() } else { None };
             if delay.is_none() && retryable && policy.pauses_on_exhausted() {
-                if let Some(gate) = &self.pause {
+                if let Some(gate) = self.pause.get() {
                     tracing::info!(step = %claim.step, attempt, error = %error, "durable step out of retries; paused");
                     if gate.pause(&claim.step, &error).await {
                         // Resumed: a fresh round of retries, the first now.

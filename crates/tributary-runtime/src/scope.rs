@@ -59,4 +59,24 @@ impl TaskRuntime {
     pub fn path(&self) -> &TaskPath {
         &self.lane.path
     }
+
+    /// Pause this task from inside its own step and wait until it is
+    /// resumed (through its run's handle: `resume_task`, or `resume` of a
+    /// run it is in). While it waits it counts as paused in the run's
+    /// progress and `RunHandle::tasks` lists it paused; time spent so does
+    /// not count against its timeout. A durable step out of retries with
+    /// `pause_on_exhausted` pauses this way.
+    ///
+    /// # Errors
+    ///
+    /// [`LaneClosed`](crate::LaneClosed) when the task is cancelled while
+    /// it waits.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; the task stays paused until resumed.
+    pub async fn pause_and_wait(&self) -> Result<(), crate::LaneClosed> {
+        self.lane.task.set_paused(true);
+        self.lane.wait_gates().await.map_err(|_| crate::LaneClosed)
+    }
 }

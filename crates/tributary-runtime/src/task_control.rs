@@ -40,6 +40,21 @@ pub(crate) struct TaskShared {
 }
 
 impl TaskShared {
+    /// Pause or resume the task (its gate is created on first pause).
+    pub(crate) fn set_paused(&self, paused: bool) {
+        match self.paused.get() {
+            Some(gate) => {
+                gate.send_replace(paused);
+            }
+            None if paused => {
+                let gate = self.paused.get_or_init(|| watch::Sender::new(false));
+                gate.send_replace(true);
+            }
+            // Never paused: nothing to resume.
+            None => {}
+        }
+    }
+
     pub(crate) fn pause_gate(&self) -> Option<&watch::Sender<bool>> {
         self.paused.get()
     }
@@ -68,17 +83,7 @@ impl TaskControl {
 
     /// Pause or resume the task (its gate is created on first pause).
     pub(crate) fn set_paused(&self, paused: bool) {
-        match self.shared.paused.get() {
-            Some(gate) => {
-                gate.send_replace(paused);
-            }
-            None if paused => {
-                let gate = self.shared.paused.get_or_init(|| watch::Sender::new(false));
-                gate.send_replace(true);
-            }
-            // Never paused: nothing to resume.
-            None => {}
-        }
+        self.shared.set_paused(paused);
     }
 
     pub(crate) fn cancel(&self, reason: CancelReason) {
