@@ -29,10 +29,21 @@ async fn main() -> anyhow::Result<()> {
     // With CLUSTER_LOG set, the worker's log goes to stderr (a test that
     // fails can show what each worker did).
     if std::env::var_os("CLUSTER_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        // tributary's own events only: the broker clients' debug output
+        // would drown them.
+        let only_ours = tracing_subscriber::filter::Targets::new()
+            .with_target("tributary_cluster", tracing::Level::DEBUG)
+            .with_target("tributary_runtime", tracing::Level::INFO)
+            .with_target("tributary_queue", tracing::Level::DEBUG);
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false),
+            )
+            .with(only_ours)
             .init();
     }
     let args: Vec<String> = std::env::args().collect();
