@@ -84,8 +84,9 @@ async fn a_dead_callers_tasks_are_cancelled_on_the_workers() {
     }
     caller.start_kill().unwrap(); // SIGKILL
     let _ = caller.wait().await;
-    // Silent for three alive intervals (600 ms), noticed within a heartbeat.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Silent past the workers' `orphan_after` (3 s), noticed within a
+    // heartbeat.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
     let settled = cluster.busy_steps().await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(

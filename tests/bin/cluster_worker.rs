@@ -82,6 +82,8 @@ async fn main() -> anyhow::Result<()> {
         .namespace(ns.clone())
         .heartbeat(Duration::from_millis(heartbeat.parse()?))
         .alive_interval(Duration::from_millis(200))
+        // A caller silent for 3 s (with the broker reachable) is gone.
+        .orphan_after(Duration::from_secs(3))
         .max_deliveries(
             std::env::var("CLUSTER_MAX_DELIVERIES")
                 .ok()

@@ -272,6 +272,12 @@ async fn read_events(
             Ok(d) => d,
             Err(error) => {
                 tracing::warn!(%error, "reading the run's events failed; retrying");
+                if matches!(error, QueueError::UnknownGroup { .. }) {
+                    // The broker lost the group (a restart before it was
+                    // stored): make it again; events already read come
+                    // again and are dropped as duplicates.
+                    let _ = items.create_group(CALLER_GROUP, Start::First).await;
+                }
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_millis(200)) => continue,

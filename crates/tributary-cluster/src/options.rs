@@ -38,6 +38,11 @@ pub struct ClusterOptions {
     pub alive_interval: Duration,
     /// What workers do with the tasks of a caller that went away.
     pub orphans: Orphans,
+    /// How long a caller may be silent (no `Alive` heard, and the broker
+    /// reachable all the while) before workers count it gone: at least
+    /// three alive intervals. Longer than any broker outage you expect to
+    /// ride out, so a restarting broker does not orphan every run.
+    pub orphan_after: Duration,
     /// How long a caller waits for some worker to claim a task that every
     /// worker so far refused (its graph is unknown) before it fails the task.
     pub unknown_graph_wait: Duration,
@@ -54,6 +59,7 @@ impl Default for ClusterOptions {
             max_deliveries: 10,
             alive_interval: Duration::from_secs(1),
             orphans: Orphans::Cancel,
+            orphan_after: Duration::from_secs(10),
             unknown_graph_wait: Duration::from_secs(5),
             cancel_wait: Duration::from_secs(5),
         }
@@ -63,7 +69,8 @@ impl Default for ClusterOptions {
 impl ClusterOptions {
     /// The defaults: namespace `tributary`, heartbeat 1 s (claims reclaimed
     /// after 2 s of silence), 10 deliveries, alive every second, orphans
-    /// cancelled, 5 s for unknown graphs and for cancel confirmations.
+    /// cancelled after 10 s of silence, 5 s for unknown graphs and for
+    /// cancel confirmations.
     pub fn new() -> Self {
         Self::default()
     }
@@ -95,6 +102,12 @@ impl ClusterOptions {
     /// Sets [`orphans`](Self::orphans).
     pub fn orphans(mut self, orphans: Orphans) -> Self {
         self.orphans = orphans;
+        self
+    }
+
+    /// Sets [`orphan_after`](Self::orphan_after).
+    pub fn orphan_after(mut self, silence: Duration) -> Self {
+        self.orphan_after = silence;
         self
     }
 

@@ -194,6 +194,12 @@ struct Shared {
     held: Mutex<HashMap<(String, u64), Held>>,
     pending: Mutex<HashMap<(String, u64), Control>>,
     runs: Mutex<HashMap<String, RunSeen>>,
+    /// Since when the control queue has been read without a failure: a
+    /// caller's silence counts only from then (a broker outage silences
+    /// every caller, and is no sign that one went away).
+    hearing_since: Mutex<Instant>,
+    /// The last call to the broker failed.
+    deaf: AtomicBool,
     items: tokio::sync::Mutex<HashMap<String, ItemsQueue>>,
     handing_back: CancellationToken,
     stats: Arc<WorkerStats>,
@@ -262,6 +268,8 @@ impl Worker {
             held: Mutex::default(),
             pending: Mutex::default(),
             runs: Mutex::default(),
+            hearing_since: Mutex::new(Instant::now()),
+            deaf: AtomicBool::new(false),
             items: tokio::sync::Mutex::default(),
             handing_back: CancellationToken::new(),
             stats: Arc::clone(&self.stats),
@@ -312,6 +320,11 @@ impl Worker {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "claiming tasks failed; retrying");
+                    if matches!(error, QueueError::UnknownGroup { .. }) {
+                        // The broker lost the group (a restart before it was
+                        // stored): make it again.
+                        let _ = tasks.create_group(WORKERS_GROUP, Start::First).await;
+                    }
                     drop(permits);
                     tokio::select! {
                         biased;
@@ -402,9 +415,16 @@ async fn listen(
             f = control.fetch(&group, &shared.name, 256, Duration::from_millis(250)) => f,
         };
         let deliveries = match fetched {
-            Ok(d) => d,
+            Ok(d) => {
+                shared.heard();
+                d
+            }
             Err(error) => {
+                shared.deaf.store(true, Ordering::SeqCst);
                 tracing::warn!(%error, "reading control messages failed; retrying");
+                if matches!(error, QueueError::UnknownGroup { .. }) {
+                    let _ = control.create_group(&group, Start::New).await;
+                }
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_millis(200)) => continue,
@@ -569,11 +589,26 @@ impl Shared {
 
     /// Whether the run's caller has been silent past its promise.
     fn caller_gone(&self, run: &str, since: Instant) -> bool {
+        if self.deaf.load(Ordering::SeqCst) {
+            // The broker is unreachable: every caller is silent.
+            return false;
+        }
+        let hearing = *self.hearing_since.lock().unwrap_or_else(|e| e.into_inner());
         let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-        match runs.get(run) {
-            Some(seen) if !seen.ttl.is_zero() => seen.last_alive + seen.ttl < Instant::now(),
-            // Never heard from it: give it three alive intervals from the claim.
-            _ => since + self.options.alive_interval * 3 < Instant::now(),
+        let (last, ttl) = match runs.get(run) {
+            Some(seen) if !seen.ttl.is_zero() => (seen.last_alive, seen.ttl),
+            // Never heard from it: count from the claim.
+            _ => (since, self.options.alive_interval * 3),
+        };
+        // Silence counts only while the broker was reachable.
+        last.max(hearing) + ttl.max(self.options.orphan_after) < Instant::now()
+    }
+
+    /// A call to the broker succeeded: after an outage, callers' silence
+    /// counts again from now.
+    fn heard(&self) {
+        if self.deaf.swap(false, Ordering::SeqCst) {
+            *self.hearing_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         }
     }
 
@@ -911,15 +946,21 @@ async fn renew(
             () = tokio::time::sleep(every) => {}
         }
         match shared.tasks.in_progress(&delivery).await {
-            Ok(()) => shared
-                .beat_ms
-                .store(crate::ops::now_ms(), Ordering::Relaxed),
+            Ok(()) => {
+                shared.heard();
+                shared
+                    .beat_ms
+                    .store(crate::ops::now_ms(), Ordering::Relaxed);
+            }
             Err(QueueError::NotHeld { .. }) => {
                 lost.store(true, Ordering::SeqCst);
                 drop(handle.cancel());
                 return;
             }
-            Err(error) => tracing::warn!(%error, "renewing a claim failed; retrying"),
+            Err(error) => {
+                shared.deaf.store(true, Ordering::SeqCst);
+                tracing::warn!(%error, "renewing a claim failed; retrying");
+            }
         }
         if shared.options.orphans == Orphans::Cancel && shared.caller_gone(&run, since) {
             tracing::info!(%run, "the run's caller went away; cancelling its task");
