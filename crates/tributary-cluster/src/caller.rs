@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::{OnceCell, mpsc};
 use tokio::time::Instant;
@@ -18,7 +17,9 @@ use tributary_runtime::{
 use crate::broker::Broker;
 use crate::error::ClusterError;
 use crate::options::ClusterOptions;
-use crate::protocol::{Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, items_queue_name};
+use crate::protocol::{
+    Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, encode, items_queue_name,
+};
 
 /// The group a caller reads its run's events with.
 const CALLER_GROUP: &str = "caller";
@@ -240,10 +241,6 @@ impl Drop for ClusterExecutor {
             }
         });
     }
-}
-
-fn encode<T: serde::Serialize>(message: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(message).expect("protocol messages serialize"))
 }
 
 async fn publish<T: serde::Serialize>(

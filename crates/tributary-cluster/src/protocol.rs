@@ -247,6 +247,11 @@ impl Control {
     }
 }
 
+/// A protocol message as the JSON bytes a queue carries.
+pub(crate) fn encode<T: Serialize>(message: &T) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(message).expect("protocol messages serialize"))
+}
+
 /// The name of the items queue of `run` under `namespace`: the run id with
 /// every character that is not a letter, digit, `-` or `_` replaced by `_`,
 /// and a hash of the id appended when anything was replaced (so two ids

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +18,9 @@ use crate::caller::WORKERS_GROUP;
 use crate::error::ClusterError;
 use crate::fence::FencedPersister;
 use crate::options::{ClusterOptions, Orphans};
-use crate::protocol::{Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, items_queue_name};
+use crate::protocol::{
+    Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, encode, items_queue_name,
+};
 use crate::registry::Graphs;
 
 /// How many runs' control states and item queues a worker remembers.
@@ -241,6 +242,13 @@ impl Worker {
     ///
     /// [`ClusterError::Queue`] when the broker cannot be reached at start.
     /// Later broker failures are logged and retried.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops claiming at once without draining: the
+    /// tasks it held are not acknowledged and go to other workers after
+    /// their lease (as after a crash). Resolve `shutdown` instead for a
+    /// graceful stop.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -394,10 +402,6 @@ async fn trim(queues: [Arc<dyn WorkQueue>; 2], every: Duration, stop: Cancellati
             }
         }
     }
-}
-
-fn encode<T: serde::Serialize>(message: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec(message).expect("protocol messages serialize"))
 }
 
 /// Apply the fleet's control messages to the tasks this worker holds, and

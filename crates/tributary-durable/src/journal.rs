@@ -111,6 +111,11 @@ impl Journal {
     /// # Errors
     ///
     /// When the store fails, or `value` does not serialise.
+    ///
+    /// # Cancel safety
+    ///
+    /// A cancelled call may or may not have stored the event; call it again
+    /// only if a second event is acceptable (the index tells them apart).
     pub async fn send_event<T: serde::Serialize>(
         &self,
         app_id: &str,

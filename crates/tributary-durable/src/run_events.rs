@@ -53,6 +53,11 @@ pub trait RunEvents {
     /// [`DurableError::Event`] when no task of the run that has not ended
     /// has this path, or it has not started yet (a queued task has no app
     /// id), or `value` does not serialise; a store failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Journal::send_event`]: a cancelled call may or may not have
+    /// stored the event.
     fn send_event<T: Serialize + Send>(
         &self,
         journal: &Journal,
