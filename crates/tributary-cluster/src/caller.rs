@@ -1,6 +1,6 @@
 //! The caller's side: a run whose named tasks run on the fleet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tributary_queue::{Delivery, QueueError, Start, WorkQueue};
 use tributary_runtime::{
-    RemoteEnd, RemoteLane, RemoteTask, RunConfig, RunHandle, RunStream, Runtime, TaskError,
-    TaskErrorKind, TaskExecutor, TaskSource,
+    NestedExecutors, NestedRun, RemoteEnd, RemoteLane, RemoteTask, RunConfig, RunHandle, RunStream,
+    Runtime, TaskError, TaskErrorKind, TaskExecutor, TaskPath, TaskSource,
 };
 
 use crate::broker::Broker;
@@ -20,6 +20,7 @@ use crate::options::ClusterOptions;
 use crate::protocol::{
     Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, encode, items_queue_name,
 };
+use crate::worker::ClaimSlot;
 
 /// The group a caller reads its run's events with.
 const CALLER_GROUP: &str = "caller";
@@ -125,16 +126,25 @@ impl ClusterRuntime {
             Some(id) => Arc::from(id),
             None => Arc::from(format!("run-{}", uuid::Uuid::new_v4().simple()).as_str()),
         };
-        let inner = Arc::new(RunInner {
-            run: Arc::clone(&run),
+        let inner = RunInner::new(
+            Arc::clone(&run),
+            Arc::clone(&run),
+            Arc::clone(&self.broker),
+            self.options.clone(),
+        );
+        let executor = Arc::new(ClusterExecutor { inner });
+        // Named children of parallel actions in tasks that run here go to
+        // the fleet too.
+        let nesting = Nesting {
             broker: Arc::clone(&self.broker),
             options: self.options.clone(),
-            io: OnceCell::new(),
-            routes: Arc::new(Mutex::new(HashMap::new())),
-            stop: CancellationToken::new(),
-        });
-        let executor = Arc::new(ClusterExecutor { inner });
-        let config = config.run_id(run.to_string()).executor(executor);
+            fence: 0,
+            slot: None,
+        };
+        let config = config
+            .run_id(run.to_string())
+            .executor(executor)
+            .nested_executors(Arc::new(nesting));
         self.local.run(tasks, config)
     }
 }
@@ -150,14 +160,44 @@ type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>>;
 
 struct RunInner {
     run: Arc<str>,
+    /// The queue of the run's events and the name its control messages
+    /// carry: the run's id, or a nested run's channel.
+    channel: Arc<str>,
     broker: Arc<dyn Broker>,
     options: ClusterOptions,
     io: OnceCell<Io>,
     routes: Routes,
     stop: CancellationToken,
+    /// Added to every claim's epoch for fencing (a nested run's parent's).
+    fence_base: u64,
+    /// Channels of the same nested run under the parent's earlier claims:
+    /// ended when this one starts, so their children stop.
+    retire: Vec<String>,
+    /// The slot of the worker claim this nested run's parent holds.
+    slot: Option<Arc<ClaimSlot>>,
 }
 
 impl RunInner {
+    fn new(
+        run: Arc<str>,
+        channel: Arc<str>,
+        broker: Arc<dyn Broker>,
+        options: ClusterOptions,
+    ) -> Arc<Self> {
+        Arc::new(RunInner {
+            run,
+            channel,
+            broker,
+            options,
+            io: OnceCell::new(),
+            routes: Arc::new(Mutex::new(HashMap::new())),
+            stop: CancellationToken::new(),
+            fence_base: 0,
+            retire: Vec::new(),
+            slot: None,
+        })
+    }
+
     /// Open the run's queues and start its reader and alive ticker, once.
     async fn io(&self) -> Result<&Io, QueueError> {
         self.io
@@ -172,10 +212,13 @@ impl RunInner {
                     .broker
                     .queue(&o.control_queue(), o.stream_queue_options())
                     .await?;
+                if !self.retire.is_empty() {
+                    self.retire_earlier_claims(&control).await;
+                }
                 let items = self
                     .broker
                     .queue(
-                        &items_queue_name(&o.namespace, &self.run),
+                        &items_queue_name(&o.namespace, &self.channel),
                         o.stream_queue_options(),
                     )
                     .await?;
@@ -184,12 +227,12 @@ impl RunInner {
                     Arc::clone(&items),
                     Arc::clone(&control),
                     Arc::clone(&self.routes),
-                    Arc::clone(&self.run),
+                    Arc::clone(&self.channel),
                     self.stop.clone(),
                 ));
                 tokio::spawn(say_alive(
                     Arc::clone(&control),
-                    Arc::clone(&self.run),
+                    Arc::clone(&self.channel),
                     o.alive_interval,
                     self.stop.clone(),
                 ));
@@ -203,6 +246,36 @@ impl RunInner {
     }
 }
 
+impl RunInner {
+    /// This nested run's parent was claimed before (its worker died or
+    /// froze): the children those claims published may still be queued or
+    /// running, under the same app ids. End their channels (workers cancel
+    /// what they hold of them and drop what they claim later), and publish
+    /// nothing until the workers have had a lease to hear it, so that an
+    /// old child and its new self never step at once.
+    async fn retire_earlier_claims(&self, control: &Arc<dyn WorkQueue>) {
+        let o = &self.options;
+        for old in &self.retire {
+            let ended = Control::Ended { run: old.clone() };
+            if let Err(error) = publish(&**control, &ended).await {
+                tracing::warn!(%error, "could not end the children of an earlier claim");
+            }
+        }
+        tokio::time::sleep(o.lease()).await;
+        for old in &self.retire {
+            let name = items_queue_name(&o.namespace, old);
+            match self.broker.queue(&name, o.stream_queue_options()).await {
+                Ok(queue) => {
+                    if let Err(error) = queue.destroy().await {
+                        tracing::debug!(%error, "could not remove an earlier claim's channel");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "could not open an earlier claim's channel"),
+            }
+        }
+    }
+}
+
 /// The run's executor: lives as long as the run (its config holds it).
 struct ClusterExecutor {
     inner: Arc<RunInner>,
@@ -211,6 +284,78 @@ struct ClusterExecutor {
 impl TaskExecutor for ClusterExecutor {
     fn execute(&self, task: RemoteTask, lane: RemoteLane) -> BoxFuture<'static, RemoteEnd> {
         Box::pin(proxy(Arc::clone(&self.inner), task, lane))
+    }
+
+    fn parent_waits(&self) {
+        if let Some(slot) = &self.inner.slot {
+            slot.release();
+        }
+    }
+
+    fn parent_resumes(&self) -> BoxFuture<'static, ()> {
+        match &self.inner.slot {
+            Some(slot) => Box::pin(Arc::clone(slot).reacquire()),
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+}
+
+/// Gives every nested run (the children of one parallel action under one
+/// claim of its task) an executor of its own, on a channel of its own.
+pub(crate) struct Nesting {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) options: ClusterOptions,
+    /// The fencing epoch of the claim the parent runs under (0 in the
+    /// caller's process).
+    pub(crate) fence: u64,
+    /// The worker's slot that claim holds.
+    pub(crate) slot: Option<Arc<ClaimSlot>>,
+}
+
+/// How many of a parent's earlier claims' channels a new claim ends.
+const RETIRED_CLAIMS: u64 = 16;
+
+impl Nesting {
+    fn channel(nested: &NestedRun, fence: u64) -> String {
+        // FNV-1a over the nested run's identity: stable across processes.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [
+            nested.parent_app_id.as_bytes(),
+            &nested.sequence_id.to_le_bytes(),
+            nested.action.as_bytes(),
+        ] {
+            for b in part.iter().chain([&0xff]) {
+                hash ^= u64::from(*b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{}-n{hash:016x}-e{fence}", nested.run_id)
+    }
+}
+
+impl NestedExecutors for Nesting {
+    fn executor(&self, nested: NestedRun) -> Arc<dyn TaskExecutor> {
+        let channel = Self::channel(&nested, self.fence);
+        // The parent's earlier claims used the epochs just below this one
+        // (same base, lower attempts): end their channels.
+        let attempt = self.fence & 0xffff;
+        let base = self.fence - attempt;
+        let retire = (attempt.saturating_sub(RETIRED_CLAIMS).max(1)..attempt)
+            .map(|a| Self::channel(&nested, base + a))
+            .collect();
+        let inner = Arc::new(RunInner {
+            run: Arc::clone(&nested.run_id),
+            channel: Arc::from(channel.as_str()),
+            broker: Arc::clone(&self.broker),
+            options: self.options.clone(),
+            io: OnceCell::new(),
+            routes: Arc::new(Mutex::new(HashMap::new())),
+            stop: CancellationToken::new(),
+            fence_base: self.fence.checked_shl(16).unwrap_or(u64::MAX),
+            retire,
+            slot: self.slot.clone(),
+        });
+        Arc::new(ClusterExecutor { inner })
     }
 }
 
@@ -227,7 +372,7 @@ impl Drop for ClusterExecutor {
         };
         let control = Arc::clone(&io.control);
         let items = Arc::clone(&io.items);
-        let run = self.inner.run.to_string();
+        let run = self.inner.channel.to_string();
         let grace = self.inner.options.lease();
         rt.spawn(async move {
             if let Err(error) = publish(&*control, &Control::Ended { run }).await {
@@ -391,7 +536,7 @@ fn executor_error(task: &RemoteTask, what: &str, error: &dyn std::fmt::Display) 
 }
 
 /// The last error of this task's dead letter, if the task is one.
-async fn dead_lettered(tasks: &dyn WorkQueue, run: &str, index: u64) -> Option<String> {
+async fn dead_lettered(tasks: &dyn WorkQueue, channel: &str, index: u64) -> Option<String> {
     let letters = match tasks.dead_letters(WORKERS_GROUP).await {
         Ok(l) => l,
         Err(error) => {
@@ -401,7 +546,7 @@ async fn dead_lettered(tasks: &dyn WorkQueue, run: &str, index: u64) -> Option<S
     };
     letters.into_iter().find_map(|letter| {
         let message: TaskMessage = serde_json::from_slice(&letter.payload).ok()?;
-        (message.run == run && message.index == index).then(|| {
+        (message.channel() == channel && message.index == index).then(|| {
             letter
                 .last_error
                 .unwrap_or_else(|| "its worker stopped answering".to_owned())
@@ -425,7 +570,7 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
         routes: Arc::clone(&inner.routes),
         index: task.index,
         control: Arc::clone(&io.control),
-        run: Arc::clone(&inner.run),
+        run: Arc::clone(&inner.channel),
         settled: false,
     };
     let message = TaskMessage {
@@ -443,12 +588,14 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
         tokens: task.tokens,
         nodes: task.nodes,
         earlier_claims: 0,
+        channel: (inner.channel != inner.run).then(|| inner.channel.to_string()),
+        fence_base: inner.fence_base,
     };
     if let Err(error) = publish(&*io.tasks, &message).await {
         guard.settled = true;
         return executor_error(&task, "publishing the task failed", &error);
     }
-    let control = |op: fn(String, u64) -> Control| op(inner.run.to_string(), task.index);
+    let control = |op: fn(String, u64) -> Control| op(inner.channel.to_string(), task.index);
     let send = |c: Control| {
         let queue = Arc::clone(&io.control);
         async move {
@@ -463,6 +610,9 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
     let mut paused = false;
     let mut cancelling = false;
     let mut refused_since: Option<Instant> = None;
+    // Children of this task whose end was delivered: a new owner of the
+    // task reports a finished child's end again (from its checkpoint).
+    let mut ended_children: HashSet<TaskPath> = HashSet::new();
     let mut cancel_deadline: Option<Instant> = None;
     let far = || Instant::now() + Duration::from_secs(86_400 * 365);
     // Once the last delivery the queue allows has been claimed, a crash of
@@ -511,6 +661,13 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
                         epoch = e;
                         next_step = step + 1;
                         let _ = lane.node(Arc::from(action), result, state).await;
+                    }
+                    Event::Nested { epoch: e, item, .. } if e >= epoch => {
+                        epoch = e;
+                        if item.is_terminal() && !ended_children.insert(item.path.clone()) {
+                            continue;
+                        }
+                        let _ = lane.nested(*item).await;
                     }
                     Event::End { epoch: e, end, .. } if e >= epoch => {
                         guard.settled = true;
@@ -563,7 +720,7 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
                 };
             }
             _ = dead_check.tick(), if claimed && epoch >= inner.options.max_deliveries => {
-                if let Some(why) = dead_lettered(&*io.tasks, &inner.run, task.index).await {
+                if let Some(why) = dead_lettered(&*io.tasks, &inner.channel, task.index).await {
                     guard.settled = true;
                     return RemoteEnd::Failed {
                         action: None,

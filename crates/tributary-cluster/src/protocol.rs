@@ -6,7 +6,10 @@
 //!   worker is a consumer of it, so each task goes to one worker at a time,
 //!   under a lease the worker renews while it runs the task);
 //! - `<ns>-items-<run>`: one per run, the [`Event`]s of the run's tasks
-//!   (claims, tokens, node items, ends), read by the caller;
+//!   (claims, tokens, node items, items of nested children, ends), read by
+//!   the caller; and one per *channel* of a nested run (the children of one
+//!   parallel action under one claim of its task), read by the worker that
+//!   holds the parent;
 //! - `<ns>-control`: [`Control`] messages for the fleet, read by every worker
 //!   in a group of its own (so each worker sees every message);
 //! - `<ns>-census-<id>`: the workers' answers to one census
@@ -63,9 +66,32 @@ pub struct TaskMessage {
     /// the old ones (for the persister's fencing and for the caller).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub earlier_claims: u32,
+    /// Where the task's events go and its control comes from, when not
+    /// the run's own items queue: a child of a parallel action reports to
+    /// the claim of its parent (its nested run's channel), which relays it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Added to the claim's epoch for the persister's fencing: a child's
+    /// is its parent claim's fencing epoch shifted left by 16 bits, so the
+    /// children a new owner of the parent starts outrank those of the
+    /// parent's earlier claims.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub fence_base: u64,
+}
+
+impl TaskMessage {
+    /// The channel the task's events and control travel on: its
+    /// [`channel`](Self::channel), or else its run.
+    pub fn channel(&self) -> &str {
+        self.channel.as_deref().unwrap_or(&self.run)
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
@@ -158,6 +184,16 @@ pub enum Event {
         /// The state after it.
         state: State,
     },
+    /// An item of a task nested in this one (a child of one of its
+    /// parallel actions), its path relative to this task.
+    Nested {
+        /// The task's index.
+        task: u64,
+        /// The claim's epoch.
+        epoch: u32,
+        /// The item; its `path` starts at the child's own key.
+        item: Box<tributary_runtime::StreamItem>,
+    },
     /// The task ended.
     End {
         /// The task's index.
@@ -178,6 +214,7 @@ impl Event {
             | Event::Refused { task, .. }
             | Event::Token { task, .. }
             | Event::Node { task, .. }
+            | Event::Nested { task, .. }
             | Event::End { task, .. } => *task,
         }
     }

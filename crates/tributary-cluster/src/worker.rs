@@ -1,11 +1,11 @@
 //! The worker's side: claim tasks, run them on a local runtime, report.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,7 +14,7 @@ use tributary_queue::{Delivery, QueueError, Start, WorkQueue};
 use tributary_runtime::{ItemKind, RunConfig, RunHandle, Runtime, StreamItem, TaskSpec};
 
 use crate::broker::Broker;
-use crate::caller::WORKERS_GROUP;
+use crate::caller::{Nesting, WORKERS_GROUP};
 use crate::error::ClusterError;
 use crate::fence::FencedPersister;
 use crate::options::{ClusterOptions, Orphans};
@@ -344,9 +344,10 @@ impl Worker {
             for delivery in deliveries {
                 let permit = permits.pop().expect("fetched no more than the free slots");
                 let shared = Arc::clone(&shared);
+                let slot = Arc::new(ClaimSlot::new(Arc::clone(&slots), permit));
                 claims.spawn(async move {
-                    claim(&shared, delivery).await;
-                    drop(permit);
+                    claim(&shared, delivery, &slot).await;
+                    slot.finish();
                 });
             }
         }
@@ -381,6 +382,54 @@ impl Worker {
         }
         tracing::info!(worker = %self.name, "worker stopped");
         Ok(self.stats)
+    }
+}
+
+/// The worker slot one claim holds. A parent task waiting for children
+/// distributed on the fleet gives it back (so the worker can claim other
+/// tasks, its children among them) and takes one again before it goes on.
+pub(crate) struct ClaimSlot {
+    slots: Arc<Semaphore>,
+    held: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Nested runs of the claim's task waiting at once (a local child's
+    /// parallel action may wait inside the task's own).
+    waiting: AtomicUsize,
+}
+
+impl ClaimSlot {
+    fn new(slots: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
+        ClaimSlot {
+            slots,
+            held: Mutex::new(Some(permit)),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// The task starts waiting for distributed children.
+    pub(crate) fn release(&self) {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) == 0 {
+            drop(self.held.lock().unwrap_or_else(|e| e.into_inner()).take());
+        }
+    }
+
+    /// The task's children are done: hold a slot again before it goes on.
+    pub(crate) async fn reacquire(self: Arc<Self>) {
+        if self.waiting.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        // Another wait may have begun meanwhile: then the slot stays free.
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
+        }
+    }
+
+    /// The claim is over.
+    fn finish(&self) {
+        drop(self.held.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 }
 
@@ -645,7 +694,7 @@ async fn publish_event(queue: &dyn WorkQueue, event: &Event) -> Result<(), Queue
 }
 
 /// One claimed task, from its delivery to its acknowledgement.
-async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
+async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) {
     let tasks = &*shared.tasks;
     let message: TaskMessage = match serde_json::from_slice(&delivery.payload) {
         Ok(m) => m,
@@ -664,14 +713,16 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
         let _ = tasks.terminate(&delivery, &why).await;
         return;
     }
-    let key = (message.run.clone(), message.index);
+    // A child of a parallel action speaks on its nested run's channel.
+    let channel = message.channel().to_owned();
+    let key = (channel.clone(), message.index);
     let pending = shared.take_pending(&key);
-    if shared.run_ended(&message.run) || matches!(pending, Some(Control::Cancel { .. })) {
+    if shared.run_ended(&channel) || matches!(pending, Some(Control::Cancel { .. })) {
         // Its run is over, or it was cancelled before anyone claimed it.
         let _ = tasks.ack(&delivery).await;
         return;
     }
-    let items = match shared.items(&message.run).await {
+    let items = match shared.items(&channel).await {
         Ok(q) => q,
         Err(error) => {
             tracing::warn!(%error, "cannot reach the run's items queue; handing the task back");
@@ -698,6 +749,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
     };
     shared.stats.claimed.fetch_add(1, Ordering::Relaxed);
     let epoch = delivery.attempt.saturating_add(message.earlier_claims);
+    let fence = message.fence_base.saturating_add(u64::from(epoch));
     // The first step this claim runs: after the last checkpoint.
     let mut step = 0;
     // The node item of the last checkpointed step: an earlier owner may
@@ -756,10 +808,20 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
     if !message.halt_before.is_empty() {
         spec = spec.halt_before(message.halt_before.iter().cloned());
     }
-    let mut config = RunConfig::new().run_id(message.run.clone());
+    // Children of its parallel actions go to the fleet too, on channels of
+    // this claim's.
+    let nesting = Nesting {
+        broker: Arc::clone(&shared.broker),
+        options: shared.options.clone(),
+        fence,
+        slot: Some(Arc::clone(slot)),
+    };
+    let mut config = RunConfig::new()
+        .run_id(message.run.clone())
+        .nested_executors(Arc::new(nesting));
     let mut seen = None;
     if let Some(p) = &shared.persister {
-        let (persister, writes) = FencedPersister::new(Arc::clone(p), u64::from(epoch));
+        let (persister, writes) = FencedPersister::new(Arc::clone(p), fence);
         config = config.persister(Arc::new(persister));
         seen = Some(writes);
     }
@@ -786,7 +848,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
         Arc::clone(shared),
         delivery.clone(),
         handle.clone(),
-        message.run.clone(),
+        channel.clone(),
         Arc::clone(&lost),
         Arc::clone(&orphaned),
         beat.clone(),
@@ -803,7 +865,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
     };
     let mut end = None;
     while let Some(item) = stream.next().await {
-        if gone(&lost) || item.is_nested() {
+        if gone(&lost) {
             continue;
         }
         let event = match to_event(&message, epoch, &mut step, item) {
@@ -819,7 +881,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
                 continue;
             }
         };
-        if shared.run_ended(&message.run) {
+        if shared.run_ended(&channel) {
             continue;
         }
         for event in owed.take().into_iter().chain([event]) {
@@ -848,7 +910,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery) {
             .await;
         return;
     }
-    if orphaned.load(Ordering::SeqCst) || shared.run_ended(&message.run) {
+    if orphaned.load(Ordering::SeqCst) || shared.run_ended(&channel) {
         let _ = tasks.ack(&delivery).await;
         return;
     }
@@ -885,8 +947,29 @@ enum Relay {
     End(WireEnd),
 }
 
-fn to_event(message: &TaskMessage, epoch: u32, step: &mut u64, item: StreamItem) -> Relay {
+fn to_event(message: &TaskMessage, epoch: u32, step: &mut u64, mut item: StreamItem) -> Relay {
     let task = message.index;
+    if item.is_nested() {
+        // A child's item (relayed from wherever the child runs): its path
+        // below this task, which the caller puts under the task's own.
+        let wanted = match item.kind {
+            ItemKind::Token => message.tokens,
+            _ => message.nodes,
+        };
+        if !wanted {
+            return Relay::Skip;
+        }
+        item.path = item.path.keys()[1..]
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        return Relay::Send(Event::Nested {
+            task,
+            epoch,
+            item: Box::new(item),
+        });
+    }
     let action = item.action.as_deref().map(str::to_owned);
     match item.kind {
         ItemKind::Token if message.tokens => Relay::Send(Event::Token {

@@ -307,6 +307,17 @@ impl RunConfig {
         self
     }
 
+    /// Give the parallel actions of this run's tasks (and of their
+    /// children, unless `cascade(false)`) an executor for their
+    /// [named](crate::TaskSpec::named) children: each parallel action
+    /// whose own config sets no executor asks `nested` for one (see
+    /// [`NestedExecutors`](crate::NestedExecutors)). The cluster executor
+    /// sets this on the runs it makes, so children of parallel actions are
+    /// distributed like the tasks themselves.
+    pub fn nested_executors(self, nested: Arc<dyn crate::remote::NestedExecutors>) -> Self {
+        self.extension(crate::remote::Nesting(nested))
+    }
+
     /// The run id set with [`run_id`](Self::run_id).
     pub fn get_run_id(&self) -> Option<&str> {
         self.run_id.as_deref()

@@ -119,7 +119,9 @@ pub use progress::Progress;
 #[doc(inline)]
 pub use reason::CancelReason;
 #[doc(inline)]
-pub use remote::{LaneClosed, RemoteEnd, RemoteLane, RemoteTask, TaskExecutor};
+pub use remote::{
+    LaneClosed, NestedExecutors, NestedRun, RemoteEnd, RemoteLane, RemoteTask, TaskExecutor,
+};
 #[doc(inline)]
 pub use runtime::{DEFAULT_MAX_CONCURRENCY, Runtime, RuntimeBuilder};
 #[doc(inline)]

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tributary_core::{RunOptions, State};
 
 use crate::error::TaskError;
-use crate::item::ItemKind;
+use crate::item::{ItemKind, StreamItem};
 use crate::mailbox::lane::{Lane, Report, Stopped};
 use crate::path::TaskPath;
 use crate::reason::CancelReason;
@@ -39,7 +39,61 @@ use crate::reason::CancelReason;
 pub trait TaskExecutor: Send + Sync + 'static {
     /// Run `task`, reporting its intermediate items through `lane`.
     fn execute(&self, task: RemoteTask, lane: RemoteLane) -> BoxFuture<'static, RemoteEnd>;
+
+    /// A parallel action whose children this executor runs starts waiting
+    /// for them. An executor whose caller holds a slot of its own (a
+    /// cluster worker's claim slot) gives it back here, so that a waiting
+    /// parent never keeps its children from running. Does nothing by
+    /// default.
+    fn parent_waits(&self) {}
+
+    /// The parallel action's children are done and it is about to reduce
+    /// them: take the slot given back by
+    /// [`parent_waits`](Self::parent_waits) again. Resolves at once by
+    /// default.
+    fn parent_resumes(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
+
+/// Gives each run nested in a task (the children of one parallel action)
+/// an executor of its own: a parallel action whose config sets no
+/// executor takes one from here when its task's run has one
+/// ([`RunConfig::nested_executors`](crate::RunConfig::nested_executors)),
+/// so that its [named](crate::TaskSpec::named) children run elsewhere too.
+/// A cluster worker gives every task it runs one; so does the cluster's
+/// caller.
+pub trait NestedExecutors: Send + Sync + 'static {
+    /// The executor of the children `nested` describes.
+    fn executor(&self, nested: NestedRun) -> Arc<dyn TaskExecutor>;
+}
+
+impl fmt::Debug for dyn NestedExecutors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NestedExecutors")
+    }
+}
+
+/// Which nested run an executor is asked for: one parallel action's
+/// children, under one step of one task.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NestedRun {
+    /// The run's id (nested runs share their root's).
+    pub run_id: Arc<str>,
+    /// Where the parent task sits in the run's tree.
+    pub parent_path: TaskPath,
+    /// The parent task's app id.
+    pub parent_app_id: Arc<str>,
+    /// The step of the parent that runs the parallel action.
+    pub sequence_id: u64,
+    /// The parallel action's name.
+    pub action: String,
+}
+
+/// The extension a run's config carries its [`NestedExecutors`] in.
+#[derive(Clone)]
+pub(crate) struct Nesting(pub(crate) Arc<dyn NestedExecutors>);
 
 impl fmt::Debug for dyn TaskExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -186,6 +240,32 @@ impl RemoteLane {
             error: None,
         };
         self.lane.send(report, None).await.map_err(stopped)
+    }
+
+    /// Stream an item of a task nested in this one (a child of one of its
+    /// parallel actions, run wherever its executor runs it): `item.path`
+    /// is the child's path *below* this task (its first key is the child's
+    /// own key); the item reaches the run with this task's path in front.
+    /// Dropped like a local child's item when the run does not stream
+    /// nested items of its kind. Waits for room in the run's mailbox.
+    ///
+    /// # Errors
+    ///
+    /// [`LaneClosed`] when the task was cancelled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled call sent nothing.
+    pub async fn nested(&self, mut item: StreamItem) -> Result<(), LaneClosed> {
+        if item.path.is_empty() {
+            return Ok(());
+        }
+        let mut path = self.lane.path.clone();
+        for key in item.path.keys() {
+            path = path.child(Arc::clone(key));
+        }
+        item.path = path;
+        self.lane.forward(item).await.map_err(stopped)
     }
 
     /// Whether the task is paused right now (by itself, its run or a run it

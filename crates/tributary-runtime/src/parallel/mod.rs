@@ -74,6 +74,8 @@ use tributary_core::{
 use crate::config::RunConfig;
 use crate::ids::ChildIds;
 use crate::outcome::TaskOutcome;
+use crate::path::TaskPath;
+use crate::remote::{NestedRun, Nesting};
 use crate::runtime::Runtime;
 use crate::scope::TaskRuntime;
 use crate::source::TaskSource;
@@ -103,6 +105,18 @@ impl Subgraph {
     pub fn new(graph: Graph) -> Self {
         Subgraph {
             template: TaskSpec::new("", graph),
+        }
+    }
+
+    /// Run the graph registered under `graph` wherever the run's task
+    /// executor sends it (see [`TaskSpec::named`]): on a cluster, the
+    /// children go to the fleet's workers like the run's own tasks, and
+    /// the parent waits for them without holding a worker's slot. On a run
+    /// without an executor each child fails with an
+    /// [`UnknownGraph`](crate::TaskErrorKind::UnknownGraph) error.
+    pub fn named(graph: impl Into<String>) -> Self {
+        Subgraph {
+            template: TaskSpec::named("", graph),
         }
     }
 
@@ -467,6 +481,25 @@ impl Action for ParallelAction {
         }
 
         let task = ctx.extensions().get::<TaskRuntime>().cloned();
+        if config.executor.is_none() {
+            if let Some(Nesting(nested)) = ctx.extensions().get::<Nesting>() {
+                config.executor = Some(
+                    nested.executor(NestedRun {
+                        run_id: task.as_ref().map_or_else(
+                            || Arc::from(ctx.app_id()),
+                            |t| Arc::clone(&t.lane.run.shared.run_id),
+                        ),
+                        parent_path: task
+                            .as_ref()
+                            .map_or_else(TaskPath::root, |t| t.path().clone()),
+                        parent_app_id: Arc::from(ctx.app_id()),
+                        sequence_id: ctx.sequence_id(),
+                        action: self.name.clone(),
+                    }),
+                );
+            }
+        }
+        let executor = config.executor.clone();
         let (_handle, mut stream) = match &task {
             Some(t) => t.runtime().run_nested(source, config, t),
             None => Runtime::shared().run(source, config),
@@ -474,6 +507,10 @@ impl Action for ParallelAction {
         // While the children run, this task's slot goes back to the budget.
         if let Some(t) = &task {
             t.lane.slot.release_budget();
+        }
+        // And any slot held outside the runtime (a cluster worker's).
+        if let Some(e) = &executor {
+            e.parent_waits();
         }
         let result = async {
             let mut outcomes = Vec::new();
@@ -525,6 +562,9 @@ impl Action for ParallelAction {
             Ok::<_, BoxError>((result, state))
         }
         .await;
+        if let Some(e) = &executor {
+            e.parent_resumes().await;
+        }
         if let Some(t) = &task {
             t.lane.slot.reacquire_budget().await;
         }
