@@ -378,6 +378,156 @@ pub(crate) async fn tasks_survive_a_broker_restart(
     }
 }
 
+/// A task of the `fan` graph: `k` children of graph `child`, each `n`
+/// steps of `ms`.
+fn fan(key: &str, child: &str, k: i64, n: i64, ms: u64) -> TaskSpec {
+    TaskSpec::named(key, "fan").state(
+        State::new()
+            .set("k", k)
+            .set("n", n)
+            .set("ms", ms)
+            .set("child", child),
+    )
+}
+
+/// The children of a parallel action go to the task queue: two workers of
+/// one slot each share them (the parent gives its slot back while it
+/// waits), and every child's items reach the caller under the parent's
+/// path, once.
+pub(crate) async fn children_of_a_parallel_action_spread_over_the_workers(backend: Backend) {
+    let mut cluster = Cluster::new(backend, 200);
+    cluster.start_worker(1).await;
+    cluster.start_worker(1).await;
+    let (_h, stream) = cluster
+        .caller()
+        .run(vec![fan("p", "count", 6, 3, 100)], config());
+    let items = collect(stream).await;
+    let last = items.last().unwrap();
+    assert_eq!(last.kind, ItemKind::Final, "{last:?}");
+    assert_eq!(&*last.task_key, "p");
+    assert_eq!(
+        last.state_update
+            .as_ref()
+            .unwrap()
+            .get_as::<i64>("total")
+            .unwrap(),
+        18
+    );
+    for j in 0..6 {
+        let path: tributary::TaskPath = ["p".to_owned(), j.to_string()].into();
+        let child: Vec<ItemKind> = items
+            .iter()
+            .filter(|i| i.path == path && i.kind != ItemKind::Token)
+            .map(|i| i.kind)
+            .collect();
+        assert_eq!(
+            child,
+            [
+                ItemKind::NodeComplete,
+                ItemKind::NodeComplete,
+                ItemKind::Final
+            ],
+            "child {j}"
+        );
+    }
+    let by_worker = cluster.steps_by_worker().await;
+    assert_eq!(by_worker.values().sum::<i64>(), 18, "{by_worker:?}");
+    assert!(
+        by_worker.get("w0").copied().unwrap_or(0) > 0
+            && by_worker.get("w1").copied().unwrap_or(0) > 0,
+        "both workers ran children: {by_worker:?}"
+    );
+}
+
+/// The worker holding a parent is killed while the parent's children run:
+/// another worker takes the parent over, ends the children of the dead
+/// claim and publishes them again; each resumes from its checkpoint, so no
+/// finished step of a child runs again, and the parent ends as it would
+/// have.
+pub(crate) async fn a_killed_parents_children_resume_without_redoing_steps(backend: Backend) {
+    let mut cluster = Cluster::new(backend, 200);
+    let victim = cluster.start_worker(8).await;
+    let steps = 8i64;
+    let (_h, stream) = cluster
+        .caller()
+        .run(vec![fan("p", "count", 4, steps, 150)], config());
+    let consumer = tokio::spawn(collect(stream));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.kill(victim).await;
+    cluster.start_worker(8).await;
+    cluster.start_worker(8).await;
+    let items = tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
+    let last = items.last().unwrap();
+    assert_eq!(last.kind, ItemKind::Final, "{last:?}");
+    assert_eq!(
+        last.state_update
+            .as_ref()
+            .unwrap()
+            .get_as::<i64>("total")
+            .unwrap(),
+        4 * steps
+    );
+    assert!(
+        cluster.epoch(&last.app_id).await.unwrap_or(0) >= 1,
+        "the parent checkpointed its end"
+    );
+    let child_ends: Vec<&StreamItem> = items
+        .iter()
+        .filter(|i| i.is_nested() && i.is_terminal())
+        .collect();
+    assert_eq!(child_ends.len(), 4, "one end per child: {child_ends:#?}");
+    let by_worker = cluster.steps_by_worker().await;
+    assert!(
+        by_worker.get("w0").copied().unwrap_or(0) > 0,
+        "the killed worker ran steps first: {by_worker:?}"
+    );
+    for end in child_ends {
+        assert_eq!(end.kind, ItemKind::Final, "{end:?}");
+        let runs = cluster.executions(&end.app_id).await;
+        assert_eq!(runs.len(), usize::try_from(steps).unwrap(), "{runs:?}");
+        let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+        // Only the step the kill interrupted may have run twice.
+        assert!(
+            twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2),
+            "{}: {runs:?}",
+            end.app_id
+        );
+        // The child's checkpoints are fenced by the new parent's claim
+        // (its epoch above the first parent claim's children's).
+        let epoch = cluster.epoch(&end.app_id).await.unwrap();
+        assert!(epoch >= 2 << 16, "{}: epoch {epoch}", end.app_id);
+    }
+}
+
+/// Cancelling a run whose task waits for distributed children stops the
+/// children on their workers before `cancel()` resolves.
+pub(crate) async fn cancel_stops_distributed_children(backend: Backend) {
+    let mut cluster = Cluster::new(backend, 200);
+    cluster.start_worker(4).await;
+    cluster.start_worker(4).await;
+    let (handle, stream) = cluster
+        .caller()
+        .run(vec![fan("p", "busy", 4, 0, 40)], config());
+    let consumer = tokio::spawn(collect(stream));
+    let started = std::time::Instant::now();
+    while cluster.busy_steps().await < 40 {
+        assert!(started.elapsed() < WAIT, "the children run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::timeout(WAIT, handle.cancel()).await.unwrap();
+    let after_cancel = cluster.busy_steps().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        cluster.busy_steps().await,
+        after_cancel,
+        "no child stepped after cancel() resolved"
+    );
+    let items = tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
+    let last = items.last().unwrap();
+    assert_eq!(&*last.task_key, "p");
+    assert_eq!(last.kind, ItemKind::Cancelled, "{last:?}");
+}
+
 /// One `#[tokio::test]` per check, for a backend.
 #[macro_export]
 macro_rules! cluster_tests {
@@ -420,6 +570,23 @@ macro_rules! cluster_tests {
         #[$attr]
         async fn a_poison_task_fails_once_dead_lettered() {
             $crate::cluster_fleet::a_poison_task_fails_once_dead_lettered($backend).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[$attr]
+        async fn children_of_a_parallel_action_spread_over_the_workers() {
+            $crate::cluster_fleet::children_of_a_parallel_action_spread_over_the_workers($backend)
+                .await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[$attr]
+        async fn a_killed_parents_children_resume_without_redoing_steps() {
+            $crate::cluster_fleet::a_killed_parents_children_resume_without_redoing_steps($backend)
+                .await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[$attr]
+        async fn cancel_stops_distributed_children() {
+            $crate::cluster_fleet::cancel_stops_distributed_children($backend).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         #[$attr]

@@ -201,6 +201,16 @@ impl Cluster {
         out
     }
 
+    /// Steps of the `count` graph run so far, by worker name.
+    pub(crate) async fn steps_by_worker(&self) -> BTreeMap<String, i64> {
+        let mut redis = self.redis().await;
+        redis::cmd("HGETALL")
+            .arg(format!("{}:by-worker", self.ns))
+            .query_async(&mut redis)
+            .await
+            .unwrap()
+    }
+
     /// Steps of the `busy` graph run so far.
     pub(crate) async fn busy_steps(&self) -> i64 {
         let mut redis = self.redis().await;

@@ -7,6 +7,9 @@
 //!   counting its own execution in Redis (`<ns>:exec:<app id>:<seq>`);
 //! - `square`: one step, `n * n`;
 //! - `crash`: aborts the worker process (a poison task);
+//! - `fan`: a parallel action over `k` children of the graph named in
+//!   `child` (default `count`), each with `n` steps of `ms` (the children
+//!   go to the fleet); reduces the children's `i` into `total`;
 //! - `busy`: steps forever (each sleeps `ms` and counts itself in
 //!   `<ns>:busy`), until cancelled.
 //!
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tributary::{ActionContext, Graph, State, action, default, when};
+use tributary::{ActionContext, Graph, ParallelAction, State, TaskSpec, action, default, when};
 use tributary_cluster::{
     Broker, ClusterOptions, Graphs, NatsBroker, RedisBroker, RedisPersister, Worker,
 };
@@ -70,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let persister = Arc::new(RedisPersister::connect_with_prefix(redis_url, ns).await?);
     let graphs = Graphs::new()
-        .register("count", count(redis.clone(), ns.clone()))?
+        .register("count", count(redis.clone(), ns.clone(), name.clone()))?
+        .register("fan", fan())?
         .register("square", square())?
         .register("busy", busy(redis, ns.clone()))?
         .register("crash", crash())?;
@@ -127,13 +131,14 @@ async fn main() -> anyhow::Result<()> {
 
 fn _broker_is_object_safe(_: &dyn Broker) {}
 
-fn count(redis: redis::aio::ConnectionManager, ns: String) -> Graph {
+fn count(redis: redis::aio::ConnectionManager, ns: String, worker: String) -> Graph {
     let step = action("step")
         .reads(["i", "n", "ms"])
         .writes(["i", "done"])
         .run(move |s: State, _, ctx: ActionContext| {
             let mut redis = redis.clone();
             let ns = ns.clone();
+            let worker = worker.clone();
             async move {
                 let i: i64 = s.get_as("i")?;
                 let n: i64 = s.get_as("n")?;
@@ -142,6 +147,12 @@ fn count(redis: redis::aio::ConnectionManager, ns: String) -> Graph {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 let key = format!("{ns}:exec:{}:{}", ctx.app_id(), ctx.sequence_id());
                 let _: i64 = redis::cmd("INCR").arg(key).query_async(&mut redis).await?;
+                let _: i64 = redis::cmd("HINCRBY")
+                    .arg(format!("{ns}:by-worker"))
+                    .arg(&worker)
+                    .arg(1)
+                    .query_async(&mut redis)
+                    .await?;
                 let next = i + 1;
                 Ok((
                     json!({ "i": next }),
@@ -155,6 +166,43 @@ fn count(redis: redis::aio::ConnectionManager, ns: String) -> Graph {
         .entrypoint("step")
         .build()
         .expect("a valid graph")
+}
+
+/// A parallel action whose children are named graphs: they go to the
+/// fleet's queue.
+fn fan() -> Graph {
+    let children = |s: &State, _: &tributary::Inputs| {
+        let k: i64 = s.get_as("k")?;
+        let child = State::new()
+            .set("i", 0)
+            .set("n", s.get_as::<i64>("n")?)
+            .set("ms", s.get_as::<u64>("ms")?);
+        Ok::<_, tributary::BoxError>((0..k).map(move |_| child.clone()))
+    };
+    let child = |s: &State| {
+        s.get_as::<String>("child")
+            .unwrap_or_else(|_| "count".into())
+    };
+    Graph::single(
+        ParallelAction::tasks("fan", move |s: &State, inputs: &tributary::Inputs| {
+            let graph = child(s);
+            let states = children(s, inputs)?;
+            Ok(states
+                .enumerate()
+                .map(move |(j, state)| TaskSpec::named(j.to_string(), graph.clone()).state(state)))
+        })
+        .reads(["k", "n", "ms", "child"])
+        .writes(["total"])
+        .reduce(|s, outcomes| {
+            let mut total = 0;
+            for o in &outcomes {
+                let child = o.state().ok_or("a child did not complete")?;
+                total += child.get_as::<i64>("i").unwrap_or(0);
+            }
+            Ok(s.set("total", total))
+        })
+        .build(),
+    )
 }
 
 /// Kills its worker process: a poison task.

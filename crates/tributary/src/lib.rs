@@ -97,11 +97,11 @@ pub use tributary_core::{
 #[doc(inline)]
 pub use tributary_runtime::{
     AddTaskError, CancelReason, CompletionPolicy, DEFAULT_MAX_CONCURRENCY, Decision, FailurePolicy,
-    FirstMatching, FirstN, ItemKind, JoinAll, LaneClosed, LiveStatus, MergeMode, ParallelAction,
-    Progress, QuickExit, Quorum, RemoteEnd, RemoteLane, RemoteTask, RetryPolicy, Round, RunConfig,
-    RunEnd, RunError, RunHandle, RunReport, RunStream, Runtime, StreamItem, Subgraph, TaskError,
-    TaskErrorKind, TaskExecutor, TaskInfo, TaskOutcome, TaskPath, TaskRuntime, TaskSource,
-    TaskSpec, TaskStatus, UnknownTask, blocking, child_app_id,
+    FirstMatching, FirstN, ItemKind, JoinAll, LaneClosed, LiveStatus, MergeMode, NestedExecutors,
+    NestedRun, ParallelAction, Progress, QuickExit, Quorum, RemoteEnd, RemoteLane, RemoteTask,
+    RetryPolicy, Round, RunConfig, RunEnd, RunError, RunHandle, RunReport, RunStream, Runtime,
+    StreamItem, Subgraph, TaskError, TaskErrorKind, TaskExecutor, TaskInfo, TaskOutcome, TaskPath,
+    TaskRuntime, TaskSource, TaskSpec, TaskStatus, UnknownTask, blocking, child_app_id,
 };
 
 /// Implement [`Action`], [`Hook`] or [`Persister`] with `#[async_trait]`
