@@ -11,14 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tributary_queue::{Delivery, QueueError, Start, WorkQueue};
 use tributary_runtime::{
     NestedExecutors, NestedRun, RemoteEnd, RemoteLane, RemoteTask, RunConfig, RunHandle, RunStream,
-    Runtime, TaskError, TaskErrorKind, TaskExecutor, TaskPath, TaskSource,
+    Runtime, TaskError, TaskErrorKind, TaskExecutor, TaskOp, TaskPath, TaskSource,
 };
 
 use crate::broker::Broker;
 use crate::error::ClusterError;
 use crate::options::ClusterOptions;
 use crate::protocol::{
-    Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, encode, items_queue_name,
+    BelowOp, Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, encode, items_queue_name,
 };
 use crate::worker::ClaimSlot;
 
@@ -618,6 +618,8 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
     // Once the last delivery the queue allows has been claimed, a crash of
     // its worker sends the task to the dead letters, where no worker will
     // report it: look there now and then.
+    // `pause_task`/`resume_task`/`cancel_task` of paths below this task.
+    let mut below = lane.descendant_controls();
     let mut dead_check = tokio::time::interval(inner.options.lease());
     dead_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -734,6 +736,20 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
                         ),
                     };
                 }
+            }
+            Some(c) = below.recv() => {
+                let what = match c.op {
+                    TaskOp::Pause => BelowOp::Pause,
+                    TaskOp::Resume => BelowOp::Resume,
+                    _ => BelowOp::Cancel,
+                };
+                send(Control::Below {
+                    run: inner.channel.to_string(),
+                    task: task.index,
+                    path: c.path.keys().iter().map(ToString::to_string).collect(),
+                    what,
+                })
+                .await;
             }
             () = lane.paused(), if !paused && !cancelling => {
                 paused = true;

@@ -246,6 +246,20 @@ pub enum Control {
         /// The task's index.
         task: u64,
     },
+    /// Pause, resume or cancel a task below a task (a child of one of its
+    /// parallel actions, wherever it runs): the worker holding `task`
+    /// passes it on to its own run, which sends it on to the child's
+    /// worker.
+    Below {
+        /// The run.
+        run: String,
+        /// The index of the task it is below.
+        task: u64,
+        /// The path below that task (its first key is a child's key).
+        path: Vec<String>,
+        /// What to do.
+        what: BelowOp,
+    },
     /// The run's caller is alive; it will say so again within `ttl_ms`.
     Alive {
         /// The run.
@@ -277,11 +291,25 @@ impl Control {
             Control::Pause { run, .. }
             | Control::Resume { run, .. }
             | Control::Cancel { run, .. }
+            | Control::Below { run, .. }
             | Control::Alive { run, .. }
             | Control::Ended { run } => Some(run),
             Control::Census { .. } => None,
         }
     }
+}
+
+/// What a [`Control::Below`] asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BelowOp {
+    /// Pause it.
+    Pause,
+    /// Resume it.
+    Resume,
+    /// Cancel it.
+    Cancel,
 }
 
 /// A protocol message as the JSON bytes a queue carries.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_core::Persister;
 use tributary_queue::{Delivery, QueueError, Start, WorkQueue};
-use tributary_runtime::{ItemKind, RunConfig, RunHandle, Runtime, StreamItem, TaskSpec};
+use tributary_runtime::{ItemKind, RunConfig, RunHandle, Runtime, StreamItem, TaskPath, TaskSpec};
 
 use crate::broker::Broker;
 use crate::caller::{Nesting, WORKERS_GROUP};
@@ -19,7 +19,7 @@ use crate::error::ClusterError;
 use crate::fence::FencedPersister;
 use crate::options::{ClusterOptions, Orphans};
 use crate::protocol::{
-    Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, encode, items_queue_name,
+    BelowOp, Control, Event, PROTOCOL_VERSION, TaskMessage, WireEnd, encode, items_queue_name,
 };
 use crate::registry::Graphs;
 
@@ -171,6 +171,7 @@ pub struct Worker {
 /// A task this worker holds.
 struct Held {
     handle: RunHandle,
+    key: String,
 }
 
 /// What the worker knows of a run from its caller's control messages.
@@ -560,6 +561,31 @@ async fn apply(shared: &Shared, control: Control) {
             }
             shared.items.lock().await.remove(run);
         }
+        Control::Below {
+            run,
+            task,
+            path,
+            what,
+        } => {
+            // Only a task held here has children to pass it on to.
+            let held = shared
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(run.clone(), *task))
+                .map(|h| (h.handle.clone(), h.key.clone()));
+            if let Some((handle, key)) = held {
+                let path: TaskPath = std::iter::once(key).chain(path.iter().cloned()).collect();
+                let done = match what {
+                    BelowOp::Pause => handle.pause_task(path),
+                    BelowOp::Resume => handle.resume_task(path),
+                    _ => handle.cancel_task(path),
+                };
+                if let Err(error) = done {
+                    tracing::debug!(%error, "control of a task below one held here");
+                }
+            }
+        }
         Control::Pause { run, task }
         | Control::Resume { run, task }
         | Control::Cancel { run, task } => {
@@ -837,6 +863,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
             key.clone(),
             Held {
                 handle: handle.clone(),
+                key: message.key.clone(),
             },
         );
     // Renew the claim while the task runs; give it up when it moved on, or

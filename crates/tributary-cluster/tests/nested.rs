@@ -280,3 +280,110 @@ async fn cancelling_a_parent_stops_its_children_on_the_workers() {
     stop.cancel();
     fleet.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_child_is_paused_resumed_and_cancelled_by_its_path() {
+    let broker = MemoryBroker::new();
+    let ticks: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let counted = Arc::clone(&ticks);
+    let busy =
+        Graph::builder()
+            .action(action("tick").reads(["n"]).writes([] as [&str; 0]).run(
+                move |s: State, _, _| {
+                    let ticks = Arc::clone(&counted);
+                    async move {
+                        let id: usize = s.get_as("n")?;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        ticks[id].fetch_add(1, Ordering::SeqCst);
+                        Ok((json!({}), s))
+                    }
+                },
+            ))
+            .transition("tick", "tick", tributary_core::default())
+            .entrypoint("tick")
+            .build()
+            .unwrap();
+    let graphs = Graphs::new()
+        .register("fan", fan("busy"))
+        .unwrap()
+        .register("busy", busy)
+        .unwrap();
+    let (stop, fleet) = worker(&broker, graphs, 4).await;
+    let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
+    let task = TaskSpec::named("p", "fan").state(State::new().set("ns", json!([0, 1])));
+    let (handle, mut stream) = caller.run(
+        vec![task],
+        RunConfig::new().intermediate_stream_outputs(false),
+    );
+    let consumer = tokio::spawn(async move {
+        let mut items = Vec::new();
+        while let Some(item) = stream.next().await {
+            items.push(item);
+        }
+        items
+    });
+    let wait_for = |i: usize, n: u64| {
+        let ticks = Arc::clone(&ticks);
+        async move {
+            let started = std::time::Instant::now();
+            while ticks[i].load(Ordering::SeqCst) < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "child {i} stalls"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(0, 5).await;
+    wait_for(1, 5).await;
+
+    // Pause child 0 only: it stops, child 1 goes on.
+    handle.pause_task(["p", "0"]).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let paused_at = ticks[0].load(Ordering::SeqCst);
+    let other = ticks[1].load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ticks[0].load(Ordering::SeqCst),
+        paused_at,
+        "child 0 is paused"
+    );
+    assert!(
+        ticks[1].load(Ordering::SeqCst) > other + 5,
+        "child 1 runs on"
+    );
+
+    // Resume it.
+    handle.resume_task(["p", "0"]).unwrap();
+    wait_for(0, paused_at + 5).await;
+
+    // Cancel child 1 only: it ends cancelled, the parent waits on child 0.
+    handle.cancel_task(["p", "1"]).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let cancelled_at = ticks[1].load(Ordering::SeqCst);
+    let zero = ticks[0].load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ticks[1].load(Ordering::SeqCst),
+        cancelled_at,
+        "child 1 stopped"
+    );
+    assert!(ticks[0].load(Ordering::SeqCst) > zero, "child 0 runs on");
+    // A path below a remote task that does not exist there is accepted and
+    // does nothing; a path below no task at all is unknown.
+    assert!(handle.cancel_task(["nowhere", "0"]).is_err());
+
+    tokio::time::timeout(Duration::from_secs(20), handle.cancel())
+        .await
+        .unwrap();
+    let items = consumer.await.unwrap();
+    let one: Vec<&StreamItem> = items
+        .iter()
+        .filter(|i| i.path == path(&["p", "1"]) && i.is_terminal())
+        .collect();
+    assert_eq!(one.len(), 1, "{items:#?}");
+    assert_eq!(one[0].kind, ItemKind::Cancelled);
+    stop.cancel();
+    fleet.await.unwrap();
+}

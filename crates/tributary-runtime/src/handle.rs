@@ -12,6 +12,7 @@ use crate::mailbox::Inbox;
 use crate::path::TaskPath;
 use crate::progress::Progress;
 use crate::reason::CancelReason;
+use crate::remote::{DescendantControl, TaskOp};
 use crate::shared::RunShared;
 use crate::spec::TaskSpec;
 use crate::task_control::{TaskControl, TaskInfo};
@@ -132,8 +133,7 @@ impl RunHandle {
     /// [`UnknownTask`] when no task of the tree that has not ended has
     /// this key or path (a lazy source's tasks are known once taken).
     pub fn pause_task(&self, task: impl Into<TaskPath>) -> Result<(), UnknownTask> {
-        self.find(task.into())?.set_paused(true);
-        Ok(())
+        self.control(task.into(), TaskOp::Pause)
     }
 
     /// Resume one paused task.
@@ -142,8 +142,7 @@ impl RunHandle {
     ///
     /// As [`pause_task`](Self::pause_task).
     pub fn resume_task(&self, task: impl Into<TaskPath>) -> Result<(), UnknownTask> {
-        self.find(task.into())?.set_paused(false);
-        Ok(())
+        self.control(task.into(), TaskOp::Resume)
     }
 
     /// Cancel one task of the tree and everything nested in it; a queued
@@ -158,8 +157,31 @@ impl RunHandle {
     ///
     /// As [`pause_task`](Self::pause_task).
     pub fn cancel_task(&self, task: impl Into<TaskPath>) -> Result<(), UnknownTask> {
-        self.find(task.into())?.cancel(CancelReason::Task);
-        Ok(())
+        self.control(task.into(), TaskOp::Cancel)
+    }
+
+    /// Apply `op` to the task at `path`: a task of this process's tree, or
+    /// one below a task run elsewhere (sent on to its executor, which knows
+    /// whether it exists there).
+    fn control(&self, path: TaskPath, op: TaskOp) -> Result<(), UnknownTask> {
+        match self.find(path) {
+            Ok(task) => {
+                match op {
+                    TaskOp::Pause => task.set_paused(true),
+                    TaskOp::Resume => task.set_paused(false),
+                    TaskOp::Cancel => task.cancel(CancelReason::Task),
+                }
+                Ok(())
+            }
+            Err(UnknownTask(path)) => {
+                let Some((channel, below)) = self.shared.resolve_remote(path.keys()) else {
+                    return Err(UnknownTask(path));
+                };
+                channel
+                    .send(DescendantControl { path: below, op })
+                    .map_err(|_| UnknownTask(path))
+            }
+        }
     }
 
     /// The app id of one task of the tree that has not ended: the id its

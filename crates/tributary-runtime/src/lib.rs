@@ -120,7 +120,8 @@ pub use progress::Progress;
 pub use reason::CancelReason;
 #[doc(inline)]
 pub use remote::{
-    LaneClosed, NestedExecutors, NestedRun, RemoteEnd, RemoteLane, RemoteTask, TaskExecutor,
+    DescendantControl, DescendantControls, LaneClosed, NestedExecutors, NestedRun, RemoteEnd,
+    RemoteLane, RemoteTask, TaskExecutor, TaskOp,
 };
 #[doc(inline)]
 pub use runtime::{DEFAULT_MAX_CONCURRENCY, Runtime, RuntimeBuilder};

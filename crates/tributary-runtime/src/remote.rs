@@ -91,6 +91,70 @@ pub struct NestedRun {
     pub action: String,
 }
 
+/// What a [`RunHandle`](crate::RunHandle) asks of a task below a task run
+/// elsewhere (`pause_task`, `resume_task` or `cancel_task` with a path that
+/// goes through a remote task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskOp {
+    /// Pause it.
+    Pause,
+    /// Resume it.
+    Resume,
+    /// Cancel it (and what is nested in it).
+    Cancel,
+}
+
+/// A control for a task below a remote task, as its executor receives it
+/// ([`RemoteLane::descendant_controls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DescendantControl {
+    /// The path of the task below the remote task (its first key is a
+    /// child's key).
+    pub path: TaskPath,
+    /// What to do.
+    pub op: TaskOp,
+}
+
+/// Controls the run's handle sends to tasks below one remote task; while
+/// this lives, such paths are accepted by the handle and come out here.
+pub struct DescendantControls {
+    rx: tokio::sync::mpsc::UnboundedReceiver<DescendantControl>,
+    run: std::sync::Weak<crate::shared::RunShared>,
+    key: Arc<str>,
+}
+
+impl fmt::Debug for DescendantControls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DescendantControls")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DescendantControls {
+    /// The next control; `None` once the run is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a control is taken only when returned.
+    pub async fn recv(&mut self) -> Option<DescendantControl> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for DescendantControls {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.upgrade() {
+            run.remote
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.key);
+        }
+    }
+}
+
 /// The extension a run's config carries its [`NestedExecutors`] in.
 #[derive(Clone)]
 pub(crate) struct Nesting(pub(crate) Arc<dyn NestedExecutors>);
@@ -266,6 +330,28 @@ impl RemoteLane {
         }
         item.path = path;
         self.lane.forward(item).await.map_err(stopped)
+    }
+
+    /// Take the controls the run's handle sends to tasks below this one
+    /// (children of its parallel actions, run wherever they run). Until
+    /// this is dropped, `pause_task`/`resume_task`/`cancel_task` with a
+    /// path under this task are accepted and come out of the receiver; an
+    /// executor that does not call it leaves such paths unknown.
+    pub fn descendant_controls(&self) -> DescendantControls {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let key = Arc::clone(self.lane.key());
+        self.lane
+            .run
+            .shared
+            .remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Arc::clone(&key), tx);
+        DescendantControls {
+            rx,
+            run: Arc::downgrade(&self.lane.run.shared),
+            key,
+        }
     }
 
     /// Whether the task is paused right now (by itself, its run or a run it

@@ -241,6 +241,7 @@ impl Runtime {
             }),
             tasks: Mutex::new(TaskTable::new(config.remembers_keys())),
             nested: Mutex::new(Default::default()),
+            remote: Mutex::new(Default::default()),
             has_nested: AtomicBool::new(false),
             counts: Counters::default(),
             progress: watch::Sender::new(Progress::default()),

@@ -57,6 +57,10 @@ impl TaskTable {
 }
 
 /// State shared by a run's supervisor, actors, merger and handles.
+/// The channel control of a remote task's descendants goes through.
+pub(crate) type RemoteControls =
+    tokio::sync::mpsc::UnboundedSender<crate::remote::DescendantControl>;
+
 pub(crate) struct RunShared {
     pub(crate) budget: Arc<Budget>,
     pub(crate) root: CancellationToken,
@@ -76,6 +80,9 @@ pub(crate) struct RunShared {
     /// The runs nested in this run's tasks, by task key (only tasks that
     /// nest runs have an entry).
     pub(crate) nested: Mutex<HashMap<Arc<str>, Vec<Weak<RunShared>>>>,
+    /// Where control of tasks below a task run elsewhere goes (only tasks
+    /// whose executor takes such control have an entry).
+    pub(crate) remote: Mutex<HashMap<Arc<str>, RemoteControls>>,
     /// Whether a run was ever nested in one of this run's tasks: most runs
     /// nest nothing, and their tasks then never touch `nested`.
     pub(crate) has_nested: AtomicBool,
@@ -272,6 +279,26 @@ impl RunShared {
         self.nested_in(first)
             .iter()
             .find_map(|run| run.resolve(rest))
+    }
+
+    /// Where control of `path` goes when a task on the way runs elsewhere
+    /// and the rest of the path lies below it: that task's channel and the
+    /// path below it.
+    pub(crate) fn resolve_remote(&self, path: &[Arc<str>]) -> Option<(RemoteControls, TaskPath)> {
+        let (first, rest) = path.split_first()?;
+        if rest.is_empty() {
+            return None;
+        }
+        if let Some(found) = self
+            .nested_in(first)
+            .iter()
+            .find_map(|run| run.resolve_remote(rest))
+        {
+            return Some(found);
+        }
+        let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        let channel = remote.get(first)?.clone();
+        Some((channel, rest.iter().cloned().collect::<Vec<_>>().into()))
     }
 
     /// Every task of the tree under this run that has not ended, with
