@@ -14,7 +14,7 @@
 //! What the cluster guarantees (see `docs/cluster.md`):
 //!
 //! - a task runs on one worker at a time; a worker that stops renewing its
-//!   claim (crashed, frozen, cut off) loses it after two heartbeats and
+//!   claim (crashed, frozen, cut off) loses it within two heartbeats and
 //!   another worker resumes the task from its last checkpoint — finished
 //!   steps do not run again;
 //! - a worker that lost its claim cannot write over the new owner's steps

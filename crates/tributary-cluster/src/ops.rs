@@ -575,6 +575,8 @@ mod tests {
             tokens: false,
             nodes: false,
             earlier_claims: 0,
+            channel: None,
+            fence_base: 0,
         };
         tasks
             .publish(Bytes::from(serde_json::to_vec(&message).unwrap()), None)

@@ -27,9 +27,11 @@ pub enum Orphans {
 pub struct ClusterOptions {
     /// Prefix of every queue name (letters, digits, `-`, `_`).
     pub namespace: String,
-    /// How often a worker renews the claim of each task it runs. A claim
-    /// not renewed for two heartbeats goes to another worker (the worker renews
-    /// every heartbeat, so one late renewal is tolerated).
+    /// The time scale of claims: a worker renews the claim of each task it
+    /// runs twice per heartbeat, a claim lasts [`lease`](Self::lease)
+    /// (1.75 heartbeats: two late renewals are tolerated) and idle workers
+    /// poll every quarter heartbeat, so a task whose worker died is claimed
+    /// again within two heartbeats.
     pub heartbeat: Duration,
     /// Deliveries of one task (crashed or refused claims count) before it
     /// goes to the dead letters.
@@ -67,8 +69,8 @@ impl Default for ClusterOptions {
 }
 
 impl ClusterOptions {
-    /// The defaults: namespace `tributary`, heartbeat 1 s (claims reclaimed
-    /// after 2 s of silence), 10 deliveries, alive every second, orphans
+    /// The defaults: namespace `tributary`, heartbeat 1 s (a dead worker's
+    /// tasks claimed again within 2 s), 10 deliveries, alive every second, orphans
     /// cancelled after 10 s of silence, 5 s for unknown graphs and for
     /// cancel confirmations.
     pub fn new() -> Self {
@@ -123,9 +125,16 @@ impl ClusterOptions {
         self
     }
 
-    /// How long a claim lasts without renewal: two heartbeats.
+    /// How long a claim lasts without renewal: 1.75 heartbeats (renewed
+    /// every half heartbeat; with the quarter-heartbeat poll of idle
+    /// workers, a dead worker's task is claimed again within two).
     pub fn lease(&self) -> Duration {
-        self.heartbeat * 2
+        self.heartbeat * 7 / 4
+    }
+
+    /// How often a worker renews each claim: every half heartbeat.
+    pub(crate) fn renew_every(&self) -> Duration {
+        self.heartbeat / 2
     }
 
     pub(crate) fn check(&self) -> Result<(), ClusterError> {

@@ -151,7 +151,7 @@ impl WorkerStats {
 /// A worker process's engine: claims tasks of the fleet's queue (up to its
 /// concurrency), runs each on a local runtime, checkpoints every step to
 /// the shared persister under its claim's epoch, streams the task's items
-/// back to the run's caller, renews its claim every heartbeat while the
+/// back to the run's caller, renews its claim twice per heartbeat while the
 /// task runs, and acknowledges the task after reporting its end.
 ///
 /// The graphs are the user's: a worker binary registers the graphs it can
@@ -1052,7 +1052,7 @@ async fn renew(
     stop: CancellationToken,
 ) {
     let since = Instant::now();
-    let every = shared.options.heartbeat;
+    let every = shared.options.renew_every();
     loop {
         tokio::select! {
             biased;
