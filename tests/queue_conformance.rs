@@ -71,6 +71,9 @@ impl<Q: WorkQueue> WorkQueue for Cleaned<Q> {
     async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
         self.inner.ack(d).await
     }
+    async fn ack_all(&self, d: &[Delivery]) -> Result<(), QueueError> {
+        self.inner.ack_all(d).await
+    }
     async fn nak(&self, d: &Delivery, delay: Duration, error: &str) -> Result<(), QueueError> {
         self.inner.nak(d, delay, error).await
     }
@@ -145,6 +148,30 @@ pub(crate) async fn an_ack_removes_the_message(make: Make) {
         later.is_empty(),
         "an acked message never comes back: {later:?}"
     );
+}
+
+pub(crate) async fn ack_all_settles_a_batch_and_nothing_else(make: Make) {
+    let q = make(opts()).await;
+    q.create_group("g", Start::First).await.unwrap();
+    for p in ["a", "b", "c", "d"] {
+        q.publish(p.into(), None).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while got.len() < 4 {
+        assert!(started.elapsed() < WAIT, "only {} of 4 arrived", got.len());
+        got.extend(
+            q.fetch("g", "c1", 4 - got.len(), Duration::from_millis(200))
+                .await
+                .unwrap(),
+        );
+    }
+    // Settle three in one call; the fourth stays unsettled.
+    q.ack_all(&got[..3]).await.unwrap();
+    q.ack_all(&[]).await.unwrap();
+    let later = q.fetch("g", "c2", 10, opts().lease * 3).await.unwrap();
+    let back: Vec<&[u8]> = later.iter().map(|d| &d.payload[..]).collect();
+    assert_eq!(back, [&b"d"[..]], "only the unsettled one comes back");
 }
 
 pub(crate) async fn an_unacked_delivery_comes_back_after_its_lease_with_the_next_attempt(
@@ -508,6 +535,7 @@ macro_rules! conformance {
     ($make:path $(, #[$attr:meta])*) => {
         $crate::queue_conformance::conformance!(@tests $make, [$(#[$attr])*],
             an_ack_removes_the_message,
+            ack_all_settles_a_batch_and_nothing_else,
             an_unacked_delivery_comes_back_after_its_lease_with_the_next_attempt,
             a_message_out_of_attempts_goes_to_the_dead_letters,
             a_lease_run_out_on_the_last_attempt_goes_to_the_dead_letters,

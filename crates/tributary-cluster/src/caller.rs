@@ -459,11 +459,8 @@ async fn read_events(
 }
 
 async fn settle(queue: &dyn WorkQueue, deliveries: &[Delivery]) {
-    let acks = deliveries.iter().map(|d| queue.ack(d));
-    for result in futures_util::future::join_all(acks).await {
-        if let Err(error) = result {
-            tracing::warn!(%error, "acknowledging an event failed (it may be read again)");
-        }
+    if let Err(error) = queue.ack_all(deliveries).await {
+        tracing::warn!(%error, "acknowledging events failed (they may be read again)");
     }
 }
 

@@ -491,11 +491,8 @@ async fn listen(
                 Err(error) => tracing::warn!(%error, "dropping a malformed control message"),
             }
         }
-        let acks = deliveries.iter().map(|d| control.ack(d));
-        for result in futures_util::future::join_all(acks).await {
-            if let Err(error) = result {
-                tracing::debug!(%error, "acknowledging a control message failed");
-            }
+        if let Err(error) = control.ack_all(&deliveries).await {
+            tracing::debug!(%error, "acknowledging control messages failed");
         }
     }
 }

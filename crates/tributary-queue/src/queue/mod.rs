@@ -197,6 +197,25 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     /// delivered again after its lease (call `ack` again to be sure).
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
 
+    /// Settles many deliveries as done, in as few round trips as the broker
+    /// allows (Redis: one pipeline for the whole batch). The default acks
+    /// them one by one.
+    ///
+    /// # Errors
+    ///
+    /// When the broker fails; some of the deliveries may then be settled
+    /// and the others are delivered again after their lease.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ack`](Self::ack), for each delivery.
+    async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
+        for delivery in deliveries {
+            self.ack(delivery).await?;
+        }
+        Ok(())
+    }
+
     /// Settles a delivery as failed with `error`: it is delivered again no
     /// earlier than `delay` from now (or goes to the dead letters when it
     /// used its last attempt).

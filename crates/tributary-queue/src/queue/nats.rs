@@ -435,6 +435,15 @@ impl WorkQueue for NatsQueue {
         self.settle(delivery, Bytes::from_static(b"+ACK")).await
     }
 
+    async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
+        // Each message has its own reply subject: send the acks at once.
+        let acks = deliveries.iter().map(|d| self.ack(d));
+        futures_util::future::join_all(acks)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     async fn nak(
         &self,
         delivery: &Delivery,

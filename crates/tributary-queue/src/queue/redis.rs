@@ -501,6 +501,40 @@ impl WorkQueue for RedisQueue {
             })
     }
 
+    async fn ack_all(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
+        let Some(first) = deliveries.first() else {
+            return Ok(());
+        };
+        // One XACK and one HDEL per group, all in one round trip.
+        let mut groups: Vec<&str> = deliveries.iter().map(|d| d.group.as_str()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let mut pipe = redis::pipe();
+        for group in groups {
+            let ids = deliveries
+                .iter()
+                .filter(|d| d.group == group)
+                .map(|d| d.token.as_str());
+            let ids: Vec<&str> = ids.collect();
+            pipe.cmd("XACK")
+                .arg(&self.name)
+                .arg(group)
+                .arg(&ids)
+                .ignore();
+            pipe.cmd("HDEL")
+                .arg(self.errors_key(group))
+                .arg(&ids)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let what = || format!("ack {} deliveries from {}", deliveries.len(), first.token);
+        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.error(&what(), Failure::Redis(e))),
+            Err(_) => Err(self.error(&what(), Failure::Timeout(self.timeout))),
+        }
+    }
+
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
         let mut pipe = redis::pipe();
         pipe.cmd("XACK")
