@@ -863,6 +863,18 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
                 key: message.key.clone(),
             },
         );
+    // Control that came while the claim was being set up (after the checks
+    // above, before the task was held) found nothing to apply to: apply it
+    // now. An ended channel matters most: its task's new self may be on
+    // its way.
+    match shared.take_pending(&key) {
+        Some(Control::Cancel { .. }) => drop(handle.cancel()),
+        Some(Control::Pause { .. }) => handle.pause(),
+        _ => {}
+    }
+    if shared.run_ended(&channel) {
+        drop(handle.cancel());
+    }
     // Renew the claim while the task runs; give it up when it moved on, or
     // when the caller went away.
     let lost = Arc::new(AtomicBool::new(false));
