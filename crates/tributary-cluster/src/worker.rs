@@ -995,11 +995,7 @@ fn to_event(message: &TaskMessage, epoch: u32, step: &mut u64, mut item: StreamI
         if !wanted {
             return Relay::Skip;
         }
-        item.path = item.path.keys()[1..]
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .into();
+        item.path = item.path.keys()[1..].to_vec().into();
         return Relay::Send(Event::Nested {
             task,
             epoch,

@@ -298,7 +298,7 @@ impl RunShared {
         }
         let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         let channel = remote.get(first)?.clone();
-        Some((channel, rest.iter().cloned().collect::<Vec<_>>().into()))
+        Some((channel, rest.to_vec().into()))
     }
 
     /// Every task of the tree under this run that has not ended, with
