@@ -397,10 +397,11 @@ impl RedisQueue {
             if !out.is_empty() || now >= deadline {
                 return Ok(out);
             }
-            // Wait for an entry newer than the last one, or long enough to
-            // look at the leases again.
+            // Wait for an entry newer than the last one, or until the leases
+            // are due to be looked at again (every eighth of a lease: an
+            // expired lease waits at most that long for a consumer).
             let block = (deadline - now)
-                .min(self.options.lease / 4)
+                .min(self.options.lease / 8)
                 .min(Duration::from_millis(100))
                 .max(Duration::from_millis(1));
             let mut cmd = redis::cmd("XREAD");
