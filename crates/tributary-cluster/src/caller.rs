@@ -615,6 +615,10 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
     // Once the last delivery the queue allows has been claimed, a crash of
     // its worker sends the task to the dead letters, where no worker will
     // report it: look there now and then.
+    // The task's pause state changing: one wait at a time, made again only
+    // when it changes (not once per event).
+    let mut gate: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+        Box::pin(lane.paused());
     // `pause_task`/`resume_task`/`cancel_task` of paths below this task.
     let mut below = lane.descendant_controls();
     let mut dead_check = tokio::time::interval(inner.options.lease());
@@ -748,13 +752,15 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
                 })
                 .await;
             }
-            () = lane.paused(), if !paused && !cancelling => {
-                paused = true;
-                send(control(|run, task| Control::Pause { run, task })).await;
-            }
-            () = lane.unpaused(), if paused && !cancelling => {
-                paused = false;
-                send(control(|run, task| Control::Resume { run, task })).await;
+            () = &mut gate, if !cancelling => {
+                paused = !paused;
+                if paused {
+                    gate = Box::pin(lane.unpaused());
+                    send(control(|run, task| Control::Pause { run, task })).await;
+                } else {
+                    gate = Box::pin(lane.paused());
+                    send(control(|run, task| Control::Resume { run, task })).await;
+                }
             }
         }
     }

@@ -387,3 +387,67 @@ async fn a_distributed_child_is_paused_resumed_and_cancelled_by_its_path() {
     stop.cancel();
     fleet.await.unwrap();
 }
+
+/// A remote task that streams nothing (no node items, no tokens asked for)
+/// still hears its pause: the caller waits on the task's own gate, made
+/// before its first pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_remote_task_is_paused_by_pause_task() {
+    let broker = MemoryBroker::new();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&ticks);
+    let busy = Graph::builder()
+        .action(
+            action("tick")
+                .reads([] as [&str; 0])
+                .writes([] as [&str; 0])
+                .run(move |s: State, _, _| {
+                    let ticks = Arc::clone(&counted);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        ticks.fetch_add(1, Ordering::SeqCst);
+                        Ok((json!({}), s))
+                    }
+                }),
+        )
+        .transition("tick", "tick", tributary_core::default())
+        .entrypoint("tick")
+        .build()
+        .unwrap();
+    let (stop, fleet) = worker(&broker, Graphs::new().register("busy", busy).unwrap(), 2).await;
+    let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
+    let (handle, stream) = caller.run(
+        vec![TaskSpec::named("b", "busy")],
+        RunConfig::new()
+            .intermediate_nodes(false)
+            .intermediate_stream_outputs(false),
+    );
+    let consumer = tokio::spawn(collect(stream));
+    let started = std::time::Instant::now();
+    while ticks.load(Ordering::SeqCst) < 5 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.pause_task("b").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused_at = ticks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ticks.load(Ordering::SeqCst),
+        paused_at,
+        "the task is paused"
+    );
+    handle.resume_task("b").unwrap();
+    let started = std::time::Instant::now();
+    while ticks.load(Ordering::SeqCst) < paused_at + 5 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never resumed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(20), handle.cancel())
+        .await
+        .unwrap();
+    let items = consumer.await.unwrap();
+    assert_eq!(items.last().unwrap().kind, ItemKind::Cancelled);
+    stop.cancel();
+    fleet.await.unwrap();
+}

@@ -43,6 +43,17 @@ impl GateChain {
             .chain(self.task.iter().map(|t| Gate::Task(Arc::clone(t))))
     }
 
+    /// Make every task gate of the chain now (a task's gate is otherwise
+    /// made on its first pause), so that a wait begun now sees a later
+    /// first pause.
+    pub(crate) fn materialize(&self) {
+        for gate in self.all() {
+            if let Gate::Task(task) = gate {
+                task.pause_gate_or_init();
+            }
+        }
+    }
+
     /// This chain and then `gate`.
     pub(crate) fn with(&self, gate: Gate) -> GateChain {
         match (gate, &self.task) {

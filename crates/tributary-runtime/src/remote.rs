@@ -249,6 +249,9 @@ impl fmt::Debug for RemoteLane {
 
 impl RemoteLane {
     pub(crate) fn new(lane: Arc<Lane>, nodes: bool) -> Self {
+        // An executor waits for the task's pause (`paused`) rather than
+        // looking between steps: its gates must exist to be waited on.
+        lane.gates.materialize();
         RemoteLane { lane, nodes }
     }
 

@@ -55,6 +55,12 @@ impl TaskShared {
         }
     }
 
+    /// The task's gate, made now if it was never paused (for a wait that
+    /// must see a later first pause).
+    pub(crate) fn pause_gate_or_init(&self) -> &watch::Sender<bool> {
+        self.paused.get_or_init(|| watch::Sender::new(false))
+    }
+
     pub(crate) fn pause_gate(&self) -> Option<&watch::Sender<bool>> {
         self.paused.get()
     }
