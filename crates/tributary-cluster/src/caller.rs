@@ -1,6 +1,7 @@
 //! The caller's side: a run whose named tasks run on the fleet.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -132,7 +133,7 @@ impl ClusterRuntime {
             Arc::clone(&self.broker),
             self.options.clone(),
         );
-        let executor = Arc::new(ClusterExecutor { inner });
+        let executor = Arc::new(ClusterExecutor::new(inner));
         // Named children of parallel actions in tasks that run here go to
         // the fleet too.
         let nesting = Nesting {
@@ -279,23 +280,56 @@ impl RunInner {
 /// The run's executor: lives as long as the run (its config holds it).
 struct ClusterExecutor {
     inner: Arc<RunInner>,
+    /// A nested run's slot bookkeeping: its parent gives its worker slot
+    /// back only once it waits *and* a child went to the fleet (children
+    /// that carry their graph run on this worker and keep it busy).
+    sent: AtomicBool,
+    waiting: AtomicBool,
+    released: AtomicBool,
+}
+
+impl ClusterExecutor {
+    fn new(inner: Arc<RunInner>) -> Self {
+        ClusterExecutor {
+            inner,
+            sent: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    fn release(&self) {
+        if let Some(slot) = &self.inner.slot {
+            if !self.released.swap(true, Ordering::SeqCst) {
+                slot.release();
+            }
+        }
+    }
 }
 
 impl TaskExecutor for ClusterExecutor {
     fn execute(&self, task: RemoteTask, lane: RemoteLane) -> BoxFuture<'static, RemoteEnd> {
+        self.sent.store(true, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) {
+            self.release();
+        }
         Box::pin(proxy(Arc::clone(&self.inner), task, lane))
     }
 
     fn parent_waits(&self) {
-        if let Some(slot) = &self.inner.slot {
-            slot.release();
+        self.waiting.store(true, Ordering::SeqCst);
+        if self.sent.load(Ordering::SeqCst) {
+            self.release();
         }
     }
 
     fn parent_resumes(&self) -> BoxFuture<'static, ()> {
+        self.waiting.store(false, Ordering::SeqCst);
         match &self.inner.slot {
-            Some(slot) => Box::pin(Arc::clone(slot).reacquire()),
-            None => Box::pin(std::future::ready(())),
+            Some(slot) if self.released.swap(false, Ordering::SeqCst) => {
+                Box::pin(Arc::clone(slot).reacquire())
+            }
+            _ => Box::pin(std::future::ready(())),
         }
     }
 }
@@ -355,7 +389,7 @@ impl NestedExecutors for Nesting {
             retire,
             slot: self.slot.clone(),
         });
-        Arc::new(ClusterExecutor { inner })
+        Arc::new(ClusterExecutor::new(inner))
     }
 }
 

@@ -451,3 +451,75 @@ async fn a_quiet_remote_task_is_paused_by_pause_task() {
     stop.cancel();
     fleet.await.unwrap();
 }
+
+/// Children that carry their graph run on the parent's worker: the parent
+/// keeps its slot while they run, so the worker's concurrency still bounds
+/// its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_whose_children_run_locally_keeps_its_slot() {
+    let broker = MemoryBroker::new();
+    let running = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let (r1, m1, r2) = (
+        Arc::clone(&running),
+        Arc::clone(&most),
+        Arc::clone(&running),
+    );
+    let nap = Subgraph::action(action("nap").run(|s: State, _, _| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok((json!({}), s))
+    }));
+    let parent = Graph::builder()
+        .action(action("enter").run(move |s: State, _, _| {
+            let (running, most) = (Arc::clone(&r1), Arc::clone(&m1));
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                Ok((json!({}), s))
+            }
+        }))
+        .action(
+            ParallelAction::map_states("local", nap, |_: &State, _| {
+                Ok(vec![State::new(), State::new()])
+            })
+            .build(),
+        )
+        .action(action("leave").run(move |s: State, _, _| {
+            let running = Arc::clone(&r2);
+            async move {
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok((json!({}), s))
+            }
+        }))
+        .transition("enter", "local", tributary_core::default())
+        .transition("local", "leave", tributary_core::default())
+        .entrypoint("enter")
+        .build()
+        .unwrap();
+    let (stop, fleet) = worker(
+        &broker,
+        Graphs::new().register("parent", parent).unwrap(),
+        1,
+    )
+    .await;
+    let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
+    let tasks: Vec<TaskSpec> = (0..3)
+        .map(|i| TaskSpec::named(format!("p{i}"), "parent"))
+        .collect();
+    let (_h, stream) = caller.run(tasks, RunConfig::new());
+    let items = tokio::time::timeout(Duration::from_secs(20), collect(stream))
+        .await
+        .unwrap();
+    let finals = items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Final && !i.is_nested())
+        .count();
+    assert_eq!(finals, 3);
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "a one-slot worker ran two parents at once"
+    );
+    stop.cancel();
+    fleet.await.unwrap();
+}
