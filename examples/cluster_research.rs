@@ -3,15 +3,18 @@
 //! (needs Redis; `TRIBUTARY_REDIS_URL`, default `redis://127.0.0.1:6379`).
 //!
 //! The example starts three copies of itself as workers (`--worker NAME`;
-//! w0 first, so it holds the first tasks, then w1 and w2),
-//! each registering the research graph (search → read → summarise, with
-//! seeded latency) and checkpointing every step to Redis. The caller plans
-//! the subtopics, runs one task per subtopic on the fleet and, part-way
-//! through, kills one worker with SIGKILL: its tasks are taken over by the
-//! others after two heartbeats and resume from their last checkpoint.
-//! At the end it writes the report, runs the same job in one process, and
-//! checks that the two reports are equal and that no finished step ran
-//! twice.
+//! w0 first, so it holds the first tasks, then w1 and w2), each
+//! registering two graphs and checkpointing every step to Redis:
+//! `deep-research`, a parent whose parallel action fans out one child per
+//! subtopic and reduces their summaries into the report, and `research`,
+//! the child (search → read → summarise, with seeded latency). The caller
+//! runs one `deep-research` task on the fleet; its children go to the
+//! fleet's queue too. Part-way through, it kills w0 — which holds the
+//! parent and most children — with SIGKILL: the others take the parent
+//! and the children over within two heartbeats, and each child resumes
+//! from its last checkpoint. At the end it prints the report, runs the
+//! same job in one process, and checks that the two reports are equal and
+//! that no finished step ran twice.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -25,7 +28,8 @@ use tributary::cluster::{
     ClusterOptions, ClusterRuntime, Graphs, RedisBroker, RedisPersister, Worker,
 };
 use tributary::{
-    ActionContext, Graph, ItemKind, RunConfig, Runtime, State, TaskSpec, action, default,
+    ActionContext, Graph, ItemKind, ParallelAction, RunConfig, Runtime, State, TaskSpec, action,
+    default,
 };
 use tributary_examples::Rng;
 
@@ -34,7 +38,7 @@ const HELP: &str =
 
 usage: cluster_research [options]
   --topic TEXT       what to research (default: \"how rivers shape cities\")
-  --subtopics N      tasks to run on the fleet (default 12)
+  --subtopics N      children the parent fans out to the fleet (default 12)
   --kill-after MS    SIGKILL worker w0 after MS milliseconds (default 1200; 0: never)
   --speed F          latency multiplier (default 1)
   -h, --help         this text
@@ -142,20 +146,49 @@ fn research(counter: Option<(redis::aio::ConnectionManager, String)>, speed: f64
         .expect("a valid research graph")
 }
 
-fn tasks(args: &Args, named: Option<&str>, graph: Option<&Graph>) -> Vec<TaskSpec> {
-    (0..args.subtopics)
-        .map(|i| {
-            let subtopic = format!("{}: {} #{i}", args.topic, ANGLES[i % ANGLES.len()]);
+/// The parent: one child per subtopic (`s00`, `s01`, ...), each the
+/// research graph — named, so it goes to the fleet, or carried, so it runs
+/// in this process — and a report made of their summaries, in key order.
+fn deep_research(child: Option<Graph>) -> Graph {
+    let fan = ParallelAction::tasks("research", move |s: &State, _| {
+        let topic: String = s.get_as("topic")?;
+        let n: usize = s.get_as("subtopics")?;
+        let child = child.clone();
+        Ok((0..n).map(move |i| {
+            let subtopic = format!("{topic}: {} #{i}", ANGLES[i % ANGLES.len()]);
             let key = format!("s{i:02}");
-            let spec = match (named, graph) {
-                (Some(name), _) => TaskSpec::named(key, name),
-                (None, Some(g)) => TaskSpec::new(key, g.clone()),
-                (None, None) => unreachable!("a task names or carries its graph"),
+            let spec = match &child {
+                Some(graph) => TaskSpec::new(key, graph.clone()),
+                None => TaskSpec::named(key, "research"),
             };
             spec.state(State::new().set("subtopic", subtopic))
                 .halt_after(["summarise"])
-        })
-        .collect()
+        }))
+    })
+    .reads(["topic", "subtopics"])
+    .writes(["report"])
+    .reduce(|s, outcomes| {
+        let topic: String = s.get_as("topic")?;
+        let mut summaries = BTreeMap::new();
+        for o in &outcomes {
+            let state = o.state().ok_or("a subtopic was not researched")?;
+            summaries.insert(o.key.to_string(), state.get_as::<String>("summary")?);
+        }
+        Ok(s.set("report", report(&topic, &summaries)))
+    })
+    .build();
+    Graph::single(fan)
+}
+
+fn job(args: &Args, graph: Option<Graph>) -> TaskSpec {
+    let state = State::new()
+        .set("topic", args.topic.clone())
+        .set("subtopics", args.subtopics);
+    match graph {
+        Some(g) => TaskSpec::new("deep-research", g),
+        None => TaskSpec::named("deep-research", "deep-research"),
+    }
+    .state(state)
 }
 
 fn report(topic: &str, finals: &BTreeMap<String, String>) -> String {
@@ -173,8 +206,9 @@ async fn worker(name: &str, ns: &str, speed: f64) -> anyhow::Result<()> {
     let counter = redis::Client::open(url.as_str())?
         .get_connection_manager()
         .await?;
-    let graphs =
-        Graphs::new().register("research", research(Some((counter, ns.to_owned())), speed))?;
+    let graphs = Graphs::new()
+        .register("research", research(Some((counter, ns.to_owned())), speed))?
+        .register("deep-research", deep_research(None))?;
     let worker = Worker::builder(RedisBroker::new(url.clone()), graphs)
         .persister(Arc::new(
             RedisPersister::connect_with_prefix(&url, ns).await?,
@@ -264,8 +298,10 @@ async fn main() -> anyhow::Result<()> {
 
     let caller = ClusterRuntime::new(RedisBroker::new(url.clone())).options(options(&ns))?;
     let started = Instant::now();
-    let (_handle, mut stream) = caller.run(tasks(&args, Some("research"), None), RunConfig::new());
-    let mut finals = BTreeMap::new();
+    let (_handle, mut stream) = caller.run(vec![job(&args, None)], RunConfig::new());
+    let mut done = 0usize;
+    let mut distributed = None;
+    let mut parent_id = String::new();
     let mut app_ids = Vec::new();
     let mut tokens = 0usize;
     let kill_at = (args.kill_after > 0).then(|| Duration::from_millis(args.kill_after));
@@ -287,11 +323,16 @@ async fn main() -> anyhow::Result<()> {
                             println!("workers w1 and w2 joined");
                         }
                     }
+                    // A child's end, relayed under the parent's path.
+                    ItemKind::Final if item.is_nested() => {
+                        done += 1;
+                        app_ids.push(item.app_id.to_string());
+                        println!("  {} done ({done} of {})", item.path, args.subtopics);
+                    }
                     ItemKind::Final => {
                         let state = item.state_update.expect("a final state");
-                        finals.insert(item.task_key.to_string(), state.get_as::<String>("summary")?);
-                        app_ids.push(item.app_id.to_string());
-                        println!("  {} done ({} of {})", item.task_key, finals.len(), args.subtopics);
+                        distributed = Some(state.get_as::<String>("report")?);
+                        parent_id = item.app_id.to_string();
                     }
                     ItemKind::Failed | ItemKind::Cancelled => {
                         anyhow::bail!("task {} ended {:?}: {:?}", item.task_key, item.kind, item.error);
@@ -314,22 +355,19 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
-    let distributed = report(&args.topic, &finals);
+    let distributed =
+        distributed.ok_or_else(|| anyhow::anyhow!("the job ended without a report"))?;
 
     // The same job in one process, for comparison.
-    let graph = research(None, args.speed);
-    let (_h, mut stream) = Runtime::new().run(tasks(&args, None, Some(&graph)), RunConfig::new());
-    let mut local = BTreeMap::new();
+    let local = deep_research(Some(research(None, args.speed)));
+    let (_h, mut stream) = Runtime::new().run(vec![job(&args, Some(local))], RunConfig::new());
+    let mut single = String::new();
     while let Some(item) = stream.next().await {
-        if item.kind == ItemKind::Final {
+        if item.kind == ItemKind::Final && !item.is_nested() {
             let state = item.state_update.expect("a final state");
-            local.insert(
-                item.task_key.to_string(),
-                state.get_as::<String>("summary")?,
-            );
+            single = state.get_as::<String>("report")?;
         }
     }
-    let single = report(&args.topic, &local);
 
     // How often each step ran on the fleet.
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -343,15 +381,25 @@ async fn main() -> anyhow::Result<()> {
             twice += 1;
         }
     }
-    // Tasks that a second claim finished: their checkpoints carry epoch 2+.
+    // Tasks that a later claim finished: the parent's checkpoints carry
+    // epoch 2 or more, a child's its parent claim's epoch in the bits above
+    // 16 and its own below.
     let mut taken_over = 0;
-    for app_id in &app_ids {
+    for (app_id, child) in
+        std::iter::once((&parent_id, false)).chain(app_ids.iter().map(|a| (a, true)))
+    {
         let epoch: Option<u64> = redis::cmd("HGET")
             .arg(format!("{ns}:{{{app_id}}}:meta"))
             .arg("epoch")
             .query_async(&mut probe)
             .await?;
-        if epoch.unwrap_or(0) > 1 {
+        let epoch = epoch.unwrap_or(0);
+        let later = if child {
+            epoch >> 16 > 1 || epoch & 0xffff > 1
+        } else {
+            epoch > 1
+        };
+        if later {
             taken_over += 1;
         }
     }
@@ -359,10 +407,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "tasks taken over from the killed worker and resumed from their checkpoints: {taken_over}"
     );
-    println!(
-        "{} tasks on the fleet in {elapsed:?}, {tokens} tokens streamed",
-        finals.len()
-    );
+    println!("1 parent and {done} children on the fleet in {elapsed:?}, {tokens} tokens streamed");
     println!(
         "steps run: {}; steps run twice: {twice} (at most one per task the kill interrupted)",
         keys.len()
@@ -384,9 +429,6 @@ async fn main() -> anyhow::Result<()> {
         distributed == single,
         "the distributed report differs from the single-process one"
     );
-    anyhow::ensure!(
-        finals.len() == args.subtopics,
-        "every subtopic is researched"
-    );
+    anyhow::ensure!(done == args.subtopics, "every subtopic is researched");
     Ok(())
 }
