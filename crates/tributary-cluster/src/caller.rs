@@ -646,15 +646,15 @@ async fn proxy(inner: Arc<RunInner>, task: RemoteTask, lane: RemoteLane) -> Remo
     let mut ended_children: HashSet<TaskPath> = HashSet::new();
     let mut cancel_deadline: Option<Instant> = None;
     let far = || Instant::now() + Duration::from_secs(86_400 * 365);
-    // Once the last delivery the queue allows has been claimed, a crash of
-    // its worker sends the task to the dead letters, where no worker will
-    // report it: look there now and then.
     // The task's pause state changing: one wait at a time, made again only
     // when it changes (not once per event).
     let mut gate: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
         Box::pin(lane.paused());
     // `pause_task`/`resume_task`/`cancel_task` of paths below this task.
     let mut below = lane.descendant_controls();
+    // Once the last delivery the queue allows has been claimed, a crash of
+    // its worker sends the task to the dead letters, where no worker will
+    // report it: look there now and then.
     let mut dead_check = tokio::time::interval(inner.options.lease());
     dead_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
