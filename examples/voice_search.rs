@@ -7,7 +7,12 @@
 //! run in this process. A second start of the same query id returns the
 //! stored answer without calling anything.
 //!
-//! Run with `cargo run -p tributary-examples --example voice_search`.
+//! With `--cluster`, the functions run on a cluster worker instead
+//! (`Graphs::functions`, in this process over the in-memory broker; a
+//! deployment uses Redis or NATS and worker processes), and each call goes
+//! there through `ClusterInvoke`: the workflow does not change.
+//!
+//! Run with `cargo run -p tributary-examples --example voice_search [-- --cluster]`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tributary::BoxError;
+use tributary::cluster::{ClusterInvoke, ClusterRuntime, Graphs, MemoryBroker, Worker};
 use tributary::durable::{
     DurableExt, Functions, MemoryJournal, StepPolicy, WorkflowContext, Workflows,
 };
@@ -82,7 +88,22 @@ async fn voice_search(ctx: WorkflowContext, audio: String) -> Result<String, Box
 async fn main() -> anyhow::Result<()> {
     let calls = Calls::default();
     let workflows = Workflows::new(Arc::new(MemoryJournal::new()));
-    workflows.set_functions(services(calls.clone()));
+    let mut fleet = None;
+    if std::env::args().any(|a| a == "--cluster") {
+        // The worker serves the functions; the engine calls them there.
+        let broker = MemoryBroker::new();
+        let graphs = Graphs::new().functions(services(calls.clone()))?;
+        let worker = Worker::builder(broker.clone(), graphs).build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(worker.run(async move {
+            let _ = stopped.await;
+        }));
+        fleet = Some((stop, run));
+        workflows.set_functions(ClusterInvoke::new(ClusterRuntime::new(broker)));
+        println!("functions run on a cluster worker");
+    } else {
+        workflows.set_functions(services(calls.clone()));
+    }
     workflows.register("voice_search", voice_search);
 
     for (id, audio) in [
@@ -95,6 +116,11 @@ async fn main() -> anyhow::Result<()> {
         println!("{id}: {}", handle.result::<String>().await?);
     }
 
+    if let Some((stop, run)) = fleet {
+        let _ = stop.send(());
+        let stats = run.await??;
+        println!("the worker ran {} call(s)", stats.completed());
+    }
     let calls = calls.lock().unwrap().clone();
     let mut listed: Vec<_> = calls.iter().collect();
     listed.sort();

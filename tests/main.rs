@@ -11,6 +11,7 @@ mod cluster_ops;
 mod cluster_redis;
 mod cluster_support;
 mod durable_call;
+mod durable_cluster;
 mod durable_events;
 mod durable_join;
 mod durable_kill;

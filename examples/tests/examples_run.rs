@@ -75,6 +75,20 @@ fn quickstart() {
 }
 
 #[test]
+fn voice_search_runs_its_calls_locally_and_on_a_cluster_worker() {
+    let expect = [
+        "query-1: <speech>top result for 'rivers that flow north'",
+        "query-2: answer to 'what is the longest river': the Amazon",
+    ];
+    run("voice_search", &expect);
+    let out = run_with("voice_search", &["--cluster"], &expect);
+    assert!(out.contains("functions run on a cluster worker"), "{out}");
+    // speech_to_text twice, search twice (one failure), one answer, one
+    // speech: six calls, each a task on the worker.
+    assert!(out.contains("the worker ran 6 call(s)"), "{out}");
+}
+
+#[test]
 fn quick_exit() {
     run("quick_exit", &["winner: small; cancelled:"]);
 }

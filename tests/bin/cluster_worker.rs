@@ -11,7 +11,10 @@
 //!   `child` (default `count`), each with `n` steps of `ms` (the children
 //!   go to the fleet); reduces the children's `i` into `total`;
 //! - `busy`: steps forever (each sleeps `ms` and counts itself in
-//!   `<ns>:busy`), until cancelled.
+//!   `<ns>:busy`), until cancelled;
+//! - durable functions (`Graphs::functions`): `shout` (upper-cases a string,
+//!   counting itself in `<ns>:fn:shout`) and `fail` (returns the error
+//!   "out of stock: <input>").
 //!
 //! With `CLUSTER_EXTRA_GRAPH=<name>`, `square` is registered under that
 //! name too (a worker of a newer release, knowing one more graph).
@@ -22,7 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tributary::{ActionContext, Graph, ParallelAction, State, TaskSpec, action, default, when};
+use tributary::durable::Functions;
+use tributary::{
+    ActionContext, BoxError, Graph, ParallelAction, State, TaskSpec, action, default, when,
+};
 use tributary_cluster::{
     Broker, ClusterOptions, Graphs, NatsBroker, RedisBroker, RedisPersister, Worker,
 };
@@ -72,12 +78,14 @@ async fn main() -> anyhow::Result<()> {
         .get_connection_manager()
         .await?;
     let persister = Arc::new(RedisPersister::connect_with_prefix(redis_url, ns).await?);
+    let redis_fn = redis.clone();
     let graphs = Graphs::new()
         .register("count", count(redis.clone(), ns.clone(), name.clone()))?
         .register("fan", fan())?
         .register("square", square())?
         .register("busy", busy(redis, ns.clone()))?
-        .register("crash", crash())?;
+        .register("crash", crash())?
+        .functions(functions(redis_fn, ns.clone()))?;
     let graphs = match std::env::var("CLUSTER_EXTRA_GRAPH") {
         Ok(extra) if !extra.is_empty() => graphs.register(extra, square())?,
         _ => graphs,
@@ -127,6 +135,22 @@ async fn main() -> anyhow::Result<()> {
         stats.handed_back()
     );
     Ok(())
+}
+
+fn functions(redis: redis::aio::ConnectionManager, ns: String) -> Functions {
+    let functions = Functions::new();
+    functions.register("shout", move |text: String| {
+        let mut redis = redis.clone();
+        let key = format!("{ns}:fn:shout");
+        async move {
+            let _: i64 = redis::cmd("INCR").arg(key).query_async(&mut redis).await?;
+            Ok::<_, BoxError>(text.to_uppercase())
+        }
+    });
+    functions.register("fail", |what: String| async move {
+        Err::<String, BoxError>(format!("out of stock: {what}").into())
+    });
+    functions
 }
 
 fn _broker_is_object_safe(_: &dyn Broker) {}

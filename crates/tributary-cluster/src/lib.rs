@@ -26,6 +26,10 @@
 //!   whose caller went away is cancelled on the workers (or left to
 //!   finish, per [`Orphans`]).
 //!
+//! With the `durable` feature, workers also serve durable functions
+//! (`Graphs::functions`) and `ClusterInvoke` runs a workflow's `ctx.call`
+//! on them, journaled like any step.
+//!
 //! The wire protocol is in [`protocol`].
 
 /// The guide to the cluster (`docs/cluster.md`), whose examples are
@@ -38,6 +42,8 @@ mod broker;
 mod caller;
 mod error;
 mod fence;
+#[cfg(feature = "durable")]
+mod functions;
 mod ops;
 mod options;
 pub mod protocol;
@@ -58,6 +64,9 @@ pub use broker::{Broker, MemoryBroker};
 pub use caller::ClusterRuntime;
 #[doc(inline)]
 pub use error::ClusterError;
+#[cfg(feature = "durable")]
+#[doc(inline)]
+pub use functions::{CallError, ClusterInvoke, FUNCTIONS_GRAPH};
 #[doc(inline)]
 pub use ops::{DeadTask, Fleet, FleetStatus, OpsError, RetriedTask, TaskIdentity, WorkerBeat};
 #[doc(inline)]

@@ -3,9 +3,9 @@
 //!
 //! A call names its function and passes a JSON input; the call and its
 //! result are journaled like any step. [`Invoke`] is where a call goes:
-//! [`Functions`] runs it in this process. A cluster executor that runs
-//! registered functions on other processes would implement [`Invoke`] too;
-//! none does yet.
+//! [`Functions`] runs it in this process; `tributary_cluster::ClusterInvoke`
+//! (feature `durable` of `tributary-cluster`) runs it on a worker of the
+//! cluster that serves the same [`Functions`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,7 +23,10 @@ use crate::error::Terminal;
 
 type Function = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, BoxError>> + Send + Sync>;
 
-/// Runs a named function on a JSON input.
+/// Runs a named function on a JSON input: the seam between
+/// [`DurableExt::call`](crate::DurableExt::call) and whatever runs the
+/// function — [`Functions`] in this process, or
+/// `tributary_cluster::ClusterInvoke` on a worker of a cluster.
 pub trait Invoke: Send + Sync + 'static {
     /// Run `function` on `input`.
     ///
@@ -32,6 +35,28 @@ pub trait Invoke: Send + Sync + 'static {
     /// The function's error; a [`Terminal`] error for a function that
     /// does not exist or an input that does not fit it.
     fn invoke(&self, function: &str, input: Value) -> BoxFuture<'static, Result<Value, BoxError>>;
+
+    /// Run `function` on `input` as the call identified by
+    /// `idempotency_key` (the calling step's key, the same on every replay
+    /// and retry of the step; see
+    /// [`StepAttempt::idempotency_key`](crate::StepAttempt::idempotency_key)).
+    /// [`DurableExt::call`](crate::DurableExt::call) calls this. An invoker
+    /// that keeps results (a remote executor with a persister) returns the
+    /// kept result of a call with this key that already finished instead
+    /// of running it again. The default runs [`invoke`](Self::invoke).
+    ///
+    /// # Errors
+    ///
+    /// As [`invoke`](Self::invoke).
+    fn invoke_keyed(
+        &self,
+        function: &str,
+        input: Value,
+        idempotency_key: &str,
+    ) -> BoxFuture<'static, Result<Value, BoxError>> {
+        let _ = idempotency_key;
+        self.invoke(function, input)
+    }
 }
 
 /// Named async functions, run in this process. Clones share the registry.
@@ -85,6 +110,14 @@ impl Functions {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether a function is registered as `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(name)
     }
 
     /// Register `f` as `name` (replacing an earlier function of that name).

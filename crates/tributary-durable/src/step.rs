@@ -59,7 +59,7 @@ pub trait DurableExt {
         let input = serde_json::to_value(input).map_err(|e| e.to_string());
         let function = function.to_owned();
         let name = format!("call:{function}");
-        self.step_with(&name, move |_attempt| {
+        self.step_with(&name, move |attempt| {
             let (invoker, input, function) = (invoker.clone(), input.clone(), function.clone());
             async move {
                 let input = input.map_err(|e| {
@@ -68,7 +68,9 @@ pub trait DurableExt {
                 let invoker = invoker.ok_or_else(|| {
                     Terminal::new(format!("no functions attached to call {function} with"))
                 })?;
-                let output = invoker.invoke(&function, input).await?;
+                let output = invoker
+                    .invoke_keyed(&function, input, &attempt.idempotency_key)
+                    .await?;
                 serde_json::from_value::<O>(output).map_err(|e| {
                     BoxError::from(Terminal::new(format!(
                         "output of {function} does not fit its type: {e}"
