@@ -1,12 +1,14 @@
 //! `tributary show` lists an application's durable steps (its journal)
 //! after its tracked steps, and a durable workflow's journal on its own, on
-//! SQLite and on PostgreSQL.
+//! SQLite and on PostgreSQL, each entry marked run or replayed by the
+//! latest execution.
 
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tributary::durable::*;
 use tributary::sqlite::SqliteJournal;
 use tributary::{Application, BoxError, Hook, RunOptions};
@@ -128,8 +130,11 @@ async fn show_lists_the_journal(backend: Backend) {
         ("summarise#0", "2"),
     ]) {
         assert!(line.contains(step) && line.contains("completed"), "{line}");
+        // One execution ran every step.
+        assert!(line.contains(" run "), "{line}");
         assert!(line.trim_end().ends_with(value), "{line}");
     }
+    assert!(lines[1].contains("LATEST"), "{text}");
     let json: Value =
         serde_json::from_str(&command(&backend, &["show", "job", "--json"]).await).unwrap();
     let steps: Vec<&str> = json["journal"]
@@ -139,6 +144,13 @@ async fn show_lists_the_journal(backend: Backend) {
         .map(|e| e["step"].as_str().unwrap())
         .collect();
     assert_eq!(steps, ["fetch", "fetch", "summarise"]);
+    let marks: Vec<&str> = json["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["replay"].as_str().unwrap())
+        .collect();
+    assert_eq!(marks, ["run", "run", "run"]);
 
     // A workflow no tracker recorded: its journal alone.
     let workflows = Workflows::new(Arc::clone(&backend.journal));
@@ -162,6 +174,71 @@ async fn show_lists_the_journal(backend: Backend) {
         lines[2].contains("hello#0") && lines[2].contains("\"hello Ada\""),
         "{text}"
     );
+
+    // A workflow whose engine stopped (a crash) after its first step, then
+    // resumed: the first step replayed, the second run.
+    let engine = |gate: Arc<Semaphore>| {
+        let workflows = Workflows::new(Arc::clone(&backend.journal));
+        workflows.register("book", move |ctx: WorkflowContext, ()| {
+            let gate = gate.clone();
+            async move {
+                let car: String = ctx
+                    .step("car", async { Ok::<_, BoxError>("car-1".to_owned()) })
+                    .await?;
+                let hotel: String = ctx
+                    .step("hotel", async move {
+                        gate.acquire().await?.forget();
+                        Ok::<_, BoxError>("hotel-1".to_owned())
+                    })
+                    .await?;
+                Ok::<_, BoxError>(format!("{car} {hotel}"))
+            }
+        });
+        workflows
+    };
+    let first = engine(Arc::new(Semaphore::new(0)));
+    let handle = first.start("book", "trip-1", ()).await.unwrap();
+    while backend.journal.load("trip-1", 0).await.unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    drop(first);
+    assert!(handle.result::<String>().await.is_err());
+    let resumed = engine(Arc::new(Semaphore::new(1)));
+    let out: String = resumed
+        .resume("trip-1")
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap();
+    assert_eq!(out, "car-1 hotel-1");
+    let text = command(&backend, &["show", "trip-1"]).await;
+    let lines = journal_lines(&text);
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[2].contains("car#0") && lines[2].contains(" replayed "),
+        "{text}"
+    );
+    assert!(
+        lines[3].contains("hotel#0") && lines[3].contains(" run "),
+        "{text}"
+    );
+    let json: Value =
+        serde_json::from_str(&command(&backend, &["show", "trip-1", "--json"]).await).unwrap();
+    let marks: Vec<(&str, &str, i64, i64)> = json["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap(),
+                e["replay"].as_str().unwrap(),
+                e["execution"].as_i64().unwrap(),
+                e["latest_execution"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(marks, [("car", "replayed", 1, 2), ("hotel", "run", 2, 2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

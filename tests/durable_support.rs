@@ -123,6 +123,12 @@ impl JournalStore for Recording {
         self.writes.lock().unwrap().push(entry.clone());
         self.inner.append(entry).await
     }
+    async fn begin_execution(&self, app_id: &str, seq: u64) -> Result<u32, JournalError> {
+        self.inner.begin_execution(app_id, seq).await
+    }
+    async fn latest_execution(&self, app_id: &str, seq: u64) -> Result<u32, JournalError> {
+        self.inner.latest_execution(app_id, seq).await
+    }
     async fn create_workflow(
         &self,
         record: WorkflowRecord,

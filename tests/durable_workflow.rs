@@ -369,11 +369,13 @@ async fn a_fork_interrupted_while_copying_is_finished_by_asking_again() {
     register_sum(&workflows, runs.clone(), open_gate());
     let source = workflows.start("sum", "src", (10u64, 3u64)).await.unwrap();
     assert_eq!(source.result::<u64>().await.unwrap(), 13);
-    // A crash after the first entry was copied, before the record.
+    // A crash after the first entry was copied, before the record (a
+    // fork's copy is written by no execution of the fork).
     let first = store.load("src", 0).await.unwrap().remove(0);
     store
         .append(JournalEntry {
             app_id: "copy".into(),
+            execution: 0,
             ..first
         })
         .await

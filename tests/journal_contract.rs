@@ -47,6 +47,7 @@ fn entry(app: &str, seq: u64, position: u32, name: &str, value: serde_json::Valu
         step: StepKey::new(name, 0),
         kind: EntryKind::Step,
         outcome: Outcome::Completed(value),
+        execution: 1,
     }
 }
 
@@ -213,6 +214,142 @@ pub(crate) async fn two_starts_of_one_workflow_id_run_its_body_once(open: Open) 
     assert_eq!(record.status, WorkflowStatus::Completed);
 }
 
+pub(crate) async fn executions_are_numbered_per_app_and_sequence_id(open: Open) {
+    let s = open().await;
+    let j = &s.store;
+    assert_eq!(j.latest_execution("a", 0).await.unwrap(), 0);
+    assert_eq!(j.begin_execution("a", 0).await.unwrap(), 1);
+    assert_eq!(j.begin_execution("a", 0).await.unwrap(), 2);
+    assert_eq!(j.begin_execution("a", 1).await.unwrap(), 1);
+    assert_eq!(j.begin_execution("b", 0).await.unwrap(), 1);
+    assert_eq!(j.latest_execution("a", 0).await.unwrap(), 2);
+    assert_eq!(j.latest_execution("a", 1).await.unwrap(), 1);
+    // Entries keep the execution that wrote them.
+    let written = JournalEntry {
+        execution: 2,
+        ..entry("a", 0, 0, "fetch", json!(1))
+    };
+    j.append(written.clone()).await.unwrap();
+    assert_eq!(j.load("a", 0).await.unwrap(), [written]);
+}
+
+/// What the latest execution of `app_id` (sequence `seq`) did with each of
+/// its journaled steps, by position.
+async fn replays(
+    store: &dyn JournalStore,
+    app_id: &str,
+    seq: u64,
+) -> Vec<(String, Option<Replay>)> {
+    let latest = store.latest_execution(app_id, seq).await.unwrap();
+    store
+        .load(app_id, seq)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.step.to_string(), e.replay(latest)))
+        .collect()
+}
+
+pub(crate) async fn entries_tell_steps_run_from_steps_replayed(open: Open) {
+    let s = open().await;
+    // An action whose first run journals `a` then crashes; its second run
+    // replays `a` and runs `b`.
+    let journal = Journal::new(Arc::clone(&s.store));
+    let runs = Runs::default();
+    let r = runs.clone();
+    let graph = crate::durable_support::graph_of(move |ctx| {
+        let runs = r.clone();
+        async move {
+            let a: u32 = ctx.step("a", async { Ok::<_, BoxError>(1) }).await?;
+            if runs.bump("attempt") == 1 {
+                return Err("crashed after a".into());
+            }
+            let b: u32 = ctx
+                .step("b", async move { Ok::<_, BoxError>(a + 1) })
+                .await?;
+            Ok(json!(b))
+        }
+    });
+    let app = "replay-app";
+    assert!(
+        crate::durable_support::run_app(&graph, app, &journal)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        replays(&*s.store, app, 0).await,
+        [("a#0".to_owned(), Some(Replay::Run))]
+    );
+    let out = crate::durable_support::run_app(&graph, app, &journal)
+        .await
+        .unwrap();
+    assert_eq!(out, json!(2));
+    assert_eq!(
+        replays(&*s.store, app, 0).await,
+        [
+            ("a#0".to_owned(), Some(Replay::Replayed)),
+            ("b#0".to_owned(), Some(Replay::Run)),
+        ]
+    );
+
+    // A workflow whose engine stops (a crash) while `y` waits: its resume
+    // replays `x` and runs `y`.
+    let engine = |gate: Arc<Semaphore>| {
+        let workflows = Workflows::new(Arc::clone(&s.store));
+        workflows.register("two", move |ctx: WorkflowContext, ()| {
+            let gate = gate.clone();
+            async move {
+                let x: u32 = ctx.step("x", async { Ok::<_, BoxError>(1) }).await?;
+                let y: u32 = ctx
+                    .step("y", async move {
+                        gate.acquire().await?.forget();
+                        Ok::<_, BoxError>(x + 1)
+                    })
+                    .await?;
+                Ok::<_, BoxError>(y)
+            }
+        });
+        workflows
+    };
+    let first = engine(Arc::new(Semaphore::new(0)));
+    let handle = first.start("two", "replay-wf", ()).await.unwrap();
+    while s.store.load("replay-wf", 0).await.unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    drop(first);
+    assert!(handle.result::<u32>().await.is_err());
+    assert_eq!(
+        replays(&*s.store, "replay-wf", 0).await,
+        [("x#0".to_owned(), Some(Replay::Run))]
+    );
+    let second = engine(Arc::new(Semaphore::new(1)));
+    let out: u32 = second
+        .resume("replay-wf")
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap();
+    assert_eq!(out, 2);
+    assert_eq!(
+        replays(&*s.store, "replay-wf", 0).await,
+        [
+            ("x#0".to_owned(), Some(Replay::Replayed)),
+            ("y#0".to_owned(), Some(Replay::Run)),
+        ]
+    );
+    // Resuming the finished workflow runs nothing: the marks stay.
+    let out: u32 = second
+        .resume("replay-wf")
+        .await
+        .unwrap()
+        .result()
+        .await
+        .unwrap();
+    assert_eq!(out, 2);
+    assert_eq!(s.store.latest_execution("replay-wf", 0).await.unwrap(), 2);
+}
+
 /// One test per contract check, for the store `open` makes.
 #[macro_export]
 macro_rules! journal_contract_tests {
@@ -258,6 +395,16 @@ macro_rules! journal_contract_tests {
                 $open,
             )
             .await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[$attr]
+        async fn executions_are_numbered_per_app_and_sequence_id() {
+            $crate::journal_contract::executions_are_numbered_per_app_and_sequence_id($open).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[$attr]
+        async fn entries_tell_steps_run_from_steps_replayed() {
+            $crate::journal_contract::entries_tell_steps_run_from_steps_replayed($open).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         #[$attr]

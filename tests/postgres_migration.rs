@@ -160,7 +160,8 @@ async fn a_schema_with_the_old_version_table_upgrades_and_keeps_its_rows() {
         [
             (1, "checkpoints_and_tracker".to_owned()),
             (2, "durable_journal".to_owned()),
-            (3, "step_inputs_and_tokens".to_owned())
+            (3, "step_inputs_and_tokens".to_owned()),
+            (4, "journal_executions".to_owned())
         ]
     );
     assert_eq!(
@@ -171,6 +172,7 @@ async fn a_schema_with_the_old_version_table_upgrades_and_keeps_its_rows() {
             "events",
             "fences",
             "journal",
+            "journal_executions",
             "steps",
             "tributary_migrations",
             "workflows"
@@ -190,7 +192,7 @@ async fn a_schema_with_the_old_version_table_upgrades_and_keeps_its_rows() {
         1
     );
     db.close().await.unwrap();
-    assert_eq!(history(&client, &schema.name).await.len(), 3);
+    assert_eq!(history(&client, &schema.name).await.len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +212,7 @@ async fn handles_opening_an_old_schema_at_once_upgrade_it_once() {
         .into_iter()
         .map(|(v, _)| v)
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -246,4 +248,57 @@ async fn a_recorded_migration_whose_script_changed_is_refused() {
         matches!(&err, PostgresError::Migration { schema: s, .. } if *s == schema.name),
         "{err:?}"
     );
+}
+
+/// A schema at version 3 (journal entries without the execution that wrote
+/// them) keeps its entries when opened: they decode as written by no
+/// numbered execution, and new executions are numbered from 1.
+#[tokio::test]
+#[cfg_attr(not(tributary_postgres), ignore = "needs TRIBUTARY_POSTGRES_URL")]
+async fn a_version_3_journal_upgrades_and_keeps_its_entries() {
+    use tributary::durable::{EntryKind, JournalEntry, JournalStore, Outcome, StepKey};
+    use tributary_postgres::PostgresJournal;
+
+    let schema = TestSchema::new("journal_v3");
+    let db = schema.connect().await;
+    let entry = JournalEntry {
+        app_id: "old-wf".into(),
+        sequence_id: 0,
+        position: 0,
+        step: StepKey::new("fetch", 0),
+        kind: EntryKind::Step,
+        outcome: Outcome::Completed(json!("page")),
+        execution: 1,
+    };
+    PostgresJournal::new(db.clone())
+        .append(entry.clone())
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    // Back to version 3, as an earlier tributary left it.
+    let client = schema.client().await;
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{0}\";
+             ALTER TABLE journal DROP COLUMN execution;
+             DROP TABLE journal_executions;
+             DELETE FROM tributary_migrations WHERE version = 4;
+             RESET search_path;",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    assert_eq!(history(&client, &schema.name).await.len(), 3);
+
+    let db = schema.connect().await;
+    let journal = PostgresJournal::new(db.clone());
+    let old = JournalEntry {
+        execution: 0,
+        ..entry
+    };
+    assert_eq!(journal.load("old-wf", 0).await.unwrap(), [old]);
+    assert_eq!(journal.latest_execution("old-wf", 0).await.unwrap(), 0);
+    assert_eq!(journal.begin_execution("old-wf", 0).await.unwrap(), 1);
+    db.close().await.unwrap();
+    assert_eq!(history(&client, &schema.name).await.len(), 4);
 }

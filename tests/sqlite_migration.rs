@@ -175,6 +175,8 @@ async fn a_version_3_database_without_step_inputs_and_tokens_is_read_then_migrat
         conn.execute_batch(
             "ALTER TABLE steps DROP COLUMN inputs;
              ALTER TABLE steps DROP COLUMN tokens;
+             ALTER TABLE journal DROP COLUMN execution;
+             DROP TABLE journal_executions;
              PRAGMA user_version = 3;",
         )
         .unwrap();
@@ -194,4 +196,67 @@ async fn a_version_3_database_without_step_inputs_and_tokens_is_read_then_migrat
     assert_eq!(new.inputs, Some(json!({ "word": "new" })));
     assert_eq!(new.tokens, Some(vec![json!("new")]));
     assert_eq!(reader.steps("old").unwrap()[0].inputs, None);
+}
+
+/// A version 4 database (journal entries without the execution that wrote
+/// them) is read as it is (no run/replayed marks), then migrated by the
+/// next journal that opens it; its old entries stay, unmarked, and new
+/// executions are numbered.
+#[tokio::test]
+async fn a_version_4_journal_is_read_then_migrated_and_keeps_its_entries() {
+    use tributary::BoxError;
+    use tributary::durable::{DurableExt, WorkflowContext, Workflows};
+    use tributary::sqlite::SqliteJournal;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v4.db");
+    let run = |id: &'static str| {
+        let path = path.clone();
+        async move {
+            let workflows = Workflows::new(Arc::new(SqliteJournal::open(&path).await.unwrap()));
+            workflows.register("one", |ctx: WorkflowContext, ()| async move {
+                Ok::<_, BoxError>(ctx.step("fetch", async { Ok::<_, BoxError>(7u32) }).await?)
+            });
+            let out: u32 = workflows
+                .start("one", id, ())
+                .await
+                .unwrap()
+                .result()
+                .await
+                .unwrap();
+            assert_eq!(out, 7);
+        }
+    };
+    run("old").await;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE journal DROP COLUMN execution;
+             DROP TABLE journal_executions;
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let reader = RunReader::open(&path).unwrap();
+    let old = reader.journal("old").unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(
+        (old[0].execution, old[0].latest_execution, old[0].replay),
+        (0, 0, None)
+    );
+    drop(reader);
+    assert_eq!(user_version(&path), 4);
+
+    run("new").await;
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let reader = RunReader::open(&path).unwrap();
+    let old = reader.journal("old").unwrap();
+    assert_eq!((old[0].execution, old[0].replay), (0, None));
+    let new = reader.journal("new").unwrap();
+    assert_eq!(
+        (new[0].execution, new[0].latest_execution, new[0].replay),
+        (1, 1, Some(tributary_sqlite::JournalReplay::Run))
+    );
+    let journal = SqliteJournal::open(&path).await.unwrap();
+    assert_eq!(journal.entries("old").await.unwrap()[0].execution, 0);
 }

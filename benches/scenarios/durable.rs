@@ -131,6 +131,7 @@ async fn bare(workflows: usize, steps: u64) -> f64 {
                         step: StepKey::new("s", i as u32),
                         kind: EntryKind::Step,
                         outcome: Outcome::Completed(json!(acc)),
+                        execution: 1,
                     })
                     .await
                     .expect("the row is written");

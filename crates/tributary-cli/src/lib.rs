@@ -634,7 +634,8 @@ fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Resul
 }
 
 /// The durable steps of a run: each journaled outcome, which a replay
-/// returns instead of running the step again.
+/// returns instead of running the step again, and whether the latest
+/// execution (run, retry or resume) ran it or replayed it.
 fn write_journal(journal: &[JournaledStep], out: &mut dyn Write) -> Result<(), CliError> {
     if journal.is_empty() {
         return Ok(());
@@ -647,6 +648,7 @@ fn write_journal(journal: &[JournaledStep], out: &mut dyn Write) -> Result<(), C
         ("STEP", Align::Left),
         ("KIND", Align::Left),
         ("STATUS", Align::Left),
+        ("LATEST", Align::Left),
         ("VALUE / ERROR", Align::Left),
     ]);
     for entry in journal {
@@ -661,6 +663,7 @@ fn write_journal(journal: &[JournaledStep], out: &mut dyn Write) -> Result<(), C
             format!("{}#{}", entry.step, entry.occurrence),
             entry.kind.clone(),
             entry.status.clone(),
+            entry.replay.map_or("-", |r| r.as_str()).to_owned(),
             truncate(&detail, 72),
         ]);
     }

@@ -94,7 +94,7 @@ pub use scope::{Clock, Scope, StepAttempt};
 pub use step::{Branch, DurableExt, EventExt, Step};
 #[doc(inline)]
 pub use store::{
-    EntryKind, JournalEntry, JournalRow, JournalStore, MemoryJournal, Outcome, StepKey,
+    EntryKind, JournalEntry, JournalRow, JournalStore, MemoryJournal, Outcome, Replay, StepKey,
     WorkflowRecord, WorkflowRow, WorkflowStatus,
 };
 #[doc(inline)]

@@ -76,6 +76,8 @@ pub struct Scope {
     clock: Clock,
     cursor: Mutex<Cursor>,
     pause: std::sync::OnceLock<Arc<dyn PauseGate>>,
+    /// This execution's number, counted at its first step.
+    execution: tokio::sync::OnceCell<u32>,
 }
 
 impl fmt::Debug for Scope {
@@ -108,6 +110,7 @@ impl Scope {
             clock,
             cursor: Mutex::new(Cursor::default()),
             pause: std::sync::OnceLock::new(),
+            execution: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -152,6 +155,10 @@ impl Scope {
     /// Hand out the next position to a step named `name`, checking it
     /// against the journal.
     async fn claim(&self, name: &str, kind: EntryKind) -> Result<Claim, DurableError> {
+        // One count per execution, at its first step (replayed or not).
+        self.execution
+            .get_or_try_init(|| self.store.begin_execution(&self.app_id, self.sequence_id))
+            .await?;
         if self.cursor().loaded.is_none() {
             let entries = self.store.load(&self.app_id, self.sequence_id).await?;
             self.cursor().loaded.get_or_insert(Arc::new(entries));
@@ -212,6 +219,7 @@ impl Scope {
                 step: claim.step.clone(),
                 kind,
                 outcome,
+                execution: self.execution.get().copied().unwrap_or(0),
             })
             .await?;
         Ok(stored.outcome)

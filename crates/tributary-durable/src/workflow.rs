@@ -405,8 +405,10 @@ impl Workflows {
             return Err(WorkflowError::IdTaken(id.to_owned()));
         }
         for entry in journal.into_iter().take(keep as usize) {
+            // The fork's first execution replays the copied steps.
             let wanted = JournalEntry {
                 app_id: id.to_owned(),
+                execution: 0,
                 ..entry
             };
             let stored = self.inner.store.append(wanted.clone()).await?;

@@ -13,7 +13,8 @@ use crate::error::PostgresError;
 use crate::now_micros;
 
 /// A [`JournalStore`] in PostgreSQL: the `journal`, `workflows` and
-/// `events` tables of a tributary schema (version 2), beside the
+/// `events` tables of a tributary schema (version 2; the numbered
+/// executions of version 4, `journal_executions`), beside the
 /// persister's and the tracker's, so many processes on many machines share
 /// one journal.
 ///
@@ -47,6 +48,7 @@ use crate::now_micros;
 ///     step: StepKey::new("fetch", 0),
 ///     kind: EntryKind::Step,
 ///     outcome: Outcome::Completed(json!({ "pages": 3 })),
+///     execution: 1,
 /// };
 /// journal.append(entry.clone()).await?;
 /// assert_eq!(journal.load("job-1", 0).await?, [entry]);
@@ -126,7 +128,7 @@ fn to_i64(n: u64) -> Result<i64, JournalError> {
 }
 
 const ENTRY_COLUMNS: &str =
-    "app_id, sequence_id, position, step, occurrence, kind, status, value, error";
+    "app_id, sequence_id, position, step, occurrence, kind, status, value, error, execution";
 
 fn decode_entry(row: &Row) -> Result<JournalEntry, JournalError> {
     JournalRow {
@@ -139,6 +141,7 @@ fn decode_entry(row: &Row) -> Result<JournalEntry, JournalError> {
         status: row.get(6),
         value: row.get(7),
         error: row.get(8),
+        execution: row.get::<_, i32>(9).into(),
     }
     .decode()
 }
@@ -188,6 +191,7 @@ impl JournalStore for PostgresJournal {
         to_i64(entry.sequence_id)?;
         let position = i32::try_from(entry.position).map_err(JournalError::backend)?;
         let occurrence = i32::try_from(entry.step.occurrence).map_err(JournalError::backend)?;
+        let execution = i32::try_from(entry.execution).map_err(JournalError::backend)?;
         let written_at = now_micros();
         let row = JournalRow::from(&entry);
         // The row at the position afterwards: this one when it was
@@ -200,8 +204,8 @@ impl JournalStore for PostgresJournal {
                         .execute(
                             "INSERT INTO journal
                                  (app_id, sequence_id, position, step, occurrence, kind, status,
-                                  value, error, written_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                  value, error, written_at, execution)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                              ON CONFLICT (app_id, sequence_id, position) DO NOTHING",
                             &[
                                 &row.app_id,
@@ -214,6 +218,7 @@ impl JournalStore for PostgresJournal {
                                 &row.value,
                                 &row.error,
                                 &written_at,
+                                &execution,
                             ],
                         )
                         .await?;
@@ -236,6 +241,49 @@ impl JournalStore for PostgresJournal {
             None => Ok(entry),
             Some(row) => decode_entry(&row),
         }
+    }
+
+    async fn begin_execution(&self, app_id: &str, sequence_id: u64) -> Result<u32, JournalError> {
+        let (id, seq) = (app_id.to_owned(), to_i64(sequence_id)?);
+        let now = now_micros();
+        let row = self
+            .db
+            .read(move |conn| {
+                Box::pin(async move {
+                    conn.query_one(
+                        "INSERT INTO journal_executions (app_id, sequence_id, execution, started_at)
+                         VALUES ($1, $2, 1, $3)
+                         ON CONFLICT (app_id, sequence_id) DO UPDATE SET
+                             execution = journal_executions.execution + 1,
+                             started_at = excluded.started_at
+                         RETURNING execution",
+                        &[&id, &seq, &now],
+                    )
+                    .await
+                })
+            })
+            .await
+            .map_err(backend)?;
+        u32::try_from(row.get::<_, i32>(0)).map_err(JournalError::backend)
+    }
+
+    async fn latest_execution(&self, app_id: &str, sequence_id: u64) -> Result<u32, JournalError> {
+        let (id, seq) = (app_id.to_owned(), to_i64(sequence_id)?);
+        let row = self
+            .db
+            .read(move |conn| {
+                Box::pin(async move {
+                    conn.query_opt(
+                        "SELECT execution FROM journal_executions
+                         WHERE app_id = $1 AND sequence_id = $2",
+                        &[&id, &seq],
+                    )
+                    .await
+                })
+            })
+            .await
+            .map_err(backend)?;
+        u32::try_from(row.map_or(0, |r| r.get::<_, i32>(0))).map_err(JournalError::backend)
     }
 
     async fn create_workflow(

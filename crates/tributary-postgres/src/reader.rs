@@ -211,7 +211,9 @@ impl TrackerReader {
     }
 
     /// Every `journal` row of `app_id` (durable steps), by sequence id and
-    /// position; none in a schema older than the journal.
+    /// position, with the execution that wrote it and the latest execution
+    /// of its (app id, sequence id) (from schema version 4); none in a
+    /// schema older than the journal.
     ///
     /// # Errors
     ///
@@ -224,11 +226,27 @@ impl TrackerReader {
         if self.version < 2 {
             return Ok(Vec::new());
         }
+        if self.version < 4 {
+            return self
+                .rows(
+                    "SELECT row_to_json(j)::text FROM (
+                         SELECT sequence_id, position, step, occurrence, kind, status, value,
+                             error, written_at
+                         FROM journal WHERE app_id = $1) j
+                     ORDER BY j.sequence_id, j.position",
+                    &[&app_id],
+                )
+                .await;
+        }
+        // With the execution that wrote each entry and the latest one.
         self.rows(
             "SELECT row_to_json(j)::text FROM (
-                 SELECT sequence_id, position, step, occurrence, kind, status, value, error,
-                     written_at
-                 FROM journal WHERE app_id = $1) j
+                 SELECT j.sequence_id, j.position, j.step, j.occurrence, j.kind, j.status,
+                     j.value, j.error, j.written_at, j.execution,
+                     COALESCE(x.execution, 0) AS latest_execution
+                 FROM journal j LEFT JOIN journal_executions x
+                     ON x.app_id = j.app_id AND x.sequence_id = j.sequence_id
+                 WHERE j.app_id = $1) j
              ORDER BY j.sequence_id, j.position",
             &[&app_id],
         )

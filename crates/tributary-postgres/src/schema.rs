@@ -40,6 +40,7 @@ const TABLES: &[&str] = &[
     "journal",
     "workflows",
     "events",
+    "journal_executions",
 ];
 
 /// The migrations, in order: `V{n}__{name}` takes the schema from version
@@ -169,6 +170,22 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "
     ALTER TABLE steps ADD COLUMN inputs text;
     ALTER TABLE steps ADD COLUMN tokens text;
+    ",
+    ),
+    // 4: numbered executions of durable code: the execution that wrote
+    // each journal entry (0 before this version) and the latest execution
+    // of each (app id, sequence id), as in the SQLite schema 5.
+    (
+        "V4__journal_executions",
+        "
+    ALTER TABLE journal ADD COLUMN execution integer NOT NULL DEFAULT 0;
+    CREATE TABLE journal_executions (
+        app_id      text    NOT NULL,
+        sequence_id bigint  NOT NULL,
+        execution   integer NOT NULL,
+        started_at  bigint  NOT NULL,
+        PRIMARY KEY (app_id, sequence_id)
+    );
     ",
     ),
 ];

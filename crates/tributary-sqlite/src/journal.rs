@@ -16,7 +16,8 @@ use crate::error::SqliteError;
 use crate::now_micros;
 
 /// A [`JournalStore`] in a SQLite file: the `journal` and `workflows`
-/// tables of a tributary database (schema version 3).
+/// tables of a tributary database (schema version 3), and the numbered
+/// executions of version 5 (`journal_executions`).
 ///
 /// An append returns once its row is committed (WAL, `synchronous = FULL`);
 /// appends of concurrent steps and workflows share a transaction through
@@ -46,6 +47,7 @@ use crate::now_micros;
 ///     step: StepKey::new("fetch", 0),
 ///     kind: EntryKind::Step,
 ///     outcome: Outcome::Completed(json!({ "pages": 3 })),
+///     execution: 1,
 /// };
 /// journal.append(entry.clone()).await?;
 /// assert_eq!(journal.load("job-1", 0).await?, [entry.clone()]);
@@ -121,7 +123,7 @@ fn to_i64(n: u64) -> Result<i64, JournalError> {
 }
 
 const ENTRY_COLUMNS: &str =
-    "app_id, sequence_id, position, step, occurrence, kind, status, value, error";
+    "app_id, sequence_id, position, step, occurrence, kind, status, value, error, execution";
 
 fn entry_row(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
     Ok(JournalRow {
@@ -134,6 +136,7 @@ fn entry_row(row: &Row<'_>) -> rusqlite::Result<JournalRow> {
         status: row.get(6)?,
         value: row.get(7)?,
         error: row.get(8)?,
+        execution: row.get(9)?,
     })
 }
 
@@ -186,8 +189,8 @@ impl JournalStore for SqliteJournal {
                     .prepare_cached(
                         "INSERT INTO journal
                              (app_id, sequence_id, position, step, occurrence, kind, status,
-                              value, error, written_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                              value, error, written_at, execution)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                          ON CONFLICT (app_id, sequence_id, position) DO NOTHING",
                     )?
                     .execute(params![
@@ -200,7 +203,8 @@ impl JournalStore for SqliteJournal {
                         row.status,
                         row.value,
                         row.error,
-                        written_at
+                        written_at,
+                        row.execution
                     ])?;
                 if inserted == 0 {
                     let found = tx
@@ -227,6 +231,49 @@ impl JournalStore for SqliteJournal {
             None => Ok(entry),
             Some(raw) => raw.decode(),
         }
+    }
+
+    async fn begin_execution(&self, app_id: &str, sequence_id: u64) -> Result<u32, JournalError> {
+        let (id, seq) = (app_id.to_owned(), to_i64(sequence_id)?);
+        let now = now_micros();
+        let number: Arc<Mutex<i64>> = Arc::default();
+        let slot = Arc::clone(&number);
+        self.db
+            .write(move |tx| {
+                let n: i64 = tx
+                    .prepare_cached(
+                        "INSERT INTO journal_executions (app_id, sequence_id, execution, started_at)
+                         VALUES (?1, ?2, 1, ?3)
+                         ON CONFLICT (app_id, sequence_id) DO UPDATE SET
+                             execution = execution + 1,
+                             started_at = excluded.started_at
+                         RETURNING execution",
+                    )?
+                    .query_row(params![id, seq, now], |row| row.get(0))?;
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = n;
+                Ok(())
+            })
+            .await
+            .map_err(backend)?;
+        let n = *number.lock().unwrap_or_else(PoisonError::into_inner);
+        u32::try_from(n).map_err(JournalError::backend)
+    }
+
+    async fn latest_execution(&self, app_id: &str, sequence_id: u64) -> Result<u32, JournalError> {
+        let (id, seq) = (app_id.to_owned(), to_i64(sequence_id)?);
+        let n: Option<i64> = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT execution FROM journal_executions
+                     WHERE app_id = ?1 AND sequence_id = ?2",
+                )?
+                .query_row(params![id, seq], |row| row.get(0))
+                .optional()
+            })
+            .await
+            .map_err(backend)?;
+        u32::try_from(n.unwrap_or(0)).map_err(JournalError::backend)
     }
 
     async fn create_workflow(

@@ -92,7 +92,8 @@ pub use persister::SqlitePersister;
 pub use runs::{Gap, RunReader, RunStatus, RunSummary, TrackedStep, TrackedStepStatus};
 #[doc(inline)]
 pub use source::{
-    AppFilter, AppRecord, JournaledStep, RunSource, StepMark, StepRecord, TrackerRows,
+    AppFilter, AppRecord, JournalReplay, JournaledStep, RunSource, StepMark, StepRecord,
+    TrackerRows,
 };
 #[doc(inline)]
 pub use tracker::SqliteTracker;

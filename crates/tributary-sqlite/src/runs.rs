@@ -332,6 +332,8 @@ pub struct RunReader {
     steps_v2: bool,
     /// Whether the file has the journal of schema version 3.
     journal: bool,
+    /// Whether the journal has the numbered executions of version 5.
+    executions: bool,
     /// Whether `steps` has the columns of schema version 4.
     steps_v4: bool,
 }
@@ -382,6 +384,7 @@ impl RunReader {
             run_columns,
             steps_v2: v2,
             journal: version >= 3,
+            executions: version >= 5,
             steps_v4: version >= 4,
         })
     }
@@ -493,14 +496,18 @@ impl TrackerRows for RunReader {
         if !self.journal {
             return Ok(Vec::new());
         }
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT sequence_id, position, step, occurrence, kind, status, value, error,
-                     written_at
-                 FROM journal WHERE app_id = ?1 ORDER BY sequence_id, position",
-            )
-            .map_err(self.err())?;
+        let sql = if self.executions {
+            "SELECT j.sequence_id, j.position, j.step, j.occurrence, j.kind, j.status, j.value,
+                 j.error, j.written_at, j.execution, COALESCE(x.execution, 0)
+             FROM journal j LEFT JOIN journal_executions x
+                 ON x.app_id = j.app_id AND x.sequence_id = j.sequence_id
+             WHERE j.app_id = ?1 ORDER BY j.sequence_id, j.position"
+        } else {
+            "SELECT sequence_id, position, step, occurrence, kind, status, value, error,
+                 written_at, 0, 0
+             FROM journal WHERE app_id = ?1 ORDER BY sequence_id, position"
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         let rows = stmt
             .query_map([app_id], |row| {
                 Ok(JournaledStep {
@@ -513,6 +520,9 @@ impl TrackerRows for RunReader {
                     value: row.get(6)?,
                     error: row.get(7)?,
                     written_at: row.get(8)?,
+                    execution: row.get(9)?,
+                    latest_execution: row.get(10)?,
+                    replay: None,
                 })
             })
             .map_err(self.err())?;

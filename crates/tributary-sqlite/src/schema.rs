@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::error::SqliteError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// `PRAGMA application_id` of a tributary database ("Trib").
 const APPLICATION_ID: i64 = 0x5472_6962;
@@ -160,6 +160,20 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE steps ADD COLUMN inputs TEXT;
     ALTER TABLE steps ADD COLUMN tokens TEXT;
+    ",
+    // 4 -> 5: executions of durable code are numbered: each journal entry
+    // keeps the execution that wrote it (0 before this version), and the
+    // latest execution of each (app id, sequence id) is kept, so a listing
+    // tells steps run by the latest execution from steps it replayed.
+    "
+    ALTER TABLE journal ADD COLUMN execution INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE journal_executions (
+        app_id      TEXT    NOT NULL,
+        sequence_id INTEGER NOT NULL,
+        execution   INTEGER NOT NULL,
+        started_at  INTEGER NOT NULL,
+        PRIMARY KEY (app_id, sequence_id)
+    ) WITHOUT ROWID;
     ",
 ];
 

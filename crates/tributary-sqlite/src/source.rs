@@ -95,6 +95,51 @@ pub struct JournaledStep {
     pub error: Option<String>,
     /// When it was written, in microseconds since the Unix epoch.
     pub written_at: i64,
+    /// The execution of its (app id, sequence id) that wrote it, from 1
+    /// (0: written before executions were numbered, or copied by a fork).
+    #[serde(default)]
+    pub execution: i64,
+    /// The latest execution of its (app id, sequence id); 0 when none was
+    /// numbered.
+    #[serde(default)]
+    pub latest_execution: i64,
+    /// Whether that latest execution ran the step or replayed it from the
+    /// journal; `None` when executions were not numbered.
+    #[serde(default)]
+    pub replay: Option<JournalReplay>,
+}
+
+/// What the latest execution of an action attempt or a workflow did with a
+/// journaled step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JournalReplay {
+    /// It ran the step (and wrote the entry).
+    Run,
+    /// An earlier execution wrote the entry; the latest one returned it
+    /// from the journal without running the step.
+    Replayed,
+}
+
+impl JournalReplay {
+    /// What an entry written by execution `written` is to execution
+    /// `latest`; `None` when `latest` is 0 (executions not numbered).
+    pub fn of(written: i64, latest: i64) -> Option<Self> {
+        match latest {
+            0 => None,
+            _ if written >= latest => Some(JournalReplay::Run),
+            _ => Some(JournalReplay::Replayed),
+        }
+    }
+
+    /// `run` or `replayed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalReplay::Run => "run",
+            JournalReplay::Replayed => "replayed",
+        }
+    }
 }
 
 /// Which applications [`TrackerRows::apps`] reads.
@@ -459,7 +504,11 @@ impl<T: TrackerRows> RunSource for T {
     }
 
     fn journal(&self, app_id: &str) -> Result<Vec<JournaledStep>, Self::Error> {
-        self.journal_rows(app_id)
+        let mut entries = self.journal_rows(app_id)?;
+        for entry in &mut entries {
+            entry.replay = JournalReplay::of(entry.execution, entry.latest_execution);
+        }
+        Ok(entries)
     }
 }
 

@@ -28,6 +28,7 @@ use crate::error::JournalError;
 ///     step: StepKey::new("fetch", 0),
 ///     kind: EntryKind::Step,
 ///     outcome: Outcome::Completed(value),
+///     execution: 1,
 /// };
 /// store.append(entry(json!(1))).await?;
 /// // The first write at a position wins.
@@ -45,6 +46,7 @@ pub struct MemoryJournal {
 #[derive(Debug, Default)]
 struct Inner {
     entries: BTreeMap<(String, u64, u32), JournalEntry>,
+    executions: BTreeMap<(String, u64), u32>,
     workflows: BTreeMap<String, WorkflowRecord>,
     events: BTreeMap<(String, String), Vec<Value>>,
 }
@@ -97,6 +99,25 @@ impl JournalStore for MemoryJournal {
         let mut inner = self.lock();
         let key = (entry.app_id.clone(), entry.sequence_id, entry.position);
         Ok(inner.entries.entry(key).or_insert(entry).clone())
+    }
+
+    async fn begin_execution(&self, app_id: &str, sequence_id: u64) -> Result<u32, JournalError> {
+        let mut inner = self.lock();
+        let n = inner
+            .executions
+            .entry((app_id.to_owned(), sequence_id))
+            .or_insert(0);
+        *n += 1;
+        Ok(*n)
+    }
+
+    async fn latest_execution(&self, app_id: &str, sequence_id: u64) -> Result<u32, JournalError> {
+        Ok(self
+            .lock()
+            .executions
+            .get(&(app_id.to_owned(), sequence_id))
+            .copied()
+            .unwrap_or(0))
     }
 
     async fn create_workflow(

@@ -123,6 +123,62 @@ pub struct JournalEntry {
     pub kind: EntryKind,
     /// How the step ended.
     pub outcome: Outcome,
+    /// The execution that wrote it: executions of one (app id, sequence
+    /// id) — the first run, each retry of the action, each resume of the
+    /// workflow — are numbered from 1 by
+    /// [`JournalStore::begin_execution`]. An entry written by an earlier
+    /// execution than the latest was replayed by the latest (0: written
+    /// before executions were numbered, or copied by a fork).
+    #[serde(default)]
+    pub execution: u32,
+}
+
+impl JournalEntry {
+    /// Whether the latest execution `latest` of its (app id, sequence id)
+    /// ran this entry's step or replayed it; `None` when executions were
+    /// not numbered (`latest` 0).
+    pub fn replay(&self, latest: u32) -> Option<Replay> {
+        Replay::of(self.execution, latest)
+    }
+}
+
+/// Whether the latest execution of an action attempt or a workflow ran a
+/// journaled step or returned it from the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replay {
+    /// The latest execution ran it (and wrote the entry).
+    Run,
+    /// An earlier execution wrote it; the latest returned it from the
+    /// journal.
+    Replayed,
+}
+
+impl Replay {
+    /// What an entry written by execution `written` is to execution
+    /// `latest` of the same (app id, sequence id); `None` when `latest` is
+    /// 0 (not numbered).
+    pub fn of(written: u32, latest: u32) -> Option<Self> {
+        match latest {
+            0 => None,
+            _ if written >= latest => Some(Replay::Run),
+            _ => Some(Replay::Replayed),
+        }
+    }
+
+    /// `run` or `replayed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replay::Run => "run",
+            Replay::Replayed => "replayed",
+        }
+    }
+}
+
+impl fmt::Display for Replay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where a workflow is in its life.
@@ -211,6 +267,16 @@ pub trait JournalStore: Send + Sync + 'static {
     /// Write `entry` unless an entry exists at its position; return the
     /// entry stored there afterwards (the given one, or an earlier writer's).
     async fn append(&self, entry: JournalEntry) -> Result<JournalEntry, JournalError>;
+
+    /// Count a new execution of (`app_id`, `sequence_id`) — a run, retry
+    /// or resume reaching its first durable step — and return its number,
+    /// from 1. One write per execution, however many steps it replays;
+    /// its entries carry the number ([`JournalEntry::execution`]).
+    async fn begin_execution(&self, app_id: &str, sequence_id: u64) -> Result<u32, JournalError>;
+
+    /// The number of the latest execution of (`app_id`, `sequence_id`); 0
+    /// when none was counted.
+    async fn latest_execution(&self, app_id: &str, sequence_id: u64) -> Result<u32, JournalError>;
 
     /// Insert `record` unless a record of its workflow id exists; return
     /// the stored record and whether it was inserted now.

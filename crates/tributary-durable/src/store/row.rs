@@ -30,6 +30,9 @@ pub struct JournalRow {
     pub value: Option<String>,
     /// The failure's message.
     pub error: Option<String>,
+    /// [`JournalEntry::execution`] (0 in rows written before executions
+    /// were numbered).
+    pub execution: i64,
 }
 
 impl JournalRow {
@@ -62,6 +65,8 @@ impl JournalRow {
             "failed" => Outcome::Failed(self.error.clone().unwrap_or_default()),
             other => return Err(corrupt(format!("unknown status `{other}`"))),
         };
+        let execution = u32::try_from(self.execution)
+            .map_err(|_| corrupt(format!("execution {} out of range", self.execution)))?;
         Ok(JournalEntry {
             app_id: self.app_id.clone(),
             sequence_id,
@@ -69,6 +74,7 @@ impl JournalRow {
             step: StepKey::new(self.step.clone(), occurrence),
             kind,
             outcome,
+            execution,
         })
     }
 }
@@ -90,6 +96,7 @@ impl From<&JournalEntry> for JournalRow {
             status: status.to_owned(),
             value,
             error,
+            execution: entry.execution.into(),
         }
     }
 }
