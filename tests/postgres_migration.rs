@@ -161,7 +161,8 @@ async fn a_schema_with_the_old_version_table_upgrades_and_keeps_its_rows() {
             (1, "checkpoints_and_tracker".to_owned()),
             (2, "durable_journal".to_owned()),
             (3, "step_inputs_and_tokens".to_owned()),
-            (4, "journal_executions".to_owned())
+            (4, "journal_executions".to_owned()),
+            (5, "step_pauses".to_owned())
         ]
     );
     assert_eq!(
@@ -192,7 +193,7 @@ async fn a_schema_with_the_old_version_table_upgrades_and_keeps_its_rows() {
         1
     );
     db.close().await.unwrap();
-    assert_eq!(history(&client, &schema.name).await.len(), 4);
+    assert_eq!(history(&client, &schema.name).await.len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +213,7 @@ async fn handles_opening_an_old_schema_at_once_upgrade_it_once() {
         .into_iter()
         .map(|(v, _)| v)
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]
@@ -282,7 +283,9 @@ async fn a_version_3_journal_upgrades_and_keeps_its_entries() {
             "SET search_path TO \"{0}\";
              ALTER TABLE journal DROP COLUMN execution;
              DROP TABLE journal_executions;
-             DELETE FROM tributary_migrations WHERE version = 4;
+             ALTER TABLE steps DROP COLUMN paused_at, DROP COLUMN paused_on,
+                 DROP COLUMN pause_reason, DROP COLUMN resumed_at;
+             DELETE FROM tributary_migrations WHERE version >= 4;
              RESET search_path;",
             schema.name
         ))
@@ -300,5 +303,5 @@ async fn a_version_3_journal_upgrades_and_keeps_its_entries() {
     assert_eq!(journal.latest_execution("old-wf", 0).await.unwrap(), 0);
     assert_eq!(journal.begin_execution("old-wf", 0).await.unwrap(), 1);
     db.close().await.unwrap();
-    assert_eq!(history(&client, &schema.name).await.len(), 4);
+    assert_eq!(history(&client, &schema.name).await.len(), 5);
 }

@@ -177,6 +177,10 @@ async fn a_version_3_database_without_step_inputs_and_tokens_is_read_then_migrat
              ALTER TABLE steps DROP COLUMN tokens;
              ALTER TABLE journal DROP COLUMN execution;
              DROP TABLE journal_executions;
+             ALTER TABLE steps DROP COLUMN paused_at;
+             ALTER TABLE steps DROP COLUMN paused_on;
+             ALTER TABLE steps DROP COLUMN pause_reason;
+             ALTER TABLE steps DROP COLUMN resumed_at;
              PRAGMA user_version = 3;",
         )
         .unwrap();
@@ -233,6 +237,10 @@ async fn a_version_4_journal_is_read_then_migrated_and_keeps_its_entries() {
         conn.execute_batch(
             "ALTER TABLE journal DROP COLUMN execution;
              DROP TABLE journal_executions;
+             ALTER TABLE steps DROP COLUMN paused_at;
+             ALTER TABLE steps DROP COLUMN paused_on;
+             ALTER TABLE steps DROP COLUMN pause_reason;
+             ALTER TABLE steps DROP COLUMN resumed_at;
              PRAGMA user_version = 4;",
         )
         .unwrap();

@@ -731,6 +731,130 @@ pub(crate) async fn a_runtime_run_records_its_run_id_and_each_task_index(open: O
     .await;
 }
 
+/// `tributary show APP` on the tracker's database.
+fn show(args: [String; 4], app_id: &str) -> String {
+    let args = ["tributary"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(args)
+        .chain(["show".to_owned(), app_id.to_owned()]);
+    let cli = <tributary_cli::Cli as clap::Parser>::parse_from(args);
+    let mut out = Vec::new();
+    tributary_cli::run(&cli, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+pub(crate) async fn a_task_paused_by_a_durable_step_out_of_retries_is_recorded_until_resumed(
+    open: Open,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tributary::BoxError;
+    use tributary::durable::{DurableExt, Journal, MemoryJournal, StepPolicy, WithJournal};
+
+    let t = open().await;
+    let journal = Journal::new(Arc::new(MemoryJournal::new()));
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = Arc::clone(&healthy);
+    let graph = Graph::single(action("pay").writes(["paid"]).run(move |s: State, _, ctx| {
+        let healthy = Arc::clone(&h);
+        async move {
+            let paid: bool = ctx
+                .step_with("charge", move |_| {
+                    let healthy = Arc::clone(&healthy);
+                    async move {
+                        if healthy.load(Ordering::SeqCst) {
+                            Ok(true)
+                        } else {
+                            Err(BoxError::from("card service down"))
+                        }
+                    }
+                })
+                .policy(
+                    StepPolicy::new()
+                        .retries(1)
+                        .backoff(Duration::from_millis(1), Duration::from_millis(2))
+                        .pause_on_exhausted(),
+                )
+                .await?;
+            Ok((json!({ "paid": paid }), s.set("paid", paid)))
+        }
+    }));
+    let config = RunConfig::new().journal(&journal).hook(t.hook());
+    let (handle, stream) = Runtime::new().run(vec![TaskSpec::new("order", graph)], config);
+    let mut progress = handle.progress();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        progress.wait_for(|p| p.paused == 1),
+    )
+    .await
+    .expect("the task pauses")
+    .unwrap();
+    t.flush().await;
+
+    // Recorded as paused: the run, and its step with what waits and why.
+    let args = t.cli_args();
+    let app_id = t
+        .read(move |reader| {
+            let runs = reader.runs().unwrap();
+            assert_eq!(runs.len(), 1);
+            assert_eq!(runs[0].status, RunStatus::Paused);
+            let steps = reader.steps(&runs[0].app_id).unwrap();
+            assert_eq!(steps.len(), 1);
+            assert_eq!(steps[0].status, TrackedStepStatus::Running);
+            let pause = steps[0]
+                .pause
+                .clone()
+                .expect("the step's pause is recorded");
+            assert_eq!(pause.waiting, "charge#0");
+            assert!(pause.reason.contains("card service down"), "{pause:?}");
+            assert!(pause.resumed_at.is_none() && pause.at >= steps[0].started_at);
+            let text = show(args, &runs[0].app_id);
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("status") && l.contains("paused")),
+                "{text}"
+            );
+            assert!(
+                text.lines().any(|l| l.starts_with("paused")
+                    && l.contains("since")
+                    && l.contains("charge#0 out of retries")
+                    && l.contains("card service down")),
+                "{text}"
+            );
+            runs[0].app_id.clone()
+        })
+        .await;
+
+    healthy.store(true, Ordering::SeqCst);
+    handle.resume_task("order").unwrap();
+    let outcomes = tokio::time::timeout(Duration::from_secs(10), stream.outcomes())
+        .await
+        .expect("the run ends after the resume")
+        .unwrap();
+    assert!(outcomes[0].is_completed(), "{:?}", outcomes[0]);
+    t.flush().await;
+
+    // Recorded as resumed: the pause keeps its record, with its end.
+    let args = t.cli_args();
+    t.read(move |reader| {
+        let run = reader.run(&app_id).unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Completed);
+        let steps = reader.steps(&app_id).unwrap();
+        assert_eq!(steps[0].status, TrackedStepStatus::Completed);
+        let pause = steps[0].pause.clone().expect("the pause stays on record");
+        let resumed = pause.resumed_at.expect("its resume is recorded");
+        assert!(pause.at <= resumed && resumed <= steps[0].ended_at.unwrap());
+        let text = show(args, &app_id);
+        assert!(
+            text.lines().any(|l| l.starts_with("paused")
+                && l.contains("resumed")
+                && l.contains("charge#0")),
+            "{text}"
+        );
+    })
+    .await;
+}
+
 /// One test per contract check, for the backend `open` makes.
 #[macro_export]
 macro_rules! tracker_contract_tests {
@@ -784,6 +908,14 @@ macro_rules! tracker_contract_tests {
         #[$attr]
         async fn children_of_a_parallel_action_are_recorded_by_task_key_in_task_order() {
             $crate::tracker_contract::children_of_a_parallel_action_are_recorded_by_task_key_in_task_order(
+                $open,
+            )
+            .await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[$attr]
+        async fn a_task_paused_by_a_durable_step_out_of_retries_is_recorded_until_resumed() {
+            $crate::tracker_contract::a_task_paused_by_a_durable_step_out_of_retries_is_recorded_until_resumed(
                 $open,
             )
             .await

@@ -60,7 +60,9 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tributary_core::ParentPointer;
-use tributary_sqlite::{JournaledStep, RunReader, RunSource, RunSummary, SqliteError, TrackedStep};
+use tributary_sqlite::{
+    JournaledStep, RunReader, RunSource, RunSummary, SqliteError, TrackedStep, TrackedStepStatus,
+};
 
 pub use crate::cluster::{BrokerArgs, ClusterCommand};
 pub use crate::ui::serve_ui;
@@ -593,6 +595,30 @@ fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Resul
     if !journal.is_empty() {
         head.row(["journaled".into(), journal.len().to_string()]);
     }
+    // Steps that paused from inside their action (a durable step out of
+    // retries): what waits and why, and when it was resumed.
+    for step in &steps {
+        let Some(pause) = &step.pause else { continue };
+        let when = match pause.resumed_at {
+            None => format!("since {}", format_time(pause.at)),
+            Some(resumed) => format!(
+                "{} to {} ({}), resumed",
+                format_time(pause.at),
+                format_time(resumed),
+                format_duration(resumed.saturating_sub(pause.at))
+            ),
+        };
+        head.row([
+            "paused".into(),
+            truncate(
+                &format!(
+                    "step {} ({}) {when}: {} out of retries: {}",
+                    step.sequence_id, step.action, pause.waiting, pause.reason
+                ),
+                120,
+            ),
+        ]);
+    }
     head.write(out)?;
     if steps.is_empty() {
         return write_journal(&journal, out);
@@ -619,11 +645,22 @@ fn show(reader: &Source, app_id: &str, json: bool, out: &mut dyn Write) -> Resul
         if step.resumed {
             detail = format!("resumed; {detail}");
         }
+        // A step that waits, paused from inside its action, is still
+        // running as far as its attempt goes: say that it waits.
+        let status = match &step.pause {
+            Some(p) if p.is_waiting() && step.status == TrackedStepStatus::Running => {
+                detail = format!("waits for {}; {detail}", p.waiting)
+                    .trim_end_matches("; ")
+                    .to_owned();
+                "paused".to_owned()
+            }
+            _ => step.status.to_string(),
+        };
         table.row([
             step.sequence_id.to_string(),
             step.attempt.to_string(),
             step.action.clone(),
-            step.status.to_string(),
+            status,
             step.duration_micros().map_or("-".into(), format_duration),
             step.items.to_string(),
             truncate(&detail, 72),

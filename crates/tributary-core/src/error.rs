@@ -182,6 +182,10 @@ pub enum HookMethod {
     OnTaskSpawn,
     /// [`Hook::on_task_complete`](crate::Hook::on_task_complete).
     OnTaskComplete,
+    /// [`Hook::on_step_paused`](crate::Hook::on_step_paused).
+    OnStepPaused,
+    /// [`Hook::on_step_resumed`](crate::Hook::on_step_resumed).
+    OnStepResumed,
 }
 
 impl HookMethod {
@@ -205,6 +209,8 @@ impl HookMethod {
             HookMethod::OnStreamItem => "on_stream_item",
             HookMethod::OnTaskSpawn => "on_task_spawn",
             HookMethod::OnTaskComplete => "on_task_complete",
+            HookMethod::OnStepPaused => "on_step_paused",
+            HookMethod::OnStepResumed => "on_step_resumed",
         }
     }
 }

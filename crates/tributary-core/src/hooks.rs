@@ -67,6 +67,14 @@ pub trait Hook: Send + Sync + 'static {
     /// An action emitted an intermediate output.
     fn on_stream_item(&self, item: &StreamItemInfo<'_>, value: &Value) {}
 
+    /// A running step paused from inside its action and waits to be
+    /// resumed (a durable step out of retries with `pause_on_exhausted`;
+    /// see [`ActionContext::report_paused`](crate::ActionContext::report_paused)).
+    fn on_step_paused(&self, pause: &StepPause<'_>) {}
+
+    /// A step that paused from inside its action was resumed and goes on.
+    fn on_step_resumed(&self, pause: &StepPause<'_>) {}
+
     /// The runtime spawned a task running this application.
     fn on_task_spawn(&self, app: &AppInfo, task_key: &str) {}
 
@@ -203,6 +211,24 @@ pub enum StepOutcome<'a> {
         /// How many intermediate outputs the step emitted before that.
         items: u64,
     },
+}
+
+/// A step paused from inside its action, as hooks are told: what waits
+/// and why.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct StepPause<'a> {
+    /// The application.
+    pub app: &'a AppInfo,
+    /// The step's sequence id.
+    pub sequence_id: u64,
+    /// The step's action.
+    pub action: &'a str,
+    /// What waits inside the action (the durable step out of retries,
+    /// `charge#0`).
+    pub waiting: &'a str,
+    /// Why it waits (that step's last error).
+    pub reason: &'a str,
 }
 
 /// The intermediate output a hook is told about.

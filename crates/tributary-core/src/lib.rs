@@ -76,7 +76,7 @@ pub use error::{
 #[doc(inline)]
 pub use graph::{Graph, GraphBuilder, Transition};
 #[doc(inline)]
-pub use hooks::{Hook, StepInfo, StepOutcome, StreamItemInfo, TaskEnd, call_hooks};
+pub use hooks::{Hook, StepInfo, StepOutcome, StepPause, StreamItemInfo, TaskEnd, call_hooks};
 #[doc(inline)]
 pub use identity::{AppInfo, ParentPointer};
 #[doc(inline)]

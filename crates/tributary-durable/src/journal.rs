@@ -154,14 +154,15 @@ impl Journal {
         // In a runtime task, a step out of retries with `pause_on_exhausted`
         // pauses the task until it is resumed through the run's handle.
         if let Some(task) = ctx.extension::<tributary_runtime::TaskRuntime>() {
-            scope.set_pause(|| Arc::new(TaskPause(task.clone())));
+            scope.set_pause(|| Arc::new(TaskPause(task.clone(), ctx.clone())));
         }
         Ok(scope)
     }
 }
 
-/// Pauses the runtime task a step runs in.
-struct TaskPause(tributary_runtime::TaskRuntime);
+/// Pauses the runtime task a step runs in, and tells the application's
+/// hooks (a tracker) that it waits and when it goes on.
+struct TaskPause(tributary_runtime::TaskRuntime, ActionContext);
 
 impl crate::scope::PauseGate for TaskPause {
     fn pause<'a>(
@@ -176,7 +177,13 @@ impl crate::scope::PauseGate for TaskPause {
                 %error,
                 "durable step out of retries; the task is paused until resumed through its run's handle"
             );
-            self.0.pause_and_wait().await.is_ok()
+            let (waiting, reason) = (step.to_string(), error.to_string());
+            self.1.report_paused(&waiting, &reason);
+            let resumed = self.0.pause_and_wait().await.is_ok();
+            if resumed {
+                self.1.report_resumed(&waiting, &reason);
+            }
+            resumed
         })
     }
 }

@@ -188,6 +188,18 @@ const MIGRATIONS: &[(&str, &str)] = &[
     );
     ",
     ),
+    // 5: a step that paused from inside its action (a durable step out of
+    // retries): when, what waits, why, and when it was resumed (as in the
+    // SQLite schema 6).
+    (
+        "V5__step_pauses",
+        "
+    ALTER TABLE steps ADD COLUMN paused_at    bigint;
+    ALTER TABLE steps ADD COLUMN paused_on    text;
+    ALTER TABLE steps ADD COLUMN pause_reason text;
+    ALTER TABLE steps ADD COLUMN resumed_at   bigint;
+    ",
+    ),
 ];
 
 /// Whether `schema` is a name tributary accepts: it is spliced into SQL and

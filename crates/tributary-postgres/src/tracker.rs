@@ -7,7 +7,8 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tributary_core::{
     AppInfo, ApplicationError, Checkpoint, HaltReason, Hook, Inputs, ParentPointer, RunOutcome,
-    State, StepInfo, StepOutcome, StepTokens, StreamItemInfo, TaskEnd, json_depth_exceeds,
+    State, StepInfo, StepOutcome, StepPause, StepTokens, StreamItemInfo, TaskEnd,
+    json_depth_exceeds,
 };
 
 use crate::database::Database;
@@ -163,6 +164,24 @@ impl Hook for PostgresTracker {
         self.tokens.push(&item.app.app_id, item.sequence_id, value);
     }
 
+    fn on_step_paused(&self, pause: &StepPause<'_>) {
+        self.db.record(Record::Pause {
+            app_id: pause.app.app_id.clone(),
+            sequence_id: seq(pause.sequence_id),
+            paused: Some((pause.waiting.to_owned(), pause.reason.to_owned())),
+            now: now_micros(),
+        });
+    }
+
+    fn on_step_resumed(&self, pause: &StepPause<'_>) {
+        self.db.record(Record::Pause {
+            app_id: pause.app.app_id.clone(),
+            sequence_id: seq(pause.sequence_id),
+            paused: None,
+            now: now_micros(),
+        });
+    }
+
     fn before_step(&self, step: &StepInfo<'_>) {
         self.tokens.clear(&step.app.app_id);
         // Inputs that could not be read back (nested too deep) are left out.
@@ -249,6 +268,14 @@ pub(crate) enum Record {
         now: i64,
     },
     AfterStep(Box<AfterStep>),
+    /// A step paused from inside its action (`waiting` and `reason`), or
+    /// was resumed (`None`).
+    Pause {
+        app_id: String,
+        sequence_id: i64,
+        paused: Option<(String, String)>,
+        now: i64,
+    },
 }
 
 pub(crate) struct AfterStep {
@@ -353,6 +380,27 @@ const TOUCH_RETRIED: &str = "
         status = CASE WHEN status IN ('failed', 'abandoned') THEN 'running' ELSE status END
     WHERE app_id = $1";
 
+/// A step's latest attempt paused, and its application with it.
+const PAUSE_STEP: &str = "
+    WITH paused AS (
+        UPDATE steps SET paused_at = $3, paused_on = $4, pause_reason = $5, resumed_at = NULL
+        WHERE app_id = $1 AND sequence_id = $2 AND attempt =
+            (SELECT MAX(attempt) FROM steps WHERE app_id = $1 AND sequence_id = $2)
+        RETURNING 1
+    )
+    UPDATE apps SET status = 'paused', updated_at = $3 WHERE app_id = $1";
+
+/// A paused step's latest attempt resumed, and its application with it.
+const RESUME_STEP: &str = "
+    WITH resumed AS (
+        UPDATE steps SET resumed_at = $3
+        WHERE app_id = $1 AND sequence_id = $2 AND attempt =
+            (SELECT MAX(attempt) FROM steps WHERE app_id = $1 AND sequence_id = $2)
+        RETURNING 1
+    )
+    UPDATE apps SET status = 'running', updated_at = $3
+    WHERE app_id = $1 AND status = 'paused'";
+
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 impl Record {
@@ -416,6 +464,30 @@ impl Record {
                 ));
             }
             Record::AfterStep(step) => step.statements(channel, out),
+            Record::Pause {
+                app_id,
+                sequence_id,
+                paused,
+                now,
+            } => {
+                match paused {
+                    Some((waiting, reason)) => out.push((
+                        PAUSE_STEP,
+                        vec![
+                            p(app_id.clone()),
+                            p(*sequence_id),
+                            p(*now),
+                            p(waiting.clone()),
+                            p(reason.clone()),
+                        ],
+                    )),
+                    None => out.push((
+                        RESUME_STEP,
+                        vec![p(app_id.clone()), p(*sequence_id), p(*now)],
+                    )),
+                }
+                // No notice: the feed announces steps that end.
+            }
         }
     }
 }

@@ -89,7 +89,7 @@ pub use journal::SqliteJournal;
 #[doc(inline)]
 pub use persister::SqlitePersister;
 #[doc(inline)]
-pub use runs::{Gap, RunReader, RunStatus, RunSummary, TrackedStep, TrackedStepStatus};
+pub use runs::{Gap, RunReader, RunStatus, RunSummary, StepPaused, TrackedStep, TrackedStepStatus};
 #[doc(inline)]
 pub use source::{
     AppFilter, AppRecord, JournalReplay, JournaledStep, RunSource, StepMark, StepRecord,

@@ -24,6 +24,9 @@ pub enum RunStatus {
     Created,
     /// A run started and has not ended (or its process died).
     Running,
+    /// A step paused from inside its action (a durable step out of
+    /// retries) and waits to be resumed ([`TrackedStep::pause`]).
+    Paused,
     /// The last run reached the end of the graph.
     Completed,
     /// The last run stopped at a halt point.
@@ -95,6 +98,7 @@ macro_rules! string_enum {
 string_enum!(RunStatus {
     Created => "created",
     Running => "running",
+    Paused => "paused",
     Completed => "completed",
     Halted => "halted",
     Failed => "failed",
@@ -278,6 +282,48 @@ pub struct TrackedStep {
     /// What of the record could not be decoded (its JSON is damaged or
     /// nested deeper than a decoder accepts).
     pub unreadable: Option<String>,
+    /// The step's latest pause from inside its action, if it paused
+    /// (schema version 6 on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<StepPaused>,
+}
+
+/// A step that paused from inside its action — a durable step out of
+/// retries with `pause_on_exhausted` pauses its task — as the tracker
+/// recorded it. Times are microseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StepPaused {
+    /// When it paused.
+    pub at: i64,
+    /// What waits (the durable step, `charge#0`).
+    pub waiting: String,
+    /// Why (that step's last error).
+    pub reason: String,
+    /// When it was resumed; `None` while it waits.
+    pub resumed_at: Option<i64>,
+}
+
+impl StepPaused {
+    /// The pause of a row's four columns, when it has one.
+    pub fn of(
+        at: Option<i64>,
+        waiting: Option<String>,
+        reason: Option<String>,
+        resumed_at: Option<i64>,
+    ) -> Option<Self> {
+        Some(StepPaused {
+            at: at?,
+            waiting: waiting.unwrap_or_default(),
+            reason: reason.unwrap_or_default(),
+            resumed_at,
+        })
+    }
+
+    /// Whether it still waits.
+    pub fn is_waiting(&self) -> bool {
+        self.resumed_at.is_none()
+    }
 }
 
 impl TrackedStep {
@@ -301,6 +347,7 @@ impl TrackedStep {
             inputs: None,
             tokens: None,
             unreadable: Some(problem),
+            pause: None,
         }
     }
 
@@ -336,6 +383,8 @@ pub struct RunReader {
     executions: bool,
     /// Whether `steps` has the columns of schema version 4.
     steps_v4: bool,
+    /// Whether `steps` has the pause columns of schema version 6.
+    steps_v6: bool,
 }
 
 const RUN_COLUMNS: &str = "
@@ -386,6 +435,7 @@ impl RunReader {
             journal: version >= 3,
             executions: version >= 5,
             steps_v4: version >= 4,
+            steps_v6: version >= 6,
         })
     }
 
@@ -566,13 +616,18 @@ impl TrackerRows for RunReader {
     fn step_rows(&self, app_id: &str) -> Result<Vec<TrackedStep>, SqliteError> {
         let sql = format!(
             "SELECT sequence_id, attempt, action, status, started_at, ended_at, result, state,
-                 error, items, {}, {}
+                 error, items, {}, {}, {}
              FROM steps WHERE app_id = ?1 ORDER BY sequence_id, attempt",
             self.steps_extra(),
             if self.steps_v4 {
                 "inputs, tokens"
             } else {
                 "NULL, NULL"
+            },
+            if self.steps_v6 {
+                "paused_at, paused_on, pause_reason, resumed_at"
+            } else {
+                "NULL, NULL, NULL, NULL"
             }
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
@@ -710,6 +765,7 @@ fn step_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedStep> {
         inputs,
         tokens,
         unreadable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
+        pause: StepPaused::of(row.get(14)?, row.get(15)?, row.get(16)?, row.get(17)?),
     })
 }
 
@@ -734,6 +790,7 @@ fn unreadable_step(row: &Row<'_>, error: rusqlite::Error) -> TrackedStep {
         inputs: None,
         tokens: None,
         unreadable: Some(error.to_string()),
+        pause: None,
     }
 }
 

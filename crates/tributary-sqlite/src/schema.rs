@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::error::SqliteError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// `PRAGMA application_id` of a tributary database ("Trib").
 const APPLICATION_ID: i64 = 0x5472_6962;
@@ -174,6 +174,14 @@ const MIGRATIONS: &[&str] = &[
         started_at  INTEGER NOT NULL,
         PRIMARY KEY (app_id, sequence_id)
     ) WITHOUT ROWID;
+    ",
+    // 5 -> 6: a step that paused from inside its action (a durable step
+    // out of retries): when, what waits, why, and when it was resumed.
+    "
+    ALTER TABLE steps ADD COLUMN paused_at    INTEGER;
+    ALTER TABLE steps ADD COLUMN paused_on    TEXT;
+    ALTER TABLE steps ADD COLUMN pause_reason TEXT;
+    ALTER TABLE steps ADD COLUMN resumed_at   INTEGER;
     ",
 ];
 

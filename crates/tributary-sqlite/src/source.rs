@@ -14,7 +14,7 @@ use serde_json::Value;
 use tributary_core::ParentPointer;
 
 use crate::process;
-use crate::runs::{Gap, RunStatus, RunSummary, TrackedStep, TrackedStepStatus};
+use crate::runs::{Gap, RunStatus, RunSummary, StepPaused, TrackedStep, TrackedStepStatus};
 
 /// Reads the runs a tracker recorded: [`RunReader`](crate::RunReader) for a
 /// SQLite file, and any [`TrackerRows`] of another backend.
@@ -395,6 +395,19 @@ pub struct StepRecord {
     /// The first tokens it streamed (a JSON array as text).
     #[serde(default)]
     pub tokens: Option<String>,
+    /// When it paused from inside its action (schema versions that record
+    /// pauses).
+    #[serde(default)]
+    pub paused_at: Option<i64>,
+    /// What waited.
+    #[serde(default)]
+    pub paused_on: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub pause_reason: Option<String>,
+    /// When it was resumed.
+    #[serde(default)]
+    pub resumed_at: Option<i64>,
 }
 
 impl StepRecord {
@@ -420,6 +433,12 @@ impl StepRecord {
             }
             None => None,
         };
+        let pause = StepPaused::of(
+            self.paused_at,
+            self.paused_on.clone(),
+            self.pause_reason.clone(),
+            self.resumed_at,
+        );
         let status = self.status.parse::<TrackedStepStatus>();
         let (sequence_id, attempt, items) = (
             u64::try_from(self.sequence_id),
@@ -444,6 +463,7 @@ impl StepRecord {
                 inputs,
                 tokens,
                 unreadable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
+                pause,
             },
             (status, ..) => TrackedStep {
                 sequence_id: u64::try_from(self.sequence_id).unwrap_or(0),
@@ -466,6 +486,7 @@ impl StepRecord {
                         .err()
                         .unwrap_or_else(|| "a negative count".to_owned()),
                 ),
+                pause: None,
             },
         }
     }
@@ -576,7 +597,9 @@ fn timeline<T: TrackerRows + ?Sized>(rows: &T, run: &mut RunSummary) -> Result<(
             .sum();
         run.active_micros = i64::try_from(span - dead).ok().filter(|d| *d >= 0);
     }
-    if run.status == RunStatus::Running && is_dead(run.process.as_deref()) {
+    if matches!(run.status, RunStatus::Running | RunStatus::Paused)
+        && is_dead(run.process.as_deref())
+    {
         run.status = RunStatus::Interrupted;
     }
     Ok(())

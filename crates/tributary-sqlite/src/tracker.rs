@@ -7,7 +7,7 @@ use rusqlite::params;
 use serde_json::Value;
 use tributary_core::{
     AppInfo, ApplicationError, Checkpoint, HaltReason, Hook, ParentPointer, RunOutcome, State,
-    StepInfo, StepOutcome, StepTokens, StreamItemInfo, TaskEnd, json_depth_exceeds,
+    StepInfo, StepOutcome, StepPause, StepTokens, StreamItemInfo, TaskEnd, json_depth_exceeds,
 };
 
 use crate::database::Database;
@@ -238,6 +238,46 @@ impl Hook for SqliteTracker {
 
     fn on_stream_item(&self, item: &StreamItemInfo<'_>, value: &Value) {
         self.tokens.push(&item.app.app_id, item.sequence_id, value);
+    }
+
+    fn on_step_paused(&self, pause: &StepPause<'_>) {
+        let (app_id, sequence_id) = (pause.app.app_id.clone(), seq(pause.sequence_id));
+        let (waiting, reason) = (pause.waiting.to_owned(), pause.reason.to_owned());
+        let now = now_micros();
+        self.db.write_detached(move |tx| {
+            // The step's latest attempt, the one that waits.
+            tx.prepare_cached(
+                "UPDATE steps SET paused_at = ?3, paused_on = ?4, pause_reason = ?5,
+                     resumed_at = NULL
+                 WHERE app_id = ?1 AND sequence_id = ?2 AND attempt =
+                     (SELECT MAX(attempt) FROM steps WHERE app_id = ?1 AND sequence_id = ?2)",
+            )?
+            .execute(params![app_id, sequence_id, now, waiting, reason])?;
+            tx.prepare_cached(
+                "UPDATE apps SET status = 'paused', updated_at = ?2 WHERE app_id = ?1",
+            )?
+            .execute(params![app_id, now])
+            .map(drop)
+        });
+    }
+
+    fn on_step_resumed(&self, pause: &StepPause<'_>) {
+        let (app_id, sequence_id) = (pause.app.app_id.clone(), seq(pause.sequence_id));
+        let now = now_micros();
+        self.db.write_detached(move |tx| {
+            tx.prepare_cached(
+                "UPDATE steps SET resumed_at = ?3
+                 WHERE app_id = ?1 AND sequence_id = ?2 AND attempt =
+                     (SELECT MAX(attempt) FROM steps WHERE app_id = ?1 AND sequence_id = ?2)",
+            )?
+            .execute(params![app_id, sequence_id, now])?;
+            tx.prepare_cached(
+                "UPDATE apps SET status = 'running', updated_at = ?2
+                 WHERE app_id = ?1 AND status = 'paused'",
+            )?
+            .execute(params![app_id, now])
+            .map(drop)
+        });
     }
 
     fn before_step(&self, step: &StepInfo<'_>) {

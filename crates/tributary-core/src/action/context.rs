@@ -8,7 +8,7 @@ use serde_json::Value;
 use smallvec::SmallVec;
 
 use crate::error::{BoxError, EmitError, HookMethod, HookPanic};
-use crate::hooks::{Hook, HookList, StreamItemInfo, call_hooks};
+use crate::hooks::{Hook, HookList, StepPause, StreamItemInfo, call_hooks};
 use crate::identity::{AppInfo, ParentPointer};
 use crate::persistence::Persister;
 
@@ -275,6 +275,81 @@ impl ActionContext {
     /// How many outputs this step has emitted so far.
     pub fn items_emitted(&self) -> u64 {
         self.emitted.load(Ordering::Relaxed)
+    }
+
+    /// Tell the application's hooks (a tracker) that this step now waits,
+    /// paused from inside its action, for `waiting` (what waits: a durable
+    /// step out of retries) because of `reason` (its last error). Call
+    /// [`report_resumed`](Self::report_resumed) when it goes on. Durable
+    /// steps with `pause_on_exhausted` call both.
+    ///
+    /// A hook that panics fails the step, as for
+    /// [`emit`](Self::emit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::{Arc, Mutex};
+    /// use serde_json::json;
+    /// use tributary_core::{action, Application, Graph, Hook, RunOptions, State, StepPause};
+    ///
+    /// #[derive(Default)]
+    /// struct Log(Mutex<Vec<String>>);
+    /// impl Hook for Log {
+    ///     fn on_step_paused(&self, p: &StepPause<'_>) {
+    ///         self.0.lock().unwrap().push(format!("paused {} on {}: {}", p.action, p.waiting, p.reason));
+    ///     }
+    ///     fn on_step_resumed(&self, p: &StepPause<'_>) {
+    ///         self.0.lock().unwrap().push(format!("resumed {}", p.waiting));
+    ///     }
+    /// }
+    /// let log = Arc::new(Log::default());
+    /// let graph = Graph::single(action("pay").run(|s: State, _, ctx| async move {
+    ///     ctx.report_paused("charge#0", "card service down");
+    ///     ctx.report_resumed("charge#0", "card service down");
+    ///     Ok((json!({}), s))
+    /// }));
+    /// let mut app = Application::builder(graph).hook_arc(log.clone()).build().await?;
+    /// app.run(RunOptions::new()).await?;
+    /// assert_eq!(
+    ///     *log.0.lock().unwrap(),
+    ///     ["paused pay on charge#0: card service down", "resumed charge#0"]
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn report_paused(&self, waiting: &str, reason: &str) {
+        self.report_pause(HookMethod::OnStepPaused, waiting, reason);
+    }
+
+    /// Tell the application's hooks that the step paused by
+    /// [`report_paused`](Self::report_paused) goes on.
+    pub fn report_resumed(&self, waiting: &str, reason: &str) {
+        self.report_pause(HookMethod::OnStepResumed, waiting, reason);
+    }
+
+    fn report_pause(&self, method: HookMethod, waiting: &str, reason: &str) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        let pause = StepPause {
+            app: &self.app,
+            sequence_id: self.sequence_id,
+            action: &self.action,
+            waiting,
+            reason,
+        };
+        let called = call_hooks(&self.hooks, method, |hook| match method {
+            HookMethod::OnStepPaused => hook.on_step_paused(&pause),
+            _ => hook.on_step_resumed(&pause),
+        });
+        if let Err(panic) = called {
+            if let Some(slot) = &self.hook_panic {
+                let _ = slot.set(panic);
+            }
+        }
     }
 
     /// Emit one intermediate output of this action.
