@@ -1,6 +1,8 @@
 //! Live lanes with a step watch and a goal: a retried step shows
-//! `retrying`, a parent names the parallel action its children run in,
-//! and a run under a quorum or first-N policy counts toward it.
+//! `retrying`, a task paused by a durable step out of retries shows
+//! `paused` with what it waits for, a parent names the parallel action its
+//! children run in, and a run under a quorum or first-N policy counts
+//! toward it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -71,6 +73,68 @@ async fn a_step_being_retried_shows_retrying_with_its_attempt_and_error() {
     gate.notify_one();
     let lane = lane_when(&served, "retry", "flaky", |l| l["status"] == "completed").await;
     assert_eq!(lane["failures"], 1);
+    assert_eq!(consumer.await.unwrap(), 1);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_paused_by_a_durable_step_shows_paused_with_what_it_waits_for() {
+    use std::sync::atomic::AtomicBool;
+    use tributary::BoxError;
+    use tributary::durable::{DurableExt, Journal, MemoryJournal, StepPolicy, WithJournal};
+
+    let healthy = Arc::new(AtomicBool::new(false));
+    let pay = {
+        let healthy = Arc::clone(&healthy);
+        action("pay").run(move |s: State, _, ctx| {
+            let healthy = Arc::clone(&healthy);
+            async move {
+                let paid: bool = ctx
+                    .step_with("charge", move |_| {
+                        let healthy = Arc::clone(&healthy);
+                        async move {
+                            if healthy.load(Ordering::SeqCst) {
+                                Ok(true)
+                            } else {
+                                Err(BoxError::from("card service down"))
+                            }
+                        }
+                    })
+                    .policy(
+                        StepPolicy::new()
+                            .retries(1)
+                            .backoff(Duration::from_millis(1), Duration::from_millis(2))
+                            .pause_on_exhausted(),
+                    )
+                    .await?;
+                Ok((json!({ "paid": paid }), s))
+            }
+        })
+    };
+    let watch = StepWatch::new();
+    let journal = Journal::new(Arc::new(MemoryJournal::new()));
+    let config = RunConfig::new().journal(&journal).hook(watch.hook());
+    let (handle, stream) = Runtime::new().run(vec![TaskSpec::action("order", pay)], config);
+    let ui = UiServer::new();
+    let live = ui.attach_run("durable", handle.clone());
+    live.watch(watch);
+    let consumer = tokio::spawn(live.tap(stream).count());
+    let served = Served::start(ui).await;
+
+    let lane = lane_when(&served, "durable", "order", |l| {
+        l["status"] == "paused" && !l["waiting"].is_null()
+    })
+    .await;
+    let waiting = lane["waiting"].as_str().unwrap();
+    assert!(
+        waiting.contains("charge#0 out of retries") && waiting.contains("card service down"),
+        "{lane}"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    handle.resume_task("order").unwrap();
+    let lane = lane_when(&served, "durable", "order", |l| l["status"] == "completed").await;
+    assert!(lane["waiting"].is_null(), "{lane}");
     assert_eq!(consumer.await.unwrap(), 1);
     served.stop().await;
 }

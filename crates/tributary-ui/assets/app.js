@@ -480,6 +480,7 @@ function livePage(name) {
     return action + retry + children;
   }
   function actionTitle(l) {
+    if (l.waiting) return `paused: ${l.waiting}`;
     return l.last_failure ? `${l.failures} failed attempt(s); last: ${l.last_failure}` : actionText(l);
   }
 
@@ -520,7 +521,7 @@ function livePage(name) {
       // A lane with nothing new (a parent whose children stream) is not
       // sent again, so its time goes on from the run's.
       el("span", { class: "muted", text: fmtMs(live ? Math.max(l.elapsed_ms, r.elapsed_ms - l.start_ms) : l.elapsed_ms) }),
-      el("span", { class: "tail", title: l.error || l.tail.join(" "), text: l.error && !live ? l.error : l.tail.join(" ") }),
+      el("span", { class: "tail", title: l.waiting || l.error || l.tail.join(" "), text: l.waiting ? `waits: ${l.waiting}` : l.error && !live ? l.error : l.tail.join(" ") }),
       cols, wf, ctl);
   }
 
@@ -569,6 +570,7 @@ function livePage(name) {
       el("div", { class: "row" }, badge(l.status), el("span", { class: "mono muted", text: d.app_id }), el("span", { text: `${l.items} items · ${l.tokens} tokens · ${fmtMs(l.elapsed_ms)}` })),
       actionText(l) ? el("div", { class: "row" }, el("span", { class: "mono", text: actionText(l) })) : null,
       l.error ? el("pre", { class: "err", text: l.error }) : null,
+      l.waiting ? el("div", {}, el("span", { class: "muted", text: "paused, waits for " }), el("span", { class: "err", text: l.waiting })) : null,
       l.last_failure ? el("div", {}, el("span", { class: "muted", text: `${l.failures} failed attempt(s); the last: ` }), el("span", { class: "err", text: l.last_failure })) : null,
       el("h3", { text: "Last tokens" }), el("pre", { text: d.tail.join(" ") || "–" }),
       el("h3", { text: `Steps${d.steps_dropped ? ` (the first ${d.steps_dropped} not kept)` : ""}` }),

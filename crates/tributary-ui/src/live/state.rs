@@ -479,6 +479,11 @@ impl Lane {
             attempt: self.note.as_ref().map_or(0, |n| n.attempt),
             failures: self.note.as_ref().map_or(0, |n| n.failures),
             last_failure: self.note.as_ref().and_then(|n| n.error.clone()),
+            waiting: self
+                .note
+                .as_ref()
+                .filter(|_| self.ended.is_none())
+                .and_then(|n| n.waiting.clone()),
             children_action: self.note.as_ref().and_then(|n| n.children_action.clone()),
             goal: st.tallies.get(&self.key).map(Tally::view),
             steps: self

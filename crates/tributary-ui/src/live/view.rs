@@ -75,6 +75,9 @@ pub(super) struct LaneView {
     pub(super) last_failure: Option<String>,
     /// The action of this task that runs the tasks nested in it.
     pub(super) children_action: Option<String>,
+    /// What its step waits for while paused from inside its action (a
+    /// durable step out of retries, and its last error).
+    pub(super) waiting: Option<String>,
     /// The count toward the completion policy of its children, when told
     /// its goal.
     pub(super) goal: Option<TallyView>,

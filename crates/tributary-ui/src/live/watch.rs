@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tributary_core::{Hook, StepInfo, StepOutcome};
+use tributary_core::{Hook, StepInfo, StepOutcome, StepPause};
 
 use crate::source::{LanePath, lane_key};
 
@@ -81,6 +81,9 @@ pub(crate) struct Note {
     pub(crate) error: Option<String>,
     /// The action (of this task's own steps) that spawned its children.
     pub(crate) children_action: Option<String>,
+    /// What its step waits for, paused from inside its action (a durable
+    /// step out of retries, with that step's last error), until resumed.
+    pub(crate) waiting: Option<String>,
 }
 
 impl StepWatch {
@@ -159,6 +162,21 @@ impl Hook for WatchHook {
                 note.children_action = Some(action);
             });
         }
+    }
+
+    fn on_step_paused(&self, pause: &StepPause<'_>) {
+        let Some(path) = lane_key(pause.app) else {
+            return;
+        };
+        let waiting = format!("{} out of retries: {}", pause.waiting, pause.reason);
+        self.note(path, |note| note.waiting = Some(waiting));
+    }
+
+    fn on_step_resumed(&self, pause: &StepPause<'_>) {
+        let Some(path) = lane_key(pause.app) else {
+            return;
+        };
+        self.note(path, |note| note.waiting = None);
     }
 
     fn after_step(&self, step: &StepInfo<'_>, outcome: &StepOutcome<'_>) {
