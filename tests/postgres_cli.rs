@@ -474,7 +474,11 @@ async fn a_steps_inputs_and_tokens_read_the_same_from_both_backends() {
         .batch_execute(&format!(
             "ALTER TABLE \"{0}\".steps DROP COLUMN inputs;
              ALTER TABLE \"{0}\".steps DROP COLUMN tokens;
-             DELETE FROM \"{0}\".tributary_migrations WHERE version = 3;",
+             ALTER TABLE \"{0}\".journal DROP COLUMN execution;
+             DROP TABLE \"{0}\".journal_executions;
+             ALTER TABLE \"{0}\".steps DROP COLUMN paused_at, DROP COLUMN paused_on,
+                 DROP COLUMN pause_reason, DROP COLUMN resumed_at;
+             DELETE FROM \"{0}\".tributary_migrations WHERE version >= 3;",
             schema.name
         ))
         .await
