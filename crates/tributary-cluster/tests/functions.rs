@@ -312,3 +312,41 @@ fn functions_are_served_once() {
     assert!(graphs.get(tributary_cluster::FUNCTIONS_GRAPH).is_some());
     assert!(graphs.functions(Functions::new()).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actions_call_goes_to_the_fleet_through_an_invoker_extension() {
+    use serde_json::json;
+    use tributary_core::{Application, Graph, RunOptions, State, action};
+    use tributary_durable::{Journal, WithJournal};
+
+    let broker = MemoryBroker::new();
+    let shouts = Arc::new(AtomicU32::new(0));
+    let fleet = fleet(
+        &broker,
+        functions(Arc::clone(&shouts), Arc::default(), 0),
+        false,
+    )
+    .await;
+    let invoke: Arc<dyn Invoke> = Arc::new(invoker(&broker));
+    let journal = Journal::new(Arc::new(MemoryJournal::new()));
+    let graph = Graph::single(action("greet").writes(["loud"]).run(
+        |s: State, _, ctx| async move {
+            let loud: String = ctx.call("shout", "ada").await?;
+            Ok((json!({}), s.set("loud", loud)))
+        },
+    ));
+    for _ in 0..2 {
+        let mut app = Application::builder(graph.clone())
+            .app_id("greeter")
+            .journal(&journal)
+            .extension(Arc::clone(&invoke))
+            .build()
+            .await
+            .unwrap();
+        let out = app.run(RunOptions::new()).await.unwrap();
+        assert_eq!(out.state.get("loud"), Some(&json!("ADA")));
+    }
+    // The second run replayed the journaled call.
+    assert_eq!(shouts.load(Ordering::SeqCst), 1);
+    fleet.stop().await;
+}

@@ -33,7 +33,8 @@ pub trait DurableExt {
     fn scope(&self) -> Result<Arc<Scope>, DurableError>;
 
     /// Where [`call`](Self::call) sends calls: for an action, the
-    /// [`Functions`] attached as an extension; for a workflow, those of its
+    /// [`Functions`] attached as an extension, else an `Arc<dyn Invoke>`
+    /// attached as one (a cluster's invoker); for a workflow, those of its
     /// engine.
     fn invoker(&self) -> Option<Arc<dyn Invoke>>;
 
@@ -427,6 +428,7 @@ impl DurableExt for ActionContext {
     fn invoker(&self) -> Option<Arc<dyn Invoke>> {
         self.extension::<Functions>()
             .map(|f| Arc::new(f.clone()) as Arc<dyn Invoke>)
+            .or_else(|| self.extension::<Arc<dyn Invoke>>().cloned())
     }
 
     fn scope(&self) -> Result<Arc<Scope>, DurableError> {
