@@ -147,8 +147,12 @@ impl Actor {
                 }
                 _ => {
                     span.record("outcome", "cancelled");
-                    let reason = error.map(|e| e.message).unwrap_or_default();
-                    tracing::debug!(outcome = "cancelled", %reason, "task cancelled");
+                    // The reason is made again only when the event is wanted.
+                    tracing::debug!(
+                        outcome = "cancelled",
+                        reason = %self.lane.cancel_reason().message,
+                        "task cancelled"
+                    );
                 }
             }
             self.lane
@@ -229,8 +233,8 @@ impl Actor {
         }
     }
 
-    /// Hand the terminal item over; returns the kind actually delivered and
-    /// the error or cancellation reason.
+    /// Hand the terminal item over; returns the kind actually delivered and,
+    /// for a failure, its error.
     async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<TaskError>) {
         let lane = &self.lane;
         let slot = Some(SlotHold(Arc::clone(lane)));
@@ -245,11 +249,8 @@ impl Actor {
             }
             Terminal::Cancelled { action } => {
                 let reason = lane.cancel_reason();
-                lane.push_terminal(
-                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
-                    slot,
-                );
-                return (ItemKind::Cancelled, Some(reason));
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
+                return (ItemKind::Cancelled, None);
             }
         };
         let report = Report {
@@ -268,11 +269,8 @@ impl Actor {
             Ok(()) => (kind, None),
             Err(Stopped) => {
                 let reason = lane.cancel_reason();
-                lane.push_terminal(
-                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
-                    slot,
-                );
-                (ItemKind::Cancelled, Some(reason))
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
+                (ItemKind::Cancelled, None)
             }
         }
     }
