@@ -9,8 +9,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tributary_core::{
-    AppInfo, Application, ApplicationBuilder, HaltReason, Halted, HookMethod, State, StepRecord,
-    StepStatus, StreamSink, TaskEnd, call_hooks,
+    AppInfo, Application, ApplicationBuilder, HaltReason, Halted, HookMethod, RunOptions, State,
+    StepRecord, StepStatus, StreamSink, TaskEnd, call_hooks,
 };
 
 use crate::budget::TaskSlot;
@@ -50,7 +50,6 @@ pub(crate) struct Actor {
     info: OnceLock<Arc<AppInfo>>,
     config: Arc<RunConfig>,
     spec: TaskSpec,
-    control: TaskControl,
 }
 
 impl Actor {
@@ -74,9 +73,11 @@ impl Actor {
             path: shared.prefix.child(Arc::clone(&spec.key)),
             out,
             ctl,
-            token: control.token.clone(),
+            // The lane keeps the task's control (its token and its shared
+            // part), so that the actor's future holds no copy of it.
+            token: control.token,
             gates: shared.gates.with(Gate::Task(Arc::clone(&control.shared))),
-            task: Arc::clone(&control.shared),
+            task: control.shared,
             tokens: config.intermediate_stream_outputs && !final_only,
             nested_nodes: config.intermediate_nodes && !final_only,
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
@@ -89,7 +90,6 @@ impl Actor {
             info: OnceLock::new(),
             config,
             spec,
-            control,
         }
     }
 
@@ -103,7 +103,7 @@ impl Actor {
                 actor: &self,
                 delivered: false,
             };
-            self.control.shared.mark_started();
+            self.lane.task.mark_started();
             self.lane.run.shared.update_progress(Change {
                 running: 1,
                 ..Change::default()
@@ -114,6 +114,17 @@ impl Actor {
                 Some(after) => Box::pin(self.timed(after)).await,
                 None => self.body().await,
             };
+            self.end(terminal).await;
+            guard.delivered = true;
+        }
+    }
+
+    /// The task's end, once its body has ended: wait for its subtree, tell
+    /// the hooks, deliver the terminal item and count it. A function of its
+    /// own, taking the body's end whole, so that it takes no room in the
+    /// task's future while the body runs.
+    async fn end(&self, terminal: Terminal) {
+        {
             // A task ends after its subtree: every run nested in it has been
             // cancelled or has ended; wait until their tasks have stopped.
             for child in self.lane.run.shared.nested_in(&self.spec.key) {
@@ -136,8 +147,12 @@ impl Actor {
                 }
                 _ => {
                     span.record("outcome", "cancelled");
-                    let reason = error.map(|e| e.message).unwrap_or_default();
-                    tracing::debug!(outcome = "cancelled", %reason, "task cancelled");
+                    // The reason is made again only when the event is wanted.
+                    tracing::debug!(
+                        outcome = "cancelled",
+                        reason = %self.lane.cancel_reason().message,
+                        "task cancelled"
+                    );
                 }
             }
             self.lane
@@ -148,8 +163,13 @@ impl Actor {
                     ItemKind::Failed => Ended::Failed,
                     _ => Ended::Cancelled,
                 }));
-            guard.delivered = true;
         }
+    }
+
+    /// Cancel the task (and its subtree) for `reason`.
+    fn cancel(&self, reason: CancelReason) {
+        let _ = self.lane.task.reason.set(reason);
+        self.lane.token.cancel();
     }
 
     /// The body under the task's timeout. Time the task spends paused at
@@ -172,7 +192,7 @@ impl Actor {
                         continue;
                     }
                     // The subtree learns why it is cancelled.
-                    self.control.cancel(CancelReason::Timeout);
+                    self.cancel(CancelReason::Timeout);
                     return Terminal::Failed {
                         action: None,
                         error: TaskError::timed_out(&self.spec.key, after),
@@ -213,8 +233,8 @@ impl Actor {
         }
     }
 
-    /// Hand the terminal item over; returns the kind actually delivered and
-    /// the error or cancellation reason.
+    /// Hand the terminal item over; returns the kind actually delivered and,
+    /// for a failure, its error.
     async fn deliver(&self, terminal: Terminal) -> (ItemKind, Option<TaskError>) {
         let lane = &self.lane;
         let slot = Some(SlotHold(Arc::clone(lane)));
@@ -229,11 +249,8 @@ impl Actor {
             }
             Terminal::Cancelled { action } => {
                 let reason = lane.cancel_reason();
-                lane.push_terminal(
-                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
-                    slot,
-                );
-                return (ItemKind::Cancelled, Some(reason));
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
+                return (ItemKind::Cancelled, None);
             }
         };
         let report = Report {
@@ -252,29 +269,24 @@ impl Actor {
             Ok(()) => (kind, None),
             Err(Stopped) => {
                 let reason = lane.cancel_reason();
-                lane.push_terminal(
-                    Report::new(ItemKind::Cancelled, action, Some(reason.clone())),
-                    slot,
-                );
-                (ItemKind::Cancelled, Some(reason))
+                lane.push_terminal(Report::new(ItemKind::Cancelled, action, Some(reason)), slot);
+                (ItemKind::Cancelled, None)
             }
         }
     }
 
     async fn body(&self) -> Terminal {
-        let lane = &self.lane;
-        let spec = &self.spec;
-        if let Some(graph) = &spec.graph_name {
+        if let Some(graph) = &self.spec.graph_name {
             // Boxed: only named tasks pay for the executor's future.
             return Box::pin(self.remote(graph)).await;
         }
-        if let Some(unknown) = spec.halt.unknown_action(&spec.graph) {
+        if let Some(unknown) = self.spec.halt.unknown_action(&self.spec.graph) {
             return Terminal::Failed {
                 action: None,
-                error: TaskError::bad_halt(&spec.key, unknown),
+                error: TaskError::bad_halt(&self.spec.key, unknown),
             };
         }
-        if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
+        if self.lane.wait_gates().await.is_err() || self.lane.token.is_cancelled() {
             return Terminal::Cancelled { action: None };
         }
         let mut app = match self.build().await {
@@ -288,7 +300,7 @@ impl Actor {
         };
         let _ = self.info.set(Arc::clone(app.info()));
         if let Err(panic) = call_hooks(&self.config.hooks, HookMethod::OnTaskSpawn, |h| {
-            h.on_task_spawn(app.info(), &spec.key)
+            h.on_task_spawn(app.info(), &self.spec.key)
         }) {
             return Terminal::Failed {
                 action: None,
@@ -300,14 +312,14 @@ impl Actor {
         }
         let terminal = self.steps(&mut app).await;
         if matches!(terminal, Terminal::Cancelled { .. })
-            && self.control.reason() == Some(CancelReason::Task)
+            && self.lane.task.reason.get() == Some(&CancelReason::Task)
             && self.config.persister.is_some()
         {
             // The user cancelled this very task: remember it, so that a
-            // later run with the same run id leaves it cancelled.
-            if let Err(error) = app.save_cancelled().await {
-                tracing::warn!(%error, "the task's cancellation could not be saved");
-            }
+            // later run with the same run id leaves it cancelled. (Boxed,
+            // the application with it: rare, and it would otherwise take
+            // room in every task's future.)
+            return Box::pin(save_cancelled(app, terminal)).await;
         }
         terminal
     }
@@ -342,8 +354,8 @@ impl Actor {
             app_id: Arc::clone(&lane.app_id),
             graph: Arc::clone(graph),
             state: spec.state.clone(),
-            entrypoint: spec.entrypoint.clone(),
-            halt: spec.halt.clone(),
+            entrypoint: spec.entrypoint.as_deref().map(str::to_owned),
+            halt: RunOptions::clone(&spec.halt),
             tokens: lane.streams_tokens(),
             nodes: self.config.intermediate_nodes && !final_only,
         };
@@ -374,7 +386,7 @@ impl Actor {
         let checkpoint = app.resumed_from()?;
         match checkpoint.status {
             StepStatus::Cancelled if !self.config.resume_cancelled => {
-                self.control.cancel(CancelReason::Earlier);
+                self.cancel(CancelReason::Earlier);
                 Some(Terminal::Cancelled {
                     action: Some(Arc::from(checkpoint.action.as_str())),
                 })
@@ -398,135 +410,124 @@ impl Actor {
     }
 
     /// Step the application until it halts, fails or is cancelled.
-    async fn steps(&self, app: &mut Application) -> Terminal {
-        let lane = &self.lane;
-        let spec = &self.spec;
-        let nodes =
-            self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
-        let next_name = |app: &Application| app.next_action_name().cloned();
-        // The waits before the retries of the step failing now (boxed: only
-        // a failing task pays for it).
-        let mut backoffs: Option<Box<backon::ExponentialBackoff>> = None;
-        let mut failures = 0u32;
-        loop {
-            // Core's step spends tokio's cooperative budget too; this keeps
-            // the pause and cancel checks below in the same budget, so a
-            // task whose steps never await always lets timeouts, cancel and
-            // pause in.
-            tokio::task::consume_budget().await;
-            if lane.wait_gates().await.is_err() {
-                return Terminal::Cancelled {
-                    action: next_name(app),
-                };
-            }
-            // The step's result lives only in this block, so that it takes
-            // no room in this future at the awaits below.
-            let after = {
-                let advance = tokio::select! {
-                    biased;
-                    _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
-                    a = AssertUnwindSafe(app.advance_split(&spec.halt)).catch_unwind() => a,
-                };
-                match advance {
-                    Err(payload) => {
-                        // A panic that escaped the step: the application can
-                        // not go on.
-                        let action = next_name(app);
-                        let what = format!("a step of task `{}`", spec.key);
-                        let mut error = TaskError::panicked(&what, &*payload);
-                        error.action = action.as_deref().map(str::to_owned);
-                        return Terminal::Failed { action, error };
-                    }
-                    Ok(Ok(split)) => Ok(split),
-                    Ok(Err(_)) if lane.token.is_cancelled() => {
-                        // Cancelled while the step ran: its action saw the
-                        // cancellation (an emit that could not be delivered)
-                        // before this select did. That is a cancellation,
-                        // not a failure.
-                        return Terminal::Cancelled {
-                            action: next_name(app),
-                        };
-                    }
-                    Ok(Err(error)) => {
-                        let action = next_name(app);
-                        let task_error = TaskError::from_application(&error, action.as_deref());
-                        // A hook that panicked after the step kept it: the
-                        // task can not trust its hooks any more.
-                        failures += 1;
-                        let retry = &self.config.retry;
-                        let wait = if retry.is_none()
-                            || matches!(error, tributary_core::ApplicationError::Hook(_))
-                            || !retry.should_retry(&error)
-                        {
-                            None
-                        } else {
-                            backoffs
-                                .get_or_insert_with(|| Box::new(retry.backoff_iter()))
-                                .next()
-                                .map(crate::config::round_backoff)
-                        };
-                        let Some(wait) = wait else {
-                            return Terminal::Failed {
-                                action,
-                                error: task_error,
-                            };
-                        };
-                        tracing::info!(attempt = failures, wait = ?wait, error = %task_error, "step failed; retrying");
-                        Err(wait)
-                    }
-                }
-            };
-            let (node, outcome) = match after {
-                Ok(split) => split,
-                Err(wait) => {
+    /// (A plain `fn` returning an `async move` block, which, unlike an
+    /// `async fn`, keeps no second copy of its arguments: this future lives
+    /// in every running task.)
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    fn steps<'a>(&'a self, app: &'a mut Application) -> impl Future<Output = Terminal> + Send + 'a {
+        async move {
+            let nodes =
+                self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
+            let next_name = |app: &Application| app.next_action_name().cloned();
+            // The waits before the retries of the step failing now (boxed: only
+            // a failing task pays for it).
+            let mut backoffs: Option<Box<backon::ExponentialBackoff>> = None;
+            let mut failures = 0u32;
+            // The wait before retrying the step that just failed.
+            let mut retry_wait: Option<Duration> = None;
+            loop {
+                if let Some(wait) = retry_wait.take() {
                     tokio::select! {
                         biased;
-                        _ = lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
+                        _ = self.lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    continue;
                 }
-            };
-            failures = 0;
-            backoffs = None;
-            let final_item = |o: Halted| Terminal::Final {
-                action: o.action,
-                result: o.result,
-                state: o.state,
-            };
-            let Some(node) = node.filter(|_| nodes) else {
-                match outcome {
-                    Some(end) => return final_item(end),
-                    None => continue,
+                // Core's step spends tokio's cooperative budget too; this keeps
+                // the pause and cancel checks below in the same budget, so a
+                // task whose steps never await always lets timeouts, cancel and
+                // pause in.
+                tokio::task::consume_budget().await;
+                if self.lane.wait_gates().await.is_err() {
+                    return Terminal::Cancelled {
+                        action: next_name(app),
+                    };
                 }
-            };
-            // The end, boxed: it lives across the node item's send only when
-            // the task halts before an action (rare), and would otherwise
-            // take room in every task's future.
-            let end = outcome.map(Box::new);
-            if self.node_item(node).await.is_err() {
-                return Terminal::Cancelled {
-                    action: next_name(app),
+                // The step's result lives only in this block, so that it takes
+                // no room in this future at the awaits below.
+                let (node, outcome) = {
+                    let advance = tokio::select! {
+                        biased;
+                        _ = self.lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
+                        a = AssertUnwindSafe(app.advance_split(&self.spec.halt)).catch_unwind() => a,
+                    };
+                    match advance {
+                        Err(payload) => {
+                            // A panic that escaped the step: the application can
+                            // not go on.
+                            let action = next_name(app);
+                            let what = format!("a step of task `{}`", self.spec.key);
+                            let mut error = TaskError::panicked(&what, &*payload);
+                            error.action = action.as_deref().map(str::to_owned);
+                            return Terminal::Failed { action, error };
+                        }
+                        Ok(Ok(split)) => split,
+                        Ok(Err(_)) if self.lane.token.is_cancelled() => {
+                            // Cancelled while the step ran: its action saw the
+                            // cancellation (an emit that could not be delivered)
+                            // before this select did. That is a cancellation,
+                            // not a failure.
+                            return Terminal::Cancelled {
+                                action: next_name(app),
+                            };
+                        }
+                        Ok(Err(error)) => {
+                            let action = next_name(app);
+                            let task_error = TaskError::from_application(&error, action.as_deref());
+                            // A hook that panicked after the step kept it: the
+                            // task can not trust its hooks any more.
+                            failures += 1;
+                            let retry = &self.config.retry;
+                            let wait = if retry.is_none()
+                                || matches!(error, tributary_core::ApplicationError::Hook(_))
+                                || !retry.should_retry(&error)
+                            {
+                                None
+                            } else {
+                                backoffs
+                                    .get_or_insert_with(|| Box::new(retry.backoff_iter()))
+                                    .next()
+                                    .map(crate::config::round_backoff)
+                            };
+                            let Some(wait) = wait else {
+                                return Terminal::Failed {
+                                    action,
+                                    error: task_error,
+                                };
+                            };
+                            tracing::info!(attempt = failures, wait = ?wait, error = %task_error, "step failed; retrying");
+                            retry_wait = Some(wait);
+                            continue;
+                        }
+                    }
                 };
-            }
-            if let Some(end) = end {
-                return final_item(*end);
+                failures = 0;
+                backoffs = None;
+                let final_item = |o: Halted| Terminal::Final {
+                    action: o.action,
+                    result: o.result,
+                    state: o.state,
+                };
+                let Some(node) = node.filter(|_| nodes) else {
+                    match outcome {
+                        Some(end) => return final_item(end),
+                        None => continue,
+                    }
+                };
+                // The end, boxed: it lives across the node item's send only when
+                // the task halts before an action (rare), and would otherwise
+                // take room in every task's future.
+                let end = outcome.map(Box::new);
+                if self.lane.send(node_report(node), None).await.is_err() {
+                    return Terminal::Cancelled {
+                        action: next_name(app),
+                    };
+                }
+                if let Some(end) = end {
+                    return final_item(*end);
+                }
             }
         }
-    }
-
-    /// Stream the node item of an intermediate step. A function of its own
-    /// so that the record and the send do not take room in the body's
-    /// future at every other await.
-    async fn node_item(&self, record: StepRecord) -> Result<(), Stopped> {
-        let report = Report {
-            kind: ItemKind::NodeComplete,
-            action: Some(record.action),
-            result: Some(record.result),
-            state: Some(record.state),
-            error: None,
-        };
-        self.lane.send(report, None).await
     }
 
     /// The task's application. Without a persister there is nothing to
@@ -560,7 +561,7 @@ impl Actor {
             lane: Arc::clone(lane),
         });
         if let Some(entry) = &spec.entrypoint {
-            builder = builder.entrypoint(entry.clone());
+            builder = builder.entrypoint(&**entry);
         }
         if let Some(key) = &config.partition_key {
             builder = builder.partition_key(key.clone());
@@ -575,6 +576,27 @@ impl Actor {
             builder = builder.persister(Arc::clone(persister)).resume();
         }
         builder
+    }
+}
+
+/// Save that the user cancelled the task; hands its end back.
+async fn save_cancelled(app: Application, terminal: Terminal) -> Terminal {
+    if let Err(error) = app.save_cancelled().await {
+        tracing::warn!(%error, "the task's cancellation could not be saved");
+    }
+    terminal
+}
+
+/// The node item of an intermediate step. A function of its own, taking
+/// the record whole, so that the record takes no room in the actor's
+/// future.
+fn node_report(record: StepRecord) -> Report {
+    Report {
+        kind: ItemKind::NodeComplete,
+        action: Some(record.action),
+        result: Some(record.result),
+        state: Some(record.state),
+        error: None,
     }
 }
 

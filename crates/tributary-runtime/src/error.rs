@@ -90,7 +90,8 @@ impl TaskError {
 
     /// The error of a task cancelled for `reason`.
     pub fn cancelled(reason: CancelReason) -> Self {
-        TaskError::new(TaskErrorKind::Cancelled(reason), reason.to_string(), None)
+        // The message is a fixed text: copied, not formatted.
+        TaskError::new(TaskErrorKind::Cancelled(reason), reason.message(), None)
     }
 
     /// Why the task was cancelled, when it was.

@@ -30,9 +30,10 @@ pub enum CancelReason {
     Earlier,
 }
 
-impl std::fmt::Display for CancelReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl CancelReason {
+    /// The reason, for people.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
             CancelReason::Handle => "cancelled through the run handle",
             CancelReason::Task => "cancelled through the run handle's cancel_task",
             CancelReason::Policy => "cancelled by the completion policy",
@@ -41,6 +42,12 @@ impl std::fmt::Display for CancelReason {
             CancelReason::Parent => "the enclosing task ended",
             CancelReason::StreamDropped => "the run's stream was dropped",
             CancelReason::Earlier => "cancelled by the user in an earlier run",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
     }
 }

@@ -5,6 +5,13 @@ use std::sync::Arc;
 
 use tributary_core::{Action, Graph, Inputs, RunOptions, State};
 
+/// The options of a task that sets none, shared by every such task.
+fn no_options() -> Arc<RunOptions> {
+    static NONE: std::sync::LazyLock<Arc<RunOptions>> =
+        std::sync::LazyLock::new(|| Arc::new(RunOptions::new()));
+    Arc::clone(&NONE)
+}
+
 /// One task: a subgraph application to run, from an entrypoint to a halt
 /// point, on a state, with inputs, under a key unique within its run.
 ///
@@ -27,10 +34,12 @@ use tributary_core::{Action, Graph, Inputs, RunOptions, State};
 pub struct TaskSpec {
     pub(crate) key: Arc<str>,
     pub(crate) graph: Graph,
-    pub(crate) entrypoint: Option<String>,
-    pub(crate) halt: RunOptions,
+    pub(crate) entrypoint: Option<Box<str>>,
+    /// Shared: most tasks of a run have the same (often empty) options,
+    /// and a task's actor keeps them for as long as it runs.
+    pub(crate) halt: Arc<RunOptions>,
     pub(crate) state: State,
-    pub(crate) app_id: Option<String>,
+    pub(crate) app_id: Option<Box<str>>,
     /// The graph's name, for a task run by a [`TaskExecutor`](crate::TaskExecutor).
     pub(crate) graph_name: Option<Arc<str>>,
 }
@@ -54,7 +63,7 @@ impl TaskSpec {
             key: Arc::from(key.into()),
             graph,
             entrypoint: None,
-            halt: RunOptions::new(),
+            halt: no_options(),
             state: State::new(),
             app_id: None,
             graph_name: None,
@@ -136,7 +145,7 @@ impl TaskSpec {
 
     /// Start at `action` instead of the graph's entrypoint.
     pub fn entrypoint(mut self, action: impl Into<String>) -> Self {
-        self.entrypoint = Some(action.into());
+        self.entrypoint = Some(action.into().into_boxed_str());
         self
     }
 
@@ -147,7 +156,8 @@ impl TaskSpec {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
-        self.halt = self.halt.halt_after(actions);
+        let halt = Arc::make_mut(&mut self.halt);
+        *halt = std::mem::take(halt).halt_after(actions);
         self
     }
 
@@ -157,13 +167,20 @@ impl TaskSpec {
         I: IntoIterator<Item = K>,
         K: Into<String>,
     {
-        self.halt = self.halt.halt_before(actions);
+        let halt = Arc::make_mut(&mut self.halt);
+        *halt = std::mem::take(halt).halt_before(actions);
         self
     }
 
     /// Inputs for every step of the task.
     pub fn inputs(mut self, inputs: Inputs) -> Self {
-        self.halt = self.halt.inputs(inputs);
+        if inputs.is_empty() && self.halt.get_inputs().is_empty() {
+            // Nothing changes: the options stay shared (a parallel action
+            // gives every child its inputs, most often none).
+            return self;
+        }
+        let halt = Arc::make_mut(&mut self.halt);
+        *halt = std::mem::take(halt).inputs(inputs);
         self
     }
 
@@ -171,7 +188,7 @@ impl TaskSpec {
     /// [`run_id`](crate::RunConfig::run_id) and the key, stable across
     /// processes; without a run id, unique to the process).
     pub fn app_id(mut self, app_id: impl Into<String>) -> Self {
-        self.app_id = Some(app_id.into());
+        self.app_id = Some(app_id.into().into_boxed_str());
         self
     }
 

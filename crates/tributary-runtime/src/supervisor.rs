@@ -326,7 +326,7 @@ impl Supervisor {
 
     fn app_id(&self, spec: &TaskSpec) -> Arc<str> {
         match &spec.app_id {
-            Some(id) => Arc::from(id.as_str()),
+            Some(id) => Arc::from(&**id),
             None => self.ids.id_arc(&spec.key),
         }
     }

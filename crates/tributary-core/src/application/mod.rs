@@ -61,7 +61,7 @@ use futures_util::stream::BoxStream;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::action::{ActionContext, Extensions, HookPanicSlot, StreamSink};
+use crate::action::{Action, ActionContext, Extensions, HookPanicSlot, StreamSink};
 use crate::error::{ActionError, ApplicationError, HookMethod};
 use crate::graph::Graph;
 use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
@@ -377,20 +377,34 @@ impl Application {
         self.step_with(inputs, None).await
     }
 
-    pub(crate) async fn step_with(
-        &mut self,
-        inputs: &Inputs,
+    #[allow(clippy::manual_async_fn)] // on purpose, see the comment inside
+    pub(crate) fn step_with<'a>(
+        &'a mut self,
+        inputs: &'a Inputs,
         sink_override: Option<Arc<dyn StreamSink>>,
-    ) -> Result<Option<StepRecord>, ApplicationError> {
-        // Give the scheduler a chance between steps: a graph whose actions
-        // never wait would otherwise keep its thread forever, and no timeout,
-        // cancellation or pause around it could get in. The budget yields
-        // once every hundred-odd steps, not every step.
-        tokio::task::coop::consume_budget().await;
-        let Some(index) = self.next_action else {
-            return Ok(None);
-        };
-        let action = Arc::clone(self.graph.action_at(index));
+    ) -> impl Future<Output = Result<Option<StepRecord>, ApplicationError>> + Send + 'a {
+        // A plain `fn` returning an `async move` block: an `async fn` keeps
+        // a second copy of its arguments in its future.
+        async move {
+            // Give the scheduler a chance between steps: a graph whose
+            // actions never wait would otherwise keep its thread forever,
+            // and no timeout, cancellation or pause around it could get in.
+            // The budget yields once every hundred-odd steps, not every step.
+            tokio::task::coop::consume_budget().await;
+            let Some((step, span)) = self.begin_step() else {
+                return Ok(None);
+            };
+            self.run_step(step, inputs, sink_override)
+                .instrument(span)
+                .await
+        }
+    }
+
+    /// The next step's place and span (`None`: no action is left). Not
+    /// `async`, so that the locals it borrows take no room in the step's
+    /// future.
+    fn begin_step(&mut self) -> Option<(StepCall, tracing::Span)> {
+        let index = self.next_action?;
         let name: Arc<str> = Arc::clone(self.graph.name_at(index));
         let seq = self.next_seq;
         self.last_seq = Some(seq);
@@ -405,154 +419,234 @@ impl Application {
         // Without a subscriber interested in the span, skip looking it up
         // again to record the outcome.
         let traced = !span.is_disabled();
+        Some((
+            StepCall {
+                index,
+                seq,
+                name,
+                traced,
+            },
+            span,
+        ))
+    }
+
+    /// The step itself, inside its span. Only what the step needs after its
+    /// action has run lives across the action's await: the preparations
+    /// (hooks, inputs, context) are made by [`start_action`](Self::start_action),
+    /// the checkpoint is saved from a boxed future and the end is made by
+    /// [`finish_step`](Self::finish_step), so that a task suspended in an
+    /// action keeps a small future. (A plain `fn` returning an `async move`
+    /// block: an `async fn` keeps a second copy of its arguments.)
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    fn run_step<'a>(
+        &'a mut self,
+        step: StepCall,
+        inputs: &'a Inputs,
+        sink_override: Option<Arc<dyn StreamSink>>,
+    ) -> impl Future<Output = Result<Option<StepRecord>, ApplicationError>> + Send + 'a {
         async move {
+            let action = Arc::clone(self.graph.action_at(step.index));
             let emitted = self.step_counter();
-            let selected = inputs.select(&name, action.inputs());
             let mut guard = StepGuard {
                 hooks: None,
                 armed: true,
             };
-            let mut before = Ok(());
-            if !self.hooks.is_empty() {
-                // Boxed: applications without hooks (the common case for
-                // runtime tasks) keep no room for it in the step's future.
-                let hooks = guard.hooks.insert(Box::new(StepHooks {
-                    app: Arc::clone(&self.info),
-                    hooks: Arc::clone(&self.hooks),
-                    action: Arc::clone(&name),
-                    seq,
-                    state: self.state.clone(),
-                    inputs: selected.as_ref().cloned().unwrap_or_default(),
-                    emitted: Arc::clone(&emitted),
-                    hook_panic: HookPanicSlot::default(),
-                }));
-                let info = hooks.info();
-                before = call_hooks(&self.hooks, HookMethod::BeforeStep, |hook| {
-                    hook.before_step(&info)
-                });
-            }
-
-            let outcome = match (before, selected) {
-                (Err(panic), _) => Err(ActionError::HookPanicked {
-                    action: name.to_string(),
-                    panic,
-                }),
-                (Ok(()), Err(e)) => Err(e),
-                (Ok(()), Ok(step_inputs)) => {
-                    let ctx = ActionContext {
-                        app: Arc::clone(&self.info),
-                        sequence_id: seq,
-                        action: Arc::clone(&name),
-                        sink: sink_override.or_else(|| self.sink.clone()),
-                        hooks: Arc::clone(&self.hooks),
-                        emitted: Arc::clone(&emitted),
-                        hook_panic: guard.hooks.as_ref().map(|h| Arc::clone(&h.hook_panic)),
-                        extensions: Arc::clone(&self.extensions),
-                        persister: self.persister.clone(),
-                    };
-                    let run = action.run(self.state.clone(), step_inputs, ctx);
-                    let ran = match AssertUnwindSafe(run).catch_unwind().await {
-                        Err(payload) => Err(ActionError::panicked(&name, payload)),
-                        Ok(Err(source)) => Err(ActionError::Failed {
-                            action: name.to_string(),
-                            source,
-                        }),
-                        Ok(Ok((result, state))) => {
-                            validate(&name, action.writes(), &self.state, &result, &state)
-                                .and_then(|()| self.graph.next(index, &state))
-                                .map(|next| (result, state, next))
-                        }
-                    };
-                    // A stream-item hook that panicked fails the step,
-                    // whatever the action made of its emit error.
-                    match guard.hooks.as_ref().and_then(|h| h.hook_panic.get()) {
-                        Some(panic) => Err(ActionError::HookPanicked {
-                            action: name.to_string(),
-                            panic: panic.clone(),
-                        }),
-                        None => ran,
-                    }
+            let started =
+                self.start_action(&action, &step, inputs, sink_override, &emitted, &mut guard);
+            let outcome = match started {
+                Err(e) => Err(*e),
+                Ok(run) => {
+                    let ran = AssertUnwindSafe(run).catch_unwind().await;
+                    self.action_ran(&action, &step, ran, &guard)
                 }
             };
-
-            if let Some(persister) = &self.persister {
-                let (status, state, result) = match &outcome {
-                    Ok((result, state, _)) => {
-                        (StepStatus::Completed, state.clone(), Some(result.clone()))
+            let outcome = if self.persister.is_some() {
+                // Boxed, and the outcome with it: the checkpoint would
+                // otherwise take room in every step's future, with or
+                // without a persister.
+                match Box::pin(self.save_step(&step, outcome)).await {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        // The hooks hear the step was abandoned: nothing
+                        // was kept.
+                        record_failure(&error);
+                        guard.armed = false;
+                        guard.abandon_hooks();
+                        return Err(error);
                     }
-                    Err(_) => (StepStatus::Failed, self.state.clone(), None),
-                };
-                // Boxed: the checkpoint would otherwise take room in every
-                // step's future, with or without a persister.
-                let saved = Box::pin(save_checkpoint(
-                    persister.as_ref(),
-                    &self.info,
-                    seq,
-                    &name,
-                    status,
-                    state,
-                    result,
-                ))
-                .await;
-                if let Err(error) = saved {
-                    // The hooks hear the step was abandoned: nothing was
-                    // kept.
-                    record_failure(&error);
-                    guard.armed = false;
-                    guard.abandon_hooks();
-                    return Err(error);
                 }
-            }
-
+            } else {
+                outcome
+            };
             let items = emitted.load(Ordering::Relaxed);
             guard.armed = false;
-            let mut after = Ok(());
-            if let Some(hooks) = &guard.hooks {
-                let info = hooks.info();
-                let hook_outcome = match &outcome {
-                    Ok((result, state, _)) => StepOutcome::Completed {
-                        result,
-                        state,
-                        items,
-                    },
-                    Err(error) => StepOutcome::Failed { error, items },
-                };
-                after = call_hooks(&self.hooks, HookMethod::AfterStep, |hook| {
-                    hook.after_step(&info, &hook_outcome)
-                });
-            }
-            match outcome {
-                Ok((result, state, next)) => {
-                    self.state = state.clone();
-                    self.next_action = next;
-                    self.next_seq = seq + 1;
-                    if traced {
-                        tracing::Span::current().record("outcome", "completed");
-                    }
-                    tracing::debug!(items, "step completed");
-                    // The step is kept (its checkpoint says completed); a
-                    // panicking after_step hook still stops the run.
-                    after.map_err(ApplicationError::Hook)?;
-                    Ok(Some(StepRecord {
-                        sequence_id: seq,
-                        action: name,
-                        result,
-                        state,
-                        items,
-                    }))
-                }
-                Err(source) => {
-                    let error = ApplicationError::Step {
-                        sequence_id: seq,
-                        source,
-                    };
-                    record_failure(&error);
-                    Err(error)
-                }
+            self.finish_step(step, outcome, items, &guard)
+        }
+    }
+
+    /// Tell the hooks a step begins, select its inputs and start its
+    /// action.
+    fn start_action<'a>(
+        &self,
+        action: &'a Arc<dyn Action>,
+        step: &StepCall,
+        inputs: &Inputs,
+        sink_override: Option<Arc<dyn StreamSink>>,
+        emitted: &Arc<AtomicU64>,
+        guard: &mut StepGuard,
+    ) -> Result<ActionFuture<'a>, Box<ActionError>> {
+        let name = &step.name;
+        let selected = inputs.select(name, action.inputs());
+        if !self.hooks.is_empty() {
+            // Boxed: applications without hooks (the common case for
+            // runtime tasks) keep no room for it in the step's future.
+            let hooks = guard.hooks.insert(Box::new(StepHooks {
+                app: Arc::clone(&self.info),
+                hooks: Arc::clone(&self.hooks),
+                action: Arc::clone(name),
+                seq: step.seq,
+                state: self.state.clone(),
+                inputs: selected.as_ref().cloned().unwrap_or_default(),
+                emitted: Arc::clone(emitted),
+                hook_panic: HookPanicSlot::default(),
+            }));
+            let info = hooks.info();
+            if let Err(panic) = call_hooks(&self.hooks, HookMethod::BeforeStep, |hook| {
+                hook.before_step(&info)
+            }) {
+                return Err(Box::new(ActionError::HookPanicked {
+                    action: name.to_string(),
+                    panic,
+                }));
             }
         }
-        .instrument(span)
-        .await
+        let step_inputs = selected.map_err(Box::new)?;
+        let ctx = ActionContext {
+            app: Arc::clone(&self.info),
+            sequence_id: step.seq,
+            action: Arc::clone(name),
+            sink: sink_override.or_else(|| self.sink.clone()),
+            hooks: Arc::clone(&self.hooks),
+            emitted: Arc::clone(emitted),
+            hook_panic: guard.hooks.as_ref().map(|h| Arc::clone(&h.hook_panic)),
+            extensions: Arc::clone(&self.extensions),
+            persister: self.persister.clone(),
+        };
+        Ok(action.run(self.state.clone(), step_inputs, ctx))
+    }
+
+    /// What a step's action came back with: its result and new state,
+    /// validated, and the next action; or why the step failed.
+    fn action_ran(
+        &self,
+        action: &Arc<dyn Action>,
+        step: &StepCall,
+        ran: std::thread::Result<crate::action::ActionResult>,
+        guard: &StepGuard,
+    ) -> StepResult {
+        let name = &step.name;
+        let ran = match ran {
+            Err(payload) => Err(ActionError::panicked(name, payload)),
+            Ok(Err(source)) => Err(ActionError::Failed {
+                action: name.to_string(),
+                source,
+            }),
+            // The application's state is still the one before the step.
+            Ok(Ok((result, state))) => {
+                validate(name, action.writes(), &self.state, &result, &state)
+                    .and_then(|()| self.graph.next(step.index, &state))
+                    .map(|next| (result, state, next))
+            }
+        };
+        // A stream-item hook that panicked fails the step, whatever the
+        // action made of its emit error.
+        match guard.hooks.as_ref().and_then(|h| h.hook_panic.get()) {
+            Some(panic) => Err(ActionError::HookPanicked {
+                action: name.to_string(),
+                panic: panic.clone(),
+            }),
+            None => ran,
+        }
+    }
+
+    /// Save the step's checkpoint; the step's outcome is handed back.
+    async fn save_step(
+        &self,
+        step: &StepCall,
+        outcome: StepResult,
+    ) -> Result<StepResult, ApplicationError> {
+        let Some(persister) = &self.persister else {
+            return Ok(outcome);
+        };
+        let (status, state, result) = match &outcome {
+            Ok((result, state, _)) => (StepStatus::Completed, state.clone(), Some(result.clone())),
+            Err(_) => (StepStatus::Failed, self.state.clone(), None),
+        };
+        save_checkpoint(
+            persister.as_ref(),
+            &self.info,
+            step.seq,
+            &step.name,
+            status,
+            state,
+            result,
+        )
+        .await?;
+        Ok(outcome)
+    }
+
+    /// Tell the hooks how the step ended and keep it (or not).
+    fn finish_step(
+        &mut self,
+        step: StepCall,
+        outcome: StepResult,
+        items: u64,
+        guard: &StepGuard,
+    ) -> Result<Option<StepRecord>, ApplicationError> {
+        let mut after = Ok(());
+        if let Some(hooks) = &guard.hooks {
+            let info = hooks.info();
+            let hook_outcome = match &outcome {
+                Ok((result, state, _)) => StepOutcome::Completed {
+                    result,
+                    state,
+                    items,
+                },
+                Err(error) => StepOutcome::Failed { error, items },
+            };
+            after = call_hooks(&self.hooks, HookMethod::AfterStep, |hook| {
+                hook.after_step(&info, &hook_outcome)
+            });
+        }
+        match outcome {
+            Ok((result, state, next)) => {
+                self.state = state.clone();
+                self.next_action = next;
+                self.next_seq = step.seq + 1;
+                if step.traced {
+                    tracing::Span::current().record("outcome", "completed");
+                }
+                tracing::debug!(items, "step completed");
+                // The step is kept (its checkpoint says completed); a
+                // panicking after_step hook still stops the run.
+                after.map_err(ApplicationError::Hook)?;
+                Ok(Some(StepRecord {
+                    sequence_id: step.seq,
+                    action: step.name,
+                    result,
+                    state,
+                    items,
+                }))
+            }
+            Err(source) => {
+                let error = ApplicationError::Step {
+                    sequence_id: step.seq,
+                    source,
+                };
+                record_failure(&error);
+                Err(error)
+            }
+        }
     }
 
     /// A zeroed output counter for the next step: the last step's, when no
@@ -1014,6 +1108,23 @@ fn record_failure(error: &ApplicationError) {
     span.record("error_kind", error.kind());
     tracing::warn!(error_kind = error.kind(), error = %error, "step failed");
 }
+
+/// A step's place: the action's index, the sequence id, the action's
+/// name, and whether its span is traced.
+struct StepCall {
+    index: usize,
+    seq: u64,
+    name: Arc<str>,
+    traced: bool,
+}
+
+/// A step's outcome: the action's result, the new state and the next
+/// action, or why the step failed.
+type StepResult = Result<(Value, State, Option<usize>), ActionError>;
+
+/// An action's future.
+type ActionFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = crate::action::ActionResult> + Send + 'a>>;
 
 /// What the step hooks are told about a step.
 struct StepHooks {

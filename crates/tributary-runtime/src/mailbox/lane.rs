@@ -3,6 +3,8 @@
 //! merger's control channel, never waiting), forwards the items of tasks
 //! nested in the task, and holds the task's gates and token.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -186,8 +188,61 @@ impl Lane {
 
     /// Send an item of the task, waiting for room (that is the
     /// backpressure) unless the task is cancelled.
-    pub(crate) async fn send(&self, report: Report, slot: Option<SlotHold>) -> Result<(), Stopped> {
-        let permit = self.reserve().await?;
+    ///
+    /// The item is sent when there is room at the call (the common case):
+    /// the returned future then only reports it, and holds neither the
+    /// item nor a wait; only a send that must wait for room boxes the item
+    /// and the wait, so that the futures of every task stay small.
+    pub(crate) fn send(
+        &self,
+        report: Report,
+        slot: Option<SlotHold>,
+    ) -> impl Future<Output = Result<(), Stopped>> + Send + '_ {
+        let sent = self.send_or_wait(report, slot);
+        async move {
+            match sent {
+                Ok(None) => Ok(()),
+                Ok(Some(wait)) => wait.await,
+                Err(Stopped) => Err(Stopped),
+            }
+        }
+    }
+
+    /// Send now when there is room (`Ok(None)`), or hand back a boxed
+    /// future that waits for room and then sends.
+    #[allow(clippy::type_complexity)]
+    fn send_or_wait(
+        &self,
+        report: Report,
+        slot: Option<SlotHold>,
+    ) -> Result<Option<Pin<Box<dyn Future<Output = Result<(), Stopped>> + Send + '_>>>, Stopped>
+    {
+        if self.token.is_cancelled() {
+            return Err(Stopped);
+        }
+        // Room now is the common case: take it without registering with the
+        // token's and the channel's waiter lists (two locks each way).
+        match self.out.try_reserve() {
+            Ok(permit) => {
+                self.send_with(permit, report, slot);
+                Ok(None)
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => Err(Stopped),
+            Err(mpsc::error::TrySendError::Full(())) => Ok(Some(Box::pin(async move {
+                let permit = self.wait_for_room().await?;
+                self.send_with(permit, report, slot);
+                Ok(())
+            }))),
+        }
+    }
+
+    /// Number the item and send it with `permit`.
+    fn send_with(
+        &self,
+        permit: mpsc::Permit<'_, Envelope>,
+        report: Report,
+        slot: Option<SlotHold>,
+    ) {
         let terminal = report.kind.is_terminal();
         // Number and send under one lock so that concurrent emitters of one
         // task (an action that emits from spawned subtasks) keep `seq` in
@@ -206,7 +261,6 @@ impl Lane {
         });
         counters.own += 1;
         counters.lane += 1;
-        Ok(())
     }
 
     /// Forward an item of a task nested in this one, if the run's switches
@@ -269,6 +323,11 @@ impl Lane {
         if self.gates.is_open() {
             return Ok(());
         }
+        // Boxed: only a paused task pays for the wait's room.
+        Box::pin(self.wait_paused()).await
+    }
+
+    async fn wait_paused(&self) -> Result<(), Stopped> {
         let _paused = PausedGuard::enter(self);
         tokio::select! {
             biased;
