@@ -410,9 +410,19 @@ impl RedisQueue {
                 .arg("STREAMS")
                 .arg(&self.name)
                 .arg(&last);
-            self.once_on::<redis::Value>(&self.waits, &cmd, block + self.timeout)
-                .await
-                .map_err(|f| self.error("wait for new entries", f))?;
+            // Redis ends a blocked read on its own timer (ten times a second
+            // by default), so a short BLOCK can end up to 100 ms late: wait
+            // at most `block` here. A read given up on stays blocked on the
+            // waits connection until an entry comes or its time is up, and
+            // the next read queues behind it; either way an entry newer than
+            // `last` wakes the loop at once.
+            let wait = self.once_on::<redis::Value>(&self.waits, &cmd, block + self.timeout);
+            tokio::select! {
+                waited = wait => {
+                    waited.map_err(|f| self.error("wait for new entries", f))?;
+                }
+                () = tokio::time::sleep(block) => {}
+            }
         }
     }
 
