@@ -5,11 +5,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tributary_core::{
-    AppInfo, Application, ApplicationBuilder, HaltReason, Halted, HookMethod, RunOptions, State,
+    AppInfo, Application, ApplicationBuilder, HaltReason, Halted, HookMethod, RunOptions,
     StepRecord, StepStatus, StreamSink, TaskEnd, call_hooks,
 };
 
@@ -28,21 +27,9 @@ use crate::shared::RunShared;
 use crate::spec::TaskSpec;
 use crate::task_control::TaskControl;
 
-/// How a task's body ended.
-enum Terminal {
-    Final {
-        action: Option<Arc<str>>,
-        result: Option<Value>,
-        state: State,
-    },
-    Failed {
-        action: Option<Arc<str>>,
-        error: TaskError,
-    },
-    Cancelled {
-        action: Option<Arc<str>>,
-    },
-}
+// How a task's body ended: the same three ends as a task run by an
+// executor.
+use crate::remote::RemoteEnd as Terminal;
 
 /// One task's actor.
 pub(crate) struct Actor {
@@ -360,21 +347,7 @@ impl Actor {
             nodes: self.config.intermediate_nodes && !final_only,
         };
         let remote = crate::remote::RemoteLane::new(Arc::clone(lane), task.nodes);
-        match executor.execute(task, remote).await {
-            crate::remote::RemoteEnd::Final {
-                action,
-                result,
-                state,
-            } => Terminal::Final {
-                action,
-                result,
-                state,
-            },
-            crate::remote::RemoteEnd::Failed { action, error } => {
-                Terminal::Failed { action, error }
-            }
-            crate::remote::RemoteEnd::Cancelled { action } => Terminal::Cancelled { action },
-        }
+        executor.execute(task, remote).await
     }
 
     /// The end of a task whose checkpoint says it has nothing left to do:
