@@ -252,11 +252,20 @@ impl RedisQueue {
         }
         pipe.cmd("XACK").arg(&self.name).arg(group).arg(id);
         pipe.cmd("HDEL").arg(self.errors_key(group)).arg(id);
+        self.run_pipe(&pipe, || format!("dead-letter {id}")).await
+    }
+
+    /// Runs a pipeline in one round trip, within the command timeout.
+    async fn run_pipe(
+        &self,
+        pipe: &redis::Pipeline,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.error(&format!("dead-letter {id}"), Failure::Redis(e))),
-            Err(_) => Err(self.error(&format!("dead-letter {id}"), Failure::Timeout(self.timeout))),
+            Ok(Err(e)) => Err(self.error(&what(), Failure::Redis(e))),
+            Err(_) => Err(self.error(&what(), Failure::Timeout(self.timeout))),
         }
     }
 
@@ -537,33 +546,15 @@ impl WorkQueue for RedisQueue {
                 .arg(&ids)
                 .ignore();
         }
-        let mut conn = self.conn.clone();
-        let what = || format!("ack {} deliveries from {}", deliveries.len(), first.token);
-        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.error(&what(), Failure::Redis(e))),
-            Err(_) => Err(self.error(&what(), Failure::Timeout(self.timeout))),
-        }
+        self.run_pipe(&pipe, || match deliveries.len() {
+            1 => format!("ack {}", first.token),
+            n => format!("ack {n} deliveries from {}", first.token),
+        })
+        .await
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("XACK")
-            .arg(&self.name)
-            .arg(&delivery.group)
-            .arg(&delivery.token)
-            .ignore();
-        pipe.cmd("HDEL")
-            .arg(self.errors_key(&delivery.group))
-            .arg(&delivery.token)
-            .ignore();
-        let mut conn = self.conn.clone();
-        let what = || format!("ack {}", delivery.token);
-        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.error(&what(), Failure::Redis(e))),
-            Err(_) => Err(self.error(&what(), Failure::Timeout(self.timeout))),
-        }
+        self.ack_all(std::slice::from_ref(delivery)).await
     }
 
     async fn nak(
