@@ -25,6 +25,33 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Arc<dyn WorkQueue>, QueueError>;
 }
 
+/// The two queues every caller and worker of a cluster talks through: the
+/// task queue (with the workers' group made) and the control queue.
+#[derive(Clone, Debug)]
+pub(crate) struct FleetQueues {
+    pub(crate) tasks: Arc<dyn WorkQueue>,
+    pub(crate) control: Arc<dyn WorkQueue>,
+}
+
+impl FleetQueues {
+    /// Open both on `broker` (making the workers' group if needed).
+    pub(crate) async fn open(
+        broker: &dyn Broker,
+        options: &crate::options::ClusterOptions,
+    ) -> Result<Self, QueueError> {
+        let tasks = broker
+            .queue(&options.tasks_queue(), options.task_queue_options())
+            .await?;
+        tasks
+            .create_group(crate::caller::WORKERS_GROUP, tributary_queue::Start::First)
+            .await?;
+        let control = broker
+            .queue(&options.control_queue(), options.stream_queue_options())
+            .await?;
+        Ok(FleetQueues { tasks, control })
+    }
+}
+
 /// Queues in this process's memory: for tests and for trying the cluster
 /// API on one machine. Clones share the queues.
 #[derive(Debug, Clone, Default)]

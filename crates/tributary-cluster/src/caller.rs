@@ -15,7 +15,7 @@ use tributary_runtime::{
     Runtime, TaskError, TaskErrorKind, TaskExecutor, TaskOp, TaskPath, TaskSource,
 };
 
-use crate::broker::Broker;
+use crate::broker::{Broker, FleetQueues};
 use crate::error::ClusterError;
 use crate::options::ClusterOptions;
 use crate::protocol::{
@@ -79,6 +79,8 @@ pub struct ClusterRuntime {
     broker: Arc<dyn Broker>,
     options: ClusterOptions,
     local: Runtime,
+    /// The task and control queues, opened on the first run.
+    fleet: Arc<OnceCell<FleetQueues>>,
 }
 
 impl ClusterRuntime {
@@ -89,6 +91,7 @@ impl ClusterRuntime {
             broker: Arc::new(broker),
             options: ClusterOptions::default(),
             local: Runtime::new(),
+            fleet: Arc::default(),
         }
     }
 
@@ -100,6 +103,8 @@ impl ClusterRuntime {
     pub fn options(mut self, options: ClusterOptions) -> Result<Self, ClusterError> {
         options.check()?;
         self.options = options;
+        // Queues named under the old namespace are not these.
+        self.fleet = Arc::default();
         Ok(self)
     }
 
@@ -132,6 +137,7 @@ impl ClusterRuntime {
             Arc::clone(&run),
             Arc::clone(&self.broker),
             self.options.clone(),
+            Arc::clone(&self.fleet),
         );
         let executor = Arc::new(ClusterExecutor::new(inner));
         // Named children of parallel actions in tasks that run here go to
@@ -139,6 +145,7 @@ impl ClusterRuntime {
         let nesting = Nesting {
             broker: Arc::clone(&self.broker),
             options: self.options.clone(),
+            fleet: Arc::clone(&self.fleet),
             fence: 0,
             slot: None,
         };
@@ -166,6 +173,9 @@ struct RunInner {
     channel: Arc<str>,
     broker: Arc<dyn Broker>,
     options: ClusterOptions,
+    /// The task and control queues, shared with the other runs of the
+    /// caller or the claim.
+    fleet: Arc<OnceCell<FleetQueues>>,
     io: OnceCell<Io>,
     routes: Routes,
     stop: CancellationToken,
@@ -184,12 +194,14 @@ impl RunInner {
         channel: Arc<str>,
         broker: Arc<dyn Broker>,
         options: ClusterOptions,
+        fleet: Arc<OnceCell<FleetQueues>>,
     ) -> Arc<Self> {
         Arc::new(RunInner {
             run,
             channel,
             broker,
             options,
+            fleet,
             io: OnceCell::new(),
             routes: Arc::new(Mutex::new(HashMap::new())),
             stop: CancellationToken::new(),
@@ -204,15 +216,11 @@ impl RunInner {
         self.io
             .get_or_try_init(|| async {
                 let o = &self.options;
-                let tasks = self
-                    .broker
-                    .queue(&o.tasks_queue(), o.task_queue_options())
+                let fleet = self
+                    .fleet
+                    .get_or_try_init(|| FleetQueues::open(&*self.broker, o))
                     .await?;
-                tasks.create_group(WORKERS_GROUP, Start::First).await?;
-                let control = self
-                    .broker
-                    .queue(&o.control_queue(), o.stream_queue_options())
-                    .await?;
+                let (tasks, control) = (Arc::clone(&fleet.tasks), Arc::clone(&fleet.control));
                 if !self.retire.is_empty() {
                     self.retire_earlier_claims(&control).await;
                 }
@@ -339,6 +347,8 @@ impl TaskExecutor for ClusterExecutor {
 pub(crate) struct Nesting {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) options: ClusterOptions,
+    /// The task and control queues of the caller or the worker.
+    pub(crate) fleet: Arc<OnceCell<FleetQueues>>,
     /// The fencing epoch of the claim the parent runs under (0 in the
     /// caller's process).
     pub(crate) fence: u64,
@@ -382,6 +392,7 @@ impl NestedExecutors for Nesting {
             channel: Arc::from(channel.as_str()),
             broker: Arc::clone(&self.broker),
             options: self.options.clone(),
+            fleet: Arc::clone(&self.fleet),
             io: OnceCell::new(),
             routes: Arc::new(Mutex::new(HashMap::new())),
             stop: CancellationToken::new(),

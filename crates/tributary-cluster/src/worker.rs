@@ -13,7 +13,7 @@ use tributary_core::Persister;
 use tributary_queue::{Delivery, QueueError, Start, WorkQueue};
 use tributary_runtime::{ItemKind, RunConfig, RunHandle, Runtime, StreamItem, TaskPath, TaskSpec};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, FleetQueues};
 use crate::caller::{Nesting, WORKERS_GROUP};
 use crate::error::ClusterError;
 use crate::fence::FencedPersister;
@@ -192,6 +192,8 @@ struct Shared {
     persister: Option<Arc<dyn Persister>>,
     options: ClusterOptions,
     tasks: Arc<dyn WorkQueue>,
+    /// The task and control queues, for the nested runs of its claims.
+    fleet: Arc<tokio::sync::OnceCell<FleetQueues>>,
     local: Runtime,
     held: Mutex<HashMap<(String, u64), Held>>,
     pending: Mutex<HashMap<(String, u64), Control>>,
@@ -254,16 +256,8 @@ impl Worker {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<Arc<WorkerStats>, ClusterError> {
-        let o = &self.options;
-        let tasks = self
-            .broker
-            .queue(&o.tasks_queue(), o.task_queue_options())
-            .await?;
-        tasks.create_group(WORKERS_GROUP, Start::First).await?;
-        let control = self
-            .broker
-            .queue(&o.control_queue(), o.stream_queue_options())
-            .await?;
+        let fleet = FleetQueues::open(&*self.broker, &self.options).await?;
+        let (tasks, control) = (Arc::clone(&fleet.tasks), Arc::clone(&fleet.control));
         let control_group = format!("worker-{}", self.name);
         control.create_group(&control_group, Start::New).await?;
         let shared = Arc::new(Shared {
@@ -273,6 +267,7 @@ impl Worker {
             persister: self.persister.clone(),
             options: self.options.clone(),
             tasks: Arc::clone(&tasks),
+            fleet: Arc::new(tokio::sync::OnceCell::new_with(Some(fleet))),
             local: Runtime::new(),
             held: Mutex::default(),
             pending: Mutex::default(),
@@ -836,6 +831,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
     let nesting = Nesting {
         broker: Arc::clone(&shared.broker),
         options: shared.options.clone(),
+        fleet: Arc::clone(&shared.fleet),
         fence,
         slot: Some(Arc::clone(slot)),
     };

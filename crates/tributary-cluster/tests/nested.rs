@@ -67,6 +67,54 @@ fn fan(child: &str) -> Graph {
     )
 }
 
+/// Step counters of the `busy` graph: a task's `n` picks its counter.
+#[derive(Clone)]
+struct Ticks(Arc<Vec<AtomicU64>>);
+
+impl Ticks {
+    fn new(counters: usize) -> Self {
+        Ticks(Arc::new((0..counters).map(|_| AtomicU64::new(0)).collect()))
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        self.0[i].load(Ordering::SeqCst)
+    }
+
+    fn total(&self) -> u64 {
+        (0..self.0.len()).map(|i| self.get(i)).sum()
+    }
+
+    /// Wait until `count` reaches `n` (at most 20 s).
+    async fn wait(&self, what: &str, n: u64, count: impl Fn(&Self) -> u64) {
+        let started = std::time::Instant::now();
+        while count(self) < n {
+            assert!(started.elapsed() < Duration::from_secs(20), "{what} stalls");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Steps forever, 10 ms each, counting every step in counter `n`.
+    fn busy(&self) -> Graph {
+        let ticks = self.clone();
+        Graph::builder()
+            .action(action("tick").reads(["n"]).writes([] as [&str; 0]).run(
+                move |s: State, _, _| {
+                    let ticks = ticks.clone();
+                    async move {
+                        let n: usize = s.get_as("n")?;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        ticks.0[n].fetch_add(1, Ordering::SeqCst);
+                        Ok((json!({}), s))
+                    }
+                },
+            ))
+            .transition("tick", "tick", tributary_core::default())
+            .entrypoint("tick")
+            .build()
+            .unwrap()
+    }
+}
+
 async fn worker(
     broker: &MemoryBroker,
     graphs: Graphs,
@@ -218,30 +266,11 @@ async fn a_local_tasks_named_children_run_on_the_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_parent_stops_its_children_on_the_workers() {
     let broker = MemoryBroker::new();
-    let ticks = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&ticks);
-    let busy = Graph::builder()
-        .action(
-            action("tick")
-                .reads([] as [&str; 0])
-                .writes([] as [&str; 0])
-                .run(move |s: State, _, _| {
-                    let ticks = Arc::clone(&counted);
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        ticks.fetch_add(1, Ordering::SeqCst);
-                        Ok((json!({}), s))
-                    }
-                }),
-        )
-        .transition("tick", "tick", tributary_core::default())
-        .entrypoint("tick")
-        .build()
-        .unwrap();
+    let ticks = Ticks::new(4);
     let graphs = Graphs::new()
         .register("fan", fan("busy"))
         .unwrap()
-        .register("busy", busy)
+        .register("busy", ticks.busy())
         .unwrap();
     let (stop, fleet) = worker(&broker, graphs, 2).await;
     let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
@@ -255,21 +284,14 @@ async fn cancelling_a_parent_stops_its_children_on_the_workers() {
         items
     });
     // Every child steps (two slots: the parent gave its own back).
-    let started = std::time::Instant::now();
-    while ticks.load(Ordering::SeqCst) < 30 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the children never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ticks.wait("the children", 30, Ticks::total).await;
     tokio::time::timeout(Duration::from_secs(20), handle.cancel())
         .await
         .expect("cancel resolves once every remote task stopped");
-    let after = ticks.load(Ordering::SeqCst);
+    let after = ticks.total();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        ticks.load(Ordering::SeqCst),
+        ticks.total(),
         after,
         "a child stepped after cancel() resolved"
     );
@@ -284,29 +306,11 @@ async fn cancelling_a_parent_stops_its_children_on_the_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_distributed_child_is_paused_resumed_and_cancelled_by_its_path() {
     let broker = MemoryBroker::new();
-    let ticks: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-    let counted = Arc::clone(&ticks);
-    let busy =
-        Graph::builder()
-            .action(action("tick").reads(["n"]).writes([] as [&str; 0]).run(
-                move |s: State, _, _| {
-                    let ticks = Arc::clone(&counted);
-                    async move {
-                        let id: usize = s.get_as("n")?;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        ticks[id].fetch_add(1, Ordering::SeqCst);
-                        Ok((json!({}), s))
-                    }
-                },
-            ))
-            .transition("tick", "tick", tributary_core::default())
-            .entrypoint("tick")
-            .build()
-            .unwrap();
+    let ticks = Ticks::new(2);
     let graphs = Graphs::new()
         .register("fan", fan("busy"))
         .unwrap()
-        .register("busy", busy)
+        .register("busy", ticks.busy())
         .unwrap();
     let (stop, fleet) = worker(&broker, graphs, 4).await;
     let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
@@ -322,54 +326,30 @@ async fn a_distributed_child_is_paused_resumed_and_cancelled_by_its_path() {
         }
         items
     });
-    let wait_for = |i: usize, n: u64| {
-        let ticks = Arc::clone(&ticks);
-        async move {
-            let started = std::time::Instant::now();
-            while ticks[i].load(Ordering::SeqCst) < n {
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "child {i} stalls"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
-    wait_for(0, 5).await;
-    wait_for(1, 5).await;
+    ticks.wait("child 0", 5, |t| t.get(0)).await;
+    ticks.wait("child 1", 5, |t| t.get(1)).await;
 
     // Pause child 0 only: it stops, child 1 goes on.
     handle.pause_task(["p", "0"]).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let paused_at = ticks[0].load(Ordering::SeqCst);
-    let other = ticks[1].load(Ordering::SeqCst);
+    let paused_at = ticks.get(0);
+    let other = ticks.get(1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        ticks[0].load(Ordering::SeqCst),
-        paused_at,
-        "child 0 is paused"
-    );
-    assert!(
-        ticks[1].load(Ordering::SeqCst) > other + 5,
-        "child 1 runs on"
-    );
+    assert_eq!(ticks.get(0), paused_at, "child 0 is paused");
+    assert!(ticks.get(1) > other + 5, "child 1 runs on");
 
     // Resume it.
     handle.resume_task(["p", "0"]).unwrap();
-    wait_for(0, paused_at + 5).await;
+    ticks.wait("child 0", paused_at + 5, |t| t.get(0)).await;
 
     // Cancel child 1 only: it ends cancelled, the parent waits on child 0.
     handle.cancel_task(["p", "1"]).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let cancelled_at = ticks[1].load(Ordering::SeqCst);
-    let zero = ticks[0].load(Ordering::SeqCst);
+    let cancelled_at = ticks.get(1);
+    let zero = ticks.get(0);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        ticks[1].load(Ordering::SeqCst),
-        cancelled_at,
-        "child 1 stopped"
-    );
-    assert!(ticks[0].load(Ordering::SeqCst) > zero, "child 0 runs on");
+    assert_eq!(ticks.get(1), cancelled_at, "child 1 stopped");
+    assert!(ticks.get(0) > zero, "child 0 runs on");
     // A path below a remote task that does not exist there is accepted and
     // does nothing; a path below no task at all is unknown.
     assert!(handle.cancel_task(["nowhere", "0"]).is_err());
@@ -394,55 +374,31 @@ async fn a_distributed_child_is_paused_resumed_and_cancelled_by_its_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_remote_task_is_paused_by_pause_task() {
     let broker = MemoryBroker::new();
-    let ticks = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&ticks);
-    let busy = Graph::builder()
-        .action(
-            action("tick")
-                .reads([] as [&str; 0])
-                .writes([] as [&str; 0])
-                .run(move |s: State, _, _| {
-                    let ticks = Arc::clone(&counted);
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        ticks.fetch_add(1, Ordering::SeqCst);
-                        Ok((json!({}), s))
-                    }
-                }),
-        )
-        .transition("tick", "tick", tributary_core::default())
-        .entrypoint("tick")
-        .build()
-        .unwrap();
-    let (stop, fleet) = worker(&broker, Graphs::new().register("busy", busy).unwrap(), 2).await;
+    let ticks = Ticks::new(1);
+    let (stop, fleet) = worker(
+        &broker,
+        Graphs::new().register("busy", ticks.busy()).unwrap(),
+        2,
+    )
+    .await;
     let caller = ClusterRuntime::new(broker).options(fast()).unwrap();
     let (handle, stream) = caller.run(
-        vec![TaskSpec::named("b", "busy")],
+        vec![TaskSpec::named("b", "busy").state(State::new().set("n", 0))],
         RunConfig::new()
             .intermediate_nodes(false)
             .intermediate_stream_outputs(false),
     );
     let consumer = tokio::spawn(collect(stream));
-    let started = std::time::Instant::now();
-    while ticks.load(Ordering::SeqCst) < 5 {
-        assert!(started.elapsed() < Duration::from_secs(20), "never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    ticks.wait("the task", 5, Ticks::total).await;
     handle.pause_task("b").unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let paused_at = ticks.load(Ordering::SeqCst);
+    let paused_at = ticks.total();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        ticks.load(Ordering::SeqCst),
-        paused_at,
-        "the task is paused"
-    );
+    assert_eq!(ticks.total(), paused_at, "the task is paused");
     handle.resume_task("b").unwrap();
-    let started = std::time::Instant::now();
-    while ticks.load(Ordering::SeqCst) < paused_at + 5 {
-        assert!(started.elapsed() < Duration::from_secs(20), "never resumed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    ticks
+        .wait("the resumed task", paused_at + 5, Ticks::total)
+        .await;
     tokio::time::timeout(Duration::from_secs(20), handle.cancel())
         .await
         .unwrap();
