@@ -539,60 +539,26 @@ macro_rules! cluster_tests {
             $crate::cluster_fleet::many_tasks_over_three_workers_match_a_local_run($backend, $many)
                 .await
         }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn a_killed_workers_tasks_resume_elsewhere_without_redoing_steps() {
-            $crate::cluster_fleet::a_killed_workers_tasks_resume_elsewhere_without_redoing_steps(
-                $backend,
-            )
-            .await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn a_frozen_worker_is_fenced_when_it_wakes() {
-            $crate::cluster_fleet::a_frozen_worker_is_fenced_when_it_wakes($backend).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn cancel_stops_every_remote_task() {
-            $crate::cluster_fleet::cancel_stops_every_remote_task($backend).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn quick_exit_cancels_the_losers_on_their_workers() {
-            $crate::cluster_fleet::quick_exit_cancels_the_losers_on_their_workers($backend).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn pause_reaches_the_workers() {
-            $crate::cluster_fleet::pause_reaches_the_workers($backend).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn a_poison_task_fails_once_dead_lettered() {
-            $crate::cluster_fleet::a_poison_task_fails_once_dead_lettered($backend).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn children_of_a_parallel_action_spread_over_the_workers() {
-            $crate::cluster_fleet::children_of_a_parallel_action_spread_over_the_workers($backend)
-                .await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn a_killed_parents_children_resume_without_redoing_steps() {
-            $crate::cluster_fleet::a_killed_parents_children_resume_without_redoing_steps($backend)
-                .await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn cancel_stops_distributed_children() {
-            $crate::cluster_fleet::cancel_stops_distributed_children($backend).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[$attr]
-        async fn a_terminated_worker_hands_its_tasks_back() {
-            $crate::cluster_fleet::a_terminated_worker_hands_its_tasks_back($backend).await
-        }
+        $crate::cluster_tests!(@each $backend, #[$attr],
+            a_killed_workers_tasks_resume_elsewhere_without_redoing_steps,
+            a_frozen_worker_is_fenced_when_it_wakes,
+            cancel_stops_every_remote_task,
+            quick_exit_cancels_the_losers_on_their_workers,
+            pause_reaches_the_workers,
+            a_poison_task_fails_once_dead_lettered,
+            children_of_a_parallel_action_spread_over_the_workers,
+            a_killed_parents_children_resume_without_redoing_steps,
+            cancel_stops_distributed_children,
+            a_terminated_worker_hands_its_tasks_back
+        );
+    };
+    (@each $backend:expr, #[$attr:meta], $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[$attr]
+            async fn $check() {
+                $crate::cluster_fleet::$check($backend).await
+            }
+        )*
     };
 }

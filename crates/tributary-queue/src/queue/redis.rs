@@ -255,6 +255,16 @@ impl RedisQueue {
         self.run_pipe(&pipe, || format!("dead-letter {id}")).await
     }
 
+    /// Whether the stream exists.
+    async fn exists(&self) -> Result<bool, QueueError> {
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&self.name);
+        let n: u64 = self
+            .query(&exists, || "look for the stream".to_owned())
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Runs a pipeline in one round trip, within the command timeout.
     async fn run_pipe(
         &self,
@@ -713,12 +723,7 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn delete_group(&self, group: &str) -> Result<(), QueueError> {
-        let mut exists = redis::cmd("EXISTS");
-        exists.arg(&self.name);
-        let n: u64 = self
-            .query(&exists, || "look for the stream".to_owned())
-            .await?;
-        if n > 0 {
+        if self.exists().await? {
             let mut destroy = redis::cmd("XGROUP");
             destroy.arg("DESTROY").arg(&self.name).arg(group);
             let _: u64 = self
@@ -735,12 +740,7 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn destroy(&self) -> Result<(), QueueError> {
-        let mut exists = redis::cmd("EXISTS");
-        exists.arg(&self.name);
-        let n: u64 = self
-            .query(&exists, || "look for the stream".to_owned())
-            .await?;
-        if n > 0 {
+        if self.exists().await? {
             let mut info = redis::cmd("XINFO");
             info.arg("GROUPS").arg(&self.name);
             let groups: StreamInfoGroupsReply =
