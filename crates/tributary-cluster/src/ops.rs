@@ -213,6 +213,10 @@ impl Fleet {
     ///
     /// [`OpsError::Cluster`] for settings out of range, [`OpsError::Queue`]
     /// when the broker is unreachable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled call keeps nothing open.
     pub async fn connect(broker: impl Broker, options: ClusterOptions) -> Result<Self, OpsError> {
         options.check()?;
         let broker: Arc<dyn Broker> = Arc::new(broker);
@@ -234,6 +238,11 @@ impl Fleet {
     /// # Errors
     ///
     /// [`OpsError::Queue`] when the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe for the caller; a census cut short leaves its answers
+    /// queue (`<ns>-census-<id>`) on the broker.
     pub async fn status(&self, census_wait: Duration) -> Result<FleetStatus, OpsError> {
         let workers = match census_wait.is_zero() {
             true => Vec::new(),
@@ -252,6 +261,10 @@ impl Fleet {
     /// # Errors
     ///
     /// [`OpsError::Queue`] when the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
     pub async fn dead(&self) -> Result<Vec<DeadTask>, OpsError> {
         Ok(self.letters().await?.iter().map(dead_task).collect())
     }
@@ -280,6 +293,13 @@ impl Fleet {
     /// [`OpsError::NoSuchDeadTask`] for an unknown id (or one retried
     /// meanwhile), [`OpsError::NotRetriable`] for a dead letter that is not
     /// a task of this protocol, [`OpsError::Queue`] when the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the task is published again before its dead letter is
+    /// removed, so a call cancelled in between leaves both (a second retry of
+    /// the letter publishes it again under the same dedupe id, which the
+    /// broker drops within its dedupe window).
     pub async fn retry_dead(&self, id: &str) -> Result<RetriedTask, OpsError> {
         let letters = self.letters().await?;
         let letter = letters
@@ -323,6 +343,11 @@ impl Fleet {
     /// # Errors
     ///
     /// [`OpsError::Queue`] when the broker fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`status`](Self::status): a census cut short leaves its answers
+    /// queue on the broker.
     pub async fn census(&self, wait: Duration) -> Result<Vec<WorkerBeat>, OpsError> {
         let o = &self.options;
         let census = format!("census-{}", uuid::Uuid::new_v4().simple());

@@ -67,6 +67,10 @@ impl RedisPersister {
     ///
     /// [`PersistError::Backend`] when the URL is invalid or the server
     /// unreachable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled call keeps nothing open.
     pub async fn connect(url: &str) -> Result<Self, PersistError> {
         Self::connect_with_prefix(url, "tributary").await
     }
@@ -77,6 +81,10 @@ impl RedisPersister {
     ///
     /// [`PersistError::Backend`] when the URL is invalid or the server
     /// unreachable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled call keeps nothing open.
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, PersistError> {
         let client = redis::Client::open(url).map_err(PersistError::backend)?;
         let config = ConnectionManagerConfig::new()
