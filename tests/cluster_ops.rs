@@ -259,8 +259,12 @@ pub(crate) async fn a_census_shows_what_each_worker_holds(backend: Backend) {
     assert_eq!(holding[0].concurrency, 1);
     // It renews its claim every heartbeat (200 ms).
     assert!(holding[0].beat_age_ms < 2_000, "{workers:?}");
+    // The queue says the same: one task claimed, none waiting.
+    let status = fleet.status(Duration::ZERO).await.unwrap();
+    assert_eq!((status.waiting, status.claimed), (Some(0), 1), "{status:?}");
     let table = cli(&cluster, &["status"]).await.unwrap();
     assert!(table.contains(&format!("{run_id}#0")), "{table}");
+    assert!(table.contains("claimed      1"), "{table}");
     assert!(table.contains("workers      2 answered"), "{table}");
     if backend == Backend::Redis {
         // The censuses' answer queues are gone.

@@ -101,6 +101,9 @@ impl<Q: WorkQueue> WorkQueue for Cleaned<Q> {
     async fn destroy(&self) -> Result<(), QueueError> {
         self.inner.destroy().await
     }
+    async fn backlog(&self, group: &str) -> Result<tributary_queue::Backlog, QueueError> {
+        self.inner.backlog(group).await
+    }
 }
 
 /// A bound on any wait.
@@ -172,6 +175,26 @@ pub(crate) async fn ack_all_settles_a_batch_and_nothing_else(make: Make) {
     let later = q.fetch("g", "c2", 10, opts().lease * 3).await.unwrap();
     let back: Vec<&[u8]> = later.iter().map(|d| &d.payload[..]).collect();
     assert_eq!(back, [&b"d"[..]], "only the unsettled one comes back");
+}
+
+pub(crate) async fn backlog_counts_waiting_and_pending_messages(make: Make) {
+    let q = make(opts()).await;
+    assert!(matches!(
+        q.backlog("g").await,
+        Err(QueueError::UnknownGroup { .. })
+    ));
+    q.create_group("g", Start::First).await.unwrap();
+    for p in ["a", "b", "c"] {
+        q.publish(p.into(), None).await.unwrap();
+    }
+    let b = q.backlog("g").await.unwrap();
+    assert_eq!((b.waiting, b.pending), (Some(3), 0));
+    let d = fetch_one(&*q, "g", "c1").await;
+    let b = q.backlog("g").await.unwrap();
+    assert_eq!((b.waiting, b.pending), (Some(2), 1));
+    q.ack(&d).await.unwrap();
+    let b = q.backlog("g").await.unwrap();
+    assert_eq!((b.waiting, b.pending), (Some(2), 0));
 }
 
 pub(crate) async fn an_unacked_delivery_comes_back_after_its_lease_with_the_next_attempt(
@@ -536,6 +559,7 @@ macro_rules! conformance {
         $crate::queue_conformance::conformance!(@tests $make, [$(#[$attr])*],
             an_ack_removes_the_message,
             ack_all_settles_a_batch_and_nothing_else,
+            backlog_counts_waiting_and_pending_messages,
             an_unacked_delivery_comes_back_after_its_lease_with_the_next_attempt,
             a_message_out_of_attempts_goes_to_the_dead_letters,
             a_lease_run_out_on_the_last_attempt_goes_to_the_dead_letters,

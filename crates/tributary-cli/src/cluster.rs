@@ -71,6 +71,13 @@ pub(crate) fn cluster(
                 let mut head = Table::plain();
                 head.row(["namespace".into(), status.namespace.clone()]);
                 head.row(["queue depth".into(), status.queue_depth.to_string()]);
+                head.row([
+                    "waiting".into(),
+                    status
+                        .waiting
+                        .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+                ]);
+                head.row(["claimed".into(), status.claimed.to_string()]);
                 head.row(["dead tasks".into(), status.dead.len().to_string()]);
                 head.row([
                     "workers".into(),

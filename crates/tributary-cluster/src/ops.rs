@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tributary_queue::{DeadLetter, QueueError, QueueOptions, Start, WorkQueue};
+use tributary_queue::{Backlog, DeadLetter, QueueError, QueueOptions, Start, WorkQueue};
 
 use crate::broker::Broker;
 use crate::caller::WORKERS_GROUP;
@@ -162,6 +162,12 @@ pub struct FleetStatus {
     /// Messages stored in the task queue: waiting, held, and settled but not
     /// yet trimmed (workers trim every 50 heartbeats).
     pub queue_depth: u64,
+    /// Tasks no worker has claimed yet (the workers' lag); `None` when the
+    /// broker cannot tell.
+    pub waiting: Option<u64>,
+    /// Tasks claimed by a worker and not yet settled (running, or held by
+    /// a worker that died, until its lease runs out).
+    pub claimed: u64,
     /// The dead-lettered tasks, oldest first.
     pub dead: Vec<DeadTask>,
     /// The workers that answered the census, by name (empty when no census
@@ -248,9 +254,22 @@ impl Fleet {
             true => Vec::new(),
             false => self.census(census_wait).await?,
         };
+        let queue_depth = self.tasks.stored().await?;
+        let backlog = match self.tasks.backlog(WORKERS_GROUP).await {
+            Ok(b) => b,
+            // No worker ever started: nothing was claimed, everything waits.
+            Err(QueueError::UnknownGroup { .. }) => {
+                let mut none_claimed = Backlog::default();
+                none_claimed.waiting = Some(queue_depth);
+                none_claimed
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(FleetStatus {
             namespace: self.options.namespace.clone(),
-            queue_depth: self.tasks.stored().await?,
+            queue_depth,
+            waiting: backlog.waiting,
+            claimed: backlog.pending,
             dead: self.dead().await?,
             workers,
         })

@@ -26,4 +26,4 @@ pub use queue::nats::NatsQueue;
 #[doc(inline)]
 pub use queue::redis::RedisQueue;
 #[doc(inline)]
-pub use queue::{DeadLetter, Delivery, QueueOptions, Start, WorkQueue};
+pub use queue::{Backlog, DeadLetter, Delivery, QueueOptions, Start, WorkQueue};

@@ -417,6 +417,15 @@ impl WorkQueue for MemoryQueue {
         Ok(self.lock().log.len() as u64)
     }
 
+    async fn backlog(&self, group: &str) -> Result<crate::Backlog, QueueError> {
+        let state = self.lock();
+        let g = state.groups.get(group).ok_or_else(|| self.unknown(group))?;
+        Ok(crate::Backlog {
+            waiting: Some(state.end().saturating_sub(g.next)),
+            pending: g.pending.len() as u64,
+        })
+    }
+
     async fn delete_group(&self, group: &str) -> Result<(), QueueError> {
         self.lock().groups.remove(group);
         Ok(())

@@ -311,4 +311,28 @@ pub trait WorkQueue: Send + Sync + fmt::Debug {
     ///
     /// When the broker fails.
     async fn stored(&self) -> Result<u64, QueueError>;
+
+    /// How far `group` is behind: messages not yet delivered to it, and
+    /// messages delivered and not yet settled.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::UnknownGroup`] for a group never made; when the broker
+    /// fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    async fn backlog(&self, group: &str) -> Result<Backlog, QueueError>;
+}
+
+/// How far a group is behind ([`WorkQueue::backlog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Backlog {
+    /// Messages not yet delivered to the group (its lag); `None` when the
+    /// broker cannot tell (Redis after entries were deleted out of order).
+    pub waiting: Option<u64>,
+    /// Messages delivered to a consumer of the group and not yet settled.
+    pub pending: u64,
 }

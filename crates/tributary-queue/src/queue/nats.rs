@@ -634,4 +634,15 @@ impl WorkQueue for NatsQueue {
             .await?;
         Ok(stream.cached_info().state.messages)
     }
+
+    async fn backlog(&self, group: &str) -> Result<crate::Backlog, QueueError> {
+        let mut consumer = self.consumer(group).await?;
+        let info = self
+            .deadline(|| format!("look at group {group}"), consumer.info())
+            .await?;
+        Ok(crate::Backlog {
+            waiting: Some(info.num_pending),
+            pending: info.num_ack_pending as u64,
+        })
+    }
 }

@@ -722,6 +722,29 @@ impl WorkQueue for RedisQueue {
         self.query(&cmd, || "count entries".to_owned()).await
     }
 
+    async fn backlog(&self, group: &str) -> Result<crate::Backlog, QueueError> {
+        let unknown = || QueueError::UnknownGroup {
+            queue: self.name.clone(),
+            group: group.to_owned(),
+        };
+        if !self.exists().await? {
+            return Err(unknown());
+        }
+        let mut info = redis::cmd("XINFO");
+        info.arg("GROUPS").arg(&self.name);
+        let groups: StreamInfoGroupsReply =
+            self.query(&info, || "list the groups".to_owned()).await?;
+        let g = groups
+            .groups
+            .into_iter()
+            .find(|g| g.name == group)
+            .ok_or_else(unknown)?;
+        Ok(crate::Backlog {
+            waiting: g.lag.map(|n| n as u64),
+            pending: g.pending as u64,
+        })
+    }
+
     async fn delete_group(&self, group: &str) -> Result<(), QueueError> {
         if self.exists().await? {
             let mut destroy = redis::cmd("XGROUP");
