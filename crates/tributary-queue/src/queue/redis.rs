@@ -75,6 +75,10 @@ pub struct RedisQueue {
     // When a fetch last looked for expired leases; they are looked for at
     // least every eighth of a lease, and whenever nothing new is there.
     reclaimed: Arc<Mutex<Instant>>,
+    // A wait for new entries still blocked on `waits` after its fetch
+    // stopped waiting for it: the next fetch waits on it instead of
+    // queueing another behind it.
+    outstanding: Arc<Mutex<Option<Wait>>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -85,6 +89,9 @@ impl std::fmt::Debug for RedisQueue {
             .finish_non_exhaustive()
     }
 }
+
+/// A blocked read for new entries, run as a task of its own.
+type Wait = tokio::task::JoinHandle<Result<(), Failure>>;
 
 enum Failure {
     Redis(redis::RedisError),
@@ -135,6 +142,7 @@ impl RedisQueue {
             dedupe_window: Duration::from_secs(3600),
             read_new: redis::Script::new(READ_NEW),
             reclaimed: Arc::new(Mutex::new(Instant::now())),
+            outstanding: Arc::default(),
         })
     }
 
@@ -423,24 +431,53 @@ impl RedisQueue {
                 .min(self.options.lease / 8)
                 .min(Duration::from_millis(100))
                 .max(Duration::from_millis(1));
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&self.name)
-                .arg(&last);
             // Redis ends a blocked read on its own timer (ten times a second
             // by default), so a short BLOCK can end up to 100 ms late: wait
             // at most `block` here. A read given up on stays blocked on the
-            // waits connection until an entry comes or its time is up, and
-            // the next read queues behind it; either way an entry newer than
-            // `last` wakes the loop at once.
-            let wait = self.once_on::<redis::Value>(&self.waits, &cmd, block + self.timeout);
-            tokio::select! {
-                waited = wait => {
-                    waited.map_err(|f| self.error("wait for new entries", f))?;
+            // waits connection; the next fetch waits on that one instead of
+            // queueing another behind it (at most one per queue handle and
+            // fetcher). An entry newer than the one it waits after wakes it.
+            let outstanding = self
+                .outstanding
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .filter(|w| !w.is_finished());
+            let mut wait = match outstanding {
+                Some(w) => w,
+                None => {
+                    let mut cmd = redis::cmd("XREAD");
+                    cmd.arg("BLOCK")
+                        .arg(block.as_millis() as u64)
+                        .arg("STREAMS")
+                        .arg(&self.name)
+                        .arg(&last);
+                    let mut conn = self.waits.clone();
+                    let deadline = block + self.timeout;
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(
+                            deadline,
+                            cmd.query_async::<redis::Value>(&mut conn),
+                        )
+                        .await
+                        {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(Failure::Redis(e)),
+                            Err(_) => Err(Failure::Timeout(deadline)),
+                        }
+                    })
                 }
-                () = tokio::time::sleep(block) => {}
+            };
+            tokio::select! {
+                waited = &mut wait => match waited {
+                    Ok(Ok(())) => {}
+                    Ok(Err(f)) => return Err(self.error("wait for new entries", f)),
+                    // The wait's task ended without an answer: look again.
+                    Err(_) => {}
+                },
+                () = tokio::time::sleep(block) => {
+                    *self.outstanding.lock().unwrap_or_else(|e| e.into_inner()) = Some(wait);
+                }
             }
         }
     }
