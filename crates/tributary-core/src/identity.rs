@@ -71,6 +71,31 @@ pub struct AppInfo {
 }
 
 impl AppInfo {
+    /// The identity of an application with this id, outside any run and
+    /// with no parents (the other fields are public, to fill in).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tributary_core::AppInfo;
+    ///
+    /// let mut info = AppInfo::new("job-7");
+    /// info.partition_key = Some("tenant-1".into());
+    /// assert_eq!(info.app_id, "job-7");
+    /// assert_eq!(info.task_key(), None);
+    /// ```
+    pub fn new(app_id: impl Into<String>) -> Self {
+        AppInfo {
+            app_id: app_id.into(),
+            partition_key: None,
+            parent: None,
+            spawning_parent: None,
+            task_path: Vec::new(),
+            run_id: None,
+            task_index: None,
+        }
+    }
+
     /// The key of the runtime task running this application (the last
     /// element of [`task_path`](Self::task_path)); `None` outside a runtime.
     ///
@@ -98,5 +123,64 @@ impl AppInfo {
     /// empty outside a runtime.
     pub fn task_path(&self) -> &[Arc<str>] {
         &self.task_path
+    }
+}
+
+/// A runtime task's identity, kept by the runtime in what it already holds
+/// for the task, from which the task's [`AppInfo`] is built the first time
+/// something asks for it (a hook, a persister, [`ActionContext::app`]).
+/// An application given one ([`ApplicationBuilder::task_identity`]) reads
+/// its id and task path from it without building anything, so a task
+/// that nothing asks about never builds its `AppInfo`.
+///
+/// [`ActionContext::app`]: crate::ActionContext::app
+/// [`ApplicationBuilder::task_identity`]: crate::ApplicationBuilder::task_identity
+pub trait TaskIdentity: Send + Sync + 'static {
+    /// The application's id.
+    fn app_id(&self) -> &str;
+
+    /// The task keys from the root of the run to the task, its own key
+    /// last.
+    fn task_path(&self) -> &[Arc<str>];
+
+    /// The whole identity: built on the first call, the same `Arc`
+    /// afterwards. Its `app_id` and `task_path` are the ones above.
+    fn info(&self) -> &Arc<AppInfo>;
+}
+
+/// Where an application's identity lives: built up front, or in its
+/// runtime task, built on demand.
+#[derive(Clone)]
+pub(crate) enum Identity {
+    Built(Arc<AppInfo>),
+    Task(Arc<dyn TaskIdentity>),
+}
+
+impl Identity {
+    pub(crate) fn app_id(&self) -> &str {
+        match self {
+            Identity::Built(info) => &info.app_id,
+            Identity::Task(task) => task.app_id(),
+        }
+    }
+
+    pub(crate) fn task_path(&self) -> &[Arc<str>] {
+        match self {
+            Identity::Built(info) => &info.task_path,
+            Identity::Task(task) => task.task_path(),
+        }
+    }
+
+    pub(crate) fn task_key(&self) -> Option<&str> {
+        self.task_path().last().map(|k| &**k)
+    }
+
+    /// The whole identity (built now if it comes from a task and nothing
+    /// asked for it before).
+    pub(crate) fn info(&self) -> &Arc<AppInfo> {
+        match self {
+            Identity::Built(info) => info,
+            Identity::Task(task) => task.info(),
+        }
     }
 }

@@ -78,7 +78,7 @@ pub use graph::{Graph, GraphBuilder, Transition};
 #[doc(inline)]
 pub use hooks::{Hook, StepInfo, StepOutcome, StepPause, StreamItemInfo, TaskEnd, call_hooks};
 #[doc(inline)]
-pub use identity::{AppInfo, ParentPointer};
+pub use identity::{AppInfo, ParentPointer, TaskIdentity};
 #[doc(inline)]
 pub use inputs::{InputSpec, Inputs};
 #[doc(inline)]

@@ -1,15 +1,15 @@
 //! The subgraph actor: runs one task's application step by step.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tributary_core::{
-    AppInfo, Application, ApplicationBuilder, HaltReason, Halted, HookMethod, RunOptions,
-    StepRecord, StepStatus, StreamSink, TaskEnd, call_hooks,
+    Application, ApplicationBuilder, HaltReason, Halted, HookMethod, RunOptions, StepRecord,
+    StepStatus, StreamSink, TaskEnd, TaskIdentity, call_hooks,
 };
 
 use crate::budget::TaskSlot;
@@ -34,8 +34,6 @@ use crate::remote::RemoteEnd as Terminal;
 /// One task's actor.
 pub(crate) struct Actor {
     lane: Arc<Lane>,
-    info: OnceLock<Arc<AppInfo>>,
-    config: Arc<RunConfig>,
     spec: TaskSpec,
 }
 
@@ -71,13 +69,9 @@ impl Actor {
             pause_clock: config.task_timeout.is_some(),
             run: RunHandle { shared },
             slot,
-        }));
-        Actor {
-            lane,
-            info: OnceLock::new(),
             config,
-            spec,
-        }
+        }));
+        Actor { lane, spec }
     }
 
     /// The actor's task. A plain `fn` returning an `async move` block: an
@@ -96,7 +90,7 @@ impl Actor {
                 ..Change::default()
             });
             tracing::debug!("task started");
-            let terminal = match self.config.task_timeout {
+            let terminal = match self.lane.config.task_timeout {
                 // Boxed: only tasks with a timeout pay for the timer's room.
                 Some(after) => Box::pin(self.timed(after)).await,
                 None => self.body().await,
@@ -192,12 +186,14 @@ impl Actor {
 
     /// Tell the hooks the task ended. A hook that panics fails the task.
     fn complete_hooks(&self, terminal: Terminal) -> Terminal {
-        let Some(info) = self.info.get() else {
-            return terminal;
-        };
-        if self.config.hooks.is_empty() {
+        if self.lane.config.hooks.is_empty() {
             return terminal;
         }
+        // Hooks heard of the task (`on_task_spawn`) only if its application
+        // was built, and that built its identity.
+        let Some(info) = self.lane.identity() else {
+            return terminal;
+        };
         let why = match &terminal {
             Terminal::Final { .. } => None,
             Terminal::Failed { error, .. } => Some(error.message.clone()),
@@ -208,7 +204,7 @@ impl Actor {
             Terminal::Failed { .. } => TaskEnd::Failed(why.as_deref().unwrap_or_default()),
             Terminal::Cancelled { .. } => TaskEnd::Cancelled(why.as_deref().unwrap_or_default()),
         };
-        let called = call_hooks(&self.config.hooks, HookMethod::OnTaskComplete, |h| {
+        let called = call_hooks(&self.lane.config.hooks, HookMethod::OnTaskComplete, |h| {
             h.on_task_complete(info, &self.spec.key, &end)
         });
         match called {
@@ -285,8 +281,7 @@ impl Actor {
                 };
             }
         };
-        let _ = self.info.set(Arc::clone(app.info()));
-        if let Err(panic) = call_hooks(&self.config.hooks, HookMethod::OnTaskSpawn, |h| {
+        if let Err(panic) = call_hooks(&self.lane.config.hooks, HookMethod::OnTaskSpawn, |h| {
             h.on_task_spawn(app.info(), &self.spec.key)
         }) {
             return Terminal::Failed {
@@ -300,7 +295,7 @@ impl Actor {
         let terminal = self.steps(&mut app).await;
         if matches!(terminal, Terminal::Cancelled { .. })
             && self.lane.task.reason.get() == Some(&CancelReason::Task)
-            && self.config.persister.is_some()
+            && self.lane.config.persister.is_some()
         {
             // The user cancelled this very task: remember it, so that a
             // later run with the same run id leaves it cancelled. (Boxed,
@@ -315,7 +310,7 @@ impl Actor {
     async fn remote(&self, graph: &Arc<str>) -> Terminal {
         let lane = &self.lane;
         let spec = &self.spec;
-        let Some(executor) = self.config.executor.clone() else {
+        let Some(executor) = self.lane.config.executor.clone() else {
             return Terminal::Failed {
                 action: None,
                 error: TaskError::new(
@@ -332,7 +327,7 @@ impl Actor {
         if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
             return Terminal::Cancelled { action: None };
         }
-        let final_only = self.config.merge_mode == MergeMode::FinalOnly;
+        let final_only = self.lane.config.merge_mode == MergeMode::FinalOnly;
         let task = crate::remote::RemoteTask {
             run_id: Arc::clone(&lane.run.shared.run_id),
             index: lane.index,
@@ -344,7 +339,7 @@ impl Actor {
             entrypoint: spec.entrypoint.as_deref().map(str::to_owned),
             halt: RunOptions::clone(&spec.halt),
             tokens: lane.streams_tokens(),
-            nodes: self.config.intermediate_nodes && !final_only,
+            nodes: self.lane.config.intermediate_nodes && !final_only,
         };
         let remote = crate::remote::RemoteLane::new(Arc::clone(lane), task.nodes);
         executor.execute(task, remote).await
@@ -358,7 +353,7 @@ impl Actor {
     fn resumed_end(&self, app: &Application) -> Option<Terminal> {
         let checkpoint = app.resumed_from()?;
         match checkpoint.status {
-            StepStatus::Cancelled if !self.config.resume_cancelled => {
+            StepStatus::Cancelled if !self.lane.config.resume_cancelled => {
                 self.cancel(CancelReason::Earlier);
                 Some(Terminal::Cancelled {
                     action: Some(Arc::from(checkpoint.action.as_str())),
@@ -389,8 +384,8 @@ impl Actor {
     #[allow(clippy::manual_async_fn)] // on purpose, see above
     fn steps<'a>(&'a self, app: &'a mut Application) -> impl Future<Output = Terminal> + Send + 'a {
         async move {
-            let nodes =
-                self.config.intermediate_nodes && self.config.merge_mode != MergeMode::FinalOnly;
+            let nodes = self.lane.config.intermediate_nodes
+                && self.lane.config.merge_mode != MergeMode::FinalOnly;
             let next_name = |app: &Application| app.next_action_name().cloned();
             // The waits before the retries of the step failing now (boxed: only
             // a failing task pays for it).
@@ -450,7 +445,7 @@ impl Actor {
                             // A hook that panicked after the step kept it: the
                             // task can not trust its hooks any more.
                             failures += 1;
-                            let retry = &self.config.retry;
+                            let retry = &self.lane.config.retry;
                             let wait = if retry.is_none()
                                 || matches!(error, tributary_core::ApplicationError::Hook(_))
                                 || !retry.should_retry(&error)
@@ -509,7 +504,7 @@ impl Actor {
         let spec = &self.spec;
         let error = |e| TaskError::build(&spec.key, &e, spec.entrypoint.as_deref());
         let builder = self.builder();
-        if self.config.persister.is_none() {
+        if self.lane.config.persister.is_none() {
             return builder.build_fresh().map_err(error);
         }
         // Boxed: the builder's future is large and done with before the
@@ -520,12 +515,12 @@ impl Actor {
     fn builder(&self) -> ApplicationBuilder {
         let spec = &self.spec;
         let lane = &self.lane;
-        let config = &self.config;
+        let config = &lane.config;
+        // The identity (id, task path, run, partition key, spawning
+        // parent) is the lane's, built only when something asks for it.
         let mut builder = Application::builder(spec.graph.clone())
-            .app_id(lane.app_id.to_string())
+            .task_identity(Arc::clone(lane) as Arc<dyn TaskIdentity>)
             .state(spec.state.clone())
-            .task_path(lane.path.keys().iter().cloned())
-            .run_task(Arc::clone(&lane.run.shared.run_id), lane.index)
             .stream_sink(Arc::clone(lane) as Arc<dyn StreamSink>);
         if !config.extensions.is_empty() {
             builder = builder.extensions(&config.extensions);
@@ -535,12 +530,6 @@ impl Actor {
         });
         if let Some(entry) = &spec.entrypoint {
             builder = builder.entrypoint(&**entry);
-        }
-        if let Some(key) = &config.partition_key {
-            builder = builder.partition_key(key.clone());
-        }
-        if let Some(parent) = &config.spawning_parent {
-            builder = builder.spawning_parent(parent.clone());
         }
         for hook in &config.hooks {
             builder = builder.hook_arc(Arc::clone(hook));

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use crate::error::{BoxError, EmitError, HookMethod, HookPanic};
 use crate::hooks::{Hook, HookList, StepPause, StreamItemInfo, call_hooks};
-use crate::identity::{AppInfo, ParentPointer};
+use crate::identity::{AppInfo, Identity, ParentPointer};
 use crate::persistence::Persister;
 
 /// One intermediate output of an action, as handed to a [`StreamSink`].
@@ -125,7 +125,7 @@ pub(crate) type HookPanicSlot = Arc<OnceLock<HookPanic>>;
 /// Cheap to clone; a clone emits into the same stream.
 #[derive(Clone)]
 pub struct ActionContext {
-    pub(crate) app: Arc<AppInfo>,
+    pub(crate) app: Identity,
     pub(crate) sequence_id: u64,
     pub(crate) action: Arc<str>,
     pub(crate) sink: Option<Arc<dyn StreamSink>>,
@@ -139,7 +139,7 @@ pub struct ActionContext {
 impl fmt::Debug for ActionContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ActionContext")
-            .field("app_id", &self.app.app_id)
+            .field("app_id", &self.app.app_id())
             .field("sequence_id", &self.sequence_id)
             .field("action", &self.action)
             .finish_non_exhaustive()
@@ -149,12 +149,12 @@ impl fmt::Debug for ActionContext {
 impl ActionContext {
     /// The application's id.
     pub fn app_id(&self) -> &str {
-        &self.app.app_id
+        self.app.app_id()
     }
 
     /// The application's partition key.
     pub fn partition_key(&self) -> Option<&str> {
-        self.app.partition_key.as_deref()
+        self.app.info().partition_key.as_deref()
     }
 
     /// The sequence id of this step.
@@ -208,17 +208,17 @@ impl ActionContext {
 
     /// The application this one was forked from, if any.
     pub fn parent(&self) -> Option<&ParentPointer> {
-        self.app.parent.as_ref()
+        self.app.info().parent.as_ref()
     }
 
     /// The application (and step) that spawned this one, if any.
     pub fn spawning_parent(&self) -> Option<&ParentPointer> {
-        self.app.spawning_parent.as_ref()
+        self.app.info().spawning_parent.as_ref()
     }
 
     /// The application's identity.
     pub fn app(&self) -> &Arc<AppInfo> {
-        &self.app
+        self.app.info()
     }
 
     /// Services the runtime made available to actions.
@@ -335,7 +335,7 @@ impl ActionContext {
             return;
         }
         let pause = StepPause {
-            app: &self.app,
+            app: self.app.info(),
             sequence_id: self.sequence_id,
             action: &self.action,
             waiting,
@@ -375,7 +375,7 @@ impl ActionContext {
         let index = self.emitted.fetch_add(1, Ordering::Relaxed);
         if !self.hooks.is_empty() {
             let info = StreamItemInfo {
-                app: &self.app,
+                app: self.app.info(),
                 sequence_id: self.sequence_id,
                 action: &self.action,
                 index,

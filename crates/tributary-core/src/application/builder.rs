@@ -6,7 +6,7 @@ use crate::action::{Extensions, StreamSink};
 use crate::error::{BuildError, HookMethod};
 use crate::graph::Graph;
 use crate::hooks::{Hook, HookList, call_hooks};
-use crate::identity::{AppInfo, ParentPointer};
+use crate::identity::{AppInfo, Identity, ParentPointer, TaskIdentity};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
 use crate::state::State;
 
@@ -69,6 +69,7 @@ pub struct ApplicationBuilder {
     task_path: Vec<Arc<str>>,
     run_id: Option<Arc<str>>,
     task_index: Option<u64>,
+    identity: Option<Arc<dyn TaskIdentity>>,
 }
 
 impl fmt::Debug for ApplicationBuilder {
@@ -109,6 +110,7 @@ impl ApplicationBuilder {
             task_path: Vec::new(),
             run_id: None,
             task_index: None,
+            identity: None,
         }
     }
 
@@ -227,6 +229,58 @@ impl ApplicationBuilder {
         self
     }
 
+    /// Take the application's identity from its runtime task: its id and
+    /// task path are read from `identity`, and its [`AppInfo`] is built by
+    /// `identity` the first time a hook, a persister or an action asks for
+    /// it, not when the application is built. The id, partition key, task
+    /// path, run and spawning parent set on this builder are then not used
+    /// (the task's identity carries them). The runtime builds its tasks'
+    /// applications this way, so that a task nobody asks about costs no
+    /// identity of its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, OnceLock};
+    /// use serde_json::json;
+    /// use tributary_core::{action, AppInfo, Application, Graph, TaskIdentity};
+    ///
+    /// struct Task {
+    ///     id: String,
+    ///     path: Vec<Arc<str>>,
+    ///     info: OnceLock<Arc<AppInfo>>,
+    /// }
+    ///
+    /// impl TaskIdentity for Task {
+    ///     fn app_id(&self) -> &str {
+    ///         &self.id
+    ///     }
+    ///     fn task_path(&self) -> &[Arc<str>] {
+    ///         &self.path
+    ///     }
+    ///     fn info(&self) -> &Arc<AppInfo> {
+    ///         self.info.get_or_init(|| {
+    ///             let mut info = AppInfo::new(self.id.clone());
+    ///             info.task_path = self.path.clone();
+    ///             Arc::new(info)
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let task = Arc::new(Task { id: "job-9".into(), path: vec!["city".into()], info: OnceLock::new() });
+    /// let graph = Graph::single(action("noop").run(|s, _, _| async move { Ok((json!({}), s)) }));
+    /// let app = Application::builder(graph).task_identity(task.clone()).build_fresh()?;
+    /// assert_eq!(app.app_id(), "job-9");
+    /// assert!(task.info.get().is_none(), "nothing asked for the whole identity yet");
+    /// assert_eq!(app.info().task_key(), Some("city"));
+    /// assert!(task.info.get().is_some());
+    /// # Ok::<(), tributary_core::BuildError>(())
+    /// ```
+    pub fn task_identity(mut self, identity: Arc<dyn TaskIdentity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
     /// Make a service available to actions through
     /// [`ActionContext::extension`](crate::ActionContext::extension) (one
     /// value per type; a later value of the same type replaces it).
@@ -277,10 +331,7 @@ impl ApplicationBuilder {
     /// checkpoint that names an unknown action, persister failures, and a
     /// hook that panics in `on_create` ([`BuildError::Hook`]).
     pub async fn build(mut self) -> Result<Application, BuildError> {
-        let app_id = self
-            .app_id
-            .take()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let app_id = self.take_app_id();
         if let Some(name) = &self.entrypoint {
             if self.graph.index_of(name).is_none() {
                 return Err(BuildError::UnknownEntrypoint(name.clone()));
@@ -343,11 +394,22 @@ impl ApplicationBuilder {
         if self.resume || self.fork.is_some() {
             return Err(BuildError::NeedsLoading);
         }
-        let app_id = self
-            .app_id
-            .take()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // With a task identity the id is the task's: nothing to make.
+        let app_id = if self.identity.is_some() {
+            String::new()
+        } else {
+            self.take_app_id()
+        };
         self.finish(app_id, None, None)
+    }
+
+    /// The application's id: its task's, the one set, or a new one.
+    fn take_app_id(&mut self) -> String {
+        match (&self.identity, self.app_id.take()) {
+            (Some(task), _) => task.app_id().to_owned(),
+            (None, Some(id)) => id,
+            (None, None) => uuid::Uuid::new_v4().to_string(),
+        }
     }
 
     /// The application, from its id, the application it was forked from
@@ -381,17 +443,26 @@ impl ApplicationBuilder {
             }
         };
 
-        let info = Arc::new(AppInfo {
-            app_id,
-            partition_key: self.partition_key,
-            parent,
-            spawning_parent: self.spawning_parent,
-            task_path: self.task_path,
-            run_id: self.run_id,
-            task_index: self.task_index,
-        });
+        let info = match self.identity {
+            // The identity is the task's, built when asked for.
+            Some(task) if parent.is_none() => Identity::Task(task),
+            // A fork's identity points at its parent: built now.
+            Some(task) => Identity::Built(Arc::new(AppInfo {
+                parent,
+                ..AppInfo::clone(task.info())
+            })),
+            None => Identity::Built(Arc::new(AppInfo {
+                app_id,
+                partition_key: self.partition_key,
+                parent,
+                spawning_parent: self.spawning_parent,
+                task_path: self.task_path,
+                run_id: self.run_id,
+                task_index: self.task_index,
+            })),
+        };
         call_hooks(&self.hooks, HookMethod::OnCreate, |hook| {
-            hook.on_create(&info, &state)
+            hook.on_create(info.info(), &state)
         })
         .map_err(BuildError::Hook)?;
         Ok(Application {

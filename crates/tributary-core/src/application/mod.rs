@@ -65,7 +65,7 @@ use crate::action::{Action, ActionContext, Extensions, HookPanicSlot, StreamSink
 use crate::error::{ActionError, ApplicationError, HookMethod};
 use crate::graph::Graph;
 use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
-use crate::identity::AppInfo;
+use crate::identity::{AppInfo, Identity};
 use crate::inputs::Inputs;
 use crate::outcome::{Advance, HaltReason, Halted, RunOutcome, StepRecord};
 use crate::persistence::{Checkpoint, Persister, StepStatus};
@@ -213,7 +213,7 @@ impl RunOptions {
 /// at the same sequence id.
 pub struct Application {
     graph: Graph,
-    info: Arc<AppInfo>,
+    info: Identity,
     state: State,
     next_seq: u64,
     last_seq: Option<u64>,
@@ -232,7 +232,7 @@ pub struct Application {
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
-            .field("app_id", &self.info.app_id)
+            .field("app_id", &self.info.app_id())
             .field("next_action", &self.next_action())
             .field("sequence_id", &self.last_seq)
             .field("state", &self.state)
@@ -243,17 +243,17 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// The application's id.
     pub fn app_id(&self) -> &str {
-        &self.info.app_id
+        self.info.app_id()
     }
 
     /// The application's partition key.
     pub fn partition_key(&self) -> Option<&str> {
-        self.info.partition_key.as_deref()
+        self.info.info().partition_key.as_deref()
     }
 
     /// The application's identity and parent pointers.
     pub fn info(&self) -> &Arc<AppInfo> {
-        &self.info
+        self.info.info()
     }
 
     /// The current state.
@@ -339,7 +339,7 @@ impl Application {
         };
         save_checkpoint(
             persister.as_ref(),
-            &self.info,
+            self.info.info(),
             self.next_seq,
             action,
             StepStatus::Cancelled,
@@ -410,7 +410,7 @@ impl Application {
         self.last_seq = Some(seq);
         let span = tracing::info_span!(
             "tributary.step",
-            app_id = %self.info.app_id,
+            app_id = %self.info.app_id(),
             action = %name,
             sequence_id = seq,
             outcome = tracing::field::Empty,
@@ -501,7 +501,7 @@ impl Application {
             // Boxed: applications without hooks (the common case for
             // runtime tasks) keep no room for it in the step's future.
             let hooks = guard.hooks.insert(Box::new(StepHooks {
-                app: Arc::clone(&self.info),
+                app: Arc::clone(self.info.info()),
                 hooks: Arc::clone(&self.hooks),
                 action: Arc::clone(name),
                 seq: step.seq,
@@ -522,7 +522,7 @@ impl Application {
         }
         let step_inputs = selected.map_err(Box::new)?;
         let ctx = ActionContext {
-            app: Arc::clone(&self.info),
+            app: self.info.clone(),
             sequence_id: step.seq,
             action: Arc::clone(name),
             sink: sink_override.or_else(|| self.sink.clone()),
@@ -584,7 +584,7 @@ impl Application {
         };
         save_checkpoint(
             persister.as_ref(),
-            &self.info,
+            self.info.info(),
             step.seq,
             &step.name,
             status,
@@ -886,12 +886,12 @@ impl Application {
         self.check_halts(&opts)?;
         let span = tracing::info_span!(
             "tributary.run",
-            app_id = %self.info.app_id,
+            app_id = %self.info.app_id(),
             outcome = tracing::field::Empty,
             error_kind = tracing::field::Empty,
         );
         async {
-            let hooks = RunHooks::begin(&self.info, &self.hooks, &self.state)?;
+            let hooks = RunHooks::begin(self.info.info(), &self.hooks, &self.state)?;
             let result = loop {
                 match self.advance(&opts).await {
                     Ok(Advance::Continue(_)) => {}
@@ -980,7 +980,7 @@ impl Application {
                 let (app, opts, hooks) = match state? {
                     Iter::Fail(e) => return Some((Err(e), None)),
                     Iter::Start(app, opts) => {
-                        match RunHooks::begin(&app.info, &app.hooks, &app.state) {
+                        match RunHooks::begin(app.info.info(), &app.hooks, &app.state) {
                             Ok(hooks) => (app, opts, hooks),
                             Err(e) => return Some((Err(e), None)),
                         }
@@ -1033,13 +1033,13 @@ impl Application {
         opts: RunOptions,
     ) -> Result<StreamResult<'_>, ApplicationError> {
         self.check_halts(&opts)?;
-        let hooks = RunHooks::begin(&self.info, &self.hooks, &self.state)?;
+        let hooks = RunHooks::begin(self.info.info(), &self.hooks, &self.state)?;
         // Step until the next action is the one to stream, or the run
         // halts on its way there.
         loop {
             let Some(next) = self.next_action() else {
                 let outcome = hooks.end(Ok(self.nothing_to_run()));
-                return Ok(StreamResult::done(Arc::clone(&self.info), outcome));
+                return Ok(StreamResult::done(Arc::clone(self.info.info()), outcome));
             };
             if opts.halts_after(next) {
                 break;
@@ -1048,20 +1048,20 @@ impl Application {
                 Ok(Advance::Continue(_)) => {}
                 Ok(Advance::Halt { outcome, .. }) => {
                     return Ok(StreamResult::done(
-                        Arc::clone(&self.info),
+                        Arc::clone(self.info.info()),
                         hooks.end(Ok(outcome)),
                     ));
                 }
                 Err(e) => {
                     return Ok(StreamResult::done(
-                        Arc::clone(&self.info),
+                        Arc::clone(self.info.info()),
                         hooks.end(Err(e)),
                     ));
                 }
             }
         }
         let (sink, rx) = stream::channel();
-        let info = Arc::clone(&self.info);
+        let info = Arc::clone(self.info.info());
         let step = Box::pin(async move {
             // The halt action is in `halt_after`: this step ends the run.
             match self.advance_with(&opts, Some(sink)).await? {

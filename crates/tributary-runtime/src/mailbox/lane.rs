@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,10 +14,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tributary_core::{EmitError, Emitted, State, StreamSink};
+use tributary_core::{AppInfo, EmitError, Emitted, State, StreamSink, TaskIdentity};
 
 use super::{Ctl, Envelope, SlotHold};
 use crate::budget::TaskSlot;
+use crate::config::RunConfig;
 use crate::error::TaskError;
 use crate::gate::GateChain;
 use crate::handle::RunHandle;
@@ -89,6 +90,11 @@ pub(crate) struct Lane {
     pause: Option<Box<Mutex<PauseClock>>>,
     /// The task's hold on the concurrency limits.
     pub(crate) slot: TaskSlot,
+    /// The task's run's settings.
+    pub(crate) config: Arc<RunConfig>,
+    /// The task's application's identity, built the first time something
+    /// asks for it (see [`TaskIdentity`]).
+    info: OnceLock<Arc<AppInfo>>,
 }
 
 /// How a lane is set up.
@@ -110,6 +116,7 @@ pub(crate) struct LaneConfig {
     /// Keep the time spent paused (the task has a timeout).
     pub(crate) pause_clock: bool,
     pub(crate) slot: TaskSlot,
+    pub(crate) config: Arc<RunConfig>,
 }
 
 impl Lane {
@@ -131,7 +138,14 @@ impl Lane {
             terminal_sent: AtomicBool::new(false),
             pause: c.pause_clock.then(Box::default),
             slot: c.slot,
+            config: c.config,
+            info: OnceLock::new(),
         }
+    }
+
+    /// The task's application's identity, if it was built.
+    pub(crate) fn identity(&self) -> Option<&Arc<AppInfo>> {
+        self.info.get()
     }
 
     /// Whether the run streams tokens.
@@ -421,5 +435,31 @@ impl StreamSink for Lane {
         Lane::send(self, report, None)
             .await
             .map_err(|_| stopped(&action))
+    }
+}
+
+/// A task's identity is its lane's: the id and path it already holds, the
+/// rest (run, partition key, spawning parent) from its run, put together
+/// only when a hook, a persister or an action asks for the whole of it.
+impl TaskIdentity for Lane {
+    fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    fn task_path(&self) -> &[Arc<str>] {
+        self.path.keys()
+    }
+
+    fn info(&self) -> &Arc<AppInfo> {
+        self.info.get_or_init(|| {
+            let mut info = AppInfo::new(self.app_id.to_string());
+            info.partition_key.clone_from(&self.config.partition_key);
+            info.spawning_parent
+                .clone_from(&self.config.spawning_parent);
+            info.task_path = self.path.keys().to_vec();
+            info.run_id = Some(Arc::clone(&self.run.shared.run_id));
+            info.task_index = Some(self.index);
+            Arc::new(info)
+        })
     }
 }
