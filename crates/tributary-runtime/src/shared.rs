@@ -211,7 +211,7 @@ impl RunShared {
             // sees the new watcher, or the watcher's first value has it.
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             if r.progress.receiver_count() > 0 {
-                r.refresh_progress();
+                r.counts.publish(|| r.refresh_progress());
             }
             run = r.parent.as_ref().map(|p| &*p.run);
         }
