@@ -82,7 +82,14 @@ fn main() -> anyhow::Result<()> {
         let what = args.get(1).context("--child needs a measurement")?;
         let n: u64 = args.get(2).context("--child needs a count")?.parse()?;
         let answer = if callgrind::is_child(what) {
-            runtime()?.block_on(callgrind::run_child(what, n))
+            let rt = if callgrind::on_current_thread(what) {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                runtime()?
+            };
+            rt.block_on(callgrind::run_child(what, n))
         } else if profile::is_profile(what) {
             runtime()?.block_on(profile::run(what, n))
         } else if pipeline::is_child(what) {

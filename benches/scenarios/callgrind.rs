@@ -9,6 +9,15 @@
 //! start, the runtime's threads and the first-use growth of its tables.
 //! Heap allocations are counted the same way, by the same children under
 //! `valgrind --tool=dhat` (its total of blocks allocated).
+//!
+//! Each pair is counted on two runtimes: tokio's multi-thread runtime (the
+//! default, what users run), and its current-thread runtime, on which
+//! the tasks and the consumer take turns in an order fixed by the program
+//! alone. On the multi-thread runtime the count still depends a little on
+//! how valgrind interleaves the threads (how often a task finds the
+//! consumer's mailbox full and must wait, for instance); on the
+//! current-thread runtime it does not, so that count moves only when the
+//! code does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,14 +37,22 @@ const WARMUP: u64 = 500;
 
 /// Whether `what` names a callgrind child.
 pub(crate) fn is_child(what: &str) -> bool {
-    matches!(what, "cg-map-cpu" | "cg-map-cpu-bare")
+    matches!(
+        what,
+        "cg-map-cpu" | "cg-map-cpu-bare" | "cg-map-cpu-ct" | "cg-map-cpu-bare-ct"
+    )
+}
+
+/// Whether the child `what` runs on tokio's current-thread runtime.
+pub(crate) fn on_current_thread(what: &str) -> bool {
+    what.ends_with("-ct")
 }
 
 /// The child's side: a warm-up of [`WARMUP`] subgraphs, then `n` more.
 pub(crate) async fn run_child(what: &str, n: u64) -> Value {
     let graph = two_steps(None);
     let rt = Runtime::new();
-    let bare = what == "cg-map-cpu-bare";
+    let bare = what.starts_with("cg-map-cpu-bare");
     let run = async |n: usize| {
         let got = if bare {
             bare_map(n, None).await
@@ -71,10 +88,21 @@ pub(crate) fn callgrind(opts: &Opts) -> anyhow::Result<()> {
 }
 
 fn measure(opts: &Opts, dir: &Path) -> anyhow::Result<()> {
+    for (flavor, pair) in [
+        ("multi_thread", ["cg-map-cpu", "cg-map-cpu-bare"]),
+        ("current_thread", ["cg-map-cpu-ct", "cg-map-cpu-bare-ct"]),
+    ] {
+        measure_pair(opts, dir, flavor, pair)?;
+    }
+    Ok(())
+}
+
+/// One runtime flavor's pair of measurements.
+fn measure_pair(opts: &Opts, dir: &Path, flavor: &str, pair: [&str; 2]) -> anyhow::Result<()> {
     let repeats = opts.repeats(5);
     let (mut ir, mut allocs) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     for r in 0..repeats {
-        for (side, what) in ["cg-map-cpu", "cg-map-cpu-bare"].into_iter().enumerate() {
+        for (side, what) in pair.into_iter().enumerate() {
             let warm = child(what, 0, dir, r)?;
             let full = child(what, N, dir, r)?;
             ir[side].push((full.ir as f64 - warm.ir as f64) / N as f64);
@@ -86,6 +114,7 @@ fn measure(opts: &Opts, dir: &Path) -> anyhow::Result<()> {
         "warmup": WARMUP,
         "actions": 2,
         "persistence": false,
+        "runtime": flavor,
         "tool": "valgrind --fair-sched=yes --tool=callgrind (instructions), --tool=dhat (allocations)",
     });
     let [ours, bare] = ir;
