@@ -123,3 +123,77 @@ async fn two_panicking_hooks_fail_the_task_without_aborting_the_process() {
     }
     assert_eq!(handle.progress_now().failed, 2);
 }
+
+/// Records what `on_task_spawn` and `on_task_complete` saw of a task.
+#[derive(Debug, Default)]
+struct Seen(std::sync::Mutex<Vec<(&'static str, Arc<AppInfo>)>>);
+
+impl Hook for Seen {
+    fn on_task_spawn(&self, app: &AppInfo, _: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("spawn", Arc::new(app.clone())));
+    }
+    fn on_task_complete(&self, app: &AppInfo, _: &str, _: &TaskEnd<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("complete", Arc::new(app.clone())));
+    }
+}
+
+/// A task's identity is built only when asked for, and then whole: the
+/// hooks and the task's own actions see the same id, path, run, index and
+/// partition key as its items carry.
+#[tokio::test]
+async fn hooks_and_actions_see_the_whole_identity_of_a_task() {
+    let seen = Arc::new(Seen::default());
+    let who = action("who")
+        .writes(["who"])
+        .run(|s: State, _, ctx| async move {
+            let app = ctx.app();
+            let who = json!({
+                "app_id": app.app_id,
+                "ctx_app_id": ctx.app_id(),
+                "path": app.task_path.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                "key": ctx.task_key(),
+                "run_id": app.run_id.as_deref(),
+                "index": app.task_index,
+                "partition": ctx.partition_key(),
+            });
+            Ok((json!({}), s.set("who", who)))
+        });
+    let tasks = vec![
+        TaskSpec::action("first", who.clone()),
+        TaskSpec::action("second", who),
+    ];
+    let config = RunConfig::new()
+        .run_id("identity-run")
+        .partition_key("tenant-7")
+        .hook(seen.clone());
+    let (_h, stream) = Runtime::new().run(tasks, config);
+    let outcomes = stream.outcomes().await.unwrap();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        let item_app_id = outcome.app_id.to_string();
+        let who = outcome.state().unwrap().get("who").unwrap().clone();
+        let key = ["first", "second"][index];
+        assert_eq!(who["app_id"], json!(item_app_id));
+        assert_eq!(who["ctx_app_id"], json!(item_app_id));
+        assert_eq!(who["path"], json!([key]));
+        assert_eq!(who["key"], json!(key));
+        assert_eq!(who["run_id"], json!("identity-run"));
+        assert_eq!(who["index"], json!(index));
+        assert_eq!(who["partition"], json!("tenant-7"));
+    }
+    let seen = seen.0.lock().unwrap();
+    assert_eq!(seen.len(), 4, "spawn and complete for each task: {seen:?}");
+    for (_, info) in seen.iter() {
+        let key = info.task_key().unwrap();
+        let outcome = outcomes.iter().find(|o| &*o.key == key).unwrap();
+        assert_eq!(info.app_id, &*outcome.app_id);
+        assert_eq!(info.run_id.as_deref(), Some("identity-run"));
+        assert_eq!(info.task_index, Some(outcome.index));
+        assert_eq!(info.partition_key.as_deref(), Some("tenant-7"));
+    }
+}
