@@ -56,6 +56,7 @@ mod runtime_ends;
 mod runtime_extensions;
 mod runtime_hooks;
 mod runtime_merge;
+mod runtime_merge_ordered;
 mod runtime_parallel;
 mod runtime_policies;
 mod runtime_props;

@@ -34,8 +34,12 @@ pub enum MergeMode {
     /// travel in that task's lane: they take places in its rounds, in the
     /// order the task forwarded them.
     Zip,
-    /// All items of task 0, then all of task 1, ...; later tasks run ahead
-    /// into small per-task channels (bounded) and then wait.
+    /// All items of task 0, then all of task 1, ...
+    ///
+    /// The task at the front (the one being read) streams through the run's
+    /// mailbox (`mailbox_capacity`); the tasks behind it run ahead into
+    /// small channels of their own (`task_channel_capacity`) and then wait
+    /// until they come to the front.
     Ordered,
     /// One terminal item (`Final`, `Failed` or `Cancelled`) per task, in
     /// completion order. Tokens and node items are not even produced.
@@ -371,8 +375,9 @@ impl RunConfig {
         self
     }
 
-    /// Capacity of the shared mailbox (`AsCompleted`, `FinalOnly`): when it
-    /// is full, producers wait for the consumer.
+    /// Capacity of the shared mailbox (`AsCompleted`, `FinalOnly`, and the
+    /// front task of an `Ordered` run): when it is full, producers wait for
+    /// the consumer.
     ///
     /// # Panics
     ///
@@ -392,7 +397,11 @@ impl RunConfig {
         self.mailbox_capacity(tokio::sync::Semaphore::MAX_PERMITS)
     }
 
-    /// Capacity of each task's own channel (`Zip`, `Ordered`).
+    /// Capacity of each task's own channel: that of every task of a `Zip`
+    /// run, and, in an `Ordered` run, of every task behind the front one
+    /// (how far it runs ahead before it waits). The front task of an
+    /// `Ordered` run streams through the mailbox
+    /// ([`mailbox_capacity`](Self::mailbox_capacity)).
     ///
     /// # Panics
     ///

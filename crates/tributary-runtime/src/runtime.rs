@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::Budget;
-use crate::config::RunConfig;
+use crate::config::{MergeMode, RunConfig};
 use crate::gate::{Gate, GateChain};
 use crate::handle::RunHandle;
 use crate::merger::RunStream;
@@ -247,6 +247,7 @@ impl Runtime {
             progress: watch::Sender::new(Progress::default()),
             tracker: TaskTracker::new(),
             inbox: inbox_tx,
+            ordered_mailbox: (config.merge_mode == MergeMode::Ordered).then(|| mail_tx.clone()),
             accepting: Mutex::new(true),
             span: tracing::Span::current(),
         });

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::budget::Budget;
 use crate::end::RunEnd;
 use crate::gate::{Gate, GateChain};
-use crate::mailbox::Inbox;
+use crate::mailbox::{Envelope, Inbox};
 use crate::path::TaskPath;
 use crate::progress::{Change, Counters, Progress};
 use crate::reason::CancelReason;
@@ -92,6 +92,10 @@ pub(crate) struct RunShared {
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) tracker: TaskTracker,
     pub(crate) inbox: mpsc::UnboundedSender<Inbox>,
+    /// An `Ordered` run's mailbox, which its front task streams through
+    /// (the tasks behind it stream into their own channels); `None` in the
+    /// other modes.
+    pub(crate) ordered_mailbox: Option<mpsc::Sender<Envelope>>,
     /// Whether `add_task` is still accepted. `add_task` holds this lock while
     /// it checks and sends, and the supervisor while it decides to end, so
     /// an accepted task is never lost.

@@ -44,7 +44,9 @@ pub(crate) enum Ctl {
     /// A terminal item that must not wait for mailbox room: every terminal in
     /// the per-task modes, and cancellations in every mode.
     Terminal(Envelope),
-    /// A task started (per-task modes): its channel, in task order.
+    /// A task started (per-task modes): its channel. Sent in task order,
+    /// which `Ordered` relies on: the first lane registered and not ended
+    /// is the front one.
     Register {
         index: u64,
         cohort: u64,

@@ -93,6 +93,8 @@ pub(crate) struct LaneReceiver {
     rx: Option<mpsc::Receiver<Envelope>>,
     received: u64,
     terminal: Option<Envelope>,
+    /// `Ordered`: the lane is at the front, and its channel is closed.
+    front: bool,
     /// Zip: the lane's item of the round being assembled.
     pub(crate) buffered: Option<Envelope>,
     /// Zip: the lane's terminal item was taken.
@@ -107,6 +109,7 @@ impl LaneReceiver {
             rx,
             received: 0,
             terminal: None,
+            front: false,
             buffered: None,
             done: false,
         }
@@ -117,7 +120,7 @@ impl LaneReceiver {
         self.terminal = Some(env);
     }
 
-    /// The lane's next item in order. `Ready(None)` once, when the channel
+    /// `Zip`: the lane's next item in order. `Ready(None)` once, when the channel
     /// closes (the terminal comes through the control channel, whose poll
     /// wakes the merger); `Pending` afterwards until the terminal is due.
     ///
@@ -146,6 +149,70 @@ impl LaneReceiver {
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// `Ordered`: the lane is now at the front. Closing its channel tells
+    /// the lane to send everything after into the run's mailbox (a lane
+    /// waiting for room in its channel is woken to do so). The channel
+    /// reports its end only once it is closed, empty, and no emitter of the
+    /// lane holds room in it: every item the lane will ever put there has
+    /// then been read, and the lane's later items are in the mailbox, in
+    /// order.
+    pub(crate) fn bring_to_front(&mut self) {
+        if !self.front {
+            self.front = true;
+            if let Some(rx) = &mut self.rx {
+                rx.close();
+            }
+        }
+    }
+
+    /// `Ordered`: the next item of the front lane, which reads its channel
+    /// to the end and then the run's mailbox (see [`bring_to_front`](Self::bring_to_front)).
+    /// Never `Ready(None)`: the lane ends with its terminal item.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an item is taken only when it is returned (or dropped,
+    /// when it was sent after its lane's terminal item).
+    pub(crate) fn poll_front(
+        &mut self,
+        mailbox: &mut mpsc::Receiver<Envelope>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Envelope> {
+        self.bring_to_front();
+        loop {
+            if let Some(terminal) = self.terminal.take_if(|t| t.seq == self.received) {
+                self.received += 1;
+                return Poll::Ready(terminal);
+            }
+            if let Some(rx) = &mut self.rx {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(env)) => {
+                        self.received += 1;
+                        return Poll::Ready(env);
+                    }
+                    Poll::Ready(None) => {
+                        self.rx = None;
+                        continue;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            match mailbox.poll_recv(cx) {
+                Poll::Ready(Some(env)) if env.index == self.index && env.seq == self.received => {
+                    self.received += 1;
+                    return Poll::Ready(env);
+                }
+                // Only the front lane sends into the mailbox, its items in
+                // order, so anything else was sent after its lane's terminal
+                // item (by an emitter the task left running): dropped, as
+                // such items are with the lane's channel.
+                Poll::Ready(Some(_)) => {}
+                // The run holds a sender of its mailbox: it never ends.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
