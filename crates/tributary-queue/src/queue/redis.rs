@@ -697,7 +697,7 @@ impl WorkQueue for RedisQueue {
             .ids
             .into_iter()
             .map(|e| DeadLetter {
-                id: e.id.clone(),
+                id: dead_letter_id(group, &e.id),
                 payload: e.get::<Vec<u8>>("p").unwrap_or_default().into(),
                 dedupe_id: e.get("d"),
                 attempts: e.get("a").unwrap_or(0),
@@ -707,8 +707,14 @@ impl WorkQueue for RedisQueue {
     }
 
     async fn remove_dead_letter(&self, group: &str, id: &str) -> Result<bool, QueueError> {
+        // Entry ids are per stream, and each group has a stream of its own:
+        // another group's dead letter can have the same entry id, so the id
+        // handed out names its group too.
+        let Some(entry) = dead_letter_entry(group, id) else {
+            return Ok(false);
+        };
         let mut cmd = redis::cmd("XDEL");
-        cmd.arg(self.dead_key(group)).arg(id);
+        cmd.arg(self.dead_key(group)).arg(entry);
         match self
             .query::<u64>(&cmd, || format!("remove dead letter {id} of group {group}"))
             .await
@@ -827,5 +833,39 @@ fn next_id(id: &str) -> (u64, u64) {
     match seq.checked_add(1) {
         Some(seq) => (ms, seq),
         None => (ms.saturating_add(1), 0),
+    }
+}
+
+/// The id of a dead letter: its entry id in its group's dead-letter stream,
+/// after the group's name (entry ids are only unique within one stream).
+fn dead_letter_id(group: &str, entry: &str) -> String {
+    format!("{group}:{entry}")
+}
+
+/// The entry id in `group`'s dead-letter stream of the dead letter `id`;
+/// `None` when `id` is not one of `group`'s.
+fn dead_letter_entry<'a>(group: &str, id: &'a str) -> Option<&'a str> {
+    id.strip_prefix(group)?.strip_prefix(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{dead_letter_entry, dead_letter_id};
+
+    #[test]
+    fn a_dead_letter_id_names_its_group_and_no_other() {
+        // Two groups' streams can both hold an entry `1700000000000-1`.
+        let id = dead_letter_id("g", "1700000000000-1");
+        assert_eq!(dead_letter_entry("g", &id), Some("1700000000000-1"));
+        assert_eq!(dead_letter_entry("other", &id), None);
+        assert_eq!(dead_letter_entry("g:x", &id), None);
+        let nested = dead_letter_id("g:x", "5-0");
+        assert_eq!(dead_letter_entry("g:x", &nested), Some("5-0"));
+        assert_eq!(
+            dead_letter_entry("g", &nested),
+            Some("x:5-0"),
+            "not an entry id: XDEL refuses it"
+        );
+        assert_eq!(dead_letter_entry("g", "1700000000000-1"), None);
     }
 }
