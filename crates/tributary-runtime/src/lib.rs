@@ -11,8 +11,9 @@
 //! Architecture: a supervisor task pulls tasks lazily, applies the limits
 //! (the runtime's shared budget, the run's own limit, the start rate) and
 //! spawns one actor (a tokio task owning its application) per task. Actors
-//! publish items into a bounded mailbox (or, for `Zip` and `Ordered`, a
-//! small channel of their own) and check the pause gates and their
+//! publish items into a bounded mailbox (for `Zip`, a small channel of
+//! their own; for `Ordered`, their own small channel until they reach the
+//! front, then the mailbox) and check the pause gates and their
 //! cancellation token between steps. The merger runs in the consumer's
 //! `poll_next`: it applies the [`MergeMode`], the [`CompletionPolicy`] and
 //! the [`FailurePolicy`], so an item reaches the consumer with one channel
