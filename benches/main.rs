@@ -67,6 +67,12 @@ impl Opts {
     }
 }
 
+/// With `--features mimalloc`, every scenario (tributary and its baseline
+/// alike) allocates through mimalloc instead of the system allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
