@@ -249,15 +249,30 @@ async fn create_stream(
     js: &jetstream::Context,
     config: jetstream::stream::Config,
 ) -> Result<jetstream::stream::Stream, BoxError> {
+    use jetstream::ErrorCode;
+    use jetstream::context::CreateStreamErrorKind;
     // A busy server can let a JetStream API request time out: try again.
+    // Two openers of one queue at once (a caller and its workers starting
+    // together) can both find the stream missing and both create it: the
+    // server then refuses the later creation, as a name in use or as
+    // subjects overlapping the stream just made, and a second try finds
+    // the stream. A stream that truly overlaps another fails each time.
     let mut attempt = 1;
     loop {
         match js.get_or_create_stream(config.clone()).await {
             Ok(s) => return Ok(s),
-            Err(e)
-                if attempt < 3
-                    && e.kind() == jetstream::context::CreateStreamErrorKind::TimedOut =>
-            {
+            Err(e) if attempt < 3 => {
+                let again = match e.kind() {
+                    CreateStreamErrorKind::TimedOut => true,
+                    CreateStreamErrorKind::JetStream(err) => matches!(
+                        err.error_code(),
+                        ErrorCode::STREAM_NAME_EXIST | ErrorCode::STREAM_SUBJECT_OVERLAP
+                    ),
+                    _ => false,
+                };
+                if !again {
+                    return Err(Box::new(e));
+                }
                 attempt += 1;
             }
             Err(e) => return Err(Box::new(e)),
