@@ -1054,6 +1054,10 @@ async fn renew(
 ) {
     let since = Instant::now();
     let every = shared.options.renew_every();
+    let lease = shared.options.lease();
+    // When the claim was last renewed (or made): past the lease, another
+    // worker may own the task.
+    let mut renewed = since;
     loop {
         tokio::select! {
             biased;
@@ -1062,6 +1066,7 @@ async fn renew(
         }
         match shared.tasks.in_progress(&delivery).await {
             Ok(()) => {
+                renewed = Instant::now();
                 shared.heard();
                 shared
                     .beat_ms
@@ -1074,6 +1079,19 @@ async fn renew(
             }
             Err(error) => {
                 shared.deaf.store(true, Ordering::SeqCst);
+                if renewed.elapsed() >= lease {
+                    // The lease ran out unrenewed (the broker is away):
+                    // the task may already be another worker's, which
+                    // resumes it from its last checkpoint. Stepping on
+                    // would run its next steps twice, so give the claim
+                    // up as if it had been taken (the task goes back to
+                    // the queue with its lease expired, for whichever
+                    // worker fetches next, this one included).
+                    tracing::warn!(%error, "a claim's lease ran out unrenewed; giving it up");
+                    lost.store(true, Ordering::SeqCst);
+                    drop(handle.cancel());
+                    return;
+                }
                 tracing::warn!(%error, "renewing a claim failed; retrying");
             }
         }
