@@ -161,3 +161,39 @@ impl JournalStore for Recording {
         self.inner.event(target, name, index).await
     }
 }
+
+/// An action `pay` whose durable step `charge` fails ("card service
+/// down") until `healthy` is set: out of its one quick retry, the step
+/// pauses its task (`pause_on_exhausted`) until the task is resumed. Once
+/// the charge goes through the action writes `paid`.
+pub(crate) fn pay_pausing_until_healthy(
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+) -> tributary::FnAction {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    action("pay").writes(["paid"]).run(move |s: State, _, ctx| {
+        let healthy = Arc::clone(&healthy);
+        async move {
+            let paid: bool = ctx
+                .step_with("charge", move |_| {
+                    let healthy = Arc::clone(&healthy);
+                    async move {
+                        if healthy.load(Ordering::SeqCst) {
+                            Ok(true)
+                        } else {
+                            Err(BoxError::from("card service down"))
+                        }
+                    }
+                })
+                .policy(
+                    StepPolicy::new()
+                        .retries(1)
+                        .backoff(Duration::from_millis(1), Duration::from_millis(2))
+                        .pause_on_exhausted(),
+                )
+                .await?;
+            Ok((json!({ "paid": paid }), s.set("paid", paid)))
+        }
+    })
+}

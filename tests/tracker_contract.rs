@@ -748,37 +748,14 @@ pub(crate) async fn a_task_paused_by_a_durable_step_out_of_retries_is_recorded_u
     open: Open,
 ) {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use tributary::BoxError;
-    use tributary::durable::{DurableExt, Journal, MemoryJournal, StepPolicy, WithJournal};
+    use tributary::durable::{Journal, MemoryJournal, WithJournal};
 
     let t = open().await;
     let journal = Journal::new(Arc::new(MemoryJournal::new()));
     let healthy = Arc::new(AtomicBool::new(false));
-    let h = Arc::clone(&healthy);
-    let graph = Graph::single(action("pay").writes(["paid"]).run(move |s: State, _, ctx| {
-        let healthy = Arc::clone(&h);
-        async move {
-            let paid: bool = ctx
-                .step_with("charge", move |_| {
-                    let healthy = Arc::clone(&healthy);
-                    async move {
-                        if healthy.load(Ordering::SeqCst) {
-                            Ok(true)
-                        } else {
-                            Err(BoxError::from("card service down"))
-                        }
-                    }
-                })
-                .policy(
-                    StepPolicy::new()
-                        .retries(1)
-                        .backoff(Duration::from_millis(1), Duration::from_millis(2))
-                        .pause_on_exhausted(),
-                )
-                .await?;
-            Ok((json!({ "paid": paid }), s.set("paid", paid)))
-        }
-    }));
+    let graph = Graph::single(crate::durable_support::pay_pausing_until_healthy(
+        Arc::clone(&healthy),
+    ));
     let config = RunConfig::new().journal(&journal).hook(t.hook());
     let (handle, stream) = Runtime::new().run(vec![TaskSpec::new("order", graph)], config);
     let mut progress = handle.progress();

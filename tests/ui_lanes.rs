@@ -80,37 +80,10 @@ async fn a_step_being_retried_shows_retrying_with_its_attempt_and_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_paused_by_a_durable_step_shows_paused_with_what_it_waits_for() {
     use std::sync::atomic::AtomicBool;
-    use tributary::BoxError;
-    use tributary::durable::{DurableExt, Journal, MemoryJournal, StepPolicy, WithJournal};
+    use tributary::durable::{Journal, MemoryJournal, WithJournal};
 
     let healthy = Arc::new(AtomicBool::new(false));
-    let pay = {
-        let healthy = Arc::clone(&healthy);
-        action("pay").run(move |s: State, _, ctx| {
-            let healthy = Arc::clone(&healthy);
-            async move {
-                let paid: bool = ctx
-                    .step_with("charge", move |_| {
-                        let healthy = Arc::clone(&healthy);
-                        async move {
-                            if healthy.load(Ordering::SeqCst) {
-                                Ok(true)
-                            } else {
-                                Err(BoxError::from("card service down"))
-                            }
-                        }
-                    })
-                    .policy(
-                        StepPolicy::new()
-                            .retries(1)
-                            .backoff(Duration::from_millis(1), Duration::from_millis(2))
-                            .pause_on_exhausted(),
-                    )
-                    .await?;
-                Ok((json!({ "paid": paid }), s))
-            }
-        })
-    };
+    let pay = crate::durable_support::pay_pausing_until_healthy(Arc::clone(&healthy));
     let watch = StepWatch::new();
     let journal = Journal::new(Arc::new(MemoryJournal::new()));
     let config = RunConfig::new().journal(&journal).hook(watch.hook());
