@@ -15,7 +15,6 @@ use tributary_core::{
 use crate::budget::TaskSlot;
 use crate::config::{MergeMode, RunConfig};
 use crate::error::TaskError;
-use crate::gate::Gate;
 use crate::handle::RunHandle;
 use crate::item::ItemKind;
 use crate::mailbox::lane::{Lane, LaneConfig, Report, Stopped};
@@ -51,18 +50,16 @@ impl Actor {
         ctl: mpsc::UnboundedSender<Ctl>,
     ) -> Self {
         let final_only = config.merge_mode == MergeMode::FinalOnly;
-        let _ = control.shared.app_id.set(Arc::clone(&app_id));
-        let lane = Arc::new(Lane::new(LaneConfig {
+        // The task's lane (its control) is filled in: from now on it holds
+        // the task's way out, slot and run, and the actor's future holds
+        // nothing but the lane and the spec.
+        control.start(LaneConfig {
             index,
             app_id,
             path: shared.prefix.child(Arc::clone(&spec.key)),
             out,
             ctl,
-            // The lane keeps the task's control (its token and its shared
-            // part), so that the actor's future holds no copy of it.
-            token: control.token,
-            gates: shared.gates.with(Gate::Task(Arc::clone(&control.shared))),
-            task: control.shared,
+            gates: shared.gates.clone(),
             tokens: config.intermediate_stream_outputs && !final_only,
             nested_nodes: config.intermediate_nodes && !final_only,
             terminal_via_ctl: matches!(config.merge_mode, MergeMode::Zip | MergeMode::Ordered),
@@ -70,7 +67,8 @@ impl Actor {
             run: RunHandle { shared },
             slot,
             config,
-        }));
+        });
+        let lane = control;
         Actor { lane, spec }
     }
 
@@ -149,8 +147,7 @@ impl Actor {
 
     /// Cancel the task (and its subtree) for `reason`.
     fn cancel(&self, reason: CancelReason) {
-        let _ = self.lane.task.reason.set(reason);
-        self.lane.token.cancel();
+        self.lane.cancel(reason);
     }
 
     /// The body under the task's timeout. Time the task spends paused at
@@ -562,6 +559,18 @@ fn node_report(record: StepRecord) -> Report {
     }
 }
 
+/// An actor whose future was dropped before it first ran (its runtime shut
+/// down) still leaves its run's table: its lane, filled in, holds its run,
+/// and the table holds the lane. (Once it has run, its [`ExitGuard`] does
+/// this.)
+impl Drop for Actor {
+    fn drop(&mut self) {
+        if !self.lane.task.is_started() {
+            self.lane.run.shared.unregister(self.lane.key(), &self.lane);
+        }
+    }
+}
+
 /// Makes sure a task always reports and always leaves, even if its actor
 /// panics or is dropped.
 struct ExitGuard<'a> {
@@ -598,7 +607,7 @@ impl Drop for ExitGuard<'_> {
                 Ended::Failed
             }));
         }
-        lane.run.shared.unregister(lane.key());
+        lane.run.shared.unregister(lane.key(), lane);
         let _ = lane.run.shared.inbox.send(Inbox::Exited);
     }
 }

@@ -193,7 +193,7 @@ impl RunHandle {
     ///
     /// As [`pause_task`](Self::pause_task).
     pub fn app_id(&self, task: impl Into<TaskPath>) -> Result<Option<Arc<str>>, UnknownTask> {
-        Ok(self.find(task.into())?.shared.app_id.get().cloned())
+        Ok(self.find(task.into())?.started_app_id())
     }
 
     /// Every task of the tree that has not ended (queued, running, paused),
@@ -227,8 +227,8 @@ impl RunHandle {
             .inbox
             .send(Inbox::Add(task, control))
             .map_err(|e| match e.0 {
-                Inbox::Add(task, _) => {
-                    self.shared.unregister(&task.key);
+                Inbox::Add(task, control) => {
+                    self.shared.unregister(&task.key, &control);
                     AddTaskError::Ended(Box::new(task))
                 }
                 Inbox::Exited => unreachable!("only an add was sent"),

@@ -251,7 +251,7 @@ impl RemoteLane {
     pub(crate) fn new(lane: Arc<Lane>, nodes: bool) -> Self {
         // An executor waits for the task's pause (`paused`) rather than
         // looking between steps: its gates must exist to be waited on.
-        lane.gates.materialize();
+        lane.gates.materialize_with(Some(&lane.task));
         RemoteLane { lane, nodes }
     }
 
@@ -360,7 +360,7 @@ impl RemoteLane {
     /// Whether the task is paused right now (by itself, its run or a run it
     /// is nested in).
     pub fn is_paused(&self) -> bool {
-        !self.lane.gates.is_open()
+        !self.lane.gates_open()
     }
 
     /// Wait until the task is paused.
@@ -369,7 +369,10 @@ impl RemoteLane {
     ///
     /// Cancel safe: it only waits.
     pub async fn paused(&self) {
-        self.lane.gates.wait_closed().await;
+        self.lane
+            .gates
+            .wait_closed_with(Some(&self.lane.task))
+            .await;
     }
 
     /// Wait until the task is not paused.
@@ -378,7 +381,7 @@ impl RemoteLane {
     ///
     /// Cancel safe: it only waits.
     pub async fn unpaused(&self) {
-        self.lane.gates.wait_open().await;
+        self.lane.gates.wait_open_with(Some(&self.lane.task)).await;
     }
 
     /// Whether the task was cancelled.

@@ -206,7 +206,9 @@ impl Runtime {
         };
         let gate = Arc::new(watch::Sender::new(false));
         let gates = parent
-            .map_or_else(GateChain::default, |p| p.lane.gates.clone())
+            .map_or_else(GateChain::default, |p| {
+                p.lane.gates.with(Gate::Task(Arc::clone(&p.lane)))
+            })
             .with(Gate::Run(Arc::clone(&gate)));
         let id = match &config.run_id {
             Some(id) => id.to_string(),
@@ -237,7 +239,7 @@ impl Runtime {
             },
             parent: parent.map(|p| ParentTask {
                 run: Arc::clone(&p.lane.run.shared),
-                task: Arc::clone(&p.lane.task),
+                lane: Arc::clone(&p.lane),
             }),
             tasks: Mutex::new(TaskTable::new(config.remembers_keys())),
             nested: Mutex::new(Default::default()),
@@ -324,5 +326,36 @@ mod tests {
             handle.end(),
             Some(crate::RunEnd::Completed { by_policy: false })
         );
+    }
+
+    /// A task's lane holds its run once the task starts, and its run's table
+    /// holds the lane until the task leaves: a runtime shut down with
+    /// tasks queued, started, or spawned and never run must still free
+    /// every run and every lane.
+    #[test]
+    fn a_runtime_shut_down_mid_run_frees_its_runs_and_their_lanes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let wait = action("wait").run(|s: State, _, _| async move {
+            std::future::pending::<()>().await;
+            Ok((json!({}), s))
+        });
+        let (run, lane) = rt.block_on(async {
+            let tasks = (0..1000).map(move |i| TaskSpec::action(format!("t{i}"), wait.clone()));
+            let (handle, stream) = Runtime::new().run(TaskSource::iter(tasks), RunConfig::new());
+            // Let the supervisor start a batch of tasks (it yields to them
+            // every so often), then leave with some spawned and not run.
+            while handle.progress_now().running == 0 {
+                tokio::task::yield_now().await;
+            }
+            let run = Arc::downgrade(&handle.shared);
+            let lane = Arc::downgrade(&handle.shared.task("t0").expect("t0 is live"));
+            drop((handle, stream));
+            (run, lane)
+        });
+        drop(rt);
+        assert!(lane.upgrade().is_none(), "a lane outlived its runtime");
+        assert!(run.upgrade().is_none(), "a run outlived its runtime");
     }
 }

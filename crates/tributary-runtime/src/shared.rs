@@ -13,17 +13,18 @@ use tokio_util::task::TaskTracker;
 
 use crate::budget::Budget;
 use crate::end::RunEnd;
-use crate::gate::{Gate, GateChain};
+use crate::gate::GateChain;
+use crate::mailbox::lane::Lane;
 use crate::mailbox::{Envelope, Inbox};
 use crate::path::TaskPath;
 use crate::progress::{Change, Counters, Progress};
 use crate::reason::CancelReason;
-use crate::task_control::{LiveStatus, TaskControl, TaskInfo, TaskShared};
+use crate::task_control::{LiveStatus, TaskControl, TaskInfo};
 
 /// The task a nested run runs in.
 pub(crate) struct ParentTask {
     pub(crate) run: Arc<RunShared>,
-    pub(crate) task: Arc<TaskShared>,
+    pub(crate) lane: Arc<Lane>,
 }
 
 /// The hasher of a run's task table: `foldhash`, seeded per process. Every
@@ -123,7 +124,7 @@ impl RunShared {
             return *reason;
         }
         match &self.parent {
-            Some(p) => match p.task.reason.get() {
+            Some(p) => match p.lane.reason() {
                 Some(CancelReason::Timeout) => CancelReason::Timeout,
                 Some(CancelReason::Task) => CancelReason::Task,
                 Some(_) | None if p.run.root.is_cancelled() => p.run.inherited_reason(),
@@ -151,8 +152,8 @@ impl RunShared {
                 return Err(DuplicateKey);
             }
         }
-        let control = TaskControl::new(&self.root);
-        slot.insert((index, control.clone()));
+        let control = Lane::control(&self.root);
+        slot.insert((index, Arc::clone(&control)));
         Ok(control)
     }
 
@@ -169,9 +170,18 @@ impl RunShared {
         }
     }
 
-    /// The task has ended.
-    pub(crate) fn unregister(&self, key: &str) {
-        self.table().live.remove(key);
+    /// The task `lane` has ended (or never started): it leaves the table,
+    /// unless its key is another task's by now.
+    pub(crate) fn unregister(&self, key: &str, lane: &Lane) {
+        {
+            let mut table = self.table();
+            if let Some((key, entry)) = table.live.remove_entry(key)
+                && !std::ptr::eq(Arc::as_ptr(&entry.1), lane)
+            {
+                // Another task's (this one left already): put it back.
+                table.live.insert(key, entry);
+            }
+        }
         if self.has_nested.load(Ordering::Acquire) {
             self.nested
                 .lock()
@@ -203,7 +213,7 @@ impl RunShared {
 
     /// The control of a task of this run that has not ended.
     pub(crate) fn task(&self, key: &str) -> Option<TaskControl> {
-        self.table().live.get(key).map(|(_, c)| c.clone())
+        self.table().live.get(key).map(|(_, c)| Arc::clone(c))
     }
 
     /// Change the counts of this run and of every run it is nested in.
@@ -312,20 +322,16 @@ impl RunShared {
             .table()
             .live
             .iter()
-            .map(|(k, (i, c))| (Arc::clone(k), *i, c.clone()))
+            .map(|(k, (i, c))| (Arc::clone(k), *i, Arc::clone(c)))
             .collect();
         tasks.sort_by_key(|(_, i, _)| *i);
         for (key, index, control) in tasks {
             let path = prefix.child(key);
             let status = if control.token.is_cancelled() {
                 LiveStatus::Cancelling
-            } else if !control.shared.is_started() {
+            } else if !control.task.is_started() {
                 LiveStatus::Queued
-            } else if !self
-                .gates
-                .with(Gate::Task(Arc::clone(&control.shared)))
-                .is_open()
-            {
+            } else if !self.gates.is_open_with(Some(&control.task)) {
                 LiveStatus::Paused
             } else {
                 LiveStatus::Running

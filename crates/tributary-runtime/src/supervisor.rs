@@ -344,7 +344,7 @@ impl Supervisor {
                 .reason()
                 .unwrap_or_else(|| self.shared.inherited_reason());
             drop(slot);
-            self.shared.unregister(&p.spec.key);
+            self.shared.unregister(&p.spec.key, &control);
             self.report_in(p, ItemKind::Cancelled, TaskError::cancelled(reason), cohort);
             return;
         }
@@ -402,8 +402,8 @@ impl Supervisor {
             });
         }
         let app_id = self.app_id(&p.spec);
-        if p.control.is_some() {
-            self.shared.unregister(&p.spec.key);
+        if let Some(control) = &p.control {
+            self.shared.unregister(&p.spec.key, control);
         }
         match kind {
             ItemKind::Failed => {

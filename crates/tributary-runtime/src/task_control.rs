@@ -9,25 +9,22 @@
 //! (The runs nested in a task are recorded by the task's run, so that tasks
 //! that nest nothing pay nothing for it.)
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::path::TaskPath;
 use crate::reason::CancelReason;
 
-/// The controls of one task that has not ended.
-#[derive(Clone)]
-pub(crate) struct TaskControl {
-    pub(crate) token: CancellationToken,
-    pub(crate) shared: Arc<TaskShared>,
-}
+/// The controls of one task that has not ended: its lane, made when the
+/// run learns of the task and filled in when the task starts, so that a
+/// task's controls, slot, gates and way out are one allocation (its token's
+/// node is `tokio_util`'s own).
+pub(crate) type TaskControl = std::sync::Arc<crate::mailbox::lane::Lane>;
 
-/// A task's pause gate, cancellation reason and start flag, in one
-/// allocation.
+/// A task's pause gate, cancellation reason and start flag (in its lane).
 #[derive(Default)]
 pub(crate) struct TaskShared {
     /// Created the first time the task is paused: most tasks never are,
@@ -35,8 +32,6 @@ pub(crate) struct TaskShared {
     paused: OnceLock<watch::Sender<bool>>,
     pub(crate) reason: OnceLock<CancelReason>,
     started: AtomicBool,
-    /// The task's app id, once its actor has started.
-    pub(crate) app_id: OnceLock<Arc<str>>,
 }
 
 impl TaskShared {
@@ -71,30 +66,6 @@ impl TaskShared {
 
     pub(crate) fn is_started(&self) -> bool {
         self.started.load(Ordering::Relaxed)
-    }
-}
-
-impl TaskControl {
-    pub(crate) fn new(parent: &CancellationToken) -> Self {
-        TaskControl {
-            token: parent.child_token(),
-            shared: Arc::default(),
-        }
-    }
-
-    /// Why the task was cancelled, if it was cancelled on its own.
-    pub(crate) fn reason(&self) -> Option<CancelReason> {
-        self.shared.reason.get().copied()
-    }
-
-    /// Pause or resume the task (its gate is created on first pause).
-    pub(crate) fn set_paused(&self, paused: bool) {
-        self.shared.set_paused(paused);
-    }
-
-    pub(crate) fn cancel(&self, reason: CancelReason) {
-        let _ = self.shared.reason.set(reason);
-        self.token.cancel();
     }
 }
 

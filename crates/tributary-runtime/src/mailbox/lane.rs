@@ -32,6 +32,7 @@ use crate::handle::RunHandle;
 use crate::item::{ItemKind, StreamItem};
 use crate::path::TaskPath;
 use crate::progress::Change;
+use crate::reason::CancelReason;
 use crate::task_control::TaskShared;
 
 /// The task was cancelled (or its run's consumer went away) while it
@@ -75,18 +76,33 @@ struct PauseClock {
 }
 
 /// What the actor, its token sink and the parallel actions of its task
-/// share: the task's identity, its way out to the merger, its counters,
-/// its gates and its token.
+/// share: the task's controls (token, pause gate, cancellation reason),
+/// its identity, its way out to the merger, its counters, its gates and
+/// its slot, in one allocation.
+///
+/// A lane exists from the moment its run knows the task (so that a queued
+/// task can be paused and cancelled) and is filled in when the task starts
+/// ([`Lane::start`]); what it holds from then on is reached through
+/// `Deref` to [`LaneBody`]. A queued task's lane holds nothing of its run,
+/// so the run's task table, which holds the lanes, makes no cycle with it
+/// until the task starts, and a started task always leaves the table.
 pub(crate) struct Lane {
+    pub(crate) token: CancellationToken,
+    pub(crate) task: TaskShared,
+    body: OnceLock<LaneBody>,
+}
+
+/// What a lane holds once its task has started.
+pub(crate) struct LaneBody {
     pub(crate) index: u64,
     pub(crate) app_id: Arc<str>,
     pub(crate) path: TaskPath,
     out: mpsc::Sender<Envelope>,
     ctl: mpsc::UnboundedSender<Ctl>,
     counters: Mutex<Counters>,
-    pub(crate) token: CancellationToken,
+    /// The gates of the task's run and of the runs it is nested in (the
+    /// task's own is `Lane::task`'s).
     pub(crate) gates: GateChain,
-    pub(crate) task: Arc<TaskShared>,
     /// The task's run (a handle, so that the task's actions can borrow it).
     pub(crate) run: RunHandle,
     tokens: bool,
@@ -107,16 +123,15 @@ pub(crate) struct Lane {
     info: OnceLock<Arc<AppInfo>>,
 }
 
-/// How a lane is set up.
+/// How a lane is set up when its task starts.
 pub(crate) struct LaneConfig {
     pub(crate) index: u64,
     pub(crate) app_id: Arc<str>,
     pub(crate) path: TaskPath,
     pub(crate) out: mpsc::Sender<Envelope>,
     pub(crate) ctl: mpsc::UnboundedSender<Ctl>,
-    pub(crate) token: CancellationToken,
+    /// The run's gates.
     pub(crate) gates: GateChain,
-    pub(crate) task: Arc<TaskShared>,
     pub(crate) run: RunHandle,
     /// Tokens are streamed (own and nested).
     pub(crate) tokens: bool,
@@ -129,18 +144,42 @@ pub(crate) struct LaneConfig {
     pub(crate) config: Arc<RunConfig>,
 }
 
+impl std::ops::Deref for Lane {
+    type Target = LaneBody;
+
+    /// What the lane holds once its task has started.
+    ///
+    /// # Panics
+    ///
+    /// Before [`Lane::start`]: only the task's controls (`token`, `task`)
+    /// are used before then.
+    fn deref(&self) -> &LaneBody {
+        self.body
+            .get()
+            .expect("a task's lane is filled in when the task starts")
+    }
+}
+
 impl Lane {
-    pub(crate) fn new(c: LaneConfig) -> Self {
-        Lane {
+    /// The lane of a task the run has just learnt of: its controls alone.
+    pub(crate) fn control(parent: &CancellationToken) -> Arc<Lane> {
+        Arc::new(Lane {
+            token: parent.child_token(),
+            task: TaskShared::default(),
+            body: OnceLock::new(),
+        })
+    }
+
+    /// Fill the lane in: its task starts.
+    pub(crate) fn start(&self, c: LaneConfig) {
+        let body = LaneBody {
             index: c.index,
             app_id: c.app_id,
             path: c.path,
             out: c.out,
             ctl: c.ctl,
             counters: Mutex::default(),
-            token: c.token,
             gates: c.gates,
-            task: c.task,
             run: c.run,
             tokens: c.tokens,
             nested_nodes: c.nested_nodes,
@@ -151,7 +190,36 @@ impl Lane {
             slot: c.slot,
             config: c.config,
             info: OnceLock::new(),
-        }
+        };
+        assert!(self.body.set(body).is_ok(), "a task starts once");
+    }
+
+    /// The task's app id, once it has started.
+    pub(crate) fn started_app_id(&self) -> Option<Arc<str>> {
+        self.body.get().map(|b| Arc::clone(&b.app_id))
+    }
+
+    /// Why the task was cancelled, if it was cancelled on its own.
+    pub(crate) fn reason(&self) -> Option<CancelReason> {
+        self.task.reason.get().copied()
+    }
+
+    /// Pause or resume the task (its gate is created on first pause).
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.task.set_paused(paused);
+    }
+
+    /// Cancel the task (and its subtree) for `reason`; the first reason
+    /// given sticks.
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        let _ = self.task.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Whether the task's gates, its run's and those of the runs it is
+    /// nested in, are all open.
+    pub(crate) fn gates_open(&self) -> bool {
+        self.gates.is_open_with(Some(&self.task))
     }
 
     /// The task's application's identity, if it was built.
@@ -414,7 +482,7 @@ impl Lane {
     /// Cancel safe: the paused count and the pause clock are kept right
     /// when the wait is dropped (a timeout, a cancelled step).
     pub(crate) async fn wait_gates(&self) -> Result<(), Stopped> {
-        if self.gates.is_open() {
+        if self.gates_open() {
             return Ok(());
         }
         // Boxed: only a paused task pays for the wait's room.
@@ -426,7 +494,7 @@ impl Lane {
         tokio::select! {
             biased;
             _ = self.token.cancelled() => Err(Stopped),
-            _ = self.gates.wait_open() => Ok(()),
+            _ = self.gates.wait_open_with(Some(&self.task)) => Ok(()),
         }
     }
 
@@ -567,7 +635,6 @@ mod tests {
     use crate::merger::RunStream;
     use crate::runtime::Runtime;
     use crate::source::TaskSource;
-    use crate::task_control::TaskControl;
 
     fn token(i: u64) -> Report {
         Report {
@@ -581,22 +648,20 @@ mod tests {
 
     /// An `Ordered` run's lane on its own channel of `capacity`, and the
     /// run's stream (dropping it would cancel the run).
-    fn ordered_lane(capacity: usize) -> (Lane, mpsc::Receiver<Envelope>, RunStream) {
+    fn ordered_lane(capacity: usize) -> (Arc<Lane>, mpsc::Receiver<Envelope>, RunStream) {
         let config = RunConfig::new().merge_mode(MergeMode::Ordered);
         let (handle, stream, _supervisor) =
             Runtime::new().pair(TaskSource::iter(Vec::new()), config.clone(), None);
         let (out, rx) = mpsc::channel(capacity);
         let (ctl, _ctl_rx) = mpsc::unbounded_channel();
-        let control = TaskControl::new(&handle.shared.root);
-        let lane = Lane::new(LaneConfig {
+        let lane = Lane::control(&handle.shared.root);
+        lane.start(LaneConfig {
             index: 0,
             app_id: Arc::from("app"),
             path: handle.shared.prefix.child(Arc::from("t0")),
             out,
             ctl,
-            token: control.token,
             gates: handle.shared.gates.clone(),
-            task: control.shared,
             run: handle,
             tokens: true,
             nested_nodes: true,
