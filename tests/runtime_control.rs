@@ -358,3 +358,31 @@ async fn a_task_cancelled_while_its_action_emits_reports_cancelled() {
     let kinds: Vec<ItemKind> = items.iter().map(|i| i.kind).collect();
     assert_eq!(kinds, [ItemKind::Cancelled], "{items:?}");
 }
+
+/// A watcher of `progress()` that outlives its run sees the run's final
+/// counts last, and its watch then closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_watch_ends_with_the_final_counts_and_closes_with_its_run() {
+    const N: u64 = 1000;
+    let step = action("step").run(|s: State, _, _| async move { Ok((json!({}), s)) });
+    let specs: Vec<TaskSpec> = (0..N)
+        .map(|i| TaskSpec::action(format!("t{i}"), step.clone()))
+        .collect();
+    let config = RunConfig::new().merge_mode(MergeMode::FinalOnly);
+    let (handle, stream) = Runtime::builder().unlimited().build().run(specs, config);
+    let mut progress = handle.progress();
+    let watcher = tokio::spawn(async move {
+        while progress.changed().await.is_ok() {}
+        *progress.borrow()
+    });
+    let finals = stream.collect::<Vec<StreamItem>>().await.len() as u64;
+    assert_eq!(finals, N);
+    let at_end = handle.progress_now();
+    drop(handle);
+    let last = tokio::time::timeout(Duration::from_secs(10), watcher)
+        .await
+        .expect("the watch closes with its run")
+        .unwrap();
+    assert_eq!(last, at_end, "the watch ends with the final counts");
+    assert_eq!((last.completed, last.running, last.total), (N, 0, N));
+}

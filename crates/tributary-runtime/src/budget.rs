@@ -149,20 +149,20 @@ impl NoPermits for Permits {
 /// One permit per task of a batch (`None` where there is no limit).
 /// A batch of one, the common case, allocates nothing.
 pub(crate) async fn acquire(
-    root: CancellationToken,
-    sem: Option<Arc<Semaphore>>,
+    root: &CancellationToken,
+    sem: Option<&Arc<Semaphore>>,
     n: usize,
 ) -> Result<Permits, ()> {
     let Some(sem) = sem else {
         return Ok(Permits::none(n));
     };
     let n32 = u32::try_from(n).map_err(|_| ())?;
-    let mut permit = match Arc::clone(&sem).try_acquire_many_owned(n32) {
+    let mut permit = match Arc::clone(sem).try_acquire_many_owned(n32) {
         Ok(p) => p,
         Err(_) => tokio::select! {
             biased;
             _ = root.cancelled() => return Err(()),
-            p = sem.acquire_many_owned(n32) => p.map_err(|_| ())?,
+            p = Arc::clone(sem).acquire_many_owned(n32) => p.map_err(|_| ())?,
         },
     };
     let mut rest = Vec::new();

@@ -235,7 +235,16 @@ impl RunHandle {
             })
     }
 
-    /// A `watch` of the progress counts of the run's task tree.
+    /// A `watch` of the progress counts of the run's task tree, up to date
+    /// when returned.
+    ///
+    /// While it is watched, the counts are handed to the watch by a small
+    /// task of the run: woken by a change, it publishes the counts of that
+    /// moment, then lets the runtime's other tasks run before it looks
+    /// again. So a burst of changes (ten thousand tasks pausing) wakes the
+    /// watchers about once per scheduler round, not once per task, and the
+    /// watch always ends with the latest counts. For the exact counts at
+    /// one moment, use [`progress_now`](Self::progress_now).
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.shared.watch_progress()
     }

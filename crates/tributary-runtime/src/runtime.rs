@@ -247,6 +247,9 @@ impl Runtime {
             has_nested: AtomicBool::new(false),
             counts: Counters::default(),
             progress: watch::Sender::new(Progress::default()),
+            pump_wake: Arc::default(),
+            pumping: AtomicBool::new(false),
+            tokio: tokio::runtime::Handle::try_current().ok(),
             tracker: TaskTracker::new(),
             inbox: inbox_tx,
             ordered_mailbox: (config.merge_mode == MergeMode::Ordered).then(|| mail_tx.clone()),
@@ -357,5 +360,43 @@ mod tests {
         drop(rt);
         assert!(lane.upgrade().is_none(), "a lane outlived its runtime");
         assert!(run.upgrade().is_none(), "a run outlived its runtime");
+    }
+
+    /// The tasks changing a watched run's counts hand them to its pump
+    /// and do not publish: a burst of changes reaches the watch together,
+    /// once the pump runs. A run dropped before its pump ran still leaves
+    /// its last counts in the watch.
+    #[tokio::test]
+    async fn changes_reach_the_watch_through_the_pump_together_and_at_the_end() {
+        let (handle, stream, supervisor) =
+            Runtime::new().pair(TaskSource::iter(Vec::new()), RunConfig::new(), None);
+        let mut progress = handle.progress();
+        assert!(!progress.has_changed().unwrap());
+        let started = crate::progress::Change {
+            total: 1,
+            running: 1,
+            ..Default::default()
+        };
+        for _ in 0..100 {
+            handle.shared.update_progress(started);
+        }
+        assert!(
+            !progress.has_changed().unwrap(),
+            "a task changing the counts published them itself"
+        );
+        // The pump runs: the hundred changes arrive as one.
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert!(progress.has_changed().unwrap());
+        assert_eq!(progress.borrow_and_update().running, 100);
+        // A change the pump has not handed over when the run goes away.
+        handle.shared.update_progress(started);
+        assert!(!progress.has_changed().unwrap());
+        drop((handle, stream, supervisor));
+        assert_eq!(progress.borrow_and_update().running, 101);
+        assert!(
+            progress.changed().await.is_err(),
+            "the watch closed with its run"
+        );
     }
 }

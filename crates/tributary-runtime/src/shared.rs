@@ -89,8 +89,17 @@ pub(crate) struct RunShared {
     pub(crate) has_nested: AtomicBool,
     /// The counts of the run's task tree (atomics, no lock).
     pub(crate) counts: Counters,
-    /// A watch of the counts, fed only while someone watches.
+    /// A watch of the counts, fed only while someone watches (by the
+    /// run's progress pump, see [`RunShared::watch_progress`]).
     pub(crate) progress: watch::Sender<Progress>,
+    /// Wakes the progress pump: the counts changed while watched.
+    pub(crate) pump_wake: Arc<tokio::sync::Notify>,
+    /// The progress pump is running.
+    pub(crate) pumping: AtomicBool,
+    /// Where the pump runs: the runtime the run was started on (`None`
+    /// when it was built outside one: changes are then handed to the
+    /// watch by the tasks that make them).
+    pub(crate) tokio: Option<tokio::runtime::Handle>,
     pub(crate) tracker: TaskTracker,
     pub(crate) inbox: mpsc::UnboundedSender<Inbox>,
     /// An `Ordered` run's mailbox, which its front task streams through
@@ -225,7 +234,11 @@ impl RunShared {
             // sees the new watcher, or the watcher's first value has it.
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             if r.progress.receiver_count() > 0 {
-                r.counts.publish(|| r.refresh_progress());
+                match r.tokio {
+                    // A lock-free flag when the pump is already due.
+                    Some(_) => r.pump_wake.notify_one(),
+                    None => r.counts.publish(|| r.refresh_progress()),
+                }
             }
             run = r.parent.as_ref().map(|p| &*p.run);
         }
@@ -237,10 +250,25 @@ impl RunShared {
     }
 
     /// A watch of the counts, up to date from the start.
-    pub(crate) fn watch_progress(&self) -> watch::Receiver<Progress> {
+    ///
+    /// While someone watches, a pump task hands the counts to the watch:
+    /// woken by a change, it publishes the counts of that moment, then
+    /// yields to the runtime's other tasks before it looks again, so the
+    /// changes they make meanwhile (ten thousand tasks pausing at once)
+    /// are published together. Watchers are woken about once per
+    /// scheduler round rather than once per change, the tasks making the
+    /// changes only set a flag, and the watch always ends with the latest
+    /// counts. The pump stops when its run is gone or, at the next change,
+    /// when nobody watches any more.
+    pub(crate) fn watch_progress(self: &Arc<Self>) -> watch::Receiver<Progress> {
         let rx = self.progress.subscribe();
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         self.refresh_progress();
+        if let Some(tokio) = &self.tokio
+            && !self.pumping.swap(true, Ordering::SeqCst)
+        {
+            tokio.spawn(pump(Arc::downgrade(self), Arc::clone(&self.pump_wake)));
+        }
         rx
     }
 
@@ -345,5 +373,36 @@ impl RunShared {
                 child.list(&path, out);
             }
         }
+    }
+}
+
+impl Drop for RunShared {
+    fn drop(&mut self) {
+        // The last counts reach the watch even if the pump has not run
+        // since the last change; then the pump finds the run gone and stops.
+        self.refresh_progress();
+        self.pump_wake.notify_one();
+    }
+}
+
+/// A run's progress pump (see [`RunShared::watch_progress`]).
+async fn pump(run: Weak<RunShared>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        {
+            let Some(run) = run.upgrade() else { return };
+            if run.progress.receiver_count() == 0 {
+                // Nobody watches: stop, unless a watcher came meanwhile
+                // and found the pump still running.
+                run.pumping.store(false, Ordering::SeqCst);
+                if run.progress.receiver_count() == 0 || run.pumping.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+            }
+            run.refresh_progress();
+        }
+        // The other tasks run before the next look: their changes are
+        // published together.
+        tokio::task::yield_now().await;
     }
 }

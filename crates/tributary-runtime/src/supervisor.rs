@@ -288,12 +288,12 @@ impl Supervisor {
             }
         }
         let n = batch.len();
-        let root = self.shared.root.clone();
-        let Ok(run_permits) = acquire(root.clone(), self.run_limit.clone(), n).await else {
+        // The run's token is lent, not cloned: a clone takes its lock twice.
+        let root = &self.shared.root;
+        let Ok(run_permits) = acquire(root, self.run_limit.as_ref(), n).await else {
             return Wait::Cancelled;
         };
-        let budget = self.shared.budget.permits().cloned();
-        let Ok(budget_permits) = acquire(root, budget.clone(), n).await else {
+        let Ok(budget_permits) = acquire(root, self.shared.budget.permits(), n).await else {
             return Wait::Cancelled;
         };
         let cohort = self.cohort;
@@ -309,7 +309,7 @@ impl Supervisor {
                     _ = self.shared.budget.pace() => {}
                 }
             }
-            let slot = TaskSlot::new(budget.clone(), bp, rp);
+            let slot = TaskSlot::new(self.shared.budget.permits().cloned(), bp, rp);
             self.spawn(p, slot, cohort);
         }
         // Spawning never waits while slots are free, so without this the
