@@ -266,7 +266,7 @@ impl Actor {
                 error: TaskError::bad_halt(&self.spec.key, unknown),
             };
         }
-        if self.lane.wait_gates().await.is_err() || self.lane.token.is_cancelled() {
+        if self.lane.wait_gates().await.is_err() || self.lane.is_cancelled() {
             return Terminal::Cancelled { action: None };
         }
         let mut app = match self.build().await {
@@ -321,7 +321,7 @@ impl Actor {
                 ),
             };
         };
-        if lane.wait_gates().await.is_err() || lane.token.is_cancelled() {
+        if lane.wait_gates().await.is_err() || lane.is_cancelled() {
             return Terminal::Cancelled { action: None };
         }
         let final_only = self.lane.config.merge_mode == MergeMode::FinalOnly;
@@ -394,7 +394,7 @@ impl Actor {
                 if let Some(wait) = retry_wait.take() {
                     tokio::select! {
                         biased;
-                        _ = self.lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
+                        _ = self.lane.cancelled() => return Terminal::Cancelled { action: next_name(app) },
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
@@ -413,7 +413,7 @@ impl Actor {
                 let (node, outcome) = {
                     let advance = tokio::select! {
                         biased;
-                        _ = self.lane.token.cancelled() => return Terminal::Cancelled { action: next_name(app) },
+                        _ = self.lane.cancelled() => return Terminal::Cancelled { action: next_name(app) },
                         a = AssertUnwindSafe(app.advance_split(&self.spec.halt)).catch_unwind() => a,
                     };
                     match advance {
@@ -427,7 +427,7 @@ impl Actor {
                             return Terminal::Failed { action, error };
                         }
                         Ok(Ok(split)) => split,
-                        Ok(Err(_)) if self.lane.token.is_cancelled() => {
+                        Ok(Err(_)) if self.lane.is_cancelled() => {
                             // Cancelled while the step ran: its action saw the
                             // cancellation (an emit that could not be delivered)
                             // before this select did. That is a cancellation,
@@ -582,7 +582,7 @@ impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
         let lane = &self.actor.lane;
         if !self.delivered {
-            let cancelled = lane.token.is_cancelled();
+            let cancelled = lane.is_cancelled();
             if !lane.terminal_sent() {
                 let (kind, error) = if cancelled {
                     (ItemKind::Cancelled, lane.cancel_reason())

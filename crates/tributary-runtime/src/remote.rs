@@ -386,7 +386,7 @@ impl RemoteLane {
 
     /// Whether the task was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.lane.token.is_cancelled()
+        self.lane.is_cancelled()
     }
 
     /// Resolves when the task is cancelled.
@@ -395,13 +395,12 @@ impl RemoteLane {
     ///
     /// Cancel safe: it only waits.
     pub async fn cancelled(&self) {
-        self.lane.token.cancelled().await;
+        self.lane.cancelled().await;
     }
 
     /// Why the task was cancelled, once it is.
     pub fn cancel_reason(&self) -> Option<CancelReason> {
         self.lane
-            .token
             .is_cancelled()
             .then(|| self.lane.cancel_reason().cancel_reason())
             .flatten()

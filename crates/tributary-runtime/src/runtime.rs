@@ -200,10 +200,10 @@ impl Runtime {
         config: RunConfig,
         parent: Option<&TaskRuntime>,
     ) -> (RunHandle, RunStream, Supervisor) {
-        let root = match parent {
-            Some(p) => p.lane.token.child_token(),
-            None => CancellationToken::new(),
-        };
+        // A nested run's tasks learn of their parent task's cancellation
+        // from the parent's lane (see `Lane::cancel_tree`), not through a
+        // token of the parent's.
+        let root = CancellationToken::new();
         let gate = Arc::new(watch::Sender::new(false));
         let gates = parent
             .map_or_else(GateChain::default, |p| {
@@ -258,6 +258,11 @@ impl Runtime {
         });
         if let Some(p) = parent {
             p.lane.run.shared.add_nested(p.lane.key(), &shared);
+            // After the record: a cancellation of the parent task either
+            // finds this run among its nested runs or is seen here.
+            if p.lane.is_cancelled() {
+                shared.cancel_tasks();
+            }
         }
         let handle = RunHandle {
             shared: Arc::clone(&shared),

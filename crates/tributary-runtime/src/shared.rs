@@ -118,7 +118,23 @@ impl RunShared {
     /// Cancel the whole run for `reason` (the first reason given sticks).
     pub(crate) fn cancel(&self, reason: CancelReason) {
         let _ = self.reason.set(reason);
+        self.cancel_tasks();
+    }
+
+    /// Cancel the run: its token, then every task it knows (queued or
+    /// running) and so every run nested in them. A task registered
+    /// meanwhile sees the token cancelled ([`RunShared::register`]).
+    pub(crate) fn cancel_tasks(&self) {
         self.root.cancel();
+        let lanes: Vec<Arc<Lane>> = self
+            .table()
+            .live
+            .values()
+            .map(|(_, lane)| Arc::clone(lane))
+            .collect();
+        for lane in lanes {
+            lane.cancel_tree();
+        }
     }
 
     /// End the run with `end`, unless it has ended already.
@@ -149,20 +165,27 @@ impl RunShared {
 
     /// Make a task known to the run: from now on it can be addressed.
     pub(crate) fn register(&self, key: &Arc<str>, index: u64) -> Result<TaskControl, DuplicateKey> {
-        let mut table = self.table();
-        let table = &mut *table;
-        let std::collections::hash_map::Entry::Vacant(slot) = table.live.entry(Arc::clone(key))
-        else {
-            return Err(DuplicateKey);
-        };
-        if table.seen.is_some() {
-            let hash = table.hasher.hash_one(key);
-            if table.seen.as_mut().is_some_and(|seen| !seen.insert(hash)) {
+        let control = Lane::control();
+        {
+            let mut guard = self.table();
+            let table = &mut *guard;
+            let std::collections::hash_map::Entry::Vacant(slot) = table.live.entry(Arc::clone(key))
+            else {
                 return Err(DuplicateKey);
+            };
+            if table.seen.is_some() {
+                let hash = table.hasher.hash_one(key);
+                if table.seen.as_mut().is_some_and(|seen| !seen.insert(hash)) {
+                    return Err(DuplicateKey);
+                }
             }
+            slot.insert((index, Arc::clone(&control)));
         }
-        let control = Lane::control(&self.root);
-        slot.insert((index, Arc::clone(&control)));
+        // After the insert: a cancellation of the run either finds the
+        // task in the table or is seen here.
+        if self.root.is_cancelled() {
+            control.cancel_tree();
+        }
         Ok(control)
     }
 
@@ -191,7 +214,7 @@ impl RunShared {
                 table.live.insert(key, entry);
             }
         }
-        if self.has_nested.load(Ordering::Acquire) {
+        if self.has_nested.load(Ordering::SeqCst) {
             self.nested
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -202,7 +225,7 @@ impl RunShared {
     /// Record `run` as nested in this run's task `key`.
     pub(crate) fn add_nested(&self, key: &Arc<str>, run: &Arc<RunShared>) {
         let mut nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
-        self.has_nested.store(true, Ordering::Release);
+        self.has_nested.store(true, Ordering::SeqCst);
         let runs = nested.entry(Arc::clone(key)).or_default();
         runs.retain(|r| r.strong_count() > 0);
         runs.push(Arc::downgrade(run));
@@ -210,7 +233,7 @@ impl RunShared {
 
     /// The runs nested in this run's task `key` that are still alive.
     pub(crate) fn nested_in(&self, key: &str) -> Vec<Arc<RunShared>> {
-        if !self.has_nested.load(Ordering::Acquire) {
+        if !self.has_nested.load(Ordering::SeqCst) {
             return Vec::new();
         }
         let nested = self.nested.lock().unwrap_or_else(|e| e.into_inner());
@@ -355,7 +378,7 @@ impl RunShared {
         tasks.sort_by_key(|(_, i, _)| *i);
         for (key, index, control) in tasks {
             let path = prefix.child(key);
-            let status = if control.token.is_cancelled() {
+            let status = if control.is_cancelled() {
                 LiveStatus::Cancelling
             } else if !control.task.is_started() {
                 LiveStatus::Queued

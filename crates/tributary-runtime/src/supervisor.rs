@@ -338,7 +338,7 @@ impl Supervisor {
             self.report_in(p, ItemKind::Failed, error, cohort);
             return;
         };
-        if control.token.is_cancelled() {
+        if control.is_cancelled() {
             // Cancelled while queued: it never starts.
             let reason = control
                 .reason()

@@ -1,13 +1,15 @@
-//! A task's controls: its cancellation token, its pause gate, why it was
-//! cancelled and whether it has started.
+//! A task's controls: its cancellation, its pause gate, why it was
+//! cancelled and whether it has started (all in its lane).
 //!
 //! Invariants: a task's control exists from the moment the run knows the
 //! task (taken from its source or added) until the task has ended, so a
-//! queued task can be paused or cancelled before it starts; a task's token
-//! is a child of its run's, and the root token of every run nested in the
-//! task is a child of the task's, so cancelling a task cancels its subtree.
-//! (The runs nested in a task are recorded by the task's run, so that tasks
-//! that nest nothing pay nothing for it.)
+//! queued task can be paused or cancelled before it starts. Cancelling a
+//! run cancels its token and then every task in its table; a task
+//! registered meanwhile sees the token cancelled. Cancelling a task
+//! cancels every run nested in it, and a run nested in a task that is
+//! already cancelled starts cancelled, so cancelling a task cancels its
+//! subtree. (The runs nested in a task are recorded by the task's run, so
+//! that tasks that nest nothing pay nothing for it.)
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +22,8 @@ use crate::reason::CancelReason;
 
 /// The controls of one task that has not ended: its lane, made when the
 /// run learns of the task and filled in when the task starts, so that a
-/// task's controls, slot, gates and way out are one allocation (its token's
-/// node is `tokio_util`'s own).
+/// task's controls, cancellation, slot, gates and way out are one
+/// allocation.
 pub(crate) type TaskControl = std::sync::Arc<crate::mailbox::lane::Lane>;
 
 /// A task's pause gate, cancellation reason and start flag (in its lane).

@@ -1,7 +1,7 @@
 //! A task's lane: the sending half of the mailbox. It numbers the task's
 //! items, sends them with backpressure (or, for terminal items, through the
 //! merger's control channel, never waiting), forwards the items of tasks
-//! nested in the task, and holds the task's gates and token.
+//! nested in the task, and holds the task's gates and its cancellation.
 //!
 //! In an `Ordered` run a lane starts out on its own small channel and moves
 //! to the run's mailbox once its task is the front task, the only one the
@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tributary_core::{AppInfo, EmitError, Emitted, State, StreamSink, TaskIdentity};
 
 use super::{Ctl, Envelope, SlotHold};
@@ -87,7 +86,13 @@ struct PauseClock {
 /// so the run's task table, which holds the lanes, makes no cycle with it
 /// until the task starts, and a started task always leaves the table.
 pub(crate) struct Lane {
-    pub(crate) token: CancellationToken,
+    /// The task is cancelled: on its own, with its run, or with a task or
+    /// run it is nested in. A task's cancellation is the lane's own (a flag
+    /// and its waiters), not a node of a shared token tree: a task costs no
+    /// allocation and no lock of its run's for it, and looking costs a load.
+    cancelled: AtomicBool,
+    /// Wakes what waits for the cancellation ([`Lane::cancelled`]).
+    cancel_wake: Notify,
     pub(crate) task: TaskShared,
     body: OnceLock<LaneBody>,
 }
@@ -162,12 +167,48 @@ impl std::ops::Deref for Lane {
 
 impl Lane {
     /// The lane of a task the run has just learnt of: its controls alone.
-    pub(crate) fn control(parent: &CancellationToken) -> Arc<Lane> {
+    pub(crate) fn control() -> Arc<Lane> {
         Arc::new(Lane {
-            token: parent.child_token(),
+            cancelled: AtomicBool::new(false),
+            cancel_wake: Notify::new(),
             task: TaskShared::default(),
             body: OnceLock::new(),
         })
+    }
+
+    /// Whether the task is cancelled.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the task is cancelled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub(crate) async fn cancelled(&self) {
+        // Registered before the look: a cancellation after the look wakes
+        // it (`notify_waiters` wakes every `Notified` made before it).
+        let notified = self.cancel_wake.notified();
+        if self.is_cancelled() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Cancel the task and every run nested in it (a reason, if any, is
+    /// set before). Cancelling again does nothing.
+    pub(crate) fn cancel_tree(&self) {
+        if self.cancelled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.cancel_wake.notify_waiters();
+        // A queued task has nothing nested in it.
+        if let Some(body) = self.body.get() {
+            for run in body.run.shared.nested_in(self.key()) {
+                run.cancel_tasks();
+            }
+        }
     }
 
     /// Fill the lane in: its task starts.
@@ -213,7 +254,7 @@ impl Lane {
     /// given sticks.
     pub(crate) fn cancel(&self, reason: CancelReason) {
         let _ = self.task.reason.set(reason);
-        self.token.cancel();
+        self.cancel_tree();
     }
 
     /// Whether the task's gates, its run's and those of the runs it is
@@ -285,7 +326,7 @@ impl Lane {
 
     /// Wait for room in the lane's way out, unless the task is cancelled.
     async fn reserve(&self) -> Result<Room<'_>, Stopped> {
-        if self.token.is_cancelled() {
+        if self.is_cancelled() {
             return Err(Stopped);
         }
         // Room now is the common case: take it without registering with the
@@ -303,7 +344,7 @@ impl Lane {
         if !self.moved.load(Ordering::Relaxed) {
             let permit = tokio::select! {
                 biased;
-                _ = self.token.cancelled() => return Err(Stopped),
+                _ = self.cancelled() => return Err(Stopped),
                 permit = self.out.reserve() => permit,
             };
             if let Ok(permit) = permit {
@@ -318,7 +359,7 @@ impl Lane {
         };
         tokio::select! {
             biased;
-            _ = self.token.cancelled() => Err(Stopped),
+            _ = self.cancelled() => Err(Stopped),
             permit = mailbox.reserve() => permit.map(Room::Mailbox).map_err(|_| Stopped),
         }
     }
@@ -370,7 +411,7 @@ impl Lane {
         slot: Option<SlotHold>,
     ) -> Result<Option<Pin<Box<dyn Future<Output = Result<(), Stopped>> + Send + '_>>>, Stopped>
     {
-        if self.token.is_cancelled() {
+        if self.is_cancelled() {
             return Err(Stopped);
         }
         // Room now is the common case: take it without registering with the
@@ -493,7 +534,7 @@ impl Lane {
         let _paused = PausedGuard::enter(self);
         tokio::select! {
             biased;
-            _ = self.token.cancelled() => Err(Stopped),
+            _ = self.cancelled() => Err(Stopped),
             _ = self.gates.wait_open_with(Some(&self.task)) => Ok(()),
         }
     }
@@ -654,7 +695,7 @@ mod tests {
             Runtime::new().pair(TaskSource::iter(Vec::new()), config.clone(), None);
         let (out, rx) = mpsc::channel(capacity);
         let (ctl, _ctl_rx) = mpsc::unbounded_channel();
-        let lane = Lane::control(&handle.shared.root);
+        let lane = Lane::control();
         lane.start(LaneConfig {
             index: 0,
             app_id: Arc::from("app"),
