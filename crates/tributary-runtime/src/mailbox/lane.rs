@@ -199,16 +199,29 @@ impl Lane {
     /// Cancel the task and every run nested in it (a reason, if any, is
     /// set before). Cancelling again does nothing.
     pub(crate) fn cancel_tree(&self) {
-        if self.cancelled.swap(true, Ordering::SeqCst) {
+        if !self.cancel_alone() {
             return;
         }
-        self.cancel_wake.notify_waiters();
         // A queued task has nothing nested in it.
-        if let Some(body) = self.body.get() {
+        if let Some(body) = self.body.get()
+            && body.run.shared.has_nested.load(Ordering::SeqCst)
+        {
             for run in body.run.shared.nested_in(self.key()) {
                 run.cancel_tasks();
             }
         }
+    }
+
+    /// Cancel the task but not what is nested in it, for a run that has
+    /// nothing nested (a run nested later finds its task cancelled); looks
+    /// at nothing but the lane's flag and waiters. `false`: it was
+    /// cancelled already.
+    pub(crate) fn cancel_alone(&self) -> bool {
+        if self.cancelled.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.cancel_wake.notify_waiters();
+        true
     }
 
     /// Fill the lane in: its task starts.
