@@ -14,7 +14,7 @@
 //! publish items into a bounded mailbox (for `Zip`, a small channel of
 //! their own; for `Ordered`, their own small channel until they reach the
 //! front, then the mailbox) and check the pause gates and their
-//! cancellation token between steps. The merger runs in the consumer's
+//! cancellation between steps. The merger runs in the consumer's
 //! `poll_next`: it applies the [`MergeMode`], the [`CompletionPolicy`] and
 //! the [`FailurePolicy`], so an item reaches the consumer with one channel
 //! hop. A task keeps its slot until the consumer has its terminal item, so
