@@ -57,6 +57,7 @@ mod inputs;
 mod outcome;
 mod persistence;
 mod state;
+mod state_map;
 mod step_tokens;
 
 #[doc(inline)]

@@ -49,18 +49,13 @@ pub struct State {
 }
 
 /// A state's storage: keys shared (copying the map for an update copies
-/// no key), values shared.
-type Map = BTreeMap<Arc<str>, Arc<Value>>;
+/// no key), values shared, sorted by key.
+use crate::state_map::Map;
 
 /// Set `key` in `map`, reusing the map's own copy of the key when it has
 /// one: updating a key allocates no new one.
 fn put(map: &mut Map, key: String, value: Arc<Value>) {
-    match map.get_mut(key.as_str()) {
-        Some(slot) => *slot = value,
-        None => {
-            map.insert(Arc::from(key), value);
-        }
-    }
+    map.put(key, value);
 }
 
 impl Default for State {
@@ -258,7 +253,8 @@ impl State {
     }
 
     fn with_map(&self, f: impl FnOnce(&mut Map)) -> State {
-        let mut map = (*self.map).clone();
+        // Room for one more: the common update sets one key.
+        let mut map = self.map.copy_with_room(1);
         f(&mut map);
         State { map: Arc::new(map) }
     }
@@ -386,11 +382,9 @@ impl State {
         if self.is_empty() {
             return other.clone();
         }
-        self.with_map(|m| {
-            for (k, v) in other.map.iter() {
-                m.insert(k.clone(), Arc::clone(v));
-            }
-        })
+        State {
+            map: Arc::new(self.map.merged(&other.map)),
+        }
     }
 
     /// A new state with only `keys`; keys that are missing are skipped.
@@ -399,12 +393,14 @@ impl State {
         I: IntoIterator<Item = K>,
         K: AsRef<str>,
     {
-        let mut map = BTreeMap::new();
-        for key in keys {
-            if let Some((k, v)) = self.map.get_key_value(key.as_ref()) {
-                map.insert(k.clone(), Arc::clone(v));
-            }
-        }
+        let map: Map = keys
+            .into_iter()
+            .filter_map(|key| {
+                self.map
+                    .get_key_value(key.as_ref())
+                    .map(|(k, v)| (Arc::clone(k), Arc::clone(v)))
+            })
+            .collect();
         State { map: Arc::new(map) }
     }
 
