@@ -41,7 +41,8 @@ pub const RESERVED_PREFIX: &str = "__";
 /// Every operation returns a new `State`. Cloning is O(1): the map lives
 /// behind an `Arc` and every key and value behind its own `Arc`, so handing
 /// one state to 100k children shares it, and an update copies only the
-/// map's nodes (an updated key keeps its shared copy).
+/// key table, a vector of shared keys and values sorted by key (an
+/// updated key keeps its shared copy).
 /// Keys beginning `__` are reserved for the runtime.
 #[derive(Clone, PartialEq)]
 pub struct State {
