@@ -68,6 +68,9 @@ impl Actor {
             slot,
             config,
         });
+        // From now on the task holds its slot and has an actor: the
+        // handle lists it as running, not queued.
+        control.task.mark_spawned();
         let lane = control;
         Actor { lane, spec }
     }
@@ -82,7 +85,7 @@ impl Actor {
                 actor: &self,
                 delivered: false,
             };
-            self.lane.task.mark_started();
+            self.lane.task.mark_ran();
             self.lane.run.shared.update_progress(Change {
                 running: 1,
                 ..Change::default()
@@ -565,7 +568,7 @@ fn node_report(record: StepRecord) -> Report {
 /// this.)
 impl Drop for Actor {
     fn drop(&mut self) {
-        if !self.lane.task.is_started() {
+        if !self.lane.task.has_run() {
             self.lane.run.shared.unregister(self.lane.key(), &self.lane);
         }
     }

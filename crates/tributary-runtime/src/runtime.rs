@@ -404,4 +404,39 @@ mod tests {
             "the watch closed with its run"
         );
     }
+
+    /// A task that holds its slot is running, even before its actor has
+    /// run: only the tasks waiting for their turn are listed as queued.
+    #[tokio::test]
+    async fn a_task_with_its_slot_is_listed_running_before_its_actor_runs() {
+        let wait = action("wait").run(|s: State, _, _| async move {
+            std::future::pending::<()>().await;
+            Ok((json!({}), s))
+        });
+        let tasks: Vec<TaskSpec> = (0..2)
+            .map(|i| TaskSpec::action(format!("t{i}"), wait.clone()))
+            .collect();
+        let config = RunConfig::new().max_concurrency(1);
+        let (handle, _stream, supervisor) =
+            Runtime::new().pair(TaskSource::iter(tasks), config, None);
+        // Poll the supervisor once, here: it spawns t0's actor (which runs
+        // only when this test yields) and waits for a slot for t1.
+        let mut supervisor = Box::pin(supervisor.run());
+        tokio::select! {
+            biased;
+            () = &mut supervisor => panic!("the supervisor ended"),
+            () = std::future::ready(()) => {}
+        }
+        assert_eq!(handle.progress_now().running, 0, "t0's actor has not run");
+        let listed = handle.tasks();
+        let status = |key: &str| {
+            listed
+                .iter()
+                .find(|t| t.path.key() == Some(key))
+                .map(|t| t.status)
+        };
+        assert_eq!(status("t0"), Some(crate::LiveStatus::Running));
+        assert_eq!(status("t1"), Some(crate::LiveStatus::Queued));
+        handle.cancel().await;
+    }
 }

@@ -12,7 +12,7 @@
 //! that tasks that nest nothing pay nothing for it.)
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -33,8 +33,16 @@ pub(crate) struct TaskShared {
     /// and a `watch` costs a few hundred bytes per task.
     paused: OnceLock<watch::Sender<bool>>,
     pub(crate) reason: OnceLock<CancelReason>,
-    started: AtomicBool,
+    /// Where the task stands: [`QUEUED`], [`SPAWNED`] or [`RAN`].
+    stage: AtomicU8,
 }
+
+/// Known to the run, waiting for its turn and its slot.
+const QUEUED: u8 = 0;
+/// Given its slot and its actor, which has not run yet.
+const SPAWNED: u8 = 1;
+/// Its actor has run.
+const RAN: u8 = 2;
 
 impl TaskShared {
     /// Pause or resume the task (its gate is created on first pause).
@@ -62,12 +70,25 @@ impl TaskShared {
         self.paused.get()
     }
 
-    pub(crate) fn mark_started(&self) {
-        self.started.store(true, Ordering::Relaxed);
+    /// The task has its slot and its actor: it no longer waits for its
+    /// turn (from now on `tasks()` lists it as running).
+    pub(crate) fn mark_spawned(&self) {
+        self.stage.store(SPAWNED, Ordering::Relaxed);
     }
 
+    /// The task's actor has run.
+    pub(crate) fn mark_ran(&self) {
+        self.stage.store(RAN, Ordering::Relaxed);
+    }
+
+    /// Whether the task has its slot and its actor.
     pub(crate) fn is_started(&self) -> bool {
-        self.started.load(Ordering::Relaxed)
+        self.stage.load(Ordering::Relaxed) != QUEUED
+    }
+
+    /// Whether the task's actor has run.
+    pub(crate) fn has_run(&self) -> bool {
+        self.stage.load(Ordering::Relaxed) == RAN
     }
 }
 
@@ -76,9 +97,10 @@ impl TaskShared {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LiveStatus {
-    /// Known to the run (taken from its source or added) but not started.
+    /// Known to the run (taken from its source or added) but not started:
+    /// waiting for its turn, its slot or the run's gates.
     Queued,
-    /// Started and not ended.
+    /// Started (it holds its slot) and not ended.
     Running,
     /// Paused: the task, its run or a run it is nested in is paused.
     Paused,
