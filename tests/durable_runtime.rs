@@ -182,36 +182,10 @@ async fn a_step_out_of_retries_pauses_its_task_until_resumed_through_the_handle(
     let journal = Journal::new(Arc::new(MemoryJournal::new()));
     let healthy = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU32::new(0));
-    let (h, c) = (Arc::clone(&healthy), Arc::clone(&calls));
-    let graph = Graph::single(
-        action("charge")
-            .writes(["paid"])
-            .run(move |s: State, _, ctx| {
-                let (healthy, calls) = (Arc::clone(&h), Arc::clone(&c));
-                async move {
-                    let paid: bool = ctx
-                        .step_with("charge", move |_| {
-                            let (healthy, calls) = (Arc::clone(&healthy), Arc::clone(&calls));
-                            async move {
-                                calls.fetch_add(1, Ordering::SeqCst);
-                                if healthy.load(Ordering::SeqCst) {
-                                    Ok(true)
-                                } else {
-                                    Err(BoxError::from("payment service down"))
-                                }
-                            }
-                        })
-                        .policy(
-                            StepPolicy::new()
-                                .retries(1)
-                                .backoff(Duration::from_millis(1), Duration::from_millis(2))
-                                .pause_on_exhausted(),
-                        )
-                        .await?;
-                    Ok((json!({ "paid": paid }), s.set("paid", paid)))
-                }
-            }),
-    );
+    let graph = Graph::single(crate::durable_support::pay_pausing_until_healthy(
+        Arc::clone(&healthy),
+        Arc::clone(&calls),
+    ));
     let (handle, mut stream) = Runtime::new().run(
         vec![TaskSpec::new("order", graph)],
         RunConfig::new().journal(&journal),

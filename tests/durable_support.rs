@@ -165,20 +165,23 @@ impl JournalStore for Recording {
 /// An action `pay` whose durable step `charge` fails ("card service
 /// down") until `healthy` is set: out of its one quick retry, the step
 /// pauses its task (`pause_on_exhausted`) until the task is resumed. Once
-/// the charge goes through the action writes `paid`.
+/// the charge goes through the action writes `paid`. `calls` counts the
+/// attempts of the charge.
 pub(crate) fn pay_pausing_until_healthy(
     healthy: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<std::sync::atomic::AtomicU32>,
 ) -> tributary::FnAction {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     action("pay").writes(["paid"]).run(move |s: State, _, ctx| {
-        let healthy = Arc::clone(&healthy);
+        let (healthy, calls) = (Arc::clone(&healthy), Arc::clone(&calls));
         async move {
             let paid: bool = ctx
                 .step_with("charge", move |_| {
-                    let healthy = Arc::clone(&healthy);
+                    let (healthy, calls) = (Arc::clone(&healthy), Arc::clone(&calls));
                     async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
                         if healthy.load(Ordering::SeqCst) {
                             Ok(true)
                         } else {

@@ -755,6 +755,7 @@ pub(crate) async fn a_task_paused_by_a_durable_step_out_of_retries_is_recorded_u
     let healthy = Arc::new(AtomicBool::new(false));
     let graph = Graph::single(crate::durable_support::pay_pausing_until_healthy(
         Arc::clone(&healthy),
+        Arc::default(),
     ));
     let config = RunConfig::new().journal(&journal).hook(t.hook());
     let (handle, stream) = Runtime::new().run(vec![TaskSpec::new("order", graph)], config);

@@ -83,7 +83,8 @@ async fn a_task_paused_by_a_durable_step_shows_paused_with_what_it_waits_for() {
     use tributary::durable::{Journal, MemoryJournal, WithJournal};
 
     let healthy = Arc::new(AtomicBool::new(false));
-    let pay = crate::durable_support::pay_pausing_until_healthy(Arc::clone(&healthy));
+    let pay =
+        crate::durable_support::pay_pausing_until_healthy(Arc::clone(&healthy), Arc::default());
     let watch = StepWatch::new();
     let journal = Journal::new(Arc::new(MemoryJournal::new()));
     let config = RunConfig::new().journal(&journal).hook(watch.hook());

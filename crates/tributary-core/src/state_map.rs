@@ -124,6 +124,13 @@ mod tests {
         (Arc::from(k), Arc::new(json!(v)))
     }
 
+    /// The map's entries, in its order.
+    fn entries(map: &Map) -> Vec<(String, Value)> {
+        map.iter()
+            .map(|(k, v)| (k.to_string(), (**v).clone()))
+            .collect()
+    }
+
     #[test]
     fn entries_stay_sorted_and_unique_and_the_last_value_wins() {
         let map: Map = [entry("b", 1), entry("a", 2), entry("b", 3), entry("c", 4)]
@@ -137,10 +144,7 @@ mod tests {
         m.put("a".into(), Arc::new(json!(6)));
         m.remove("c");
         m.remove("zz");
-        let all: Vec<(String, Value)> = m
-            .iter()
-            .map(|(k, v)| (k.to_string(), (**v).clone()))
-            .collect();
+        let all = entries(&m);
         assert_eq!(
             all,
             [
@@ -162,10 +166,7 @@ mod tests {
             .into_iter()
             .collect();
         let m = a.merged(&b);
-        let all: Vec<(String, Value)> = m
-            .iter()
-            .map(|(k, v)| (k.to_string(), (**v).clone()))
-            .collect();
+        let all = entries(&m);
         assert_eq!(
             all,
             [

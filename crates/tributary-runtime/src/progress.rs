@@ -1,6 +1,6 @@
 //! Progress counts of a run's task tree, for progress bars.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -54,10 +54,6 @@ pub(crate) struct Counters {
     completed: AtomicU64,
     failed: AtomicU64,
     cancelled: AtomicU64,
-    /// A change has not been handed to the watch yet.
-    dirty: AtomicBool,
-    /// Someone is handing the counts to the watch.
-    publishing: AtomicBool,
 }
 
 /// A change of a run's counts (each field added, negative taken off).
@@ -131,33 +127,6 @@ impl Counters {
                 let _ = field.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
                     Some(v.saturating_sub(by))
                 });
-            }
-        }
-    }
-
-    /// Have `publish` hand the counts to the watch for every change made
-    /// so far. One caller publishes at a time, and it publishes again
-    /// before it stops if the counts changed meanwhile; a caller that finds
-    /// someone publishing leaves its change to them. So tasks changing the
-    /// counts at once (ten thousand tasks pausing) take the watch's lock
-    /// and wake its watchers only as often as one publisher can, not once
-    /// each, and the watch still ends with the latest counts.
-    pub(crate) fn publish(&self, publish: impl Fn()) {
-        self.dirty.store(true, Ordering::SeqCst);
-        loop {
-            if self.publishing.swap(true, Ordering::SeqCst) {
-                // The publisher sees `dirty` after it stops publishing.
-                return;
-            }
-            while self.dirty.swap(false, Ordering::SeqCst) {
-                publish();
-            }
-            self.publishing.store(false, Ordering::SeqCst);
-            // A change made between the last publish and the store above
-            // was left to this caller: take it over unless someone else
-            // has.
-            if !self.dirty.load(Ordering::SeqCst) {
-                return;
             }
         }
     }

@@ -272,7 +272,8 @@ impl RunShared {
                 match r.tokio {
                     // A lock-free flag when the pump is already due.
                     Some(_) => r.pump_wake.notify_one(),
-                    None => r.counts.publish(|| r.refresh_progress()),
+                    // No runtime to run a pump on: publish now.
+                    None => r.refresh_progress(),
                 }
             }
             run = r.parent.as_ref().map(|p| &*p.run);
