@@ -2,10 +2,10 @@
 //!
 //! [`State`] is an immutable map from `String` keys to JSON values. Every
 //! operation returns a new `State`; the old one is untouched. Cloning is O(1):
-//! the map lives behind an [`Arc`] and every value behind its own `Arc`, so a
-//! parallel action that hands one state to 100k children shares it instead of
-//! copying it, and an update copies only the key table, never the values it
-//! did not touch.
+//! the key table lives behind an [`Arc`] and every string, list or object
+//! behind its own `Arc`, so a parallel action that hands one state to 100k
+//! children shares it instead of copying it, and an update copies only the
+//! key table, never the values it did not touch.
 //!
 //! Keys that begin with `__` are private to the runtime: actions may not write
 //! them (see [`ActionError::ReservedKey`](crate::ActionError::ReservedKey)).
@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -38,37 +38,23 @@ pub const RESERVED_PREFIX: &str = "__";
 
 /// An immutable map of `String` keys to JSON values with O(1) clone.
 ///
-/// Every operation returns a new `State`. Cloning is O(1): the map lives
-/// behind an `Arc` and every key and value behind its own `Arc`, so handing
-/// one state to 100k children shares it, and an update copies only the
-/// key table, a vector of shared keys and values sorted by key (an
-/// updated key keeps its shared copy).
+/// Every operation returns a new `State`. Cloning is O(1): the key table
+/// is one shared allocation, every key is shared, and every string, list
+/// or object is shared behind its own `Arc` (`null`, booleans and numbers
+/// are kept in the table itself, as cheap to copy as a pointer). So handing
+/// one state to 100k children shares it, and an update that sets one key
+/// makes one allocation: the new table, sorted by key, whose other entries
+/// are copies of the old one's (an updated key keeps its shared copy).
 /// Keys beginning `__` are reserved for the runtime.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Default)]
 pub struct State {
-    map: Arc<Map>,
+    map: Map,
 }
 
-/// A state's storage: keys shared (copying the map for an update copies
-/// no key), values shared, sorted by key.
-use crate::state_map::Map;
-
-/// Set `key` in `map`, reusing the map's own copy of the key when it has
-/// one: updating a key allocates no new one.
-fn put(map: &mut Map, key: String, value: Arc<Value>) {
-    map.put(key, value);
-}
-
-impl Default for State {
-    /// The empty state. Every empty state shares one map, so that making
-    /// one (every task starts from one) allocates nothing.
-    fn default() -> Self {
-        static EMPTY: OnceLock<Arc<Map>> = OnceLock::new();
-        State {
-            map: Arc::clone(EMPTY.get_or_init(Default::default)),
-        }
-    }
-}
+/// A state's storage: keys shared (copying the table for an update copies
+/// no key), values shared or inline, sorted by key. The empty state's table
+/// is shared by every empty state, so making one allocates nothing.
+use crate::state_map::{Map, Slot};
 
 /// Which keys [`State::wipe`] removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +166,7 @@ impl State {
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.map.get(key).map(|v| &**v)
+        self.map.get(key).map(Slot::value)
     }
 
     /// The value of `key` deserialized as `T`.
@@ -234,7 +220,7 @@ impl State {
 
     /// Every `(key, value)` pair, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
-        self.map.iter().map(|(k, v)| (&**k, &**v))
+        self.map.iter().map(|(k, v)| (&**k, v.value()))
     }
 
     /// The number of keys.
@@ -250,20 +236,18 @@ impl State {
     /// Whether two states share the same storage (a clone of each other with
     /// no update in between). Useful to check that no copy was made.
     pub fn ptr_eq(&self, other: &State) -> bool {
-        Arc::ptr_eq(&self.map, &other.map)
-    }
-
-    fn with_map(&self, f: impl FnOnce(&mut Map)) -> State {
-        // Room for one more: the common update sets one key.
-        let mut map = self.map.copy_with_room(1);
-        f(&mut map);
-        State { map: Arc::new(map) }
+        self.map.ptr_eq(&other.map)
     }
 
     /// A new state with `key` set to `value` (inserted or overwritten).
-    pub fn set(&self, key: impl Into<String>, value: impl Into<Value>) -> State {
-        let (key, value) = (key.into(), Arc::new(value.into()));
-        self.with_map(|m| put(m, key, value))
+    ///
+    /// One allocation for the new key table, plus one for `value` when it
+    /// is a string, a list or an object; an existing key is reused, not
+    /// copied.
+    pub fn set(&self, key: impl AsRef<str>, value: impl Into<Value>) -> State {
+        State {
+            map: self.map.with(key.as_ref(), Slot::new(value.into())),
+        }
     }
 
     /// A new state with `key` set to `value` serialized as JSON (inserted or
@@ -294,13 +278,16 @@ impl State {
     /// is unchanged.
     pub fn set_as<T: Serialize + ?Sized>(
         &self,
-        key: impl Into<String>,
+        key: impl AsRef<str>,
         value: &T,
     ) -> Result<State, StateError> {
-        let key = key.into();
+        let key = key.as_ref();
         match serde_json::to_value(value) {
             Ok(value) => Ok(self.set(key, value)),
-            Err(source) => Err(StateError::Serialize { key, source }),
+            Err(source) => Err(StateError::Serialize {
+                key: key.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -311,11 +298,13 @@ impl State {
         K: Into<String>,
         V: Into<Value>,
     {
-        self.with_map(|m| {
-            for (k, v) in pairs {
-                put(m, k.into(), Arc::new(v.into()));
-            }
-        })
+        State {
+            map: self.map.with_all(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), Slot::new(v.into()))),
+            ),
+        }
     }
 
     /// A new state with `value` appended to the list at `key`; a missing key
@@ -384,7 +373,7 @@ impl State {
             return other.clone();
         }
         State {
-            map: Arc::new(self.map.merged(&other.map)),
+            map: self.map.merged(&other.map),
         }
     }
 
@@ -396,45 +385,32 @@ impl State {
     {
         let map: Map = keys
             .into_iter()
-            .filter_map(|key| {
-                self.map
-                    .get_key_value(key.as_ref())
-                    .map(|(k, v)| (Arc::clone(k), Arc::clone(v)))
-            })
+            .filter_map(|key| self.map.get_entry(key.as_ref()).cloned())
             .collect();
-        State { map: Arc::new(map) }
+        State { map }
     }
 
     /// A new state with the keys selected by `wipe` removed.
     pub fn wipe(&self, wipe: Wipe) -> State {
         match wipe {
             Wipe::Keep(keys) => self.subset(keys),
-            Wipe::Delete(keys) => self.with_map(|m| {
-                for k in &keys {
-                    m.remove(k.as_str());
-                }
-            }),
+            Wipe::Delete(keys) => State {
+                map: self.map.without(|k| keys.iter().any(|d| d == k)),
+            },
         }
     }
 
     /// A new state without `key`.
     pub fn remove(&self, key: &str) -> State {
-        self.wipe(Wipe::Delete(vec![key.to_owned()]))
+        State {
+            map: self.map.without(|k| k == key),
+        }
     }
 
     /// The state without its reserved (`__`) keys.
     pub fn public(&self) -> State {
-        if !self.map.keys().any(|k| k.starts_with(RESERVED_PREFIX)) {
-            return self.clone();
-        }
         State {
-            map: Arc::new(
-                self.map
-                    .iter()
-                    .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
-                    .map(|(k, v)| (k.clone(), Arc::clone(v)))
-                    .collect(),
-            ),
+            map: self.map.without(|k| k.starts_with(RESERVED_PREFIX)),
         }
     }
 
@@ -443,7 +419,7 @@ impl State {
         Value::Object(
             self.map
                 .iter()
-                .map(|(k, v)| (k.to_string(), (**v).clone()))
+                .map(|(k, v)| (k.to_string(), v.value().clone()))
                 .collect(),
         )
     }
@@ -485,43 +461,49 @@ impl State {
         if self.ptr_eq(other) {
             return Ok(());
         }
-        let (mut a, mut b) = (self.map.iter().peekable(), other.map.iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (None, None) => return Ok(()),
-                (Some((k, _)), None) => {
-                    f(k)?;
-                    a.next();
+        let (a, b) = (self.map.entries(), other.map.entries());
+        let (mut i, mut j) = (0, 0);
+        while let (Some((ka, va)), Some((kb, vb))) = (a.get(i), b.get(j)) {
+            // A key an update kept is the same allocation in both tables.
+            let order = if Arc::ptr_eq(ka, kb) {
+                std::cmp::Ordering::Equal
+            } else {
+                ka.cmp(kb)
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    f(ka)?;
+                    i += 1;
                 }
-                (None, Some((k, _))) => {
-                    f(k)?;
-                    b.next();
+                std::cmp::Ordering::Greater => {
+                    f(kb)?;
+                    j += 1;
                 }
-                (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
-                    std::cmp::Ordering::Less => {
+                std::cmp::Ordering::Equal => {
+                    if !va.same(vb) {
                         f(ka)?;
-                        a.next();
                     }
-                    std::cmp::Ordering::Greater => {
-                        f(kb)?;
-                        b.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if !Arc::ptr_eq(va, vb) && va != vb {
-                            f(ka)?;
-                        }
-                        a.next();
-                        b.next();
-                    }
-                },
+                    i += 1;
+                    j += 1;
+                }
             }
         }
+        for (k, _) in a[i..].iter().chain(&b[j..]) {
+            f(k)?;
+        }
+        Ok(())
     }
 
     /// Identity of the value behind `key` (for sharing checks in tests and
     /// benchmarks): two states whose `value_ptr` match share that value.
+    /// Only strings, lists and objects are shared; a `null`, a boolean or a
+    /// number is kept in each state's own key table, so its `value_ptr`
+    /// differs from one state to the next.
     pub fn value_ptr(&self, key: &str) -> Option<*const Value> {
-        self.map.get(key).map(Arc::as_ptr)
+        self.map.get(key).map(|slot| match slot {
+            Slot::Shared(v) => Arc::as_ptr(v),
+            Slot::Inline(v) => std::ptr::from_ref(v),
+        })
     }
 }
 
@@ -534,11 +516,10 @@ impl fmt::Debug for State {
 impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for State {
     fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
         State {
-            map: Arc::new(
-                iter.into_iter()
-                    .map(|(k, v)| (Arc::from(k.into()), Arc::new(v.into())))
-                    .collect(),
-            ),
+            map: iter
+                .into_iter()
+                .map(|(k, v)| (Arc::from(k.into()), Slot::new(v.into())))
+                .collect(),
         }
     }
 }

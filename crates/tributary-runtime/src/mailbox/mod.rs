@@ -40,6 +40,9 @@ impl SlotHold {
 
 /// The merger's control channel (unbounded: at most a few messages per
 /// task, and tasks are bounded by their slots).
+// `Terminal` is the large variant and the common one (every terminal item
+// of a `Zip` or `Ordered` run): boxing it would cost each an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Ctl {
     /// A terminal item that must not wait for mailbox room: every terminal in
     /// the per-task modes, and cancellations in every mode.
