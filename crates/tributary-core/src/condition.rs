@@ -126,10 +126,25 @@ impl Condition {
     ///
     /// The first key the condition reads that `state` lacks.
     pub fn evaluate(&self, state: &State) -> Result<bool, String> {
-        if let Some(missing) = self.reads().into_iter().find(|k| !state.contains_key(k)) {
+        // Every step evaluates its transitions: look for a missing key
+        // without collecting them, and sort them only to name the first.
+        if self.lacks_a_key(state)
+            && let Some(missing) = self.reads().into_iter().find(|k| !state.contains_key(k))
+        {
             return Err(missing.to_owned());
         }
         Ok(self.eval(state))
+    }
+
+    /// Whether `state` lacks a key the condition reads.
+    fn lacks_a_key(&self, state: &State) -> bool {
+        match &self.kind {
+            Kind::Default => false,
+            Kind::When(k, _) => !state.contains_key(k),
+            Kind::Fn { keys, .. } => keys.iter().any(|k| !state.contains_key(k)),
+            Kind::Not(c) => c.lacks_a_key(state),
+            Kind::And(a, b) | Kind::Or(a, b) => a.lacks_a_key(state) || b.lacks_a_key(state),
+        }
     }
 
     fn eval(&self, state: &State) -> bool {

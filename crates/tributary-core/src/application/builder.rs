@@ -87,12 +87,14 @@ impl Application {
     /// Start building an application of `graph`.
     ///
     /// See [`ApplicationBuilder`] for an example.
+    #[inline]
     pub fn builder(graph: Graph) -> ApplicationBuilder {
         ApplicationBuilder::new(graph)
     }
 }
 
 impl ApplicationBuilder {
+    #[inline]
     fn new(graph: Graph) -> Self {
         ApplicationBuilder {
             graph,
@@ -128,6 +130,7 @@ impl ApplicationBuilder {
 
     /// The initial state of a fresh application (ignored when a checkpoint
     /// is resumed or forked).
+    #[inline]
     pub fn state(mut self, state: State) -> Self {
         self.state = state;
         self
@@ -146,18 +149,21 @@ impl ApplicationBuilder {
     }
 
     /// Add a hook already behind an `Arc` (to keep a handle to it).
+    #[inline]
     pub fn hook_arc(mut self, hook: Arc<dyn Hook>) -> Self {
         self.hooks.push(hook);
         self
     }
 
     /// Save a checkpoint after every step.
+    #[inline]
     pub fn persister(mut self, persister: Arc<dyn Persister>) -> Self {
         self.persister = Some(persister);
         self
     }
 
     /// Continue from this app id's latest checkpoint, if it has one.
+    #[inline]
     pub fn resume(mut self) -> Self {
         self.resume = true;
         self
@@ -177,6 +183,7 @@ impl ApplicationBuilder {
     }
 
     /// Send every action's intermediate outputs to `sink`.
+    #[inline]
     pub fn stream_sink(mut self, sink: Arc<dyn StreamSink>) -> Self {
         self.sink = Some(sink);
         self
@@ -276,6 +283,7 @@ impl ApplicationBuilder {
     /// assert!(task.info.get().is_some());
     /// # Ok::<(), tributary_core::BuildError>(())
     /// ```
+    #[inline]
     pub fn task_identity(mut self, identity: Arc<dyn TaskIdentity>) -> Self {
         self.identity = Some(identity);
         self
@@ -316,6 +324,7 @@ impl ApplicationBuilder {
     /// # Ok(())
     /// # }
     /// ```
+    #[inline]
     pub fn extensions(mut self, extensions: &Extensions) -> Self {
         self.extensions.merge(extensions);
         self
