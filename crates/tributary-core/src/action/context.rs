@@ -116,6 +116,24 @@ impl fmt::Debug for Extensions {
     }
 }
 
+/// What the contexts of one step share: the application's services and the
+/// count of the step's outputs. One allocation per application: the next
+/// step reuses it when no context of the last one is left (see
+/// `Application::step_shared`).
+pub(crate) struct StepShared {
+    pub(crate) extensions: Extensions,
+    pub(crate) emitted: AtomicU64,
+}
+
+impl StepShared {
+    pub(crate) fn new(extensions: Extensions) -> Self {
+        StepShared {
+            extensions,
+            emitted: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Where an `on_stream_item` hook's panic during a step is kept for the
 /// step to fail with. Only steps of applications with hooks have one.
 pub(crate) type HookPanicSlot = Arc<OnceLock<HookPanic>>;
@@ -130,9 +148,8 @@ pub struct ActionContext {
     pub(crate) action: Arc<str>,
     pub(crate) sink: Option<Arc<dyn StreamSink>>,
     pub(crate) hooks: HookList,
-    pub(crate) emitted: Arc<AtomicU64>,
+    pub(crate) shared: Arc<StepShared>,
     pub(crate) hook_panic: Option<HookPanicSlot>,
-    pub(crate) extensions: Arc<Extensions>,
     pub(crate) persister: Option<Arc<dyn Persister>>,
 }
 
@@ -223,7 +240,7 @@ impl ActionContext {
 
     /// Services the runtime made available to actions.
     pub fn extensions(&self) -> &Extensions {
-        &self.extensions
+        &self.shared.extensions
     }
 
     /// The service of type `T` attached with
@@ -257,7 +274,7 @@ impl ActionContext {
     /// # }
     /// ```
     pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.extensions.get::<T>()
+        self.shared.extensions.get::<T>()
     }
 
     /// The application's persister, if it has one (parallel actions cascade
@@ -274,7 +291,7 @@ impl ActionContext {
 
     /// How many outputs this step has emitted so far.
     pub fn items_emitted(&self) -> u64 {
-        self.emitted.load(Ordering::Relaxed)
+        self.shared.emitted.load(Ordering::Relaxed)
     }
 
     /// Tell the application's hooks (a tracker) that this step now waits,
@@ -372,7 +389,7 @@ impl ActionContext {
     /// output may or may not have been delivered.
     pub async fn emit(&self, value: impl Into<Value>) -> Result<(), EmitError> {
         let value = value.into();
-        let index = self.emitted.fetch_add(1, Ordering::Relaxed);
+        let index = self.shared.emitted.fetch_add(1, Ordering::Relaxed);
         if !self.hooks.is_empty() {
             let info = StreamItemInfo {
                 app: self.app.info(),

@@ -51,8 +51,8 @@ use crate::state::State;
 pub use crate::identity::ParentPointer;
 pub use crate::inputs::{InputSpec, Inputs};
 pub use builder::{ActionBuilder, FnAction, action};
-pub(crate) use context::HookPanicSlot;
 pub use context::{ActionContext, Emitted, Extensions, StreamSink, spawn_blocking};
+pub(crate) use context::{HookPanicSlot, StepShared};
 
 /// What an action returns: its result (a JSON object) and the new state.
 pub type ActionResult = Result<(Value, State), BoxError>;

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::Application;
-use crate::action::{Extensions, StreamSink};
+use crate::action::{Extensions, StepShared, StreamSink};
 use crate::error::{BuildError, HookMethod};
 use crate::graph::Graph;
 use crate::hooks::{Hook, HookList, call_hooks};
@@ -484,9 +484,8 @@ impl ApplicationBuilder {
             hooks: hook_list(self.hooks),
             persister: self.persister,
             sink: self.sink,
-            extensions: Arc::new(self.extensions),
+            shared: Arc::new(StepShared::new(self.extensions)),
             resumed,
-            emitted: None,
         })
     }
 

@@ -54,14 +54,14 @@ mod stream;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::action::{Action, ActionContext, Extensions, HookPanicSlot, StreamSink};
+use crate::action::{Action, ActionContext, HookPanicSlot, StepShared, StreamSink};
 use crate::error::{ActionError, ApplicationError, HookMethod};
 use crate::graph::Graph;
 use crate::hooks::{HookList, StepInfo, StepOutcome, call_hooks};
@@ -221,12 +221,11 @@ pub struct Application {
     hooks: HookList,
     persister: Option<Arc<dyn Persister>>,
     sink: Option<Arc<dyn StreamSink>>,
-    extensions: Arc<Extensions>,
+    /// The services its actions find in their contexts, with the output
+    /// counter of the last step (see `step_shared`).
+    shared: Arc<StepShared>,
     /// The checkpoint this application was resumed or forked from.
     resumed: Option<Arc<Checkpoint>>,
-    /// The output counter of the last step, reused by the next one when
-    /// nothing else holds it (see `step_counter`).
-    emitted: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -446,13 +445,13 @@ impl Application {
     ) -> impl Future<Output = Result<Option<StepRecord>, ApplicationError>> + Send + 'a {
         async move {
             let action = Arc::clone(self.graph.action_at(step.index));
-            let emitted = self.step_counter();
+            let shared = self.step_shared();
             let mut guard = StepGuard {
                 hooks: None,
                 armed: true,
             };
             let started =
-                self.start_action(&action, &step, inputs, sink_override, &emitted, &mut guard);
+                self.start_action(&action, &step, inputs, sink_override, &shared, &mut guard);
             let outcome = match started {
                 Err(e) => Err(*e),
                 Ok(run) => {
@@ -478,7 +477,7 @@ impl Application {
             } else {
                 outcome
             };
-            let items = emitted.load(Ordering::Relaxed);
+            let items = shared.emitted.load(Ordering::Relaxed);
             guard.armed = false;
             self.finish_step(step, outcome, items, &guard)
         }
@@ -492,7 +491,7 @@ impl Application {
         step: &StepCall,
         inputs: &Inputs,
         sink_override: Option<Arc<dyn StreamSink>>,
-        emitted: &Arc<AtomicU64>,
+        shared: &Arc<StepShared>,
         guard: &mut StepGuard,
     ) -> Result<ActionFuture<'a>, Box<ActionError>> {
         let name = &step.name;
@@ -507,7 +506,7 @@ impl Application {
                 seq: step.seq,
                 state: self.state.clone(),
                 inputs: selected.as_ref().cloned().unwrap_or_default(),
-                emitted: Arc::clone(emitted),
+                shared: Arc::clone(shared),
                 hook_panic: HookPanicSlot::default(),
             }));
             let info = hooks.info();
@@ -527,9 +526,8 @@ impl Application {
             action: Arc::clone(name),
             sink: sink_override.or_else(|| self.sink.clone()),
             hooks: Arc::clone(&self.hooks),
-            emitted: Arc::clone(emitted),
+            shared: Arc::clone(shared),
             hook_panic: guard.hooks.as_ref().map(|h| Arc::clone(&h.hook_panic)),
-            extensions: Arc::clone(&self.extensions),
             persister: self.persister.clone(),
         };
         Ok(action.run(self.state.clone(), step_inputs, ctx))
@@ -649,20 +647,20 @@ impl Application {
         }
     }
 
-    /// A zeroed output counter for the next step: the last step's, when no
-    /// context of that step is left holding it (the common case), so that
-    /// a step allocates none; a fresh one otherwise, so that a context kept
-    /// from an earlier step never counts into this one.
-    fn step_counter(&mut self) -> Arc<AtomicU64> {
-        match &mut self.emitted {
-            // No weak references are ever made: one strong count means no
-            // context of the last step holds it.
-            Some(counter) if Arc::strong_count(counter) == 1 => {
-                counter.store(0, Ordering::Relaxed);
-                Arc::clone(counter)
-            }
-            slot => Arc::clone(slot.insert(Arc::new(AtomicU64::new(0)))),
+    /// What the next step's contexts share, its output counter zeroed: the
+    /// last step's, when no context of that step is left holding it (the
+    /// common case), so that a step allocates nothing; a fresh copy
+    /// otherwise, so that a context kept from an earlier step never counts
+    /// into this one.
+    fn step_shared(&mut self) -> Arc<StepShared> {
+        // No weak references are ever made: one strong count means only the
+        // application holds it.
+        if Arc::strong_count(&self.shared) == 1 {
+            self.shared.emitted.store(0, Ordering::Relaxed);
+        } else {
+            self.shared = Arc::new(StepShared::new(self.shared.extensions.clone()));
         }
+        Arc::clone(&self.shared)
     }
 
     fn check_halts(&self, opts: &RunOptions) -> Result<(), ApplicationError> {
@@ -1134,7 +1132,7 @@ struct StepHooks {
     seq: u64,
     state: State,
     inputs: Inputs,
-    emitted: Arc<AtomicU64>,
+    shared: Arc<StepShared>,
     /// Where the action's context puts an `on_stream_item` hook's panic.
     hook_panic: HookPanicSlot,
 }
@@ -1175,7 +1173,7 @@ impl StepGuard {
     fn abandon_hooks(&self) {
         if let Some(hooks) = &self.hooks {
             let outcome = StepOutcome::Abandoned {
-                items: hooks.emitted.load(Ordering::Relaxed),
+                items: hooks.shared.emitted.load(Ordering::Relaxed),
             };
             let info = hooks.info();
             // Nobody is left to hand a panic to: `call_hooks` logs it, and
