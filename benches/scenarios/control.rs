@@ -122,6 +122,7 @@ pub(crate) async fn pause(opts: &Opts) {
     Measurement::new("pause_ack", json!({ "live_tasks": LIVE }), "ms")
         .samples(ours)
         .baseline("bare_watch_gate", bare)
+        .target_ratio(Target::AtMost(2.0))
         .emit();
 }
 
