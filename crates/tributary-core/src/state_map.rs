@@ -8,7 +8,8 @@
 //! search.
 //!
 //! Values come in two kinds. `null`, booleans and numbers are stored in
-//! their entry: copying one is as cheap as copying a pointer, and setting
+//! their entry (numbers unless serde_json keeps them as strings, see
+//! `NUMBERS_COPY`): copying one is as cheap as copying a pointer, and setting
 //! one allocates nothing. Strings, lists and objects are shared behind an
 //! `Arc`, so an update never copies a value it did not touch, however
 //! large.
@@ -17,6 +18,13 @@ use std::iter;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
+
+/// Whether a JSON number copies without allocating: it does unless a crate
+/// in the build turns on serde_json's `arbitrary_precision`, which keeps
+/// each number as a string (and makes it larger than 16 bytes). Then
+/// numbers are shared like strings, so that copying a table never copies
+/// a string.
+const NUMBERS_COPY: bool = size_of::<serde_json::Number>() <= 16;
 
 /// One value of a state.
 #[derive(Clone, Debug)]
@@ -30,7 +38,8 @@ pub(crate) enum Slot {
 impl Slot {
     pub(crate) fn new(value: Value) -> Slot {
         match value {
-            Value::Null | Value::Bool(_) | Value::Number(_) => Slot::Inline(value),
+            Value::Null | Value::Bool(_) => Slot::Inline(value),
+            Value::Number(_) if NUMBERS_COPY => Slot::Inline(value),
             other => Slot::Shared(Arc::new(other)),
         }
     }
@@ -299,8 +308,11 @@ mod tests {
         assert!(Arc::ptr_eq(&old_key.0, &new_key.0), "the key is shared");
         assert!(matches!(new_key.1, Slot::Inline(_)));
         assert!(matches!(old_key.1, Slot::Shared(_)));
-        for scalar in [json!(null), json!(true), json!(-3), json!(2.5)] {
+        for scalar in [json!(null), json!(true)] {
             assert!(matches!(Slot::new(scalar), Slot::Inline(_)));
+        }
+        for number in [json!(-3), json!(2.5)] {
+            assert_eq!(matches!(Slot::new(number), Slot::Inline(_)), NUMBERS_COPY);
         }
         for shared in [json!("s"), json!([1]), json!({ "a": 1 })] {
             assert!(matches!(Slot::new(shared), Slot::Shared(_)));
