@@ -229,3 +229,26 @@ impl BitOr for Condition {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_missing_key_is_named_first_in_key_order_whatever_the_shape() {
+        let empty = State::new();
+        assert_eq!(default().evaluate(&empty), Ok(true));
+        // Both missing: the first in key order is named, not the first read.
+        let both = when("b", 1) & when("a", 1);
+        assert_eq!(both.evaluate(&empty), Err("a".to_owned()));
+        // One missing, under a negation, an `or` and a function's keys.
+        let nested = !(when("x", 1) | condition("f", ["z", "y"], |_| true));
+        let s = State::new().update([("x", json!(2)), ("z", json!(0))]);
+        assert_eq!(nested.evaluate(&s), Err("y".to_owned()));
+        // Every key present: evaluated, not an error.
+        let s = s.set("y", 0);
+        assert_eq!(nested.evaluate(&s), Ok(false));
+        assert_eq!((when("x", 2) & !when("z", 1)).evaluate(&s), Ok(true));
+    }
+}
