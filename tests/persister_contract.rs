@@ -510,6 +510,56 @@ pub(crate) async fn a_fenced_write_from_an_older_epoch_is_refused(open: Open) {
     p.save_fenced(&cp("other", 0, "a"), 1).await.unwrap();
 }
 
+/// A new owner raises the application's fence before it loads (and before
+/// it saves anything): an older owner's write is refused from then on.
+pub(crate) async fn a_raised_fence_refuses_older_writes_before_any_save(open: Open) {
+    let p = open().await;
+    let cp = |seq: u64, step: &str| {
+        Checkpoint::new(
+            "raised",
+            seq,
+            step,
+            StepStatus::Completed,
+            State::new().set("step", step),
+        )
+    };
+    if !p.supports_fencing() {
+        let err = p.raise_fence("raised", 1).await.unwrap_err();
+        assert!(
+            matches!(&err, PersistError::FencingUnsupported { app_id } if app_id == "raised"),
+            "{err}"
+        );
+        return;
+    }
+    assert_eq!(p.raise_fence("raised", 3).await.unwrap(), 3);
+    // Raising writes no checkpoint.
+    assert!(p.load("raised", None).await.unwrap().is_none());
+    let apps = p.list_app_ids(None).await.unwrap();
+    assert!(!apps.iter().any(|a| a == "raised"), "{apps:?}");
+    // The older owner's write is refused, though the new one saved nothing.
+    let err = p.save_fenced(&cp(0, "old"), 2).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PersistError::Fenced {
+                epoch: 2,
+                current: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(p.load("raised", None).await.unwrap().is_none());
+    // A lower raise leaves the stored epoch and says so; the owner writes.
+    assert_eq!(p.raise_fence("raised", 1).await.unwrap(), 3);
+    p.save_fenced(&cp(0, "new"), 3).await.unwrap();
+    // A save under a newer epoch raises it as well.
+    p.save_fenced(&cp(1, "newer"), 5).await.unwrap();
+    assert_eq!(p.raise_fence("raised", 4).await.unwrap(), 5);
+    let latest = p.load("raised", None).await.unwrap().unwrap();
+    assert_eq!((latest.sequence_id, latest.action.as_str()), (1, "newer"));
+}
+
 /// One `#[tokio::test]` per contract check, for the backend `open` makes.
 #[macro_export]
 macro_rules! persister_contract_tests {
@@ -579,6 +629,12 @@ macro_rules! persister_contract_tests {
         #[$attr]
         async fn a_fenced_write_from_an_older_epoch_is_refused() {
             $crate::persister_contract::a_fenced_write_from_an_older_epoch_is_refused($open).await
+        }
+        #[tokio::test]
+        #[$attr]
+        async fn a_raised_fence_refuses_older_writes_before_any_save() {
+            $crate::persister_contract::a_raised_fence_refuses_older_writes_before_any_save($open)
+                .await
         }
     };
 }

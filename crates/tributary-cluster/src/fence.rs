@@ -71,6 +71,10 @@ impl Persister for FencedPersister {
         true
     }
 
+    async fn raise_fence(&self, app_id: &str, epoch: u64) -> Result<u64, PersistError> {
+        self.inner.raise_fence(app_id, epoch.max(self.epoch)).await
+    }
+
     async fn save_fenced(&self, checkpoint: &Checkpoint, epoch: u64) -> Result<(), PersistError> {
         let saved = self
             .inner

@@ -32,6 +32,17 @@ end
 return {0}
 ";
 
+/// Raise the application's epoch (`KEYS[1]`, its meta hash) to `ARGV[1]`
+/// unless it is higher; answer the epoch stored.
+const RAISE: &str = r"
+local current = redis.call('HGET', KEYS[1], 'epoch')
+if current and tonumber(current) > tonumber(ARGV[1]) then
+  return tonumber(current)
+end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
+return tonumber(ARGV[1])
+";
+
 /// A [`Persister`] on Redis: every checkpoint of every application, saved
 /// atomically with its fencing check by a server-side script, readable by
 /// every process of a fleet. Keys live under a prefix (`tributary` unless
@@ -49,6 +60,7 @@ pub struct RedisPersister {
     conn: ConnectionManager,
     prefix: String,
     save: redis::Script,
+    raise: redis::Script,
     timeout: Duration,
 }
 
@@ -99,6 +111,7 @@ impl RedisPersister {
             conn,
             prefix: prefix.to_owned(),
             save: redis::Script::new(SAVE),
+            raise: redis::Script::new(RAISE),
             timeout: Duration::from_secs(10),
         })
     }
@@ -273,6 +286,20 @@ impl Persister for RedisPersister {
 
     fn supports_fencing(&self) -> bool {
         true
+    }
+
+    async fn raise_fence(&self, app_id: &str, epoch: u64) -> Result<u64, PersistError> {
+        let epoch_i = i64::try_from(epoch)
+            .map_err(|_| PersistError::backend(format!("fencing epoch {epoch} is out of range")))?;
+        let mut invocation = self.raise.key(self.meta_key(app_id));
+        invocation.arg(epoch_i);
+        let invocation = &invocation;
+        let stored: i64 = self
+            .timed("raise the fencing epoch", |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(u64::try_from(stored).unwrap_or(epoch))
     }
 
     async fn save_fenced(&self, checkpoint: &Checkpoint, epoch: u64) -> Result<(), PersistError> {

@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tributary_core::Persister;
+use tributary_core::{PersistError, Persister};
 use tributary_queue::{Delivery, QueueError, Start, WorkQueue};
 use tributary_runtime::{ItemKind, RunConfig, RunHandle, Runtime, StreamItem, TaskPath, TaskSpec};
 
@@ -776,6 +776,38 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
     // ends at that very step.
     let mut owed = None;
     if let Some(p) = &shared.persister {
+        // Fence the earlier owners out before reading where the task is:
+        // an earlier owner still stepping (its lease ran out while the
+        // broker was away, say) can no longer save a step this claim does
+        // not see and then go on to the next, which this claim would run
+        // again. A persister that cannot raise its fence without a write
+        // fences them out at this claim's first save, as before.
+        match p.raise_fence(&message.app_id, fence).await {
+            Ok(stored) if stored > fence => {
+                // A newer claim fenced this one out before it began.
+                tracing::warn!(
+                    epoch = fence,
+                    stored,
+                    "the task's fence is ahead of this claim; handing it back"
+                );
+                let _ = tasks
+                    .nak(
+                        &delivery,
+                        Duration::from_millis(100),
+                        "claim fenced out before it began",
+                    )
+                    .await;
+                return;
+            }
+            Ok(_) | Err(PersistError::FencingUnsupported { .. }) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot raise the task's fence; handing it back");
+                let _ = tasks
+                    .nak(&delivery, Duration::from_millis(500), &error.to_string())
+                    .await;
+                return;
+            }
+        }
         match p.load(&message.app_id, None).await {
             Ok(Some(checkpoint)) => {
                 step = checkpoint.sequence_id + 1;

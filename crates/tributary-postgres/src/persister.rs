@@ -242,6 +242,32 @@ impl Persister for PostgresPersister {
         self.db.save(checkpoint, Some(epoch)).await
     }
 
+    async fn raise_fence(&self, app_id: &str, epoch: u64) -> Result<u64, PersistError> {
+        let Ok(epoch_i) = i64::try_from(epoch) else {
+            return Err(PersistError::backend(format!(
+                "fencing epoch {epoch} is beyond PostgreSQL's bigint"
+            )));
+        };
+        let id = app_id.to_owned();
+        let stored: i64 = self
+            .db
+            .read(move |conn| {
+                Box::pin(async move {
+                    let stmt = conn
+                        .prepare_cached(
+                            "INSERT INTO fences (app_id, epoch) VALUES ($1::text, $2::bigint)
+                             ON CONFLICT (app_id)
+                             DO UPDATE SET epoch = GREATEST(fences.epoch, excluded.epoch)
+                             RETURNING epoch",
+                        )
+                        .await?;
+                    Ok(conn.query_one(&stmt, &[&id, &epoch_i]).await?.get(0))
+                })
+            })
+            .await?;
+        Ok(u64::try_from(stored).unwrap_or(epoch))
+    }
+
     async fn load(
         &self,
         app_id: &str,

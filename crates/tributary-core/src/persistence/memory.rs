@@ -80,6 +80,13 @@ impl Persister for InMemoryPersister {
         true
     }
 
+    async fn raise_fence(&self, app_id: &str, epoch: u64) -> Result<u64, PersistError> {
+        let mut epochs = self.epochs.lock().expect("persister lock poisoned");
+        let current = epochs.entry(app_id.to_owned()).or_insert(epoch);
+        *current = (*current).max(epoch);
+        Ok(*current)
+    }
+
     async fn save_fenced(&self, checkpoint: &Checkpoint, epoch: u64) -> Result<(), PersistError> {
         checkpoint.check_depth()?;
         // Held across the check and the write: they are one step.

@@ -268,6 +268,33 @@ pub trait Persister: Send + Sync + 'static {
             app_id: checkpoint.app_id.clone(),
         })
     }
+
+    /// Raise `app_id`'s fencing epoch to `epoch` without writing a
+    /// checkpoint, unless a higher one is stored; answer the epoch stored
+    /// afterwards (higher than `epoch`: a newer owner exists).
+    ///
+    /// A new owner of an application calls it before it loads the latest
+    /// checkpoint, so that from then on a write of an older owner is
+    /// refused. Without it an older owner's write is refused only once the
+    /// new owner has saved, and a step the older owner saves in between
+    /// (after the new owner loaded) would be run again by the new owner,
+    /// along with the step the older owner goes on to.
+    ///
+    /// # Errors
+    ///
+    /// By default [`PersistError::FencingUnsupported`]; otherwise the
+    /// backend's failure.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`save`](Self::save) of the backend: the epoch may or may not be
+    /// raised.
+    async fn raise_fence(&self, app_id: &str, epoch: u64) -> Result<u64, PersistError> {
+        let _ = epoch;
+        Err(PersistError::FencingUnsupported {
+            app_id: app_id.to_owned(),
+        })
+    }
 }
 
 impl std::fmt::Debug for dyn Persister {
