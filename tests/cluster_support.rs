@@ -247,7 +247,16 @@ pub(crate) async fn collect(mut stream: RunStream) -> Vec<StreamItem> {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the run ends in time; had {} items", items.len()));
+    .unwrap_or_else(|_| {
+        let summary: Vec<String> = items
+            .iter()
+            .map(|i| format!("{}:{:?}:{}:{:?}", i.task_key, i.kind, i.seq, i.action))
+            .collect();
+        panic!(
+            "the run ends in time; had {} items: {summary:?}",
+            items.len()
+        )
+    });
     items
 }
 

@@ -399,7 +399,19 @@ impl WorkQueue for NatsQueue {
                     pull.fetch().max_messages(room).messages(),
                 )
                 .await?;
-            while let Some(message) = batch.next().await {
+            loop {
+                // A pull whose request the server never answers (it
+                // restarted with the request in flight) would otherwise wait
+                // forever: bounded like every other call. What came is kept;
+                // nothing at all is an error the caller retries.
+                let next = match tokio::time::timeout(self.timeout, batch.next()).await {
+                    Ok(next) => next,
+                    Err(_) if out.is_empty() => {
+                        return Err(self.timed_out(format!("fetch for group {group}")));
+                    }
+                    Err(_) => break,
+                };
+                let Some(message) = next else { break };
                 let message = match message {
                     Ok(m) => m,
                     // A status instead of messages (a full consumer, a
