@@ -241,9 +241,9 @@ impl State {
 
     /// A new state with `key` set to `value` (inserted or overwritten).
     ///
-    /// One allocation for the new key table, plus one for `value` when it
-    /// is a string, a list or an object; an existing key is reused, not
-    /// copied.
+    /// One allocation for the new key table, one more when `key` is new
+    /// (its shared copy; an existing key is reused) and one for `value`
+    /// when it is a string, a list or an object.
     pub fn set(&self, key: impl AsRef<str>, value: impl Into<Value>) -> State {
         State {
             map: self.map.with(key.as_ref(), Slot::new(value.into())),
