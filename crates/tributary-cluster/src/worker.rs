@@ -743,10 +743,14 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
     let items = match shared.items(&channel).await {
         Ok(q) => q,
         Err(error) => {
-            tracing::warn!(%error, "cannot reach the run's items queue; handing the task back");
-            let _ = tasks
-                .nak(&delivery, Duration::from_millis(500), &error.to_string())
-                .await;
+            hand_back(
+                tasks,
+                &delivery,
+                500,
+                "cannot reach the run's items queue",
+                &error,
+            )
+            .await;
             return;
         }
     };
@@ -785,26 +789,27 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
         match p.raise_fence(&message.app_id, fence).await {
             Ok(stored) if stored > fence => {
                 // A newer claim fenced this one out before it began.
-                tracing::warn!(
-                    epoch = fence,
-                    stored,
-                    "the task's fence is ahead of this claim; handing it back"
-                );
-                let _ = tasks
-                    .nak(
-                        &delivery,
-                        Duration::from_millis(100),
-                        "claim fenced out before it began",
-                    )
-                    .await;
+                let why = format!("the task's fence {stored} is ahead of this claim's {fence}");
+                hand_back(
+                    tasks,
+                    &delivery,
+                    100,
+                    "claim fenced out before it began",
+                    &why,
+                )
+                .await;
                 return;
             }
             Ok(_) | Err(PersistError::FencingUnsupported { .. }) => {}
             Err(error) => {
-                tracing::warn!(%error, "cannot raise the task's fence; handing it back");
-                let _ = tasks
-                    .nak(&delivery, Duration::from_millis(500), &error.to_string())
-                    .await;
+                hand_back(
+                    tasks,
+                    &delivery,
+                    500,
+                    "cannot raise the task's fence",
+                    &error,
+                )
+                .await;
                 return;
             }
         }
@@ -824,10 +829,14 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
             }
             Ok(None) => {}
             Err(error) => {
-                tracing::warn!(%error, "cannot read the task's checkpoint; handing it back");
-                let _ = tasks
-                    .nak(&delivery, Duration::from_millis(500), &error.to_string())
-                    .await;
+                hand_back(
+                    tasks,
+                    &delivery,
+                    500,
+                    "cannot read the task's checkpoint",
+                    &error,
+                )
+                .await;
                 return;
             }
         }
@@ -839,10 +848,7 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
         step,
     };
     if let Err(error) = publish_event(&*items, &claimed).await {
-        tracing::warn!(%error, "cannot report the claim; handing the task back");
-        let _ = tasks
-            .nak(&delivery, Duration::from_millis(500), &error.to_string())
-            .await;
+        hand_back(tasks, &delivery, 500, "cannot report the claim", &error).await;
         return;
     }
     let mut spec = TaskSpec::new(message.key.clone(), graph)
@@ -997,10 +1003,14 @@ async fn claim(shared: &Arc<Shared>, delivery: Delivery, slot: &Arc<ClaimSlot>) 
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "the task's end could not be reported; handing it back");
-            let _ = tasks
-                .nak(&delivery, Duration::from_millis(200), &error.to_string())
-                .await;
+            hand_back(
+                tasks,
+                &delivery,
+                200,
+                "the task's end could not be reported",
+                &error,
+            )
+            .await;
         }
     }
 }
@@ -1072,6 +1082,26 @@ fn to_event(message: &TaskMessage, epoch: u32, step: &mut u64, mut item: StreamI
         ItemKind::Cancelled => Relay::End(WireEnd::Cancelled { action }),
         _ => Relay::Skip,
     }
+}
+
+/// A claim that cannot go on: say why, and hand its delivery back to be
+/// delivered again after `after_ms` (a hand-back that fails is left to the
+/// claim's lease).
+async fn hand_back(
+    tasks: &dyn WorkQueue,
+    delivery: &Delivery,
+    after_ms: u64,
+    what: &str,
+    error: &(dyn std::fmt::Display + Sync),
+) {
+    tracing::warn!(%error, "{what}; handing the task back");
+    let _ = tasks
+        .nak(
+            delivery,
+            Duration::from_millis(after_ms),
+            &error.to_string(),
+        )
+        .await;
 }
 
 /// The claim's heartbeat.

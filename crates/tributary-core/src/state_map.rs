@@ -243,6 +243,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A map of `pairs`, inserted in order (integers for values).
+    fn map_of(pairs: &[(&str, i64)]) -> Map {
+        pairs.iter().map(|&(k, v)| entry(k, json!(v))).collect()
+    }
+
     fn entry(k: &str, v: Value) -> Entry {
         (Arc::from(k), Slot::new(v))
     }
@@ -256,14 +261,7 @@ mod tests {
 
     #[test]
     fn entries_stay_sorted_and_unique_and_the_last_value_wins() {
-        let map: Map = [
-            entry("b", json!(1)),
-            entry("a", json!(2)),
-            entry("b", json!(3)),
-            entry("c", json!(4)),
-        ]
-        .into_iter()
-        .collect();
+        let map = map_of(&[("b", 1), ("a", 2), ("b", 3), ("c", 4)]);
         let keys: Vec<&str> = map.keys().map(|k| &**k).collect();
         assert_eq!(keys, ["a", "b", "c"]);
         assert_eq!(map.get("b").map(Slot::value), Some(&json!(3)));
@@ -321,20 +319,8 @@ mod tests {
 
     #[test]
     fn a_merge_keeps_every_key_once_and_the_other_side_wins() {
-        let a: Map = [
-            entry("a", json!(1)),
-            entry("c", json!(1)),
-            entry("e", json!(1)),
-        ]
-        .into_iter()
-        .collect();
-        let b: Map = [
-            entry("b", json!(2)),
-            entry("c", json!(2)),
-            entry("f", json!(2)),
-        ]
-        .into_iter()
-        .collect();
+        let a = map_of(&[("a", 1), ("c", 1), ("e", 1)]);
+        let b = map_of(&[("b", 2), ("c", 2), ("f", 2)]);
         let m = a.merged(&b);
         let all = entries(&m);
         assert_eq!(
