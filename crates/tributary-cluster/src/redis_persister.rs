@@ -289,8 +289,7 @@ impl Persister for RedisPersister {
     }
 
     async fn raise_fence(&self, app_id: &str, epoch: u64) -> Result<u64, PersistError> {
-        let epoch_i = i64::try_from(epoch)
-            .map_err(|_| PersistError::backend(format!("fencing epoch {epoch} is out of range")))?;
+        let epoch_i = epoch_arg(epoch)?;
         let mut invocation = self.raise.key(self.meta_key(app_id));
         invocation.arg(epoch_i);
         let invocation = &invocation;
@@ -303,8 +302,12 @@ impl Persister for RedisPersister {
     }
 
     async fn save_fenced(&self, checkpoint: &Checkpoint, epoch: u64) -> Result<(), PersistError> {
-        let epoch = i64::try_from(epoch)
-            .map_err(|_| PersistError::backend(format!("fencing epoch {epoch} is out of range")))?;
-        self.write(checkpoint, epoch).await
+        self.write(checkpoint, epoch_arg(epoch)?).await
     }
+}
+
+/// A fencing epoch as the integer the scripts compare.
+fn epoch_arg(epoch: u64) -> Result<i64, PersistError> {
+    i64::try_from(epoch)
+        .map_err(|_| PersistError::backend(format!("fencing epoch {epoch} is out of range")))
 }

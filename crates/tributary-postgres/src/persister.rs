@@ -90,10 +90,9 @@ pub(crate) async fn write<C: GenericClient + Sync>(
             Ok(Ok(()))
         }
         Some(epoch) => {
-            let Ok(epoch_i) = i64::try_from(epoch) else {
-                return Ok(Err(PersistError::backend(format!(
-                    "fencing epoch {epoch} is beyond PostgreSQL's bigint"
-                ))));
+            let epoch_i = match epoch_param(epoch) {
+                Ok(e) => e,
+                Err(e) => return Ok(Err(e)),
             };
             let saved: i64 = client
                 .query_one(
@@ -243,12 +242,11 @@ impl Persister for PostgresPersister {
     }
 
     async fn raise_fence(&self, app_id: &str, epoch: u64) -> Result<u64, PersistError> {
-        let Ok(epoch_i) = i64::try_from(epoch) else {
-            return Err(PersistError::backend(format!(
-                "fencing epoch {epoch} is beyond PostgreSQL's bigint"
-            )));
-        };
+        let epoch_i = epoch_param(epoch)?;
         let id = app_id.to_owned();
+        // A write through `read` (any statement on a pooled connection): the
+        // upsert is atomic in the database and needs no place among the
+        // writer's batched saves, whose own fence check it orders against.
         let stored: i64 = self
             .db
             .read(move |conn| {
@@ -353,4 +351,13 @@ fn decode(row: &Row) -> Result<Checkpoint, PersistError> {
     checkpoint.partition_key = row.get(1);
     checkpoint.result = result;
     Ok(checkpoint)
+}
+
+/// A fencing epoch as the `bigint` the `fences` table stores.
+fn epoch_param(epoch: u64) -> Result<i64, PersistError> {
+    i64::try_from(epoch).map_err(|_| {
+        PersistError::backend(format!(
+            "fencing epoch {epoch} is beyond PostgreSQL's bigint"
+        ))
+    })
 }
